@@ -1,0 +1,12 @@
+//! # goldcrest-alloc
+//!
+//! goldcrest for targets with a heap but not necessarily an OS: `#![no_std]` with `alloc`.
+//! Owned models and buffers, growable caches, and packing/quantizing float weights into the
+//! formats of [`goldcrest_core::quant`].
+#![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub use goldcrest_core as core_api;
