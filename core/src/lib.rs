@@ -32,6 +32,7 @@
 
 pub mod arena;
 pub mod error;
+pub mod kernels;
 pub mod quant;
 
 pub use error::{Error, Result};

@@ -32,7 +32,9 @@ fn check(name: &str, rows: usize, cols: usize, format: Format, ours: Vec<u8>, ex
                 assert_eq!(a, b, "{name} {format:?} r{r} c{c}");
             } else {
                 let block = &golden[r * rb + (c / 32) * format.block_bytes()..];
-                let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32().abs();
+                let d = half::f16::from_le_bytes([block[0], block[1]])
+                    .to_f32()
+                    .abs();
                 // q8_0: half a step plus the f16 rounding of the scale (relative 2^-11) times
                 // the largest code (127). q4_0: codes run -8..=7 with -8 at the extreme, so
                 // values on the other side clip at 7 steps: up to one step.
@@ -49,13 +51,41 @@ fn check(name: &str, rows: usize, cols: usize, format: Format, ours: Vec<u8>, ex
 #[test]
 fn ternary_blocks_match_llama_cpp() {
     let input = f32s(&std::fs::read("tests/fixtures/quant/ternary_4x512.input.f32").unwrap());
-    check("ternary_4x512", 4, 512, Format::Tq2_0, pack(&input, tq2_0::quantize_block), true);
-    check("ternary_4x512", 4, 512, Format::Tq1_0, pack(&input, tq1_0::quantize_block), true);
+    check(
+        "ternary_4x512",
+        4,
+        512,
+        Format::Tq2_0,
+        pack(&input, tq2_0::quantize_block),
+        true,
+    );
+    check(
+        "ternary_4x512",
+        4,
+        512,
+        Format::Tq1_0,
+        pack(&input, tq1_0::quantize_block),
+        true,
+    );
 }
 
 #[test]
 fn q8_0_and_q4_0_blocks_match_ggml() {
     let input = f32s(&std::fs::read("tests/fixtures/quant/gauss_3x96.input.f32").unwrap());
-    check("gauss_3x96", 3, 96, Format::Q8_0, pack(&input, q8_0::quantize_block), false);
-    check("gauss_3x96", 3, 96, Format::Q4_0, pack(&input, q4_0::quantize_block), false);
+    check(
+        "gauss_3x96",
+        3,
+        96,
+        Format::Q8_0,
+        pack(&input, q8_0::quantize_block),
+        false,
+    );
+    check(
+        "gauss_3x96",
+        3,
+        96,
+        Format::Q4_0,
+        pack(&input, q4_0::quantize_block),
+        false,
+    );
 }
