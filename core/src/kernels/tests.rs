@@ -218,6 +218,10 @@ proptest! {
 
 #[test]
 fn large_shapes_agree() {
+    // Lists what this run covers (visible with --nocapture, e.g. under qemu with -cpu max vs
+    // -cpu cortex-a53).
+    let isas: Vec<&str> = available().iter().map(|k| k.isa().name()).collect();
+    std::eprintln!("kernels under test: {isas:?}");
     for f in [Format::Tq2_0, Format::Tq1_0, Format::F16, Format::F32] {
         check_float(f, 37, 2048 + 256 + 5, 5, 7);
     }
