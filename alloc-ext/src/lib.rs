@@ -9,4 +9,6 @@
 
 extern crate alloc;
 
+pub mod quantize;
+
 pub use goldcrest_core as core_api;

@@ -5,5 +5,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod kernels;
+
 pub use goldcrest_alloc as alloc_api;
 pub use goldcrest_core as core_api;
