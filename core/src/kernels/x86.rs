@@ -22,10 +22,20 @@ use core::arch::x86_64::*;
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C (and AVX-512 F/BW/VL/VNNI for `Isa::Avx512Vnni`).
 pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
-    let _ = isa;
     // SAFETY: the caller guarantees AVX2 + FMA + F16C.
     unsafe {
         match w.format() {
+            Format::Tq2_0 | Format::Tq1_0 if n < GEMM_MIN_TOKENS => {
+                for t in 0..n {
+                    let xt = &x[t * w.cols()..(t + 1) * w.cols()];
+                    let yt = &mut y[t * w.rows()..(t + 1) * w.rows()];
+                    if isa == Isa::Avx512Vnni {
+                        ternary_gemv_f32_avx512(w, xt, yt)
+                    } else {
+                        ternary_gemv_f32_avx2(w, xt, yt)
+                    }
+                }
+            }
             Format::Tq2_0 | Format::Tq1_0 => ternary_f32_avx2(w, x, n, y),
             Format::F32 | Format::F16 | Format::Bf16 => dense_avx2(w, x, n, y),
             _ => scalar::gemm(w, x, n, y),
@@ -83,6 +93,11 @@ macro_rules! ternary_i8_kernel {
 
         /// Tokens `t0..t0+T`, all rows: full `R`-row tiles in SIMD, leftover rows by the
         /// scalar reference (identical integers, identical combine).
+        ///
+        /// Lane `l` of combiner vector `k` is the (row, token) pair `i = 8k + l = r·T + t`.
+        /// Per-lane weight scales, activation block sums and activation scales are gathered
+        /// into small tables once per chunk of blocks, so the per-block combine is a few
+        /// vector loads.
         #[target_feature(enable = $features)]
         unsafe fn $tile<const R: usize, const T: usize>(
             w: &Matrix,
@@ -92,118 +107,137 @@ macro_rules! ternary_i8_kernel {
         ) {
             // SAFETY: every raw load below reads 32 bytes inside a checked row-block (66 bytes
             // for tq2_0), a 256-byte code buffer, a token's `blocks·256` padded activations, or
-            // an 8-lane local array; the caller guarantees the target features.
+            // an 8-lane table row; the caller guarantees the target features.
             unsafe {
                 let rows = w.rows();
                 let blocks = acts.blocks;
                 let fmt = w.format();
+                let per_block = acts.mode == ActScale::PerBlock;
                 let mask3 = _mm256_set1_epi8(3);
                 let full = rows - rows % R;
                 let mut codes_buf = [[0u8; QBLOCK]; R];
+                let mut dtab = [[[0u16; 8]; CHUNK]; 2];
+                let mut stab = [[[0i32; 8]; CHUNK]; 2];
+                let mut ftab = [[[0f32; 8]; CHUNK]; 2];
+                let kk = (R * T).div_ceil(8);
                 let mut r0 = 0;
                 while r0 < full {
-                    // Lane l of combiner vector k is pair i = 8k + l = r·T + t.
                     let mut comb = [_mm256_setzero_ps(); 2];
-                    for b in 0..blocks {
-                        let mut acc = [[_mm256_setzero_si256(); T]; R];
-                        let mut d = [0.0f32; R];
-                        let mut halves = [[_mm256_setzero_si256(); 2]; R];
-                        for r in 0..R {
-                            let row = w.row(r0 + r).unwrap_or(&[]);
-                            if fmt == Format::Tq2_0 {
-                                let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
-                                d[r] = tq2_0::scale(blk);
-                                // SAFETY: `blk` has 66 readable bytes; two unaligned 32-byte loads.
-                                halves[r] = [
-                                    _mm256_loadu_si256(blk.as_ptr().cast()),
-                                    _mm256_loadu_si256(blk.as_ptr().add(32).cast()),
-                                ];
-                            } else {
-                                let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-                                d[r] = tq1_0::scale(blk);
-                                tq1_0::unpack_codes(blk, &mut codes_buf[r]);
-                            }
-                        }
-                        for c in 0..8 {
-                            let mut a = [_mm256_setzero_si256(); T];
-                            for t in 0..T {
-                                let at = acts.token(t0 + t);
-                                // SAFETY: each token has `blocks·256` activations.
-                                a[t] =
-                                    _mm256_loadu_si256(at.as_ptr().add(b * QBLOCK + 32 * c).cast());
-                            }
-                            for r in 0..R {
-                                let codes = if fmt == Format::Tq2_0 {
-                                    let v = halves[r][c / 4];
-                                    let s = match c % 4 {
-                                        0 => v,
-                                        1 => _mm256_srli_epi16::<2>(v),
-                                        2 => _mm256_srli_epi16::<4>(v),
-                                        _ => _mm256_srli_epi16::<6>(v),
-                                    };
-                                    _mm256_and_si256(s, mask3)
-                                } else {
-                                    // SAFETY: 32 bytes inside the 256-byte buffer.
-                                    _mm256_loadu_si256(codes_buf[r].as_ptr().add(32 * c).cast())
-                                };
-                                for t in 0..T {
-                                    acc[r][t] = $dot(acc[r][t], codes, a[t]);
-                                }
-                            }
-                        }
-                        // Reduce 8 accumulators at a time to one vector of 8 block sums.
-                        for k in 0..(R * T).div_ceil(8) {
-                            let mut v = [_mm256_setzero_si256(); 8];
-                            let mut dl = [0.0f32; 8];
-                            let mut sl = [0i32; 8];
-                            let mut scl = [0.0f32; 8];
+                    let mut b0 = 0;
+                    while b0 < blocks {
+                        let nb = CHUNK.min(blocks - b0);
+                        for k in 0..kk {
                             for l in 0..8 {
                                 let i = 8 * k + l;
-                                if i < R * T {
-                                    let (r, t) = (i / T, i % T);
-                                    v[l] = acc[r][t];
-                                    dl[l] = d[r];
-                                    sl[l] = acts.token_sums(t0 + t)[b];
-                                    if acts.mode == ActScale::PerBlock {
-                                        scl[l] = acts.token_scales(t0 + t)[b];
+                                if i >= R * T {
+                                    continue;
+                                }
+                                let (r, t) = (i / T, i % T);
+                                let row = w.row(r0 + r).unwrap_or(&[]);
+                                let (bb, off) = match fmt {
+                                    Format::Tq2_0 => (tq2_0::BLOCK_BYTES, tq2_0::SCALE_OFFSET),
+                                    _ => (tq1_0::BLOCK_BYTES, tq1_0::SCALE_OFFSET),
+                                };
+                                let sums = acts.token_sums(t0 + t);
+                                for j in 0..nb {
+                                    let at = (b0 + j) * bb + off;
+                                    dtab[k][j][l] = u16::from_le_bytes([row[at], row[at + 1]]);
+                                    stab[k][j][l] = sums[b0 + j];
+                                    if per_block {
+                                        ftab[k][j][l] = acts.token_scales(t0 + t)[b0 + j];
                                     }
                                 }
                             }
-                            let s01 = _mm256_hadd_epi32(v[0], v[1]);
-                            let s23 = _mm256_hadd_epi32(v[2], v[3]);
-                            let s45 = _mm256_hadd_epi32(v[4], v[5]);
-                            let s67 = _mm256_hadd_epi32(v[6], v[7]);
-                            let s0123 = _mm256_hadd_epi32(s01, s23);
-                            let s4567 = _mm256_hadd_epi32(s45, s67);
-                            let lo = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
-                            let hi = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
-                            let dot = _mm256_add_epi32(lo, hi);
-                            // SAFETY: 8-lane arrays.
-                            let isum =
-                                _mm256_sub_epi32(dot, _mm256_loadu_si256(sl.as_ptr().cast()));
-                            let mut scale = _mm256_loadu_ps(dl.as_ptr());
-                            if acts.mode == ActScale::PerBlock {
-                                scale = _mm256_mul_ps(scale, _mm256_loadu_ps(scl.as_ptr()));
-                            }
-                            // Same operations as `Combine::add`: product, then sum; never fused.
-                            let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
-                            comb[k] = _mm256_add_ps(comb[k], prod);
                         }
+                        for j in 0..nb {
+                            let b = b0 + j;
+                            let mut acc = [[_mm256_setzero_si256(); T]; R];
+                            let mut halves = [[_mm256_setzero_si256(); 2]; R];
+                            for r in 0..R {
+                                let row = w.row(r0 + r).unwrap_or(&[]);
+                                if fmt == Format::Tq2_0 {
+                                    let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
+                                    halves[r] = [
+                                        _mm256_loadu_si256(blk.as_ptr().cast()),
+                                        _mm256_loadu_si256(blk.as_ptr().add(32).cast()),
+                                    ];
+                                } else {
+                                    let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
+                                    tq1_0::unpack_codes(blk, &mut codes_buf[r]);
+                                }
+                            }
+                            for c in 0..8 {
+                                let mut a = [_mm256_setzero_si256(); T];
+                                for (t, av) in a.iter_mut().enumerate() {
+                                    let at = acts.token(t0 + t);
+                                    *av = _mm256_loadu_si256(
+                                        at.as_ptr().add(b * QBLOCK + 32 * c).cast(),
+                                    );
+                                }
+                                for r in 0..R {
+                                    let codes = if fmt == Format::Tq2_0 {
+                                        let v = halves[r][c / 4];
+                                        let sh = match c % 4 {
+                                            0 => v,
+                                            1 => _mm256_srli_epi16::<2>(v),
+                                            2 => _mm256_srli_epi16::<4>(v),
+                                            _ => _mm256_srli_epi16::<6>(v),
+                                        };
+                                        _mm256_and_si256(sh, mask3)
+                                    } else {
+                                        _mm256_loadu_si256(codes_buf[r].as_ptr().add(32 * c).cast())
+                                    };
+                                    for t in 0..T {
+                                        acc[r][t] = $dot(acc[r][t], codes, a[t]);
+                                    }
+                                }
+                            }
+                            for k in 0..kk {
+                                let mut v = [_mm256_setzero_si256(); 8];
+                                for (l, vl) in v.iter_mut().enumerate() {
+                                    let i = 8 * k + l;
+                                    if i < R * T {
+                                        *vl = acc[i / T][i % T];
+                                    }
+                                }
+                                let s01 = _mm256_hadd_epi32(v[0], v[1]);
+                                let s23 = _mm256_hadd_epi32(v[2], v[3]);
+                                let s45 = _mm256_hadd_epi32(v[4], v[5]);
+                                let s67 = _mm256_hadd_epi32(v[6], v[7]);
+                                let s0123 = _mm256_hadd_epi32(s01, s23);
+                                let s4567 = _mm256_hadd_epi32(s45, s67);
+                                let lo = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
+                                let hi = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
+                                let dot = _mm256_add_epi32(lo, hi);
+                                let bsum = _mm256_loadu_si256(stab[k][j].as_ptr().cast());
+                                let isum = _mm256_sub_epi32(dot, bsum);
+                                let mut scale =
+                                    _mm256_cvtph_ps(_mm_loadu_si128(dtab[k][j].as_ptr().cast()));
+                                if per_block {
+                                    scale =
+                                        _mm256_mul_ps(scale, _mm256_loadu_ps(ftab[k][j].as_ptr()));
+                                }
+                                // Same operations as `Combine::add`: product, then sum; never
+                                // fused.
+                                let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
+                                comb[k] = _mm256_add_ps(comb[k], prod);
+                            }
+                        }
+                        b0 += nb;
                     }
-                    for k in 0..(R * T).div_ceil(8) {
+                    for (k, &ck) in comb.iter().enumerate().take(kk) {
                         let mut out = [0.0f32; 8];
-                        let mut fin = comb[k];
-                        if acts.mode == ActScale::PerToken {
+                        let mut fin = ck;
+                        if !per_block {
                             let mut sc = [0.0f32; 8];
-                            for (l, s) in sc.iter_mut().enumerate() {
+                            for (l, sv) in sc.iter_mut().enumerate() {
                                 let i = 8 * k + l;
                                 if i < R * T {
-                                    *s = acts.token_scales(t0 + i % T)[0];
+                                    *sv = acts.token_scales(t0 + i % T)[0];
                                 }
                             }
                             fin = _mm256_mul_ps(fin, _mm256_loadu_ps(sc.as_ptr()));
                         }
-                        // SAFETY: 8-lane array.
                         _mm256_storeu_ps(out.as_mut_ptr(), fin);
                         for (l, &v) in out.iter().enumerate() {
                             let i = 8 * k + l;
@@ -228,6 +262,9 @@ macro_rules! ternary_i8_kernel {
         }
     };
 }
+
+/// Blocks whose per-lane scales and sums are gathered into tables at once.
+const CHUNK: usize = 32;
 
 /// `acc += Σ₄ u8·i8` per i32 lane with the AVX2 idiom. `vpmaddubsw` cannot saturate here:
 /// codes ≤ 2 and |a| ≤ 127 give pair sums ≤ 508.
@@ -259,10 +296,64 @@ ternary_i8_kernel!(
 // ---------------------------------------------------------------------------------------------
 // Ternary × f32
 
-/// Expands one ternary row-block into `±d`/`0` f32 values (exact), zero beyond `valid`.
+/// Expands one ternary row-block into `±d`/`0` f32 values (exact products).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn expand_block(fmt: Format, row: &[u8], b: usize, out: &mut [f32; QBLOCK]) {
+    let mut buf = [0u8; QBLOCK];
+    let (codes, d) = codes8(fmt, row, b, &mut buf);
+    let one = _mm256_set1_epi8(1);
+    let dv = _mm256_set1_ps(d);
+    for (c, &cv) in codes.iter().enumerate() {
+        let t = _mm256_sub_epi8(cv, one);
+        let lanes = [_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t)];
+        for (h, &l) in lanes.iter().enumerate() {
+            let parts = [l, _mm_srli_si128::<8>(l)];
+            for (k, &part) in parts.iter().enumerate() {
+                let wv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)), dv);
+                // SAFETY: 8 floats inside the 256-float output.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(32 * c + 16 * h + 8 * k), wv) };
+            }
+        }
+    }
+}
+
+/// Below this many tokens, ternary f32 products run token by token straight from the packed
+/// codes; from here on, expanding each weight block once and reusing it pays.
+const GEMM_MIN_TOKENS: usize = 4;
+
+/// The 256 codes of row-block `b` as eight vectors of 32 bytes (`0..=2`), weights in order.
+/// `tq2_0` unpacks in registers (two loads, shifts, masks); `tq1_0` goes through `buf`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256i; 8], f32) {
+    let mut out = [_mm256_setzero_si256(); 8];
+    if fmt == Format::Tq2_0 {
+        let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
+        let mask3 = _mm256_set1_epi8(3);
+        for half in 0..2 {
+            // SAFETY: bytes `32·half .. 32·half + 32` of a 66-byte block.
+            let v = unsafe { _mm256_loadu_si256(blk.as_ptr().add(32 * half).cast()) };
+            out[4 * half] = _mm256_and_si256(v, mask3);
+            out[4 * half + 1] = _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask3);
+            out[4 * half + 2] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask3);
+            out[4 * half + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask3);
+        }
+        (out, tq2_0::scale(blk))
+    } else {
+        let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
+        tq1_0::unpack_codes(blk, buf);
+        for (c, o) in out.iter_mut().enumerate() {
+            // SAFETY: 32 bytes inside the 256-byte buffer.
+            *o = unsafe { _mm256_loadu_si256(buf.as_ptr().add(32 * c).cast()) };
+        }
+        (out, tq1_0::scale(blk))
+    }
+}
+
+/// The partial last block of a row, reading only its `valid` activations.
+#[inline(always)]
+fn tail_block(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
     let mut codes = [0u8; QBLOCK];
     let d = if fmt == Format::Tq2_0 {
         let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
@@ -273,18 +364,93 @@ fn expand_block(fmt: Format, row: &[u8], b: usize, out: &mut [f32; QBLOCK]) {
         tq1_0::unpack_codes(blk, &mut codes);
         tq1_0::scale(blk)
     };
-    let one = _mm256_set1_epi32(1);
-    let dv = _mm256_set1_ps(d);
-    for c in 0..QBLOCK / 8 {
-        // SAFETY: 8 bytes inside `codes`, 8 floats inside `out`.
-        unsafe {
-            let c8 = _mm_loadl_epi64(codes.as_ptr().add(8 * c).cast());
-            let t = _mm256_sub_epi32(_mm256_cvtepu8_epi32(c8), one);
-            _mm256_storeu_ps(
-                out.as_mut_ptr().add(8 * c),
-                _mm256_mul_ps(_mm256_cvtepi32_ps(t), dv),
-            );
+    let s = codes.iter().zip(x).fold(0.0f32, |a, (&c, &v)| match c {
+        0 => a - v,
+        2 => a + v,
+        _ => a,
+    });
+    s * d
+}
+
+/// Decode with f32 activations on AVX-512: per 16 weights, one masked add of `x` into a
+/// positive and one into a negative accumulator (masks from byte compares of the codes).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
+    let (cols, fmt) = (w.cols(), w.format());
+    let full = cols / QBLOCK;
+    let mut buf = [0u8; QBLOCK];
+    let two = _mm256_set1_epi8(2);
+    let zero = _mm256_setzero_si256();
+    for (r, out) in y.iter_mut().enumerate() {
+        let row = w.row(r).unwrap_or(&[]);
+        let mut total = _mm512_setzero_ps();
+        for b in 0..full {
+            let (codes, d) = codes8(fmt, row, b, &mut buf);
+            let mut p = [_mm512_setzero_ps(); 4];
+            let mut q = [_mm512_setzero_ps(); 4];
+            for (c, &cv) in codes.iter().enumerate() {
+                let kp = _mm256_cmpeq_epi8_mask(cv, two);
+                let kn = _mm256_cmpeq_epi8_mask(cv, zero);
+                // SAFETY: block `b < full` lies inside `x`: 32 floats at `256b + 32c`.
+                let (x0, x1) = unsafe {
+                    let px = x.as_ptr().add(b * QBLOCK + 32 * c);
+                    (_mm512_loadu_ps(px), _mm512_loadu_ps(px.add(16)))
+                };
+                let k = 2 * (c % 2);
+                p[k] = _mm512_mask_add_ps(p[k], kp as u16, p[k], x0);
+                q[k] = _mm512_mask_add_ps(q[k], kn as u16, q[k], x0);
+                p[k + 1] = _mm512_mask_add_ps(p[k + 1], (kp >> 16) as u16, p[k + 1], x1);
+                q[k + 1] = _mm512_mask_add_ps(q[k + 1], (kn >> 16) as u16, q[k + 1], x1);
+            }
+            let pos = _mm512_add_ps(_mm512_add_ps(p[0], p[1]), _mm512_add_ps(p[2], p[3]));
+            let neg = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), _mm512_add_ps(q[2], q[3]));
+            total = _mm512_fmadd_ps(_mm512_sub_ps(pos, neg), _mm512_set1_ps(d), total);
         }
+        let mut s = _mm512_reduce_add_ps(total);
+        if full * QBLOCK < cols {
+            s += tail_block(fmt, row, full, &x[full * QBLOCK..]);
+        }
+        *out = s;
+    }
+}
+
+/// Decode with f32 activations on AVX2: trits widened to f32 (±1/0) and applied with FMA,
+/// which rounds once like the addition or subtraction it stands for.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
+    let (cols, fmt) = (w.cols(), w.format());
+    let full = cols / QBLOCK;
+    let mut buf = [0u8; QBLOCK];
+    let one = _mm256_set1_epi8(1);
+    for (r, out) in y.iter_mut().enumerate() {
+        let row = w.row(r).unwrap_or(&[]);
+        let mut total = _mm256_setzero_ps();
+        for b in 0..full {
+            let (codes, d) = codes8(fmt, row, b, &mut buf);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (c, &cv) in codes.iter().enumerate() {
+                let t = _mm256_sub_epi8(cv, one);
+                let lanes = [_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t)];
+                for (h, &l) in lanes.iter().enumerate() {
+                    let parts = [l, _mm_srli_si128::<8>(l)];
+                    for (k, &part) in parts.iter().enumerate() {
+                        let wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part));
+                        // SAFETY: block `b < full` lies inside `x`.
+                        let xv = unsafe {
+                            _mm256_loadu_ps(x.as_ptr().add(b * QBLOCK + 32 * c + 16 * h + 8 * k))
+                        };
+                        acc[2 * h + k] = _mm256_fmadd_ps(wv, xv, acc[2 * h + k]);
+                    }
+                }
+            }
+            let bsum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            total = _mm256_fmadd_ps(bsum, _mm256_set1_ps(d), total);
+        }
+        let mut s = hsum(total);
+        if full * QBLOCK < cols {
+            s += tail_block(fmt, row, full, &x[full * QBLOCK..]);
+        }
+        *out = s;
     }
 }
 
