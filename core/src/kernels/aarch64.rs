@@ -10,6 +10,8 @@
 //!   in [`super`] holds.
 //! - Dense f32: `fmla` with four accumulators. Other formats run the scalar code.
 #![allow(unsafe_code)]
+// Kernels index several tiles with the same row/token/chunk counters.
+#![allow(clippy::needless_range_loop)]
 
 use super::scalar::{self, Combine};
 use super::{Int8Acts, Isa, QBLOCK};

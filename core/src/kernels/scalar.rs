@@ -163,6 +163,12 @@ pub struct Combine {
     acc: f32,
 }
 
+impl Default for Combine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Combine {
     /// Starts an output.
     #[inline(always)]

@@ -11,6 +11,8 @@
 //!   exact term `±d·x`, so the bound in [`super`] holds.
 //! - Dense f32/f16/bf16: FMA over 8 lanes × 4 accumulators (f16 via F16C).
 #![allow(unsafe_code)]
+// Kernels index several tiles with the same row/token/chunk counters.
+#![allow(clippy::needless_range_loop)]
 
 use super::scalar::{self, Combine};
 use super::{ActScale, Int8Acts, Isa, QBLOCK};

@@ -25,7 +25,7 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 #[inline(always)]
 fn to_fixed(n: u16) -> u8 {
     // n ≤ 242, so the quotient is ≤ 255.
-    ((n * 256 + 242) / 243) as u8
+    (n * 256).div_ceil(243) as u8
 }
 
 #[inline(always)]
@@ -34,6 +34,7 @@ fn digit(q: u8, k: usize) -> u8 {
 }
 
 /// Packs 256 trits (each `-1`, `0` or `1`; other values are clamped) and a raw f16 scale.
+#[allow(clippy::needless_range_loop)] // the index is the weight position formula
 pub fn pack_block(trits: &[i8; BLOCK_ELEMS], d_f16: [u8; 2]) -> [u8; BLOCK_BYTES] {
     let t = |e: usize| (trits[e].clamp(-1, 1) + 1) as u16;
     let mut out = [0u8; BLOCK_BYTES];
