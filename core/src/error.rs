@@ -236,6 +236,14 @@ pub enum Error {
         /// Found length.
         found: u64,
     },
+    /// A tensor imported as already-ternary is not `scale·{-1, 0, 1}` with one f16 scale per
+    /// 256-block of a row.
+    NotTernary {
+        /// The tensor.
+        tensor: Name,
+        /// Index (row-major) of the first element that breaks the rule.
+        element: u64,
+    },
     /// A value is NaN or infinite where a finite number is required.
     NonFinite,
     /// A value is outside the range that the operation accepts.
@@ -307,6 +315,10 @@ impl fmt::Display for Error {
             Error::LengthMismatch { expected, found } => {
                 write!(f, "length mismatch: expected {expected}, found {found}")
             }
+            Error::NotTernary { tensor, element } => write!(
+                f,
+                "tensor '{tensor}' is not ternary: element {element} is not 0 or ±(its 256-block's f16 scale); quantize it with absmean instead"
+            ),
             Error::NonFinite => f.write_str("value is NaN or infinite"),
             Error::OutOfRange => f.write_str("value out of range"),
             Error::Checksum => f.write_str("checksum mismatch"),

@@ -29,9 +29,13 @@
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+// `Error` is a `Copy` value with inline names (no allocation, so no boxing in no_std); its
+// size is deliberate.
+#![allow(clippy::result_large_err)]
 
 pub mod arena;
 pub mod error;
+pub mod kernels;
 pub mod quant;
 
 pub use error::{Error, Result};
