@@ -19,7 +19,7 @@
 //!
 //! 1. [`error`]: the error type.
 //! 2. [`quant`]: storage formats and the table of their block sizes.
-//! 3. `format`: the safetensors parser, tensor views, model metadata.
+//! 3. [`format`]: the safetensors parser, tensor views, model metadata.
 //! 4. `kernels`: matrix-vector and matrix-matrix products per format; portable scalar reference
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
@@ -29,9 +29,13 @@
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+// `Error` is deliberately a `Copy` value with inline tensor names and shapes (no allocation,
+// no lifetimes), so it is larger than clippy's default threshold for `Result` errors.
+#![allow(clippy::result_large_err)]
 
 pub mod arena;
 pub mod error;
+pub mod format;
 pub mod quant;
 
 pub use error::{Error, Result};
