@@ -29,9 +29,6 @@
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
-// `Error` is deliberately a `Copy` value with inline tensor names and shapes (no allocation,
-// no lifetimes), so it is larger than clippy's default threshold for `Result` errors.
-#![allow(clippy::result_large_err)]
 
 pub mod arena;
 pub mod error;
