@@ -228,6 +228,15 @@ fn assert_consistent(file: &SafeTensors<'_>) {
     let _ = file.metadata().format_version();
 }
 
+/// Whether two errors report the same kind of problem. The scratch-free and sorting checks may
+/// name different tensors, or see an overlap versus a hole first, when a file has several
+/// layout problems or several duplicate names; both answers are correct.
+fn same_kind(a: &goldcrest_core::Error, b: &goldcrest_core::Error) -> bool {
+    use goldcrest_core::Error::{BadOffsets, DataGap};
+    let layout = |e: &goldcrest_core::Error| matches!(e, BadOffsets { .. } | DataGap { .. });
+    (layout(a) && layout(b)) || core::mem::discriminant(a) == core::mem::discriminant(b)
+}
+
 fn parse_all_ways(bytes: &[u8]) -> Result<Seen, goldcrest_core::Error> {
     let plain = SafeTensors::parse(bytes);
     let mut slots = vec![TensorSlot::default(); 64];
@@ -237,7 +246,7 @@ fn parse_all_ways(bytes: &[u8]) -> Result<Seen, goldcrest_core::Error> {
             assert_consistent(a);
             assert_eq!(seen_by_goldcrest(a), seen_by_goldcrest(b));
         }
-        (Err(a), Err(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert!(same_kind(a, b), "{a:?} vs {b:?}"),
         _ => panic!("scratch and scratch-free disagree: {plain:?} vs {scratch:?}"),
     }
     plain.map(|f| seen_by_goldcrest(&f))

@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use goldcrest_core::format::{
@@ -333,26 +335,33 @@ impl ModelWriter {
     /// Writes the file to `path`: to a sibling temporary file first, checked with core's
     /// reader through a memory map, then renamed over `path` (so existing maps of an old file
     /// stay valid and a failed write leaves no half-written model behind).
+    ///
+    /// The file is assembled in memory first (the `safetensors` crate's streaming writer
+    /// creates files readable by their owner only); the new file gets the usual permissions
+    /// for the process's umask.
     pub fn write_file(&self, path: impl AsRef<Path>) -> Result<(), FileError> {
         let path = path.as_ref();
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(".goldcrest-tmp");
         let tmp: PathBuf = path.with_file_name(tmp_name);
-        let (views, metadata) = self.prepared();
-        safetensors::serialize_to_file(views, Some(metadata), &tmp)
-            .map_err(FileError::Serialize)?;
-        let checked = ModelFile::open(&tmp).and_then(|m| {
-            let st = m.safetensors()?;
-            self.verify(&st)
-        });
-        if let Err(e) = checked {
+        let bytes = self.to_bytes()?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| FileError::Io { path: p, source }
+        };
+        let written = (|| {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&bytes).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+            drop(f);
+            let m = ModelFile::open(&tmp)?;
+            self.verify(&m.safetensors()?)
+        })();
+        if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, path).map_err(|source| FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::rename(&tmp, path).map_err(io(path))
     }
 
     /// Every tensor present with its declared bytes, and the alignment rule.

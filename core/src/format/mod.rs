@@ -10,28 +10,30 @@
 //! reasons; views cast the caller's bytes in place and report [`crate::Error::Misaligned`]
 //! instead of copying.
 //!
+//! Reading a model from flash, as firmware does (the bytes are placed at an 8-byte aligned
+//! address so every tensor view is zero-copy; see `docs/format.md`):
+//!
 //! ```
 //! use goldcrest_core::format::SafeTensors;
-//! # fn file() -> Vec<u8> {
-//! #     let header = br#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
-//! #     let mut pad = header.to_vec();
-//! #     while (8 + pad.len()) % 8 != 0 { pad.push(b' '); }
-//! #     let mut f = (pad.len() as u64).to_le_bytes().to_vec();
-//! #     f.extend(pad);
-//! #     for x in [1.0f32, 2.0, 3.0, 4.0] { f.extend(x.to_le_bytes()); }
-//! #     f
-//! # }
-//! # let bytes = file();
-//! # // A Vec<u8> is only byte-aligned; copy into u64s to get the alignment a real mmap has.
-//! # let mut words = vec![0u64; bytes.len().div_ceil(8)];
-//! # bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-//! # let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()];
-//! let file = SafeTensors::parse(bytes)?;
-//! let w = file.tensor("w")?;
-//! w.expect_shape(&[2, 2])?;
-//! assert_eq!(w.f32s()?, &[1.0, 2.0, 3.0, 4.0]);
-//! let m = w.matrix()?;
-//! assert_eq!((m.rows(), m.cols()), (2, 2));
+//! use goldcrest_core::quant::Format;
+//!
+//! #[repr(C, align(8))]
+//! struct Aligned<Bytes: ?Sized>(Bytes);
+//!
+//! static MODEL: &Aligned<[u8]> =
+//!     &Aligned(*include_bytes!("../../../tests/fixtures/format/tiny.safetensors"));
+//!
+//! let file = SafeTensors::parse(&MODEL.0)?;
+//! let meta = file.metadata();
+//! assert!(meta.arch().is_some_and(|a| a == "demo"));
+//! assert_eq!(meta.hyperparameter_usize("demo", "d_model")?, 4);
+//!
+//! let norm = file.tensor("norm.weight")?;
+//! norm.expect_shape(&[4])?;
+//! assert_eq!(norm.f32s()?, &[1.0, 0.5, -0.5, 2.0]); // borrowed from MODEL, not copied
+//!
+//! let up = file.tensor("layers.0.ffn.up")?.matrix()?; // packed ternary, for the kernels
+//! assert_eq!((up.format(), up.rows(), up.cols()), (Format::Tq2_0, 4, 256));
 //! # Ok::<(), goldcrest_core::Error>(())
 //! ```
 
