@@ -355,6 +355,53 @@ proptest! {
         }
     }
 
+    /// Tensors in any header order, with one range possibly moved to create overlaps, holes or
+    /// misplaced empty tensors: goldcrest accepts exactly the layouts the reference accepts.
+    #[test]
+    fn layouts_in_any_order_match_reference(
+        lens in prop::collection::vec(0u64..4, 1..10),
+        order in any::<prop::sample::Index>(),
+        moved in prop::option::of((any::<prop::sample::Index>(), 0u64..12)),
+    ) {
+        let mut ranges = Vec::new();
+        let mut at = 0u64;
+        for &len in &lens {
+            ranges.push((at, at + len));
+            at += len;
+        }
+        let data_len = at;
+        if let Some((which, start)) = moved {
+            let i = which.index(ranges.len());
+            let len = ranges[i].1 - ranges[i].0;
+            ranges[i] = (start, start + len);
+        }
+        let mut entries: Vec<String> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| {
+                format!(r#""t{i}":{{"dtype":"U8","shape":[{}],"data_offsets":[{a},{b}]}}"#, b - a)
+            })
+            .collect();
+        let rotate = order.index(entries.len());
+        entries.rotate_left(rotate);
+        if rotate % 2 == 1 {
+            entries.reverse();
+        }
+        let mut header = format!("{{{}}}", entries.join(","));
+        while header.len() % 8 != 0 {
+            header.push(' ');
+        }
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(7u8, data_len as usize));
+        let ours = parse_all_ways(&bytes);
+        let reference = seen_by_reference(&bytes);
+        prop_assert_eq!(ours.is_ok(), reference.is_ok(), "{} -> {:?} vs {:?}", header, ours, reference.err());
+        if let (Ok(a), Ok(b)) = (ours, reference) {
+            prop_assert_eq!(a, b);
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = parse_all_ways(&bytes);

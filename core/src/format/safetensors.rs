@@ -513,7 +513,6 @@ impl<'a> SafeTensors<'a> {
 
         // Pass 1: syntax and every entry on its own; collect what relations need.
         let mut count = 0usize;
-        let mut nonempty = 0usize;
         let mut covered = 0u64;
         let mut in_order = true;
         let mut prev_end = 0u64;
@@ -539,7 +538,6 @@ impl<'a> SafeTensors<'a> {
                         };
                     }
                     count += 1;
-                    nonempty += usize::from(t.len() > 0);
                     // Each length is at most data_len, so this cannot overflow for any header
                     // that fits in memory; checked anyway.
                     covered = covered.checked_add(t.len()).ok_or(Error::BadOffsets {
@@ -572,7 +570,7 @@ impl<'a> SafeTensors<'a> {
             }
             None => {
                 if !in_order {
-                    file.check_partition_by_walk(data_len, covered, nonempty)?;
+                    file.check_partition_by_walk(data_len, covered)?;
                 }
                 file.check_names_pairwise()?;
             }
@@ -604,58 +602,34 @@ impl<'a> SafeTensors<'a> {
     }
 
     /// Without scratch: follow the chain of tensors from offset 0, one header scan per step.
-    fn check_partition_by_walk(&self, data_len: u64, covered: u64, nonempty: usize) -> Result<()> {
-        let mut cur = 0u64;
-        let mut visited = 0usize;
-        while cur < data_len {
+    ///
+    /// Each scan picks the one non-empty tensor starting where the chain ends, and rejects any
+    /// tensor starting strictly inside the chain's last interval (an overlap, or an empty tensor
+    /// off the boundaries, which the reference reader also refuses). Every tensor starts inside
+    /// the data section, so after the walk each one is on the chain or has been rejected; a
+    /// point where nothing starts is a byte no tensor covers.
+    fn check_partition_by_walk(&self, data_len: u64, covered: u64) -> Result<()> {
+        let (mut prev, mut cur) = (0u64, 0u64);
+        loop {
             let mut next: Option<RawTensor<'a>> = None;
-            for t in self.raw_tensors().filter(|t| t.start == cur && t.len() > 0) {
-                if next.is_some() {
+            for t in self.raw_tensors() {
+                let inside_last = prev < t.start && t.start < cur;
+                let second_at_cur = t.start == cur && t.len() > 0 && next.is_some();
+                if inside_last || second_at_cur {
                     return Err(Error::BadOffsets {
                         tensor: name_of(t.name),
                     });
                 }
-                next = Some(t);
+                if t.start == cur && t.len() > 0 {
+                    next = Some(t);
+                }
             }
-            let Some(t) = next else {
-                // Nothing starts here: either a hole, or a tensor overlapping the previous one.
-                return Err(self.overlap_or_gap(cur, covered, data_len));
-            };
-            visited += 1;
-            cur = t.end;
-        }
-        if visited != nonempty {
-            return Err(self.overlap_or_gap(data_len, covered, data_len));
-        }
-        // Empty tensors must sit on a boundary between tensors, as in the reference reader.
-        for t in self.raw_tensors().filter(|t| t.len() == 0) {
-            let on_boundary = t.start == 0
-                || t.start == data_len
-                || self.raw_tensors().any(|u| u.len() > 0 && u.end == t.start);
-            if !on_boundary {
-                return Err(Error::BadOffsets {
-                    tensor: name_of(t.name),
-                });
+            match next {
+                Some(t) => (prev, cur) = (cur, t.end),
+                None if cur == data_len => return Ok(()),
+                None => return Err(Error::DataGap { covered, data_len }),
             }
         }
-        Ok(())
-    }
-
-    /// Names a tensor that overlaps another one if there is one; otherwise reports a gap.
-    fn overlap_or_gap(&self, _at: u64, covered: u64, data_len: u64) -> Error {
-        for t in self.raw_tensors().filter(|t| t.len() > 0) {
-            let overlaps = self
-                .raw_tensors()
-                .filter(|u| u.len() > 0 && u.start < t.end && t.start < u.end)
-                .nth(1)
-                .is_some();
-            if overlaps {
-                return Error::BadOffsets {
-                    tensor: name_of(t.name),
-                };
-            }
-        }
-        Error::DataGap { covered, data_len }
     }
 
     /// Without scratch: compare every pair of names (one header scan per tensor).
