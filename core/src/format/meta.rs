@@ -71,6 +71,14 @@ impl<'a> Metadata<'a> {
         })
     }
 
+    /// The value of `key` borrowed as a `&str`, for values without JSON escapes (every value
+    /// goldcrest writes except free text containing quotes, backslashes or control characters).
+    /// [`Error::BadMetadata`] if it is missing or escaped; decode escaped values with
+    /// [`Metadata::get`] and [`JsonStr::unescape`].
+    pub fn get_str(&self, key: &str) -> Result<&'a str> {
+        self.require(key)?.as_str().ok_or_else(|| bad(key))
+    }
+
     /// The value of `key` parsed as an unsigned integer.
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         parse_value(self.require(key)?, key)

@@ -669,7 +669,7 @@ impl<'a> SafeTensors<'a> {
     }
 
     /// Every tensor, in header order.
-    pub fn tensors(&self) -> impl Iterator<Item = TensorView<'a>> + '_ {
+    pub fn tensors(&self) -> impl Iterator<Item = TensorView<'a>> + 'a {
         let file = *self;
         self.raw_tensors()
             .filter_map(move |raw| TensorView::from_raw(&file, raw).ok())

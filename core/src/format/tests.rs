@@ -107,6 +107,15 @@ fn reads_tensors_and_views() {
     let mut b = [0u8; 8];
     assert_eq!(esc.unescape(&mut b).unwrap(), "aé\n");
     assert_eq!(meta.format_version(), Ok(None));
+    assert_eq!(meta.get_str("goldcrest.arch"), Ok("llama"));
+    assert!(matches!(
+        meta.get_str("esc"),
+        Err(Error::BadMetadata { .. })
+    ));
+    assert!(matches!(
+        meta.get_str("absent"),
+        Err(Error::BadMetadata { .. })
+    ));
     assert!(matches!(
         meta.get_u64("esc"),
         Err(Error::BadMetadata { key }) if key.as_str() == "esc"
