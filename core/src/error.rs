@@ -173,6 +173,21 @@ pub enum Error {
         /// The tensor.
         tensor: Name,
     },
+    /// The tensors do not cover the data section exactly: safetensors forbids holes between
+    /// tensors and bytes after the last one (they would let a file carry hidden content).
+    DataGap {
+        /// Bytes of the data section that belong to tensors.
+        covered: u64,
+        /// Bytes in the data section.
+        data_len: u64,
+    },
+    /// A tensor used as a matrix does not have exactly two (logical) dimensions.
+    NotMatrix {
+        /// The tensor.
+        tensor: Name,
+        /// Its number of dimensions.
+        rank: u8,
+    },
     /// Tensor data is not aligned for a zero-copy view of its element type. Goldcrest never
     /// copies silently: place the model bytes at an aligned address (see `docs/format.md`).
     Misaligned {
@@ -280,6 +295,14 @@ impl fmt::Display for Error {
             Error::BadOffsets { tensor } => write!(
                 f,
                 "tensor '{tensor}': data offsets out of bounds, inconsistent with shape, or overlapping"
+            ),
+            Error::DataGap { covered, data_len } => write!(
+                f,
+                "tensors cover {covered} of the {data_len} data bytes; safetensors forbids holes and trailing bytes"
+            ),
+            Error::NotMatrix { tensor, rank } => write!(
+                f,
+                "tensor '{tensor}' has {rank} dimensions; a matrix needs exactly 2"
             ),
             Error::Misaligned { tensor, required } => write!(
                 f,

@@ -19,7 +19,7 @@
 //!
 //! 1. [`error`]: the error type.
 //! 2. [`quant`]: storage formats and the table of their block sizes.
-//! 3. `format`: the safetensors parser, tensor views, model metadata.
+//! 3. [`format`]: the safetensors parser, tensor views, model metadata.
 //! 4. `kernels`: matrix-vector and matrix-matrix products per format; portable scalar reference
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
@@ -35,6 +35,7 @@
 
 pub mod arena;
 pub mod error;
+pub mod format;
 pub mod kernels;
 pub mod quant;
 
