@@ -112,6 +112,7 @@ macro_rules! ternary_i8_kernel {
             // an 8-lane table row; the caller guarantees the target features.
             unsafe {
                 let rows = w.rows();
+                let row_bytes = w.row_bytes();
                 let blocks = acts.blocks;
                 let fmt = w.format();
                 let per_block = acts.mode == ActScale::PerBlock;
@@ -124,6 +125,10 @@ macro_rules! ternary_i8_kernel {
                 let kk = (R * T).div_ceil(8);
                 let mut r0 = 0;
                 while r0 < full {
+                    let mut rowp = [core::ptr::null::<u8>(); R];
+                    for (r, p) in rowp.iter_mut().enumerate() {
+                        *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+                    }
                     let mut comb = [_mm256_setzero_ps(); 2];
                     let mut b0 = 0;
                     while b0 < blocks {
@@ -156,14 +161,26 @@ macro_rules! ternary_i8_kernel {
                             let mut acc = [[_mm256_setzero_si256(); T]; R];
                             let mut halves = [[_mm256_setzero_si256(); 2]; R];
                             for r in 0..R {
-                                let row = w.row(r0 + r).unwrap_or(&[]);
                                 if fmt == Format::Tq2_0 {
-                                    let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
+                                    // Block `b` of row `r0 + r`: inside the checked matrix.
+                                    let p = rowp[r].add(b * tq2_0::BLOCK_BYTES);
+                                    // Rows of a tile are short interleaved streams that the
+                                    // hardware prefetcher detects late; fetch the same spot of
+                                    // the next tile's rows. A prefetch never faults, so the
+                                    // address may run past the matrix (wrapping arithmetic).
+                                    _mm_prefetch::<_MM_HINT_T0>(
+                                        p.wrapping_add(R * row_bytes).cast(),
+                                    );
                                     halves[r] = [
-                                        _mm256_loadu_si256(blk.as_ptr().cast()),
-                                        _mm256_loadu_si256(blk.as_ptr().add(32).cast()),
+                                        _mm256_loadu_si256(p.cast()),
+                                        _mm256_loadu_si256(p.add(32).cast()),
                                     ];
                                 } else {
+                                    let p = rowp[r].add(b * tq1_0::BLOCK_BYTES);
+                                    _mm_prefetch::<_MM_HINT_T0>(
+                                        p.wrapping_add(R * row_bytes).cast(),
+                                    );
+                                    let row = w.row(r0 + r).unwrap_or(&[]);
                                     let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
                                     tq1_0::unpack_codes(blk, &mut codes_buf[r]);
                                 }
@@ -284,11 +301,19 @@ fn dot_vnni(acc: __m256i, codes: __m256i, a: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, codes, a)
 }
 
-ternary_i8_kernel!(ternary_i8_avx2, tile_i8_avx2, "avx2,fma", dot_avx2, 8, 4, 2);
+ternary_i8_kernel!(
+    ternary_i8_avx2,
+    tile_i8_avx2,
+    "avx2,fma,f16c",
+    dot_avx2,
+    8,
+    4,
+    2
+);
 ternary_i8_kernel!(
     ternary_i8_vnni,
     tile_i8_vnni,
-    "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_vnni,
     8,
     4,
@@ -299,7 +324,7 @@ ternary_i8_kernel!(
 // Ternary × f32
 
 /// Expands one ternary row-block into `±d`/`0` f32 values (exact products).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn expand_block(fmt: Format, row: &[u8], b: usize, out: &mut [f32; QBLOCK]) {
     let mut buf = [0u8; QBLOCK];
@@ -326,7 +351,7 @@ const GEMM_MIN_TOKENS: usize = 4;
 
 /// The 256 codes of row-block `b` as eight vectors of 32 bytes (`0..=2`), weights in order.
 /// `tq2_0` unpacks in registers (two loads, shifts, masks); `tq1_0` goes through `buf`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256i; 8], f32) {
     let mut out = [_mm256_setzero_si256(); 8];
@@ -341,16 +366,39 @@ fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256
             out[4 * half + 2] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask3);
             out[4 * half + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask3);
         }
-        (out, tq2_0::scale(blk))
+        (
+            out,
+            f16_bits_to_f32([blk[tq2_0::SCALE_OFFSET], blk[tq2_0::SCALE_OFFSET + 1]]),
+        )
     } else {
         let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-        tq1_0::unpack_codes(blk, buf);
+        unpack_tq1(blk, buf);
         for (c, o) in out.iter_mut().enumerate() {
             // SAFETY: 32 bytes inside the 256-byte buffer.
             *o = unsafe { _mm256_loadu_si256(buf.as_ptr().add(32 * c).cast()) };
         }
-        (out, tq1_0::scale(blk))
+        (
+            out,
+            f16_bits_to_f32([blk[tq1_0::SCALE_OFFSET], blk[tq1_0::SCALE_OFFSET + 1]]),
+        )
     }
+}
+
+/// Kept out of line so that callers stay small enough for `codes8` to be inlined on the
+/// `tq2_0` path; compiled with AVX2 so the portable unpack vectorizes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(never)]
+fn unpack_tq1(blk: &[u8; tq1_0::BLOCK_BYTES], buf: &mut [u8; QBLOCK]) {
+    tq1_0::unpack_codes(blk, buf);
+}
+
+/// One f16 → f32 with F16C (exact, like the portable conversion, but one instruction).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_bits_to_f32(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
 }
 
 /// The partial last block of a row, reading only its `valid` activations.
@@ -374,39 +422,42 @@ fn tail_block(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
     s * d
 }
 
-/// Decode with f32 activations on AVX-512: per 16 weights, one masked add of `x` into a
-/// positive and one into a negative accumulator (masks from byte compares of the codes).
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+/// Decode with f32 activations on AVX-512: trits are written to an L1 buffer, then widened
+/// 16 at a time straight from memory (`vpmovsxbd`), converted, and applied with FMA — with a
+/// weight of ±1 or 0 the FMA is exactly the rounded `acc ± x` of the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
     let (cols, fmt) = (w.cols(), w.format());
     let full = cols / QBLOCK;
     let mut buf = [0u8; QBLOCK];
-    let two = _mm256_set1_epi8(2);
-    let zero = _mm256_setzero_si256();
+    let mut trits = [0i8; QBLOCK];
+    let one = _mm256_set1_epi8(1);
     for (r, out) in y.iter_mut().enumerate() {
         let row = w.row(r).unwrap_or(&[]);
         let mut total = _mm512_setzero_ps();
         for b in 0..full {
             let (codes, d) = codes8(fmt, row, b, &mut buf);
-            let mut p = [_mm512_setzero_ps(); 4];
-            let mut q = [_mm512_setzero_ps(); 4];
             for (c, &cv) in codes.iter().enumerate() {
-                let kp = _mm256_cmpeq_epi8_mask(cv, two);
-                let kn = _mm256_cmpeq_epi8_mask(cv, zero);
-                // SAFETY: block `b < full` lies inside `x`: 32 floats at `256b + 32c`.
-                let (x0, x1) = unsafe {
-                    let px = x.as_ptr().add(b * QBLOCK + 32 * c);
-                    (_mm512_loadu_ps(px), _mm512_loadu_ps(px.add(16)))
+                // SAFETY: 32 bytes inside the 256-byte trit buffer.
+                unsafe {
+                    _mm256_storeu_si256(
+                        trits.as_mut_ptr().add(32 * c).cast(),
+                        _mm256_sub_epi8(cv, one),
+                    )
                 };
-                let k = 2 * (c % 2);
-                p[k] = _mm512_mask_add_ps(p[k], kp as u16, p[k], x0);
-                q[k] = _mm512_mask_add_ps(q[k], kn as u16, q[k], x0);
-                p[k + 1] = _mm512_mask_add_ps(p[k + 1], (kp >> 16) as u16, p[k + 1], x1);
-                q[k + 1] = _mm512_mask_add_ps(q[k + 1], (kn >> 16) as u16, q[k + 1], x1);
             }
-            let pos = _mm512_add_ps(_mm512_add_ps(p[0], p[1]), _mm512_add_ps(p[2], p[3]));
-            let neg = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), _mm512_add_ps(q[2], q[3]));
-            total = _mm512_fmadd_ps(_mm512_sub_ps(pos, neg), _mm512_set1_ps(d), total);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for g in 0..QBLOCK / 16 {
+                // SAFETY: 16 trits inside the buffer; block `b < full` lies inside `x`.
+                unsafe {
+                    let t =
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128(trits.as_ptr().add(16 * g).cast()));
+                    let xv = _mm512_loadu_ps(x.as_ptr().add(b * QBLOCK + 16 * g));
+                    acc[g % 4] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), xv, acc[g % 4]);
+                }
+            }
+            let bsum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            total = _mm512_fmadd_ps(bsum, _mm512_set1_ps(d), total);
         }
         let mut s = _mm512_reduce_add_ps(total);
         if full * QBLOCK < cols {
@@ -418,7 +469,7 @@ unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
 
 /// Decode with f32 activations on AVX2: trits widened to f32 (±1/0) and applied with FMA,
 /// which rounds once like the addition or subtraction it stands for.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
     let (cols, fmt) = (w.cols(), w.format());
     let full = cols / QBLOCK;
@@ -460,7 +511,7 @@ unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
 /// reused by every token.
 const EXPAND_BLOCKS: usize = 8;
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ternary_f32_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     const R: usize = 4;
     const T: usize = 3;
@@ -524,7 +575,7 @@ unsafe fn ternary_f32_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
