@@ -182,7 +182,12 @@ macro_rules! ternary_i8_kernel {
                                     );
                                     let row = w.row(r0 + r).unwrap_or(&[]);
                                     let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-                                    tq1_0::unpack_codes(blk, &mut codes_buf[r]);
+                                    for (c, v) in tq1_codes(blk).iter().enumerate() {
+                                        _mm256_storeu_si256(
+                                            codes_buf[r].as_mut_ptr().add(32 * c).cast(),
+                                            *v,
+                                        );
+                                    }
                                 }
                             }
                             for c in 0..8 {
@@ -372,11 +377,8 @@ fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256
         )
     } else {
         let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-        unpack_tq1(blk, buf);
-        for (c, o) in out.iter_mut().enumerate() {
-            // SAFETY: 32 bytes inside the 256-byte buffer.
-            *o = unsafe { _mm256_loadu_si256(buf.as_ptr().add(32 * c).cast()) };
-        }
+        let _ = buf;
+        out = tq1_codes(blk);
         (
             out,
             f16_bits_to_f32([blk[tq1_0::SCALE_OFFSET], blk[tq1_0::SCALE_OFFSET + 1]]),
@@ -384,12 +386,64 @@ fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256
     }
 }
 
-/// Kept out of line so that callers stay small enough for `codes8` to be inlined on the
-/// `tq2_0` path; compiled with AVX2 so the portable unpack vectorizes.
+/// Base-3 digit of each byte: `(v·3) >> 8`, which is `[v ≥ 86] + [v ≥ 171]`; unsigned byte
+/// compares are done as signed compares after flipping the top bit.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[inline(never)]
-fn unpack_tq1(blk: &[u8; tq1_0::BLOCK_BYTES], buf: &mut [u8; QBLOCK]) {
-    tq1_0::unpack_codes(blk, buf);
+#[inline]
+fn top_trit(v: __m256i) -> __m256i {
+    let s = _mm256_xor_si256(v, _mm256_set1_epi8(i8::MIN));
+    let ge86 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((85i32 - 128) as i8));
+    let ge171 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((170i32 - 128) as i8));
+    // Each mask is −1 where true.
+    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171))
+}
+
+/// Bytewise `v·3 mod 256`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn times3(v: __m256i) -> __m256i {
+    _mm256_add_epi8(v, _mm256_add_epi8(v, v))
+}
+
+/// The 256 codes of a `tq1_0` block as eight vectors of 32 bytes in weight order, unpacked in
+/// registers: digit `k` of a byte is the top trit of `byte·3^k mod 256`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn tq1_codes(blk: &[u8; tq1_0::BLOCK_BYTES]) -> [__m256i; 8] {
+    let mut out = [_mm256_setzero_si256(); 8];
+    // SAFETY: bytes 0..32 and 32..48 of a 54-byte block.
+    let (q32, q16) = unsafe {
+        (
+            _mm256_loadu_si256(blk.as_ptr().cast()),
+            _mm_loadu_si128(blk.as_ptr().add(32).cast()),
+        )
+    };
+    // qs[0..32]: digit k of byte m is weight 32k + m.
+    let mut v = q32;
+    for o in out.iter_mut().take(5) {
+        *o = top_trit(v);
+        v = times3(v);
+    }
+    // qs[32..48]: digit k of byte m is weight 160 + 16k + m; pair digits (0,1), (2,3), (4,qh).
+    let q16x3 = _mm_add_epi8(q16, _mm_add_epi8(q16, q16));
+    let a = _mm256_set_m128i(q16x3, q16);
+    out[5] = top_trit(a);
+    let b = times3(times3(a));
+    out[6] = top_trit(b);
+    // qh: digit k of byte j is weight 240 + 4k + j; replicate the 4 bytes and scale group k
+    // by 3^k.
+    let qh = u32::from_le_bytes([blk[48], blk[49], blk[50], blk[51]]);
+    let h1 = _mm_set1_epi32(qh as i32);
+    let h3 = _mm_add_epi8(h1, _mm_add_epi8(h1, h1));
+    let h9 = _mm_add_epi8(h3, _mm_add_epi8(h3, h3));
+    let h27 = _mm_add_epi8(h9, _mm_add_epi8(h9, h9));
+    let h = _mm_blend_epi32::<0b1000>(
+        _mm_blend_epi32::<0b0100>(_mm_blend_epi32::<0b0010>(h1, h3), h9),
+        h27,
+    );
+    let b81 = times3(times3(b));
+    out[7] = top_trit(_mm256_set_m128i(h, _mm256_castsi256_si128(b81)));
+    out
 }
 
 /// One f16 → f32 with F16C (exact, like the portable conversion, but one instruction).
