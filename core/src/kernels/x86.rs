@@ -112,7 +112,9 @@ macro_rules! ternary_i8_kernel {
             // an 8-lane table row; the caller guarantees the target features.
             unsafe {
                 let rows = w.rows();
-                let row_bytes = w.row_bytes();
+                // Prefetch distance: whole tiles, at least PREFETCH_BYTES ahead.
+                let tile_bytes = (R * w.row_bytes()).max(1);
+                let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
                 let blocks = acts.blocks;
                 let fmt = w.format();
                 let per_block = acts.mode == ActScale::PerBlock;
@@ -168,18 +170,14 @@ macro_rules! ternary_i8_kernel {
                                     // hardware prefetcher detects late; fetch the same spot of
                                     // the next tile's rows. A prefetch never faults, so the
                                     // address may run past the matrix (wrapping arithmetic).
-                                    _mm_prefetch::<_MM_HINT_T0>(
-                                        p.wrapping_add(R * row_bytes).cast(),
-                                    );
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                                     halves[r] = [
                                         _mm256_loadu_si256(p.cast()),
                                         _mm256_loadu_si256(p.add(32).cast()),
                                     ];
                                 } else {
                                     let p = rowp[r].add(b * tq1_0::BLOCK_BYTES);
-                                    _mm_prefetch::<_MM_HINT_T0>(
-                                        p.wrapping_add(R * row_bytes).cast(),
-                                    );
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                                     let row = w.row(r0 + r).unwrap_or(&[]);
                                     let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
                                     for (c, v) in tq1_codes(blk).iter().enumerate() {
@@ -286,6 +284,10 @@ macro_rules! ternary_i8_kernel {
         }
     };
 }
+
+/// Minimum distance of the int8 kernels' software prefetch: about what DRAM latency times one
+/// core's bandwidth needs in flight, with margin.
+const PREFETCH_BYTES: usize = 16384;
 
 /// Blocks whose per-lane scales and sums are gathered into tables at once.
 const CHUNK: usize = 32;
@@ -664,6 +666,9 @@ unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     const T: usize = 3;
     let (rows, cols, fmt) = (w.rows(), w.cols(), w.format());
     let full8 = cols / 8;
+    let esize = fmt.block_bytes();
+    let tile_bytes = (R * w.row_bytes()).max(1);
+    let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
     let mut r0 = 0;
     while r0 < rows {
         let nr = R.min(rows - r0);
@@ -671,11 +676,21 @@ unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
         while t0 < n {
             let nt = T.min(n - t0);
             let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut rs: [&[u8]; R] = [&[]; R];
+            for (r, row) in rs.iter_mut().enumerate().take(nr) {
+                *row = w.row(r0 + r).unwrap_or(&[]);
+            }
             for c in 0..full8 {
                 let mut wv = [_mm256_setzero_ps(); R];
                 for (r, v) in wv.iter_mut().enumerate().take(nr) {
                     // SAFETY: `8c + 8 <= cols` elements of a checked row.
-                    *v = unsafe { load8(fmt, w.row(r0 + r).unwrap_or(&[]), 8 * c) };
+                    *v = unsafe { load8(fmt, rs[r], 8 * c) };
+                    if n == 1 {
+                        // Decode streams `nr` rows at once; fetch the next tile's rows early
+                        // (a prefetch never faults, hence wrapping arithmetic).
+                        let p = rs[r].as_ptr().wrapping_add(8 * c * esize + ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    }
                 }
                 for t in 0..nt {
                     // SAFETY: inside token `t0 + t`.
