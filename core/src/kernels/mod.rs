@@ -65,7 +65,12 @@
 //! Integer paths are **exact**: every ISA computes the same integer sum per 256-block and
 //! combines blocks with the same float operations in the same order, so results are
 //! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`.
-#![allow(unsafe_code)]
+//!
+//! # `unsafe`
+//!
+//! Only the ISA modules (`x86`, `aarch64`) contain unsafe code (intrinsics, `asm!`); this
+//! module only calls into them from the two dispatch points below, and
+//! [`Kernels::from_cpu_features`] is `unsafe` because it trusts its caller about the CPU.
 
 use crate::error::{Error, Name, Result};
 use crate::quant::{Format, Matrix};
@@ -350,6 +355,7 @@ impl Kernels {
     /// Every feature set to `true` must really be present on every CPU this value is used on
     /// (typically: detected at run time on this machine); otherwise the kernels execute
     /// illegal instructions.
+    #[allow(unsafe_code)]
     pub unsafe fn from_cpu_features(features: CpuFeatures) -> Self {
         let f = features;
         let isa = if cfg!(target_arch = "x86_64") && f.avx2 && f.fma && f.f16c {
@@ -403,6 +409,7 @@ impl Kernels {
         Ok(())
     }
 
+    #[allow(unsafe_code)]
     fn gemm_checked(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
         match self.isa {
             #[cfg(target_arch = "x86_64")]
@@ -477,6 +484,7 @@ impl Kernels {
 
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
     /// (token-major). `w` must be `tq2_0`, `tq1_0` or `i8` with `w.cols() == acts.cols()`.
+    #[allow(unsafe_code)]
     pub fn gemm_i8(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) -> Result<()> {
         if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
             return Err(Error::UnsupportedFormat {
