@@ -88,8 +88,16 @@ impl ValueFormatter for Nanos {
 
 const SHAPES: [(usize, usize); 4] = [(2048, 2048), (2048, 5632), (5632, 2048), (4096, 4096)];
 const PREFILL_TOKENS: usize = 64;
-/// Bytes of weights a decode benchmark cycles through: four times this machine's 32 MiB L3.
-const DECODE_WORKING_SET: usize = 128 << 20;
+/// Bytes of weights a decode benchmark cycles through: by default four times this machine's
+/// 32 MiB L3; `GOLDCREST_BENCH_WORKING_SET_MIB=0` keeps one copy (cache-resident when it fits).
+fn working_set() -> usize {
+    std::env::var("GOLDCREST_BENCH_WORKING_SET_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(128)
+        .max(0)
+        << 20
+}
 
 fn kernels() -> Kernels {
     match std::env::var("GOLDCREST_KERNELS").as_deref() {
@@ -170,7 +178,7 @@ fn run(c: &mut Criterion<ThreadCpu>, group: &str, tokens: usize) {
             // Decode cycles through enough copies of the weights to overflow the caches, as a
             // model's layers do; prefill reuses one copy (it is compute-bound).
             let copies = if tokens == 1 {
-                DECODE_WORKING_SET.div_ceil(case.len)
+                working_set().div_ceil(case.len).max(1)
             } else {
                 1
             };

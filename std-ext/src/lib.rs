@@ -8,7 +8,6 @@
 // size is deliberate.
 #![allow(clippy::result_large_err)]
 
-#[allow(unsafe_code)]
 pub mod kernels;
 
 pub use goldcrest_alloc as alloc_api;

@@ -10,6 +10,7 @@ use std::vec;
 use std::vec::Vec;
 
 /// Every implementation this machine can run (the scalar one included).
+#[allow(unsafe_code)]
 pub(crate) fn available() -> Vec<Kernels> {
     let mut v = vec![Kernels::scalar(), Kernels::for_target()];
     #[cfg(target_arch = "x86_64")]

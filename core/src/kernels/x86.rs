@@ -112,6 +112,9 @@ macro_rules! ternary_i8_kernel {
             // an 8-lane table row; the caller guarantees the target features.
             unsafe {
                 let rows = w.rows();
+                // Prefetch distance: whole tiles, at least PREFETCH_BYTES ahead.
+                let tile_bytes = (R * w.row_bytes()).max(1);
+                let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
                 let blocks = acts.blocks;
                 let fmt = w.format();
                 let per_block = acts.mode == ActScale::PerBlock;
@@ -124,6 +127,10 @@ macro_rules! ternary_i8_kernel {
                 let kk = (R * T).div_ceil(8);
                 let mut r0 = 0;
                 while r0 < full {
+                    let mut rowp = [core::ptr::null::<u8>(); R];
+                    for (r, p) in rowp.iter_mut().enumerate() {
+                        *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+                    }
                     let mut comb = [_mm256_setzero_ps(); 2];
                     let mut b0 = 0;
                     while b0 < blocks {
@@ -156,16 +163,29 @@ macro_rules! ternary_i8_kernel {
                             let mut acc = [[_mm256_setzero_si256(); T]; R];
                             let mut halves = [[_mm256_setzero_si256(); 2]; R];
                             for r in 0..R {
-                                let row = w.row(r0 + r).unwrap_or(&[]);
                                 if fmt == Format::Tq2_0 {
-                                    let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
+                                    // Block `b` of row `r0 + r`: inside the checked matrix.
+                                    let p = rowp[r].add(b * tq2_0::BLOCK_BYTES);
+                                    // Rows of a tile are short interleaved streams that the
+                                    // hardware prefetcher detects late; fetch the same spot of
+                                    // the next tile's rows. A prefetch never faults, so the
+                                    // address may run past the matrix (wrapping arithmetic).
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                                     halves[r] = [
-                                        _mm256_loadu_si256(blk.as_ptr().cast()),
-                                        _mm256_loadu_si256(blk.as_ptr().add(32).cast()),
+                                        _mm256_loadu_si256(p.cast()),
+                                        _mm256_loadu_si256(p.add(32).cast()),
                                     ];
                                 } else {
+                                    let p = rowp[r].add(b * tq1_0::BLOCK_BYTES);
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+                                    let row = w.row(r0 + r).unwrap_or(&[]);
                                     let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-                                    tq1_0::unpack_codes(blk, &mut codes_buf[r]);
+                                    for (c, v) in tq1_codes(blk).iter().enumerate() {
+                                        _mm256_storeu_si256(
+                                            codes_buf[r].as_mut_ptr().add(32 * c).cast(),
+                                            *v,
+                                        );
+                                    }
                                 }
                             }
                             for c in 0..8 {
@@ -265,6 +285,10 @@ macro_rules! ternary_i8_kernel {
     };
 }
 
+/// Minimum distance of the int8 kernels' software prefetch: about what DRAM latency times one
+/// core's bandwidth needs in flight, with margin.
+const PREFETCH_BYTES: usize = 16384;
+
 /// Blocks whose per-lane scales and sums are gathered into tables at once.
 const CHUNK: usize = 32;
 
@@ -284,11 +308,19 @@ fn dot_vnni(acc: __m256i, codes: __m256i, a: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, codes, a)
 }
 
-ternary_i8_kernel!(ternary_i8_avx2, tile_i8_avx2, "avx2,fma", dot_avx2, 8, 4, 2);
+ternary_i8_kernel!(
+    ternary_i8_avx2,
+    tile_i8_avx2,
+    "avx2,fma,f16c",
+    dot_avx2,
+    8,
+    4,
+    2
+);
 ternary_i8_kernel!(
     ternary_i8_vnni,
     tile_i8_vnni,
-    "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_vnni,
     8,
     4,
@@ -299,7 +331,7 @@ ternary_i8_kernel!(
 // Ternary × f32
 
 /// Expands one ternary row-block into `±d`/`0` f32 values (exact products).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn expand_block(fmt: Format, row: &[u8], b: usize, out: &mut [f32; QBLOCK]) {
     let mut buf = [0u8; QBLOCK];
@@ -326,7 +358,7 @@ const GEMM_MIN_TOKENS: usize = 4;
 
 /// The 256 codes of row-block `b` as eight vectors of 32 bytes (`0..=2`), weights in order.
 /// `tq2_0` unpacks in registers (two loads, shifts, masks); `tq1_0` goes through `buf`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256i; 8], f32) {
     let mut out = [_mm256_setzero_si256(); 8];
@@ -341,16 +373,88 @@ fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256
             out[4 * half + 2] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask3);
             out[4 * half + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask3);
         }
-        (out, tq2_0::scale(blk))
+        (
+            out,
+            f16_bits_to_f32([blk[tq2_0::SCALE_OFFSET], blk[tq2_0::SCALE_OFFSET + 1]]),
+        )
     } else {
         let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-        tq1_0::unpack_codes(blk, buf);
-        for (c, o) in out.iter_mut().enumerate() {
-            // SAFETY: 32 bytes inside the 256-byte buffer.
-            *o = unsafe { _mm256_loadu_si256(buf.as_ptr().add(32 * c).cast()) };
-        }
-        (out, tq1_0::scale(blk))
+        let _ = buf;
+        out = tq1_codes(blk);
+        (
+            out,
+            f16_bits_to_f32([blk[tq1_0::SCALE_OFFSET], blk[tq1_0::SCALE_OFFSET + 1]]),
+        )
     }
+}
+
+/// Base-3 digit of each byte: `(v·3) >> 8`, which is `[v ≥ 86] + [v ≥ 171]`; unsigned byte
+/// compares are done as signed compares after flipping the top bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn top_trit(v: __m256i) -> __m256i {
+    let s = _mm256_xor_si256(v, _mm256_set1_epi8(i8::MIN));
+    let ge86 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((85i32 - 128) as i8));
+    let ge171 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((170i32 - 128) as i8));
+    // Each mask is −1 where true.
+    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171))
+}
+
+/// Bytewise `v·3 mod 256`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn times3(v: __m256i) -> __m256i {
+    _mm256_add_epi8(v, _mm256_add_epi8(v, v))
+}
+
+/// The 256 codes of a `tq1_0` block as eight vectors of 32 bytes in weight order, unpacked in
+/// registers: digit `k` of a byte is the top trit of `byte·3^k mod 256`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn tq1_codes(blk: &[u8; tq1_0::BLOCK_BYTES]) -> [__m256i; 8] {
+    let mut out = [_mm256_setzero_si256(); 8];
+    // SAFETY: bytes 0..32 and 32..48 of a 54-byte block.
+    let (q32, q16) = unsafe {
+        (
+            _mm256_loadu_si256(blk.as_ptr().cast()),
+            _mm_loadu_si128(blk.as_ptr().add(32).cast()),
+        )
+    };
+    // qs[0..32]: digit k of byte m is weight 32k + m.
+    let mut v = q32;
+    for o in out.iter_mut().take(5) {
+        *o = top_trit(v);
+        v = times3(v);
+    }
+    // qs[32..48]: digit k of byte m is weight 160 + 16k + m; pair digits (0,1), (2,3), (4,qh).
+    let q16x3 = _mm_add_epi8(q16, _mm_add_epi8(q16, q16));
+    let a = _mm256_set_m128i(q16x3, q16);
+    out[5] = top_trit(a);
+    let b = times3(times3(a));
+    out[6] = top_trit(b);
+    // qh: digit k of byte j is weight 240 + 4k + j; replicate the 4 bytes and scale group k
+    // by 3^k.
+    let qh = u32::from_le_bytes([blk[48], blk[49], blk[50], blk[51]]);
+    let h1 = _mm_set1_epi32(qh as i32);
+    let h3 = _mm_add_epi8(h1, _mm_add_epi8(h1, h1));
+    let h9 = _mm_add_epi8(h3, _mm_add_epi8(h3, h3));
+    let h27 = _mm_add_epi8(h9, _mm_add_epi8(h9, h9));
+    let h = _mm_blend_epi32::<0b1000>(
+        _mm_blend_epi32::<0b0100>(_mm_blend_epi32::<0b0010>(h1, h3), h9),
+        h27,
+    );
+    let b81 = times3(times3(b));
+    out[7] = top_trit(_mm256_set_m128i(h, _mm256_castsi256_si128(b81)));
+    out
+}
+
+/// One f16 → f32 with F16C (exact, like the portable conversion, but one instruction).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_bits_to_f32(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
 }
 
 /// The partial last block of a row, reading only its `valid` activations.
@@ -374,39 +478,42 @@ fn tail_block(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
     s * d
 }
 
-/// Decode with f32 activations on AVX-512: per 16 weights, one masked add of `x` into a
-/// positive and one into a negative accumulator (masks from byte compares of the codes).
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+/// Decode with f32 activations on AVX-512: trits are written to an L1 buffer, then widened
+/// 16 at a time straight from memory (`vpmovsxbd`), converted, and applied with FMA — with a
+/// weight of ±1 or 0 the FMA is exactly the rounded `acc ± x` of the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
     let (cols, fmt) = (w.cols(), w.format());
     let full = cols / QBLOCK;
     let mut buf = [0u8; QBLOCK];
-    let two = _mm256_set1_epi8(2);
-    let zero = _mm256_setzero_si256();
+    let mut trits = [0i8; QBLOCK];
+    let one = _mm256_set1_epi8(1);
     for (r, out) in y.iter_mut().enumerate() {
         let row = w.row(r).unwrap_or(&[]);
         let mut total = _mm512_setzero_ps();
         for b in 0..full {
             let (codes, d) = codes8(fmt, row, b, &mut buf);
-            let mut p = [_mm512_setzero_ps(); 4];
-            let mut q = [_mm512_setzero_ps(); 4];
             for (c, &cv) in codes.iter().enumerate() {
-                let kp = _mm256_cmpeq_epi8_mask(cv, two);
-                let kn = _mm256_cmpeq_epi8_mask(cv, zero);
-                // SAFETY: block `b < full` lies inside `x`: 32 floats at `256b + 32c`.
-                let (x0, x1) = unsafe {
-                    let px = x.as_ptr().add(b * QBLOCK + 32 * c);
-                    (_mm512_loadu_ps(px), _mm512_loadu_ps(px.add(16)))
+                // SAFETY: 32 bytes inside the 256-byte trit buffer.
+                unsafe {
+                    _mm256_storeu_si256(
+                        trits.as_mut_ptr().add(32 * c).cast(),
+                        _mm256_sub_epi8(cv, one),
+                    )
                 };
-                let k = 2 * (c % 2);
-                p[k] = _mm512_mask_add_ps(p[k], kp as u16, p[k], x0);
-                q[k] = _mm512_mask_add_ps(q[k], kn as u16, q[k], x0);
-                p[k + 1] = _mm512_mask_add_ps(p[k + 1], (kp >> 16) as u16, p[k + 1], x1);
-                q[k + 1] = _mm512_mask_add_ps(q[k + 1], (kn >> 16) as u16, q[k + 1], x1);
             }
-            let pos = _mm512_add_ps(_mm512_add_ps(p[0], p[1]), _mm512_add_ps(p[2], p[3]));
-            let neg = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), _mm512_add_ps(q[2], q[3]));
-            total = _mm512_fmadd_ps(_mm512_sub_ps(pos, neg), _mm512_set1_ps(d), total);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for g in 0..QBLOCK / 16 {
+                // SAFETY: 16 trits inside the buffer; block `b < full` lies inside `x`.
+                unsafe {
+                    let t =
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128(trits.as_ptr().add(16 * g).cast()));
+                    let xv = _mm512_loadu_ps(x.as_ptr().add(b * QBLOCK + 16 * g));
+                    acc[g % 4] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), xv, acc[g % 4]);
+                }
+            }
+            let bsum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            total = _mm512_fmadd_ps(bsum, _mm512_set1_ps(d), total);
         }
         let mut s = _mm512_reduce_add_ps(total);
         if full * QBLOCK < cols {
@@ -418,7 +525,7 @@ unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
 
 /// Decode with f32 activations on AVX2: trits widened to f32 (±1/0) and applied with FMA,
 /// which rounds once like the addition or subtraction it stands for.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
     let (cols, fmt) = (w.cols(), w.format());
     let full = cols / QBLOCK;
@@ -460,7 +567,7 @@ unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
 /// reused by every token.
 const EXPAND_BLOCKS: usize = 8;
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ternary_f32_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     const R: usize = 4;
     const T: usize = 3;
@@ -524,7 +631,7 @@ unsafe fn ternary_f32_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -559,6 +666,9 @@ unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     const T: usize = 3;
     let (rows, cols, fmt) = (w.rows(), w.cols(), w.format());
     let full8 = cols / 8;
+    let esize = fmt.block_bytes();
+    let tile_bytes = (R * w.row_bytes()).max(1);
+    let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
     let mut r0 = 0;
     while r0 < rows {
         let nr = R.min(rows - r0);
@@ -566,11 +676,21 @@ unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
         while t0 < n {
             let nt = T.min(n - t0);
             let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut rs: [&[u8]; R] = [&[]; R];
+            for (r, row) in rs.iter_mut().enumerate().take(nr) {
+                *row = w.row(r0 + r).unwrap_or(&[]);
+            }
             for c in 0..full8 {
                 let mut wv = [_mm256_setzero_ps(); R];
                 for (r, v) in wv.iter_mut().enumerate().take(nr) {
                     // SAFETY: `8c + 8 <= cols` elements of a checked row.
-                    *v = unsafe { load8(fmt, w.row(r0 + r).unwrap_or(&[]), 8 * c) };
+                    *v = unsafe { load8(fmt, rs[r], 8 * c) };
+                    if n == 1 {
+                        // Decode streams `nr` rows at once; fetch the next tile's rows early
+                        // (a prefetch never faults, hence wrapping arithmetic).
+                        let p = rs[r].as_ptr().wrapping_add(8 * c * esize + ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    }
                 }
                 for t in 0..nt {
                     // SAFETY: inside token `t0 + t`.
