@@ -4,7 +4,7 @@
 //! getters parse through a small stack buffer, so nothing allocates.
 
 use super::json::{JsonStr, Scanner};
-use super::safetensors::{Dtype, SafeTensors, name_of};
+use super::safetensors::{Dtype, SafeTensors, TensorSlot, name_of, slot_name};
 use crate::error::{Error, NAME_CAPACITY, Name, Result, Shape};
 use crate::quant::Format;
 
@@ -321,20 +321,57 @@ pub(crate) fn check_version(meta: &Metadata<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Rejects duplicate metadata keys, and checks every `goldcrest.tensor.*` key against the
-/// tensor it describes.
+/// Rejects duplicate metadata keys, then checks every `goldcrest.tensor.*` key (in file order)
+/// against the tensor it describes. Without scratch: keys compared pairwise, one header scan
+/// per packed key.
 pub(crate) fn check_keys(file: &SafeTensors<'_>) -> Result<()> {
     let meta = file.metadata();
-    for (i, (key, value)) in meta.iter().enumerate() {
+    for (i, (key, _)) in meta.iter().enumerate() {
         if meta.iter().skip(i + 1).any(|(k, _)| k == key) {
             return Err(Error::BadMetadata { key: name_of(key) });
         }
+    }
+    for (key, value) in meta.iter() {
         if let Some(rest) = key.strip_prefix(TENSOR_KEY_PREFIX) {
             let raw = file
                 .find_raw_chars(rest)
                 .ok_or(Error::BadMetadata { key: name_of(key) })?;
             resolve_packed(key, value, raw.name, raw.dtype, raw.shape.as_slice())?;
         }
+    }
+    Ok(())
+}
+
+/// [`check_keys`] with scratch: `tensors` are the tensor slots sorted by name; `keys` has one
+/// slot per metadata entry. Duplicates by sorting, tensors by binary search.
+pub(crate) fn check_keys_sorted(
+    file: &SafeTensors<'_>,
+    tensors: &[TensorSlot],
+    keys: &mut [TensorSlot],
+) -> Result<()> {
+    let header = file.header();
+    let meta = file.metadata();
+    for (slot, (key, _)) in keys.iter_mut().zip(meta.iter()) {
+        *slot = TensorSlot::for_key(header, key);
+    }
+    keys.sort_unstable_by(|a, b| slot_name(header, a).cmp_decoded(&slot_name(header, b)));
+    for pair in keys.windows(2) {
+        let (a, b) = (slot_name(header, &pair[0]), slot_name(header, &pair[1]));
+        if a == b {
+            return Err(Error::BadMetadata { key: name_of(a) });
+        }
+    }
+    for (key, value) in meta.iter() {
+        let Some(rest) = key.strip_prefix(TENSOR_KEY_PREFIX) else {
+            continue;
+        };
+        let raw = tensors
+            .binary_search_by(|t| slot_name(header, t).chars().cmp(rest.clone()))
+            .ok()
+            .and_then(|i| tensors.get(i))
+            .and_then(|slot| file.raw_at(slot))
+            .ok_or(Error::BadMetadata { key: name_of(key) })?;
+        resolve_packed(key, value, raw.name, raw.dtype, raw.shape.as_slice())?;
     }
     Ok(())
 }
