@@ -521,21 +521,24 @@ impl<'a> SafeTensors<'a> {
     /// Parses and validates a whole safetensors file.
     ///
     /// Cost: one pass when tensors appear in the header in data order (as the `safetensors`
-    /// crate and goldcrest write them), plus a duplicate-name check that rescans the header once
-    /// per tensor. Hosts with memory to spare can use [`SafeTensors::parse_with_scratch`].
+    /// crate and goldcrest write them) and their names form at most 8 sorted runs (one per
+    /// dtype, for those writers); metadata keys are compared pairwise and each packed key costs
+    /// one header scan. `docs/format.md` has the details and measurements. Hosts with memory to
+    /// spare use [`SafeTensors::parse_with_scratch`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         Self::parse_impl(bytes, &mut [])
     }
 
-    /// Like [`SafeTensors::parse`], but checks overlaps and duplicate names by sorting
-    /// `scratch` (O(n log n)). With fewer slots than tensors it falls back to the scratch-free
-    /// checks; `header_len / MIN_ENTRY_BYTES + 1` slots are always enough.
+    /// Like [`SafeTensors::parse`], but checks overlaps, duplicate names and keys, and packed
+    /// keys by sorting `scratch` (O(n log n)): one slot per tensor plus one per metadata entry.
+    /// With fewer slots it falls back to the scratch-free checks for what does not fit;
+    /// `header_len / MIN_ENTRY_BYTES + 1` slots are always enough.
     pub fn parse_with_scratch(bytes: &'a [u8], scratch: &mut [TensorSlot]) -> Result<Self> {
         Self::parse_impl(bytes, scratch)
     }
 
     /// Reads the 8-byte header length and returns `(header_len, data_offset)`, checked
-    /// against `file_len` and [`MAX_HEADER_LEN`].
+    /// against the input's length and [`MAX_HEADER_LEN`] (use it to size the scratch).
     pub fn header_bounds(bytes: &[u8]) -> Result<(usize, usize)> {
         let Some(prefix) = bytes.first_chunk::<8>() else {
             return Err(Error::Truncated {
