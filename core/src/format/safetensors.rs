@@ -514,6 +514,8 @@ pub struct SafeTensors<'a> {
     data: &'a [u8],
     data_offset: usize,
     tensor_count: usize,
+    /// Whether any `goldcrest.tensor.*` key exists (lookups skip the metadata scan if not).
+    has_packed: bool,
     metadata: Metadata<'a>,
 }
 
@@ -606,11 +608,12 @@ impl<'a> SafeTensors<'a> {
                 }
             }
         }
-        let file = SafeTensors {
+        let mut file = SafeTensors {
             header,
             data,
             data_offset,
             tensor_count: count,
+            has_packed: false,
             metadata: metadata.unwrap_or(Metadata::EMPTY),
         };
 
@@ -647,7 +650,16 @@ impl<'a> SafeTensors<'a> {
                 meta::check_keys(&file)?;
             }
         }
+        file.has_packed = file
+            .metadata
+            .iter()
+            .any(|(k, _)| k.strip_prefix(meta::TENSOR_KEY_PREFIX).is_some());
         Ok(file)
+    }
+
+    /// Whether the file has packed tensors (`goldcrest.tensor.*` keys).
+    pub fn has_packed(&self) -> bool {
+        self.has_packed
     }
 
     fn raw_tensors(&self) -> impl Iterator<Item = RawTensor<'a>> + 'a {
