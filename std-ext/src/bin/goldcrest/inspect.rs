@@ -141,10 +141,7 @@ fn printable(s: &str) -> String {
 
 fn shorten(value: &str) -> String {
     const MAX: usize = 72;
-    let flat: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = printable(value);
     if flat.chars().count() <= MAX {
         return flat;
     }
