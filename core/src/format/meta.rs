@@ -41,6 +41,12 @@ impl<'a> Metadata<'a> {
         Metadata { object }
     }
 
+    /// The metadata object's JSON text as it appears in the header (`None` if the file has no
+    /// `__metadata__` or it is `null`).
+    pub fn raw(&self) -> Option<&'a str> {
+        self.object
+    }
+
     /// Every `(key, value)` pair, in file order.
     pub fn iter(&self) -> MetadataIter<'a> {
         MetadataIter {
