@@ -32,13 +32,24 @@ const SCALAR_CAPACITY: usize = 64;
 pub struct Metadata<'a> {
     /// Raw text of the validated object, `{...}`.
     object: Option<&'a str>,
+    /// Whether any key contains a JSON escape (which rules out plain substring search).
+    keys_escaped: bool,
 }
 
 impl<'a> Metadata<'a> {
-    pub(crate) const EMPTY: Metadata<'static> = Metadata { object: None };
+    pub(crate) const EMPTY: Metadata<'static> = Metadata {
+        object: None,
+        keys_escaped: false,
+    };
 
+    /// Wraps a validated metadata object.
     pub(crate) fn from_object(object: Option<&'a str>) -> Self {
-        Metadata { object }
+        let mut meta = Metadata {
+            object,
+            keys_escaped: false,
+        };
+        meta.keys_escaped = meta.iter().any(|(k, _)| k.has_escapes());
+        meta
     }
 
     /// The metadata object's JSON text as it appears in the header (`None` if the file has no
@@ -168,10 +179,50 @@ impl<'a> Metadata<'a> {
 
     /// The packed format and logical shape recorded for tensor `name`, if any.
     pub(crate) fn packed_spec_for(&self, name: JsonStr<'_>) -> Option<(JsonStr<'a>, JsonStr<'a>)> {
+        if let Some(found) = self.packed_spec_by_search(name) {
+            return found;
+        }
         self.iter().find(|(k, _)| {
             k.strip_prefix(TENSOR_KEY_PREFIX)
                 .is_some_and(|rest| rest.eq(name.chars()))
         })
+    }
+
+    /// Fast path for [`Metadata::packed_spec_for`]: when neither the keys nor the name contain
+    /// escapes, the key's raw text is `"goldcrest.tensor.<name>"`, found by substring search.
+    /// In validated JSON such a quoted run followed by `:` can only be a key (a value is followed
+    /// by `,` or `}`, and a quote inside a string is escaped, which `keys_escaped` rules out for
+    /// keys). `None` when the fast path does not apply; `Some(None)` when there is no such key.
+    fn packed_spec_by_search(
+        &self,
+        name: JsonStr<'_>,
+    ) -> Option<Option<(JsonStr<'a>, JsonStr<'a>)>> {
+        let object = self.object?;
+        let name = name.as_str().filter(|_| !self.keys_escaped)?;
+        let mut pattern = [0u8; 256];
+        let len = TENSOR_KEY_PREFIX.len() + name.len() + 2;
+        let dst = pattern.get_mut(..len)?;
+        // Lengths add up by construction: quote, prefix, name, quote.
+        let (open, rest) = dst.split_first_mut()?;
+        *open = b'"';
+        let (prefix, rest) = rest.split_at_mut(TENSOR_KEY_PREFIX.len());
+        prefix.copy_from_slice(TENSOR_KEY_PREFIX.as_bytes());
+        let (name_dst, close) = rest.split_at_mut(name.len());
+        name_dst.copy_from_slice(name.as_bytes());
+        close.copy_from_slice(b"\"");
+        let dst = &pattern[..len];
+        let pattern = core::str::from_utf8(dst).ok()?;
+        let mut from = 0;
+        while let Some(at) = object.get(from..).and_then(|rest| rest.find(pattern)) {
+            let start = from + at;
+            let mut s = Scanner::at(object, start);
+            let key = s.string().ok()?;
+            if s.eat(b':') {
+                return Some(s.string().ok().map(|value| (key, value)));
+            }
+            from = start + 1;
+        }
+        Some(None)
     }
 }
 

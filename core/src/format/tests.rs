@@ -638,3 +638,27 @@ fn duplicate_checks_for_every_name_order() {
         }
     }
 }
+
+#[test]
+fn packed_lookup_with_and_without_escapes() {
+    // Escaped key for a plain name, plain key for an escaped name, and a value that looks like
+    // the key (must not be taken for it).
+    for (key, name) in [
+        (r"goldcrest.tensor.\u0074", "t"),
+        ("goldcrest.tensor.é", r"\u00e9"),
+        ("goldcrest.tensor.t", "t"),
+    ] {
+        let bytes = file(
+            &alloc::format!(
+                r#"{{"__metadata__":{{"decoy":"{key}","{key}":"tq2_0 1 256","after":"x"}},"{name}":{{"dtype":"U8","shape":[1,66],"data_offsets":[0,66]}}}}"#
+            ),
+            &[0u8; 66],
+        );
+        let st = parse_both(&bytes)
+            .and_then(|()| SafeTensors::parse(&bytes))
+            .unwrap();
+        let t = st.tensors().next().unwrap();
+        assert_eq!(t.format(), Ok(Format::Tq2_0), "{key} / {name}");
+        assert_eq!(t.shape(), &[1, 256]);
+    }
+}
