@@ -84,7 +84,7 @@ pub struct Arena<'a> {
 impl<'a> Arena<'a> {
     /// An arena over `buf`, which must start on an [`ARENA_ALIGN`] boundary.
     pub fn new(buf: &'a mut [u8]) -> Result<Self> {
-        if buf.as_ptr() as usize % ARENA_ALIGN != 0 {
+        if !(buf.as_ptr() as usize).is_multiple_of(ARENA_ALIGN) {
             return Err(Error::BufferMisaligned {
                 required: ARENA_ALIGN as u16,
             });
@@ -166,6 +166,7 @@ impl MemoryPlan {
 mod tests {
     use super::*;
 
+    #[allow(clippy::type_complexity)]
     fn layout<C: Carve>(c: &mut C) -> Result<(C::Out<f32>, C::Out<u8>, C::Out<i16>)> {
         Ok((c.take::<f32>(10)?, c.take::<u8>(3)?, c.take::<i16>(7)?))
     }

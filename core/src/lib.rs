@@ -23,15 +23,26 @@
 //! 4. `kernels`: matrix-vector and matrix-matrix products per format; portable scalar reference
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
+//! 6. [`ops`]: norms, activations, softmax, samplers ([`ops::sample`]).
+//! 7. [`models`]: model architectures ([`models::rwkv6`]).
 //!
 //! `unsafe` is denied everywhere except the SIMD kernel modules, where each block carries a
 //! `// SAFETY:` comment.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+// `Error` is Copy and carries inline tensor names (~150 bytes) on purpose: no allocation, and
+// errors are rare, so returning it by value costs nothing on the success path.
+#![allow(clippy::result_large_err)]
+
+#[cfg(test)]
+extern crate std;
 
 pub mod arena;
 pub mod error;
+pub mod kernels;
+pub mod models;
+pub mod ops;
 pub mod quant;
 
 pub use error::{Error, Result};

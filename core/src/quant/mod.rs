@@ -205,7 +205,7 @@ impl<'a> Matrix<'a> {
                 found: data.len() as u64,
             });
         }
-        if (data.as_ptr() as usize) % format.alignment() != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(format.alignment()) {
             return Err(Error::Misaligned {
                 tensor: Name::new(name),
                 required: format.alignment() as u8,
