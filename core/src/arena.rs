@@ -22,7 +22,7 @@ pub const ARENA_ALIGN: usize = 64;
 /// A byte array aligned to [`ARENA_ALIGN`], for `static` arenas in firmware:
 ///
 /// ```
-/// use goldcrest_core::arena::{Aligned, Arena};
+/// use goldcrest_core::arena::{Aligned, Arena, Carve};
 /// let mut buf = Aligned([0u8; 4096]);
 /// let mut arena = Arena::new(&mut buf.0).unwrap();
 /// let xs: &mut [f32] = arena.take(100).unwrap();
