@@ -592,3 +592,28 @@ fn ternary_weights_match_their_dequantized_floats() {
     // And quantization really happened: the ternary model is not the float one.
     assert!(max_abs_diff(&tl, &g.step_logits) > 1e-2);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    /// Arbitrary bytes (and damaged saves) never panic `restore`, and a failed restore leaves
+    /// the state unchanged.
+    #[test]
+    fn restore_never_panics(junk in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                            flip in 0usize..100_000, bit in 0u8..8) {
+        let m = read_safetensors("tiny_b.safetensors");
+        let src = &m;
+        let model = Rwkv6::load(&src, Kernels::scalar()).unwrap();
+        let mut mem = Memory::new(&model, 1);
+        let (mut state, mut scratch) = mem.parts(&model, 1);
+        let mut logits = vec![0.0; model.config().vocab_size];
+        model.step(&mut state, &mut scratch, 3, &mut logits).unwrap();
+        let before = state.as_slice().to_vec();
+        prop_assert!(state.restore(&junk).is_err());
+        let mut saved = vec![0u8; State::saved_len(model.config()).unwrap()];
+        state.save(&mut saved).unwrap();
+        let pos = flip % saved.len();
+        saved[pos] ^= 1 << bit;
+        prop_assert!(state.restore(&saved).is_err());
+        prop_assert!(state.as_slice() == &before[..]);
+    }
+}
