@@ -215,7 +215,9 @@ fn model(s: &Shape) -> Converted {
 fn bench_shape(c: &mut Criterion, s: &Shape, prompt: usize) {
     let weights = model(s);
     let src = &weights;
-    let model = Rwkv6::load(&src, Kernels::for_target()).expect("bench model loads");
+    let mut model_layers = vec![None; 32];
+    let model =
+        Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).expect("bench model loads");
     let plan = model.memory_plan(prompt).expect("plan");
     let mut state_buf = vec![0u8; plan.bytes_unaligned()];
     let mut scratch_buf = vec![0u8; plan.bytes_unaligned()];

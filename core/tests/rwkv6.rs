@@ -238,7 +238,8 @@ fn step_matches_reference_in_f32_and_f16() {
             ("f32 weights", widened(&stored)),
         ] {
             let src = &m;
-            let model = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+            let mut model_layers = vec![None; 32];
+            let model = Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).unwrap();
             let (logits, state) = run_steps(&model, &g.tokens);
             let d = max_abs_diff(&logits, &g.step_logits);
             println!("{name} {label}: step logits max |diff| {d:.2e}");
@@ -254,7 +255,8 @@ fn chunked_prefill_matches_reference() {
         let g = golden(name);
         let m = widened(&read_safetensors(&format!("{name}.safetensors")));
         let src = &m;
-        let model = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+        let mut model_layers = vec![None; 32];
+        let model = Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).unwrap();
         for max_tokens in [1, 3, 64] {
             let (logits, state) = run_prefill(&model, &g.tokens, g.split, max_tokens);
             let d = max_abs_diff(&logits, &g.chunk_logits);
@@ -270,7 +272,8 @@ fn prefill_last_logits_only_equals_all() {
     let g = golden("tiny_a");
     let m = read_safetensors("tiny_a.safetensors");
     let src = &m;
-    let model = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+    let mut model_layers = vec![None; 32];
+    let model = Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).unwrap();
     let v = model.config().vocab_size;
     let (all, state_all) = run_prefill(&model, &g.tokens, g.tokens.len(), 4);
     let mut mem = Memory::new(&model, 4);
@@ -293,7 +296,8 @@ proptest! {
     ) {
         let m = read_safetensors("tiny_b.safetensors");
         let src = &m;
-        let model = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+        let mut model_layers = vec![None; 32];
+        let model = Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).unwrap();
         let split = ((tokens.len() as f64 * split_frac) as usize).max(1);
         let (step_logits, step_state) = run_steps(&model, &tokens);
         let (logits, state) = run_prefill(&model, &tokens, split, max_tokens);
@@ -307,7 +311,8 @@ fn saved_state_resumes_exactly_and_rejects_damage() {
     let g = golden("tiny_a");
     let m = read_safetensors("tiny_a.safetensors");
     let src = &m;
-    let model = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+    let mut model_layers = vec![None; 32];
+    let model = Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).unwrap();
     let v = model.config().vocab_size;
     let (head, tail) = g.tokens.split_at(6);
 
@@ -364,7 +369,8 @@ fn saved_state_resumes_exactly_and_rejects_damage() {
     // A state for another model is refused.
     let mb = read_safetensors("tiny_b.safetensors");
     let srcb = &mb;
-    let other = Rwkv6::load(&srcb, Kernels::for_target()).unwrap();
+    let mut other_layers = vec![None; 32];
+    let other = Rwkv6::load(&srcb, &mut other_layers, Kernels::for_target()).unwrap();
     let mut mem3 = Memory::new(&other, 1);
     let (mut other_state, _) = mem3.parts(&other, 1);
     assert!(other_state.restore(&saved).is_err());
@@ -375,7 +381,8 @@ fn saved_state_resumes_exactly_and_rejects_damage() {
 fn memory_plan_is_exact() {
     let m = read_safetensors("tiny_b.safetensors");
     let src = &m;
-    let model = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+    let mut model_layers = vec![None; 32];
+    let model = Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).unwrap();
     let cfg = *model.config();
     for max_tokens in [1, 7] {
         let plan = model.memory_plan(max_tokens).unwrap();
@@ -426,9 +433,17 @@ fn loading_is_strict_and_names_the_tensor() {
     let m = read_safetensors("tiny_a.safetensors");
     let load = |m: &Model| {
         let src = m;
-        Rwkv6::load(&src, Kernels::scalar()).map(|_| ())
+        Rwkv6::load(&src, &mut vec![None; 32], Kernels::scalar()).map(|_| ())
     };
     assert_eq!(load(&m), Ok(()));
+    let src = &m;
+    assert!(matches!(
+        Rwkv6::load(&src, &mut [None], Kernels::scalar()).err(),
+        Some(Error::BufferTooSmall {
+            needed: 2,
+            provided: 1
+        })
+    ));
 
     let mut missing = m.clone();
     missing.tensors.remove("blocks.1.att.time_faaaa");
@@ -482,7 +497,8 @@ fn loading_is_strict_and_names_the_tensor() {
 fn bad_calls_are_errors() {
     let m = read_safetensors("tiny_a.safetensors");
     let src = &m;
-    let model = Rwkv6::load(&src, Kernels::scalar()).unwrap();
+    let mut model_layers = vec![None; 32];
+    let model = Rwkv6::load(&src, &mut model_layers, Kernels::scalar()).unwrap();
     let v = model.config().vocab_size;
     let mut mem = Memory::new(&model, 2);
     let (mut state, mut scratch) = mem.parts(&model, 2);
@@ -578,8 +594,10 @@ fn ternary_weights_match_their_dequantized_floats() {
     assert_eq!(converted, 2 * 8 + 1);
     let g = golden("tiny_a");
     let (ts, ds) = (&ternary, &dequantized);
-    let tern = Rwkv6::load(&ts, Kernels::for_target()).unwrap();
-    let deq = Rwkv6::load(&ds, Kernels::for_target()).unwrap();
+    let mut tern_layers = vec![None; 32];
+    let tern = Rwkv6::load(&ts, &mut tern_layers, Kernels::for_target()).unwrap();
+    let mut deq_layers = vec![None; 32];
+    let deq = Rwkv6::load(&ds, &mut deq_layers, Kernels::for_target()).unwrap();
     let (tl, tstate) = run_steps(&tern, &g.tokens);
     let (dl, dstate) = run_steps(&deq, &g.tokens);
     let d = max_abs_diff(&tl, &dl);
@@ -602,7 +620,8 @@ proptest! {
                             flip in 0usize..100_000, bit in 0u8..8) {
         let m = read_safetensors("tiny_b.safetensors");
         let src = &m;
-        let model = Rwkv6::load(&src, Kernels::scalar()).unwrap();
+        let mut model_layers = vec![None; 32];
+        let model = Rwkv6::load(&src, &mut model_layers, Kernels::scalar()).unwrap();
         let mut mem = Memory::new(&model, 1);
         let (mut state, mut scratch) = mem.parts(&model, 1);
         let mut logits = vec![0.0; model.config().vocab_size];

@@ -87,7 +87,8 @@ fn golden_step_logits() -> (Vec<u32>, Vec<f32>) {
 
 fn run(model: &Converted, tokens: &[u32]) -> Vec<f32> {
     let src = model;
-    let m = Rwkv6::load(&src, Kernels::for_target()).unwrap();
+    let mut m_layers = vec![None; 32];
+    let m = Rwkv6::load(&src, &mut m_layers, Kernels::for_target()).unwrap();
     let plan = m.memory_plan(tokens.len()).unwrap();
     let mut state_buf = vec![0u8; plan.bytes_unaligned()];
     let mut scratch_buf = vec![0u8; plan.bytes_unaligned()];

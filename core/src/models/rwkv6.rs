@@ -259,15 +259,16 @@ fn is_known_tensor(name: &str, n_layer: usize) -> bool {
     canonical && index.parse::<usize>().is_ok_and(|i| i < n_layer) && LAYER_TENSORS.contains(&leaf)
 }
 
-/// The model's weights: views into the source's bytes, checked once by [`Weights::load`].
+/// The model's weights: views into the source's bytes, all resolved and checked once by
+/// [`Weights::load`], so a forward pass does no name lookups.
 ///
-/// Per-block views are rebuilt by [`Weights::layer`] on each forward call (a few dozen name
-/// lookups per block) instead of being stored, so the struct has a fixed small size whatever
-/// the depth of the model and needs no allocation.
+/// The per-block views live in a caller-provided slice of `n_layer` entries (about 1 KiB each
+/// on 64-bit targets), so the struct has a fixed small size whatever the depth of the model:
+/// `[None; 3]` on a microcontroller's stack, `vec![None; config.n_layer]` on a host.
 #[derive(Clone, Copy)]
-pub struct Weights<'a> {
+pub struct Weights<'w, 'a> {
     config: Config,
-    source: &'a dyn TensorSource<'a>,
+    layers: &'w [Option<Layer<'a>>],
     /// Token embeddings [V, C] (f32/f16/bf16).
     pub emb: Matrix<'a>,
     /// `ln0`, applied once to the embedding.
@@ -280,7 +281,7 @@ pub struct Weights<'a> {
     pub bytes: usize,
 }
 
-impl core::fmt::Debug for Weights<'_> {
+impl core::fmt::Debug for Weights<'_, '_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Weights")
             .field("config", &self.config)
@@ -289,34 +290,39 @@ impl core::fmt::Debug for Weights<'_> {
     }
 }
 
-impl<'a> Weights<'a> {
+impl<'w, 'a> Weights<'w, 'a> {
     /// Loads and checks every tensor: each must be present with its exact shape and an
     /// accepted format, and no unknown tensor may be present (the error names the tensor).
-    pub fn load(source: &'a dyn TensorSource<'a>) -> Result<Self> {
+    /// `layers` must hold at least `n_layer` entries; their previous contents are replaced.
+    pub fn load(
+        source: &dyn TensorSource<'a>,
+        layers: &'w mut [Option<Layer<'a>>],
+    ) -> Result<Self> {
         let config = Config::from_source(source)?;
-        let (c, v) = (config.n_embd as u64, config.vocab_size as u64);
-        let vector = |name: &str| source.tensor(name)?.vector(name, &[c]);
-        let mut weights = Weights {
-            config,
-            source,
-            emb: source.tensor("emb.weight")?.float_matrix(
-                "emb.weight",
-                config.vocab_size,
-                config.n_embd,
-            )?,
-            ln0: (vector("blocks.0.ln0.weight")?, vector("blocks.0.ln0.bias")?),
-            ln_out: (vector("ln_out.weight")?, vector("ln_out.bias")?),
-            head: source.tensor("head.weight")?.matrix(
-                "head.weight",
-                config.vocab_size,
-                config.n_embd,
-            )?,
-            bytes: 0,
-        };
-        debug_assert_eq!(weights.head.rows() as u64, v);
-        for i in 0..config.n_layer {
-            weights.layer(i)?;
+        let c = config.n_embd as u64;
+        let provided = layers.len();
+        let layers = layers
+            .get_mut(..config.n_layer)
+            .ok_or(Error::BufferTooSmall {
+                needed: config.n_layer as u64,
+                provided: provided as u64,
+            })?;
+        for (i, slot) in layers.iter_mut().enumerate() {
+            *slot = Some(load_layer(source, &config, i)?);
         }
+        let vector = |name: &str| source.tensor(name)?.vector(name, &[c]);
+        let emb = source.tensor("emb.weight")?.float_matrix(
+            "emb.weight",
+            config.vocab_size,
+            config.n_embd,
+        )?;
+        let head = source.tensor("head.weight")?.matrix(
+            "head.weight",
+            config.vocab_size,
+            config.n_embd,
+        )?;
+        let ln0 = (vector("blocks.0.ln0.weight")?, vector("blocks.0.ln0.bias")?);
+        let ln_out = (vector("ln_out.weight")?, vector("ln_out.bias")?);
         let mut bytes = 0usize;
         source.for_each_tensor_name(&mut |name| {
             if !is_known_tensor(name, config.n_layer) {
@@ -329,8 +335,15 @@ impl<'a> Weights<'a> {
             }
             Ok(())
         })?;
-        weights.bytes = bytes;
-        Ok(weights)
+        Ok(Weights {
+            config,
+            layers,
+            emb,
+            ln0,
+            ln_out,
+            head,
+            bytes,
+        })
     }
 
     /// The configuration the weights were checked against.
@@ -339,98 +352,104 @@ impl<'a> Weights<'a> {
     }
 
     /// Views of block `i`'s weights.
-    pub fn layer(&self, i: usize) -> Result<Layer<'a>> {
-        let cfg = &self.config;
-        let (c, n, h) = (cfg.n_embd, cfg.head_size, cfg.n_head());
-        let (f, dm, dd) = (cfg.dim_ffn, cfg.lora_mix, cfg.lora_decay);
-        let src = self.source;
-        let get = |leaf: &str| -> Result<(TensorRef<'a>, NameBuf)> {
-            let mut buf = NameBuf::new();
-            let tensor = src.tensor(format_name(&mut buf, format_args!("blocks.{i}.{leaf}")))?;
-            Ok((tensor, buf))
-        };
-        let vec_c = |leaf: &str| -> Result<Vector<'a>> {
-            let (t, name) = get(leaf)?;
-            t.vector(&name, &[c as u64])
-        };
-        let ln1 = (vec_c("ln1.weight")?, vec_c("ln1.bias")?);
-        let ln2 = (vec_c("ln2.weight")?, vec_c("ln2.bias")?);
-        let mix = |leaf: &str| -> Result<Vector<'a>> {
-            let (t, name) = get(leaf)?;
-            t.vector(&name, &[1, 1, c as u64])
-        };
-        let maa_x = mix("att.time_maa_x")?;
-        let maa = [
-            mix("att.time_maa_w")?,
-            mix("att.time_maa_k")?,
-            mix("att.time_maa_v")?,
-            mix("att.time_maa_r")?,
-            mix("att.time_maa_g")?,
-        ];
-        let decay = mix("att.time_decay")?;
-        let ffn_maa_k = mix("ffn.time_maa_k")?;
-        let ffn_maa_r = mix("ffn.time_maa_r")?;
-        let lora = |leaf: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
-            let (t, name) = get(leaf)?;
-            t.float_matrix(&name, rows, cols)
-        };
-        let maa_w1 = lora("att.time_maa_w1", c, 5 * dm)?;
-        let decay_w1 = lora("att.time_decay_w1", c, dd)?;
-        let decay_w2 = lora("att.time_decay_w2", dd, c)?;
-        let maa_w2 = {
-            let (t, name) = get("att.time_maa_w2")?;
-            t.expect_shape(&name, &[5, dm as u64, c as u64])?;
-            let all = TensorRef {
-                shape: Shape::new(&[(5 * dm) as u64, c as u64]).unwrap_or_default(),
-                ..t
-            }
-            .float_matrix(&name, 5 * dm, c)?;
-            let part = all.row_bytes() * dm;
-            let sub = |k: usize| {
-                Matrix::new(
-                    &name,
-                    all.format(),
-                    dm,
-                    c,
-                    &all.data()[k * part..(k + 1) * part],
-                )
-            };
-            [sub(0)?, sub(1)?, sub(2)?, sub(3)?, sub(4)?]
-        };
-        let bonus = {
-            let (t, name) = get("att.time_faaaa")?;
-            t.vector(&name, &[h as u64, n as u64])?
-        };
-        let linear = |leaf: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
-            let (t, name) = get(leaf)?;
-            t.matrix(&name, rows, cols)
-        };
-        let att = TimeMix {
-            maa_x,
-            maa,
-            maa_w1,
-            maa_w2,
-            decay,
-            decay_w1,
-            decay_w2,
-            bonus,
-            receptance: linear("att.receptance.weight", c, c)?,
-            key: linear("att.key.weight", c, c)?,
-            value: linear("att.value.weight", c, c)?,
-            gate: linear("att.gate.weight", c, c)?,
-            output: linear("att.output.weight", c, c)?,
-            ln_x_weight: vec_c("att.ln_x.weight")?,
-            ln_x_bias: vec_c("att.ln_x.bias")?,
-        };
-        let ffn = ChannelMix {
-            maa_k: ffn_maa_k,
-            maa_r: ffn_maa_r,
-            key: linear("ffn.key.weight", f, c)?,
-            receptance: linear("ffn.receptance.weight", c, c)?,
-            value: linear("ffn.value.weight", c, f)?,
-        };
-        Ok(Layer { ln1, ln2, att, ffn })
+    pub fn layer(&self, i: usize) -> Result<&Layer<'a>> {
+        self.layers
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or(Error::OutOfRange)
     }
+}
+
+/// Resolves and checks block `i`'s tensors.
+fn load_layer<'a>(src: &dyn TensorSource<'a>, cfg: &Config, i: usize) -> Result<Layer<'a>> {
+    let (c, n, h) = (cfg.n_embd, cfg.head_size, cfg.n_head());
+    let (f, dm, dd) = (cfg.dim_ffn, cfg.lora_mix, cfg.lora_decay);
+    let get = |leaf: &str| -> Result<(TensorRef<'a>, NameBuf)> {
+        let mut buf = NameBuf::new();
+        let tensor = src.tensor(format_name(&mut buf, format_args!("blocks.{i}.{leaf}")))?;
+        Ok((tensor, buf))
+    };
+    let vec_c = |leaf: &str| -> Result<Vector<'a>> {
+        let (t, name) = get(leaf)?;
+        t.vector(&name, &[c as u64])
+    };
+    let ln1 = (vec_c("ln1.weight")?, vec_c("ln1.bias")?);
+    let ln2 = (vec_c("ln2.weight")?, vec_c("ln2.bias")?);
+    let mix = |leaf: &str| -> Result<Vector<'a>> {
+        let (t, name) = get(leaf)?;
+        t.vector(&name, &[1, 1, c as u64])
+    };
+    let maa_x = mix("att.time_maa_x")?;
+    let maa = [
+        mix("att.time_maa_w")?,
+        mix("att.time_maa_k")?,
+        mix("att.time_maa_v")?,
+        mix("att.time_maa_r")?,
+        mix("att.time_maa_g")?,
+    ];
+    let decay = mix("att.time_decay")?;
+    let ffn_maa_k = mix("ffn.time_maa_k")?;
+    let ffn_maa_r = mix("ffn.time_maa_r")?;
+    let lora = |leaf: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
+        let (t, name) = get(leaf)?;
+        t.float_matrix(&name, rows, cols)
+    };
+    let maa_w1 = lora("att.time_maa_w1", c, 5 * dm)?;
+    let decay_w1 = lora("att.time_decay_w1", c, dd)?;
+    let decay_w2 = lora("att.time_decay_w2", dd, c)?;
+    let maa_w2 = {
+        let (t, name) = get("att.time_maa_w2")?;
+        t.expect_shape(&name, &[5, dm as u64, c as u64])?;
+        let all = TensorRef {
+            shape: Shape::new(&[(5 * dm) as u64, c as u64]).unwrap_or_default(),
+            ..t
+        }
+        .float_matrix(&name, 5 * dm, c)?;
+        let part = all.row_bytes() * dm;
+        let sub = |k: usize| {
+            Matrix::new(
+                &name,
+                all.format(),
+                dm,
+                c,
+                &all.data()[k * part..(k + 1) * part],
+            )
+        };
+        [sub(0)?, sub(1)?, sub(2)?, sub(3)?, sub(4)?]
+    };
+    let bonus = {
+        let (t, name) = get("att.time_faaaa")?;
+        t.vector(&name, &[h as u64, n as u64])?
+    };
+    let linear = |leaf: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
+        let (t, name) = get(leaf)?;
+        t.matrix(&name, rows, cols)
+    };
+    let att = TimeMix {
+        maa_x,
+        maa,
+        maa_w1,
+        maa_w2,
+        decay,
+        decay_w1,
+        decay_w2,
+        bonus,
+        receptance: linear("att.receptance.weight", c, c)?,
+        key: linear("att.key.weight", c, c)?,
+        value: linear("att.value.weight", c, c)?,
+        gate: linear("att.gate.weight", c, c)?,
+        output: linear("att.output.weight", c, c)?,
+        ln_x_weight: vec_c("att.ln_x.weight")?,
+        ln_x_bias: vec_c("att.ln_x.bias")?,
+    };
+    let ffn = ChannelMix {
+        maa_k: ffn_maa_k,
+        maa_r: ffn_maa_r,
+        key: linear("ffn.key.weight", f, c)?,
+        receptance: linear("ffn.receptance.weight", c, c)?,
+        value: linear("ffn.value.weight", c, f)?,
+    };
+    Ok(Layer { ln1, ln2, att, ffn })
 }
 
 /// The recurrent state, a plain view over caller memory: per layer, in this order,
@@ -763,16 +782,21 @@ enum Logits<'o> {
 
 /// An RWKV-6 model ready to run: weights plus the kernels to run them with.
 #[derive(Debug, Clone, Copy)]
-pub struct Rwkv6<'a> {
-    weights: Weights<'a>,
+pub struct Rwkv6<'w, 'a> {
+    weights: Weights<'w, 'a>,
     kernels: Kernels,
 }
 
-impl<'a> Rwkv6<'a> {
-    /// Loads (strictly) the model in `source`.
-    pub fn load(source: &'a dyn TensorSource<'a>, kernels: Kernels) -> Result<Self> {
+impl<'w, 'a> Rwkv6<'w, 'a> {
+    /// Loads (strictly) the model in `source`; `layers` holds the per-block weight views
+    /// (at least `n_layer` entries, see [`Weights`]).
+    pub fn load(
+        source: &dyn TensorSource<'a>,
+        layers: &'w mut [Option<Layer<'a>>],
+        kernels: Kernels,
+    ) -> Result<Self> {
         Ok(Rwkv6 {
-            weights: Weights::load(source)?,
+            weights: Weights::load(source, layers)?,
             kernels,
         })
     }
@@ -783,7 +807,7 @@ impl<'a> Rwkv6<'a> {
     }
 
     /// The model's weights.
-    pub fn weights(&self) -> &Weights<'a> {
+    pub fn weights(&self) -> &Weights<'w, 'a> {
         &self.weights
     }
 
@@ -905,8 +929,8 @@ impl<'a> Rwkv6<'a> {
         for i in 0..cfg.n_layer {
             let layer = w.layer(i)?;
             let (att_shift, wkv, ffn_shift) = state.layer_mut(i)?;
-            self.time_mix(&layer, att_shift, wkv, b, t_n)?;
-            self.channel_mix(&layer, ffn_shift, b, t_n)?;
+            self.time_mix(layer, att_shift, wkv, b, t_n)?;
+            self.channel_mix(layer, ffn_shift, b, t_n)?;
         }
 
         // Final LayerNorm and head, only for the positions whose logits are wanted.

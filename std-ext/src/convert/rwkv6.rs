@@ -248,7 +248,7 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
 
     // The core model is the judge of completeness and shapes.
     let check = &out;
-    if let Err(e) = Rwkv6::load(&check, Kernels::for_target()) {
+    if let Err(e) = Rwkv6::load(&check, &mut vec![None; n_layer], Kernels::for_target()) {
         let detail = match e {
             goldcrest_core::Error::UnexpectedTensor { tensor }
             | goldcrest_core::Error::MissingTensor { tensor }
