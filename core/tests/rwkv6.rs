@@ -15,7 +15,7 @@ use goldcrest_core::models::rwkv6::{Rwkv6, Scratch, State};
 use goldcrest_core::models::{TensorRef, TensorSource};
 use goldcrest_core::quant::Format;
 use half::f16;
-use proptest::prelude::{ProptestConfig, prop_assert, proptest};
+use proptest::prelude::{Just, ProptestConfig, prop_assert, proptest};
 
 /// A tensor owned in memory, stored in u64 words so every view is aligned.
 #[derive(Clone)]
@@ -634,5 +634,25 @@ proptest! {
         saved[pos] ^= 1 << bit;
         prop_assert!(state.restore(&saved).is_err());
         prop_assert!(state.as_slice() == &before[..]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    /// Lying metadata (any sizes, including huge ones) is an error, never a panic or a
+    /// model that reads out of bounds; the true sizes load.
+    #[test]
+    fn lying_metadata_is_rejected(
+        which in 0usize..5,
+        value in proptest::prop_oneof![0u64..300, Just(u32::MAX as u64), Just(u64::MAX), Just(1 << 40)],
+    ) {
+        let keys = ["n_layer", "n_embd", "head_size", "dim_ffn", "vocab_size"];
+        let truth = [2u64, 64, 16, 224, 96];
+        let mut m = read_safetensors("tiny_a.safetensors");
+        m.meta.insert(format!("goldcrest.rwkv6.{}", keys[which]), value.to_string());
+        let src = &m;
+        let mut layers = vec![None; 300];
+        let ok = Rwkv6::load(&src, &mut layers, Kernels::scalar()).is_ok();
+        prop_assert!(ok == (value == truth[which]));
     }
 }

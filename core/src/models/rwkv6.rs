@@ -107,7 +107,7 @@ impl Config {
         if lora_mix > MAX_DIM || lora_decay > MAX_DIM {
             return Err(Error::OutOfRange);
         }
-        Ok(Config {
+        let config = Config {
             n_layer,
             n_embd,
             head_size,
@@ -115,7 +115,13 @@ impl Config {
             vocab_size,
             lora_mix,
             lora_decay,
-        })
+        };
+        // The state must be addressable on this target (32-bit microcontrollers included).
+        config
+            .state_floats()?
+            .checked_mul(4)
+            .ok_or(Error::OutOfRange)?;
+        Ok(config)
     }
 
     /// Number of heads, `n_embd / head_size`.
@@ -123,15 +129,17 @@ impl Config {
         self.n_embd / self.head_size
     }
 
-    /// State floats per layer: att shift (C), WKV (H·N·N = C·N), ffn shift (C).
+    /// State floats per layer: att shift (C), WKV (H·N·N = C·N), ffn shift (C). Saturates
+    /// instead of overflowing (a saturated size then fails every buffer check).
     pub fn layer_state_floats(&self) -> usize {
-        self.n_embd * (self.head_size + 2)
+        self.n_embd.saturating_mul(self.head_size.saturating_add(2))
     }
 
-    /// State floats for the whole model.
+    /// State floats for the whole model, or [`Error::OutOfRange`] if that overflows `usize`.
     pub fn state_floats(&self) -> Result<usize> {
-        self.layer_state_floats()
-            .checked_mul(self.n_layer)
+        self.n_embd
+            .checked_mul(self.head_size.checked_add(2).ok_or(Error::OutOfRange)?)
+            .and_then(|per_layer| per_layer.checked_mul(self.n_layer))
             .ok_or(Error::OutOfRange)
     }
 }
