@@ -219,26 +219,22 @@ pub fn vecmat(x: &[f32], w: &Matrix, y: &mut [f32]) -> Result<()> {
     y.fill(0.0);
     for (r, &xr) in x.iter().enumerate() {
         let row = w.row(r).ok_or(Error::OutOfRange)?;
-        match w.format() {
-            Format::F32 => {
-                for (yc, b) in y.iter_mut().zip(row.chunks_exact(4)) {
-                    *yc += xr * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        // Typed views (aligned: `Matrix::new` checked it) so the f32 loop vectorizes.
+        match Vector::from_bytes("vecmat", w.format(), row)? {
+            Vector::F32(row) => {
+                for (yc, wc) in y.iter_mut().zip(row) {
+                    *yc += xr * wc;
                 }
             }
-            Format::F16 => {
-                for (yc, b) in y.iter_mut().zip(row.chunks_exact(2)) {
-                    *yc += xr * f16::from_le_bytes([b[0], b[1]]).to_f32();
+            Vector::F16(row) => {
+                for (yc, wc) in y.iter_mut().zip(row) {
+                    *yc += xr * wc.to_f32();
                 }
             }
-            Format::Bf16 => {
-                for (yc, b) in y.iter_mut().zip(row.chunks_exact(2)) {
-                    *yc += xr * bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            Vector::Bf16(row) => {
+                for (yc, wc) in y.iter_mut().zip(row) {
+                    *yc += xr * wc.to_f32();
                 }
-            }
-            other => {
-                return Err(Error::UnsupportedFormat {
-                    tensor: Name::new(other.name()),
-                });
             }
         }
     }
