@@ -166,8 +166,13 @@ impl MemoryPlan {
 mod tests {
     use super::*;
 
-    #[allow(clippy::type_complexity)]
-    fn layout<C: Carve>(c: &mut C) -> Result<(C::Out<f32>, C::Out<u8>, C::Out<i16>)> {
+    type Layout<C> = (
+        <C as Carve>::Out<f32>,
+        <C as Carve>::Out<u8>,
+        <C as Carve>::Out<i16>,
+    );
+
+    fn layout<C: Carve>(c: &mut C) -> Result<Layout<C>> {
         Ok((c.take::<f32>(10)?, c.take::<u8>(3)?, c.take::<i16>(7)?))
     }
 

@@ -5,6 +5,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod inspect;
+
 #[derive(Parser)]
 #[command(
     name = "goldcrest",
@@ -17,11 +19,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Show a model file's metadata, tensors and memory plan.
+    Inspect(inspect::Args),
+}
 
 fn main() {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
