@@ -553,13 +553,15 @@ fn tq2_0_row(row: &[f32]) -> (Vec<u8>, Vec<f32>) {
     (packed, dequant)
 }
 
-/// The tiny model with its linear layers ternary (tq2_0), and the same model with those
-/// ternary weights dequantized to f32: the two must agree to float rounding, since the only
-/// difference is the kernel (packed codes times one scale per block vs plain f32).
+/// The tiny model with its linear layers and head ternary (tq2_0 and tq1_0), and the same
+/// model with those ternary weights dequantized to f32. Bound: 1e-4 on logits (measured
+/// ~1e-6), since the only difference is the kernel's summation (codes times one scale per
+/// block vs plain f32 products).
 #[test]
 fn ternary_weights_match_their_dequantized_floats() {
     let base = widened(&read_safetensors("tiny_a.safetensors"));
     let (mut ternary, mut dequantized) = (base.clone(), base.clone());
+    let mut base3 = base.clone();
     let linear = [
         ".receptance.weight",
         ".key.weight",
@@ -582,6 +584,18 @@ fn ternary_weights_match_their_dequantized_floats() {
             packed.extend(p);
             deq.extend(d);
         }
+        // The same trits and scales in the base-3 packing.
+        let tq1: Vec<u8> = packed
+            .chunks_exact(66)
+            .flat_map(|b| {
+                let block: &[u8; 66] = b.try_into().unwrap();
+                let (_, trits) = goldcrest_core::quant::tq2_0::unpack_trits(block);
+                goldcrest_core::quant::tq1_0::pack_block(&trits, [b[64], b[65]])
+            })
+            .collect();
+        base3
+            .tensors
+            .insert(name.clone(), Owned::new(Format::Tq1_0, &t.shape, &tq1));
         ternary
             .tensors
             .insert(name.clone(), Owned::new(Format::Tq2_0, &t.shape, &packed));
@@ -607,6 +621,15 @@ fn ternary_weights_match_their_dequantized_floats() {
     );
     assert!(d <= 1e-4, "ternary vs dequantized logits differ by {d}");
     assert_state_close(&tstate, &dstate);
+    // Chunked prefill through the ternary gemm path agrees too.
+    let (pl, _) = run_prefill(&tern, &g.tokens, g.split, 4);
+    assert!(max_abs_diff(&pl, &dl) <= 1e-4);
+    // The base-3 packing of the same trits gives the same model.
+    let b3 = &base3;
+    let mut b3_layers = vec![None; 32];
+    let tq1 = Rwkv6::load(&b3, &mut b3_layers, Kernels::for_target()).unwrap();
+    let (l1, _) = run_steps(&tq1, &g.tokens);
+    assert!(max_abs_diff(&l1, &dl) <= 1e-4);
     // And quantization really happened: the ternary model is not the float one.
     assert!(max_abs_diff(&tl, &g.step_logits) > 1e-2);
 }
@@ -655,4 +678,24 @@ proptest! {
         let ok = Rwkv6::load(&src, &mut layers, Kernels::scalar()).is_ok();
         prop_assert!(ok == (value == truth[which]));
     }
+}
+
+/// The committed fixture file read in place by goldcrest's own safetensors parser (the path
+/// firmware takes), not the test helper: same reference logits.
+#[test]
+fn file_read_in_place_matches_reference() {
+    let bytes = std::fs::read(fixture_path("tiny_b.safetensors")).unwrap();
+    // An mmap or an aligned static is 8-aligned; a Vec<u8> need not be.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()];
+    let file = goldcrest_core::format::SafeTensors::parse(bytes).unwrap();
+    let config = goldcrest_core::models::rwkv6::Config::from_source(&file).unwrap();
+    let mut layers = vec![None; config.n_layer];
+    let model = Rwkv6::load(&file, &mut layers, Kernels::for_target()).unwrap();
+    let g = golden("tiny_b");
+    let (logits, state) = run_steps(&model, &g.tokens);
+    let d = max_abs_diff(&logits, &g.step_logits);
+    assert!(d <= 1e-4, "logits differ by {d}");
+    assert_state_close(&state, &g.step_state);
 }

@@ -8,6 +8,7 @@
 use core::fmt::Write;
 
 use crate::error::{Error, Name, Result, Shape};
+use crate::format::SafeTensors;
 use crate::ops::Vector;
 use crate::quant::{Format, Matrix};
 
@@ -76,6 +77,39 @@ pub trait TensorSource<'a> {
     fn metadata(&self, key: &str) -> Option<&str>;
     /// Calls `visit` with every tensor name, stopping at the first error (strict loading).
     fn for_each_tensor_name(&self, visit: &mut dyn FnMut(&str) -> Result<()>) -> Result<()>;
+}
+
+impl<'a> TensorSource<'a> for SafeTensors<'a> {
+    fn tensor(&self, name: &str) -> Result<TensorRef<'a>> {
+        let view = SafeTensors::tensor(self, name)?;
+        Ok(TensorRef {
+            format: view.format()?,
+            shape: Shape::new(view.shape()).ok_or(Error::BadShape {
+                tensor: Name::new(name),
+            })?,
+            bytes: view.bytes(),
+        })
+    }
+
+    fn metadata(&self, key: &str) -> Option<&str> {
+        // Values with JSON escapes are not plain numbers or names; models treat them as absent,
+        // which reports the key as missing or invalid.
+        SafeTensors::metadata(self)
+            .get(key)
+            .and_then(|v| v.as_str())
+    }
+
+    fn for_each_tensor_name(&self, visit: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+        for view in self.tensors() {
+            let name = view.name();
+            // A name with JSON escapes cannot be any model's tensor name.
+            let plain = name.as_str().ok_or(Error::UnexpectedTensor {
+                tensor: Name::new(name.raw()),
+            })?;
+            visit(plain)?;
+        }
+        Ok(())
+    }
 }
 
 /// A tensor name built without allocation (`blocks.12.att.key.weight`).

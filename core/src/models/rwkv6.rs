@@ -33,7 +33,7 @@ use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
 use crate::models::{NameBuf, TensorRef, TensorSource, check_header, format_name, metadata_usize};
 use crate::ops::{self, Vector};
-use crate::quant::Matrix;
+use crate::quant::{self, Matrix};
 
 /// Value of `goldcrest.arch` for this model.
 pub const ARCH: &str = "rwkv6";
@@ -277,7 +277,7 @@ fn is_known_tensor(name: &str, n_layer: usize) -> bool {
 pub struct Weights<'w, 'a> {
     config: Config,
     layers: &'w [Option<Layer<'a>>],
-    /// Token embeddings [V, C] (f32/f16/bf16).
+    /// Token embeddings [V, C] (any matrix format; one row is dequantized per token).
     pub emb: Matrix<'a>,
     /// `ln0`, applied once to the embedding.
     pub ln0: (Vector<'a>, Vector<'a>),
@@ -319,11 +319,10 @@ impl<'w, 'a> Weights<'w, 'a> {
             *slot = Some(load_layer(source, &config, i)?);
         }
         let vector = |name: &str| source.tensor(name)?.vector(name, &[c]);
-        let emb = source.tensor("emb.weight")?.float_matrix(
-            "emb.weight",
-            config.vocab_size,
-            config.n_embd,
-        )?;
+        let emb =
+            source
+                .tensor("emb.weight")?
+                .matrix("emb.weight", config.vocab_size, config.n_embd)?;
         let head = source.tensor("head.weight")?.matrix(
             "head.weight",
             config.vocab_size,
@@ -930,7 +929,8 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
                 return Err(Error::OutOfRange);
             }
             let x = &mut b.x[t * c..(t + 1) * c];
-            ops::dequantize_row(&w.emb, token, x)?;
+            let row = w.emb.row(token).ok_or(Error::OutOfRange)?;
+            quant::dequantize_row(w.emb.format(), row, c, x)?;
             ops::layer_norm(x, w.ln0.0, w.ln0.1, LAYER_NORM_EPS)?;
         }
 

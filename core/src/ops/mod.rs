@@ -241,35 +241,6 @@ pub fn vecmat(x: &[f32], w: &Matrix, y: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Row `r` of a float matrix (f32, f16 or bf16) converted into `out` (an embedding lookup).
-pub fn dequantize_row(w: &Matrix, r: usize, out: &mut [f32]) -> Result<()> {
-    same_len(w.cols(), out.len())?;
-    let row = w.row(r).ok_or(Error::OutOfRange)?;
-    match w.format() {
-        Format::F32 => {
-            for (o, b) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        Format::F16 => {
-            for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
-                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        Format::Bf16 => {
-            for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        other => {
-            return Err(Error::UnsupportedFormat {
-                tensor: Name::new(other.name()),
-            });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
