@@ -282,3 +282,129 @@ fn hf_name_mapping() {
         ("head.weight".to_string(), None)
     );
 }
+
+/// Serializes a converted model with goldcrest's writer and reads it back with goldcrest's
+/// parser, as `goldcrest convert` does.
+fn written_and_reread(c: &Converted) -> Vec<u64> {
+    let bytes = c.writer().unwrap().to_bytes().unwrap();
+    let mut words = vec![0u64; bytes.len().div_ceil(8) + 1];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    words.push(bytes.len() as u64);
+    words
+}
+
+fn logits_from_file(words: &[u64], tokens: &[u32]) -> Vec<f32> {
+    let len = *words.last().unwrap() as usize;
+    let bytes = &bytemuck::cast_slice::<u64, u8>(words)[..len];
+    let file = goldcrest_core::format::SafeTensors::parse(bytes).unwrap();
+    let mut layers = vec![None; 8];
+    let m = Rwkv6::load(&file, &mut layers, goldcrest_std::kernels::detect()).unwrap();
+    let plan = m.memory_plan(1).unwrap();
+    let mut state_buf = vec![0u8; plan.bytes_unaligned()];
+    let mut scratch_buf = vec![0u8; plan.bytes_unaligned()];
+    let mut state = State::carve(m.config(), &mut Arena::new_unaligned(&mut state_buf)).unwrap();
+    let mut scratch =
+        Scratch::carve(m.config(), 1, &mut Arena::new_unaligned(&mut scratch_buf)).unwrap();
+    let v = m.config().vocab_size;
+    let mut logits = vec![0.0; tokens.len() * v];
+    for (t, &tok) in tokens.iter().enumerate() {
+        m.step(
+            &mut state,
+            &mut scratch,
+            tok,
+            &mut logits[t * v..(t + 1) * v],
+        )
+        .unwrap();
+    }
+    logits
+}
+
+#[test]
+fn every_weight_format_writes_a_file_that_runs() {
+    let official = fixture("tiny_a.safetensors");
+    let (tokens, golden) = golden_step_logits();
+    let mut results = Vec::new();
+    // Bounds: f32/f16 are exact conversions of the f16 fixture (reference tolerance); the
+    // lossy formats get sanity bounds on these random, untrained weights (measured: bf16 0.04,
+    // q8_0 0.05, q4_0 1.2 on logits of magnitude ~3), and must rank by precision below.
+    for (weights, bound) in [
+        (Format::F32, 1e-4),
+        (Format::F16, 1e-4),
+        (Format::Bf16, 0.2),
+        (Format::Q8_0, 0.2),
+        (Format::Q4_0, 2.5),
+        (Format::Tq2_0, f32::INFINITY),
+        (Format::Tq1_0, f32::INFINITY),
+    ] {
+        let options = Options {
+            weights,
+            ..Options::default()
+        };
+        let c = convert(&official, &options).unwrap();
+        let logits = logits_from_file(&written_and_reread(&c), &tokens);
+        assert!(logits.iter().all(|v| v.is_finite()));
+        let d = max_abs_diff(&logits, &golden);
+        println!("{}: max |logit - reference| {d:.2e}", weights.name());
+        assert!(d <= bound, "{}: {d}", weights.name());
+        results.push(logits);
+    }
+    let err = |i: usize| max_abs_diff(&results[i], &golden);
+    assert!(err(1) < err(3) && err(3) < err(4), "q8_0 must beat q4_0");
+    // tq2_0 and tq1_0 hold the same trits and scales.
+    assert!(max_abs_diff(&results[5], &results[6]) <= 1e-4);
+}
+
+/// Weights that already are `d·{-1, 0, 1}` per block (a ternary-trained model exported as
+/// floats) convert to ternary without loss: converting the dequantized ternary model again
+/// gives the same bytes.
+#[test]
+fn ternary_trained_weights_convert_losslessly() {
+    let official = fixture("tiny_a.safetensors");
+    let tq2 = Options {
+        weights: Format::Tq2_0,
+        embeddings: Format::F32,
+        ..Options::default()
+    };
+    let first = convert(&official, &tq2).unwrap();
+    // Back to f32 floats, official names.
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in &first.tensors {
+        let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+        let values: Vec<f32> = if t.format == Format::Tq2_0 {
+            let (rows, cols) = (shape[0], shape[1]);
+            let rb = t.format.row_bytes(cols).unwrap();
+            let mut out = vec![0.0f32; rows * cols];
+            for r in 0..rows {
+                goldcrest_core::quant::dequantize_row(
+                    t.format,
+                    &t.bytes()[r * rb..(r + 1) * rb],
+                    cols,
+                    &mut out[r * cols..(r + 1) * cols],
+                )
+                .unwrap();
+            }
+            out
+        } else {
+            f32s(t.bytes())
+        };
+        owned.push((
+            name.clone(),
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let floats = safetensors::serialize(views, None).unwrap();
+    let second = convert(&floats, &tq2).unwrap();
+    for (name, t) in &first.tensors {
+        assert_eq!(t.bytes(), second.tensors[name].bytes(), "{name}");
+    }
+}

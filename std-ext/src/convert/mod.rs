@@ -11,6 +11,9 @@ use goldcrest_core::error::{Name, Result, Shape};
 use goldcrest_core::models::{TensorRef, TensorSource};
 use goldcrest_core::quant::Format;
 
+use crate::load::FileError;
+use crate::write::ModelWriter;
+
 pub mod rwkv6;
 
 /// One output tensor. The bytes are kept in `u64` words so that every in-memory view is
@@ -51,6 +54,55 @@ pub struct Converted {
     pub tensors: BTreeMap<String, Tensor>,
     /// Metadata keys and values.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl Converted {
+    /// A writer holding this model: the architecture, its `goldcrest.<arch>.*`
+    /// hyperparameters, other metadata, the tokenizer and every tensor (block formats packed).
+    pub fn writer(&self) -> std::result::Result<ModelWriter, FileError> {
+        let mut w = ModelWriter::new();
+        let arch = self
+            .metadata
+            .get("goldcrest.arch")
+            .ok_or_else(|| FileError::Invalid("converted model has no goldcrest.arch".into()))?;
+        w.arch(arch)?;
+        let prefix = format!("goldcrest.{arch}.");
+        for (key, value) in &self.metadata {
+            if let Some(name) = key.strip_prefix(&prefix) {
+                w.hyperparameter(name, value)?;
+            } else if !matches!(
+                key.as_str(),
+                "goldcrest.arch" | "goldcrest.format_version" | "goldcrest.tokenizer"
+            ) {
+                w.metadata(key, value)?;
+            }
+        }
+        for (name, t) in &self.tensors {
+            if name == "tokenizer" {
+                let kind = self.metadata.get("goldcrest.tokenizer").ok_or_else(|| {
+                    FileError::Invalid("tokenizer tensor without goldcrest.tokenizer".into())
+                })?;
+                w.tokenizer(kind, t.bytes().to_vec())?;
+            } else if t.format.is_blocked() {
+                let [rows, cols] = t.shape[..] else {
+                    return Err(FileError::Invalid(format!(
+                        "{name}: packed tensors are 2-D"
+                    )));
+                };
+                w.packed(
+                    name,
+                    t.format,
+                    rows as usize,
+                    cols as usize,
+                    t.bytes().to_vec(),
+                )?;
+            } else {
+                let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+                w.plain(name, t.format, &shape, t.bytes().to_vec())?;
+            }
+        }
+        Ok(w)
+    }
 }
 
 impl<'a> TensorSource<'a> for &'a Converted {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail, ensure};
 use goldcrest_core::kernels::Kernels;
 use goldcrest_core::models::rwkv6::{ARCH, Rwkv6};
-use goldcrest_core::quant::Format;
+use goldcrest_core::quant::{self, Format};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
@@ -131,7 +131,11 @@ fn to_f32(name: &str, view: &safetensors::tensor::TensorView) -> anyhow::Result<
     Ok(values)
 }
 
-/// Stores `values` (row-major, `shape`) in `format`.
+/// Stores `values` (row-major, `shape`) in `format`. Block formats quantize each row of a 2-D
+/// tensor on its own, padding the last block with zeros: q8_0 and q4_0 as ggml's reference
+/// quantizers do; tq2_0 and tq1_0 with the block's absmean as scale (TriLM / BitNet style),
+/// except that a block that already is `d·{-1, 0, 1}` keeps `d` exactly (lossless for weights
+/// trained ternary).
 pub fn encode(values: &[f32], shape: &[u64], format: Format) -> anyhow::Result<Tensor> {
     let bytes: Vec<u8> = match format {
         Format::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -143,9 +147,68 @@ pub fn encode(values: &[f32], shape: &[u64], format: Format) -> anyhow::Result<T
             .iter()
             .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
             .collect(),
-        other => bail!("storing weights as {} is not supported yet", other.name()),
+        Format::Q8_0 | Format::Q4_0 | Format::Tq2_0 | Format::Tq1_0 => {
+            let [rows, cols] = shape else {
+                bail!("{} needs a 2-D tensor, shape is {shape:?}", format.name());
+            };
+            let (rows, cols) = (*rows as usize, *cols as usize);
+            ensure!(
+                rows * cols == values.len(),
+                "shape {shape:?} does not match the data"
+            );
+            let mut out = Vec::with_capacity(rows * format.row_bytes(cols).unwrap_or(0));
+            for row in values.chunks_exact(cols.max(1)).take(rows) {
+                for block in row.chunks(format.block_elems()) {
+                    quantize_block(format, block, &mut out);
+                }
+            }
+            out
+        }
+        other => bail!("weights cannot be stored as {}", other.name()),
     };
     Ok(Tensor::new(format, shape.to_vec(), &bytes))
+}
+
+/// Appends one block of `format` holding `block` (at most one block of weights, zero padded).
+fn quantize_block(format: Format, block: &[f32], out: &mut Vec<u8>) {
+    fn padded<const N: usize>(block: &[f32]) -> [f32; N] {
+        let mut x = [0.0f32; N];
+        x[..block.len()].copy_from_slice(block);
+        x
+    }
+    match format {
+        Format::Q8_0 => out.extend(quant::q8_0::quantize_block(&padded(block))),
+        Format::Q4_0 => out.extend(quant::q4_0::quantize_block(&padded(block))),
+        Format::Tq2_0 | Format::Tq1_0 => {
+            let x: [f32; 256] = padded(block);
+            let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let already_ternary = x
+                .iter()
+                .all(|v| v.abs() == 0.0 || (v.abs() - max).abs() <= 1e-6 * max);
+            let n = block.len().max(1) as f32;
+            let d = if already_ternary {
+                max
+            } else {
+                block.iter().map(|v| v.abs()).sum::<f32>() / n
+            };
+            let d16 = f16::from_f32(d);
+            let inv = if d16.to_f32() > 0.0 {
+                1.0 / d16.to_f32()
+            } else {
+                0.0
+            };
+            let mut trits = [0i8; 256];
+            for (t, v) in trits.iter_mut().zip(&x) {
+                *t = (v * inv).round().clamp(-1.0, 1.0) as i8;
+            }
+            if format == Format::Tq2_0 {
+                out.extend(quant::tq2_0::pack_block(&trits, d16.to_le_bytes()));
+            } else {
+                out.extend(quant::tq1_0::pack_block(&trits, d16.to_le_bytes()));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Converts an RWKV-6 safetensors checkpoint (`input` is the whole file).
