@@ -7,7 +7,6 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use goldcrest::core::arena::Arena;
-use goldcrest::core::kernels::Kernels;
 use goldcrest::core::models::rwkv6::{Rwkv6, Scratch, State};
 use goldcrest::core::quant::Format;
 use goldcrest::std::convert::{Converted, Tensor};
@@ -216,8 +215,8 @@ fn bench_shape(c: &mut Criterion, s: &Shape, prompt: usize) {
     let weights = model(s);
     let src = &weights;
     let mut model_layers = vec![None; 32];
-    let model =
-        Rwkv6::load(&src, &mut model_layers, Kernels::for_target()).expect("bench model loads");
+    let model = Rwkv6::load(&src, &mut model_layers, goldcrest::std::kernels::detect())
+        .expect("bench model loads");
     let plan = model.memory_plan(prompt).expect("plan");
     let mut state_buf = vec![0u8; plan.bytes_unaligned()];
     let mut scratch_buf = vec![0u8; plan.bytes_unaligned()];
