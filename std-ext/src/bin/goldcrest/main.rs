@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod inspect;
+mod logits;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Convert a checkpoint into a goldcrest file.
     Convert(convert::Args),
+    /// Print the logits after every position of a prompt of token ids, as JSON lines.
+    Logits(logits::Args),
 }
 
 fn main() {
@@ -32,6 +35,7 @@ fn main() {
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Logits(args) => logits::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
