@@ -88,3 +88,42 @@ fn logits_lines_match_the_reference() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token id 96 at position 1"));
 }
+
+#[test]
+fn bench_json_reports_both_rates() {
+    let out = Command::new(env!("CARGO_BIN_EXE_goldcrest"))
+        .args(["bench", "--model", &fixture("tiny_b.safetensors"), "--json"])
+        .args([
+            "--prompt-tokens",
+            "9",
+            "--gen-tokens",
+            "3",
+            "--chunk",
+            "4",
+            "--repeat",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s"] {
+        assert!(v[key].as_f64().is_some_and(|r| r > 0.0), "{key} in {v}");
+    }
+    assert_eq!(v["prompt_tokens"], 9);
+    let zero = Command::new(env!("CARGO_BIN_EXE_goldcrest"))
+        .args([
+            "bench",
+            "--model",
+            &fixture("tiny_b.safetensors"),
+            "--repeat",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
+}

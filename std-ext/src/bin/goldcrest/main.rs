@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod convert;
 mod inspect;
 mod logits;
@@ -28,6 +29,8 @@ enum Command {
     Convert(convert::Args),
     /// Print the logits after every position of a prompt of token ids, as JSON lines.
     Logits(logits::Args),
+    /// Measure prefill and decode tokens/s on random token ids.
+    Bench(bench::Args),
 }
 
 fn main() {
@@ -36,6 +39,7 @@ fn main() {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Logits(args) => logits::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
