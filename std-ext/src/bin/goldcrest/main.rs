@@ -5,7 +5,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod convert;
 mod inspect;
+mod logits;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +25,21 @@ struct Cli {
 enum Command {
     /// Show a model file's metadata, tensors and memory plan.
     Inspect(inspect::Args),
+    /// Convert a checkpoint into a goldcrest file.
+    Convert(convert::Args),
+    /// Print the logits after every position of a prompt of token ids, as JSON lines.
+    Logits(logits::Args),
+    /// Measure prefill and decode tokens/s on random token ids.
+    Bench(bench::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Logits(args) => logits::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

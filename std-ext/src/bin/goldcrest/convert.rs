@@ -1,0 +1,110 @@
+//! `goldcrest convert <arch> IN OUT [...]`: checkpoints from other layouts into goldcrest files.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use goldcrest_core::models::rwkv6::{Config, Rwkv6};
+use goldcrest_core::quant::Format;
+use goldcrest_std::convert::rwkv6::{self, Options};
+use goldcrest_std::load::ModelFile;
+
+/// Arguments of `goldcrest convert`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    arch: Arch,
+}
+
+#[derive(clap::Subcommand)]
+enum Arch {
+    /// RWKV-6 "Finch" from safetensors with official (`blocks.N.att.*`) or Hugging Face
+    /// (`rwkv.blocks.N.attention.*`) names; for a `.pth`, run tools/rwkv6/pth_to_safetensors.py
+    /// first.
+    Rwkv6(Rwkv6Args),
+}
+
+#[derive(clap::Args)]
+struct Rwkv6Args {
+    /// Input safetensors checkpoint.
+    input: PathBuf,
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the eight large linear layers per block.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
+    weights: String,
+    /// Format of the embedding and the head.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4"])]
+    embeddings: String,
+    /// Undo an fp16 export that divided att.output and ffn.value of layer i by 2^(i / N)
+    /// (6 for llama.cpp GGUF-derived or `rwkv` fp16-converted weights; official and Hugging
+    /// Face checkpoints need nothing).
+    #[arg(long, value_name = "N")]
+    rescale_every: Option<usize>,
+    /// Tokenizer file to embed.
+    #[arg(long, value_name = "PATH", requires = "tokenizer_kind")]
+    tokenizer: Option<PathBuf>,
+    /// Kind of the embedded tokenizer (`goldcrest.tokenizer`), e.g. `world` or `hf-json`.
+    #[arg(long, value_name = "KIND")]
+    tokenizer_kind: Option<String>,
+}
+
+fn format_arg(name: &str) -> anyhow::Result<Format> {
+    Ok(match name {
+        "q8" => Format::Q8_0,
+        "q4" => Format::Q4_0,
+        "tq2" => Format::Tq2_0,
+        "tq1" => Format::Tq1_0,
+        other => match Format::from_name(other) {
+            Some(f) => f,
+            None => bail!("unknown format {other:?}"),
+        },
+    })
+}
+
+/// Runs `goldcrest convert`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.arch {
+        Arch::Rwkv6(a) => rwkv6_command(a),
+    }
+}
+
+fn rwkv6_command(a: Rwkv6Args) -> anyhow::Result<()> {
+    let input =
+        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let tokenizer = match (&a.tokenizer, a.tokenizer_kind) {
+        (Some(path), Some(kind)) => Some((
+            kind,
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        _ => None,
+    };
+    let options = Options {
+        weights: format_arg(&a.weights)?,
+        embeddings: format_arg(&a.embeddings)?,
+        rescale_every: a.rescale_every,
+        tokenizer,
+    };
+    let converted = rwkv6::convert(&input, &options)
+        .with_context(|| format!("converting {}", a.input.display()))?;
+    converted.writer()?.write_file(&a.output)?;
+
+    // Read back what was written, as a user would, and load it strictly.
+    let file = ModelFile::open(&a.output)?;
+    let st = file.safetensors()?;
+    let config = Config::from_source(&st)?;
+    let mut layers = vec![None; config.n_layer];
+    Rwkv6::load(&st, &mut layers, goldcrest_std::kernels::detect())
+        .with_context(|| format!("loading the written {}", a.output.display()))?;
+    eprintln!(
+        "{}: rwkv6, {} layers, width {}, head size {}, ffn {}, vocabulary {}; {} bytes ({} linear weights)",
+        a.output.display(),
+        config.n_layer,
+        config.n_embd,
+        config.head_size,
+        config.dim_ffn,
+        config.vocab_size,
+        file.bytes().len(),
+        options.weights.name()
+    );
+    Ok(())
+}
