@@ -10,3 +10,5 @@
 extern crate alloc;
 
 pub use goldcrest_core as core_api;
+
+pub mod sheet;
