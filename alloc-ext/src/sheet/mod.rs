@@ -76,6 +76,8 @@ impl fmt::Display for SheetError {
     }
 }
 
+impl core::error::Error for SheetError {}
+
 /// What a cell holds; the display text is in [`Cell::text`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CellKind {

@@ -5,6 +5,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod sheet;
+
 #[derive(Parser)]
 #[command(
     name = "goldcrest",
@@ -17,11 +19,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Spreadsheet encodings for language models (SpreadsheetLLM).
+    #[command(subcommand)]
+    Sheet(sheet::SheetCommand),
+}
 
 fn main() {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Sheet(c) => sheet::run(c),
+    };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

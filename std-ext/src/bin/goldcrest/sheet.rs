@@ -1,0 +1,215 @@
+//! `goldcrest sheet`: SpreadsheetLLM encodings, table detection and Chain-of-Spreadsheet prompts.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use goldcrest_alloc::sheet::compress::{CompressOptions, compress};
+use goldcrest_alloc::sheet::detect::detect_tables;
+use goldcrest_alloc::sheet::vanilla::{self, VanillaOptions};
+use goldcrest_alloc::sheet::{CellRange, Sheet, prompt};
+use goldcrest_std::sheet::{ReadOptions, count_tokens, read_path};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Spreadsheet subcommands.
+#[derive(Subcommand)]
+pub enum SheetCommand {
+    /// Print the encoding of each sheet (all sheets unless --sheet).
+    Encode(EncodeArgs),
+    /// Print detected tables as JSON: [{"sheet":…, "range":"B3:F20"}].
+    Tables(FileArgs),
+    /// Print Chain-of-Spreadsheet prompts for a question.
+    Prompt(PromptArgs),
+    /// Print token counts of every module combination as JSON (for corpus evaluation).
+    Report(FileArgs),
+}
+
+/// Which encoding to print.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// `A1,value|B1,value`, every cell of the used range.
+    Vanilla,
+    /// SheetCompressor with the modules not switched off.
+    Compressed,
+}
+
+/// A workbook and optional sheet.
+#[derive(Args)]
+pub struct FileArgs {
+    /// Workbook: xlsx, xlsm, xlsb, xls, ods, csv or tsv.
+    file: PathBuf,
+    /// Only this sheet.
+    #[arg(long)]
+    sheet: Option<String>,
+}
+
+/// Arguments of `sheet encode`.
+#[derive(Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    input: FileArgs,
+    /// Encoding mode.
+    #[arg(long, value_enum, default_value = "compressed")]
+    mode: Mode,
+    /// Switch off structural-anchor extraction.
+    #[arg(long)]
+    no_anchors: bool,
+    /// Switch off inverted-index translation.
+    #[arg(long)]
+    no_index: bool,
+    /// Switch off data-format-aware aggregation.
+    #[arg(long)]
+    no_aggregate: bool,
+    /// Rows/columns kept around each anchor.
+    #[arg(long, default_value_t = 4)]
+    k: u32,
+    /// Print a JSON line with cell and token counts last.
+    #[arg(long)]
+    stats: bool,
+}
+
+/// Arguments of `sheet prompt`.
+#[derive(Args)]
+pub struct PromptArgs {
+    #[command(flatten)]
+    input: FileArgs,
+    /// The question to answer.
+    #[arg(long)]
+    question: String,
+    /// Stage 1's answer (a range such as B3:F20); prints the stage 2 prompts for it.
+    #[arg(long)]
+    range: Option<String>,
+    /// Token budget of one stage 2 prompt's table before it is split.
+    #[arg(long, default_value_t = 4096)]
+    budget: usize,
+}
+
+fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
+    read_path(&args.file, args.sheet.as_deref(), &ReadOptions::default())
+        .with_context(|| format!("reading {}", args.file.display()))
+}
+
+fn vanilla_tokens(sheet: &Sheet) -> Result<usize> {
+    let mut n = 0;
+    vanilla::for_each_line(sheet, &VanillaOptions::default(), |l| n += count_tokens(l))?;
+    Ok(n)
+}
+
+/// Runs a `sheet` subcommand.
+pub fn run(cmd: SheetCommand) -> Result<()> {
+    match cmd {
+        SheetCommand::Encode(a) => encode(a),
+        SheetCommand::Tables(a) => {
+            let mut out = Vec::new();
+            for s in load(&a)? {
+                for t in detect_tables(&s) {
+                    out.push(json!({"sheet": s.name, "range": t.to_string()}));
+                }
+            }
+            println!("{}", serde_json::to_string(&out)?);
+            Ok(())
+        }
+        SheetCommand::Prompt(a) => prompt_cmd(a),
+        SheetCommand::Report(a) => report(a),
+    }
+}
+
+fn encode(a: EncodeArgs) -> Result<()> {
+    let opts = CompressOptions {
+        anchors: !a.no_anchors,
+        k: a.k,
+        index: !a.no_index,
+        aggregate: !a.no_aggregate,
+    };
+    let (mut cells, mut vt, mut ct) = (0usize, 0usize, 0usize);
+    for s in load(&a.input)? {
+        println!("## sheet: {}", s.name);
+        let v = vanilla_tokens(&s)?;
+        let text = match a.mode {
+            Mode::Vanilla => vanilla::encode(&s, &VanillaOptions::default())?,
+            Mode::Compressed => compress(&s, &opts)?.text,
+        };
+        print!("{text}");
+        cells += s.cells().len();
+        vt += v;
+        ct += if a.mode == Mode::Vanilla {
+            v
+        } else {
+            count_tokens(&text)
+        };
+    }
+    if a.stats {
+        let ratio = if ct == 0 { 0.0 } else { vt as f64 / ct as f64 };
+        println!(
+            "{}",
+            json!({"cells": cells, "vanilla_tokens": vt, "compressed_tokens": ct, "ratio": ratio})
+        );
+    }
+    Ok(())
+}
+
+fn report(a: FileArgs) -> Result<()> {
+    let combos: [(&str, bool, bool, bool); 7] = [
+        ("anchors", true, false, false),
+        ("index", false, true, false),
+        ("aggregate", false, false, true),
+        ("anchors+index", true, true, false),
+        ("anchors+aggregate", true, false, true),
+        ("index+aggregate", false, true, true),
+        ("all", true, true, true),
+    ];
+    let mut sheets = Vec::new();
+    for s in load(&a)? {
+        let mut row = serde_json::Map::new();
+        row.insert("sheet".into(), json!(s.name));
+        row.insert("cells".into(), json!(s.cells().len()));
+        row.insert("vanilla".into(), json!(vanilla_tokens(&s)?));
+        for (name, anchors, index, aggregate) in combos {
+            let opts = CompressOptions {
+                anchors,
+                k: 4,
+                index,
+                aggregate,
+            };
+            row.insert(name.into(), json!(count_tokens(&compress(&s, &opts)?.text)));
+        }
+        sheets.push(serde_json::Value::Object(row));
+    }
+    println!(
+        "{}",
+        json!({"file": a.file.display().to_string(), "sheets": sheets})
+    );
+    Ok(())
+}
+
+fn prompt_cmd(a: PromptArgs) -> Result<()> {
+    let sheets = load(&a.input)?;
+    if sheets.len() > 1 && a.range.is_some() {
+        bail!("--range needs --sheet when the workbook has several sheets");
+    }
+    for s in &sheets {
+        println!("## sheet: {}", s.name);
+        let enc = compress(s, &CompressOptions::default())?;
+        println!(
+            "### stage 1\n{}",
+            prompt::cos_stage1(&enc.text, &a.question)
+        );
+        if let Some(r) = &a.range {
+            // The model saw compressed coordinates; map its answer back to the sheet.
+            let compressed = CellRange::parse(r)?;
+            let original = enc
+                .map
+                .as_ref()
+                .and_then(|m| m.range_to_original(compressed))
+                .with_context(|| format!("{r} lies outside the compressed sheet"))?;
+            let prompts = prompt::cos_stage2(s, original, &a.question, a.budget, &count_tokens)?;
+            for (i, p) in prompts.iter().enumerate() {
+                println!(
+                    "### stage 2 ({original}, part {} of {})\n{p}",
+                    i + 1,
+                    prompts.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
