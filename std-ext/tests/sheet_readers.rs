@@ -104,8 +104,12 @@ fn cell_cap_bounds_memory() {
         &opts,
     )
     .unwrap_err();
+    let ReadError::InSheet { sheet, source } = err else {
+        panic!("expected a sheet error, got {err}");
+    };
+    assert_eq!(sheet, "iris");
     assert!(matches!(
-        err,
+        *source,
         ReadError::Sheet(SheetError::TooManyCells { limit: 100 })
     ));
 }

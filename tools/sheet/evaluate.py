@@ -102,13 +102,20 @@ def main():
         file, sheet, ranges = line.split("\t")
         labels.setdefault(file, {})[sheet] = [rng(r) for r in ranges.split(",") if r]
     counts = {0: [0, 0, 0], 2: [0, 0, 0]}
+    edges_kept = edges_all = 0
     for file, sheets in labels.items():
         code, out, err = run("tables", str(FIX / "corpus" / file))
         if code != 0:
             print(f"detection: cannot read {file}: {err}")
             continue
         found = json.loads(out)
+        _, rep, _ = run("report", str(FIX / "corpus" / file))
+        kept = {s["sheet"]: (set(s["kept_rows"]), set(s["kept_cols"])) for s in json.loads(rep)["sheets"]}
         for sheet, gold in sheets.items():
+            rows, cols = kept[sheet]
+            for (r0, c0, r1, c1) in gold:
+                edges_kept += (r0 in rows) + (r1 in rows) + (c0 in cols) + (c1 in cols)
+                edges_all += 4
             pred = [rng(t["range"]) for t in found if t["sheet"] == sheet]
             for tol in counts:
                 h = match(pred, gold, tol)
@@ -116,6 +123,7 @@ def main():
                 counts[tol][1] += len(pred)
                 counts[tol][2] += len(gold)
             print(f"  {file} / {sheet}: predicted {[t['range'] for t in found if t['sheet'] == sheet]}")
+    print(f"label boundary rows/columns kept by anchor extraction (k=4): {edges_kept}/{edges_all}")
     for tol, (h, np_, ng) in counts.items():
         print(f"detection EoB-{tol}: matched {h}, predicted {np_}, gold {ng}, F1 {f1(h, np_, ng):.3f}")
 

@@ -63,6 +63,13 @@ pub enum ReadError {
     Sheet(SheetError),
     /// No sheet of that name.
     NoSuchSheet(String),
+    /// One sheet could not be read; the others may be fine (read it alone with `only`).
+    InSheet {
+        /// Sheet name.
+        sheet: String,
+        /// What went wrong.
+        source: Box<ReadError>,
+    },
 }
 
 impl fmt::Display for ReadError {
@@ -82,6 +89,7 @@ impl fmt::Display for ReadError {
             ReadError::Format(m) => write!(f, "not a readable spreadsheet: {m}"),
             ReadError::Sheet(e) => write!(f, "{e}"),
             ReadError::NoSuchSheet(n) => write!(f, "workbook has no sheet named '{n}'"),
+            ReadError::InSheet { sheet, source } => write!(f, "sheet '{sheet}': {source}"),
         }
     }
 }
@@ -324,6 +332,22 @@ fn read_xlsx<RS: Read + Seek>(
 ) -> Result<Vec<Sheet>, ReadError> {
     let mut out = Vec::new();
     for name in selected(x.sheet_names(), only)? {
+        let sheet = read_xlsx_sheet(x, &name, opts).map_err(|e| ReadError::InSheet {
+            sheet: name.clone(),
+            source: Box::new(e),
+        })?;
+        out.push(sheet);
+    }
+    Ok(out)
+}
+
+fn read_xlsx_sheet<RS: Read + Seek>(
+    x: &mut calamine::Xlsx<RS>,
+    name: &str,
+    opts: &ReadOptions,
+) -> Result<Sheet, ReadError> {
+    let name = name.to_string();
+    {
         let merged = merges(
             x.merge_cells_by_sheet_name(&name)
                 .map_err(|e| ReadError::Format(e.to_string()))?,
@@ -357,9 +381,8 @@ fn read_xlsx<RS: Read + Seek>(
                 )?;
             }
         }
-        out.push(Sheet::new(name, cells, merged)?);
+        Ok(Sheet::new(name, cells, merged)?)
     }
-    Ok(out)
 }
 
 fn read_other<RS: Read + Seek>(
@@ -369,7 +392,23 @@ fn read_other<RS: Read + Seek>(
 ) -> Result<Vec<Sheet>, ReadError> {
     let mut out = Vec::new();
     for name in selected(wb.sheet_names(), only)? {
-        let merged = match &wb {
+        let sheet = read_other_sheet(&mut wb, &name, opts).map_err(|e| ReadError::InSheet {
+            sheet: name.clone(),
+            source: Box::new(e),
+        })?;
+        out.push(sheet);
+    }
+    Ok(out)
+}
+
+fn read_other_sheet<RS: Read + Seek>(
+    wb: &mut Sheets<RS>,
+    name: &str,
+    opts: &ReadOptions,
+) -> Result<Sheet, ReadError> {
+    let name = name.to_string();
+    {
+        let merged = match &*wb {
             Sheets::Xls(x) => merges(
                 x.merge_cells_by_sheet_name(&name)
                     .map_err(|e| ReadError::Format(e.to_string()))?,
@@ -406,9 +445,8 @@ fn read_other<RS: Read + Seek>(
                 opts,
             )?;
         }
-        out.push(Sheet::new(name, cells, merged)?);
+        Ok(Sheet::new(name, cells, merged)?)
     }
-    Ok(out)
 }
 
 /// Reads delimited text. Fields that parse as numbers become number cells (text kept as

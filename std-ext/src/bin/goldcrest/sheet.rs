@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use goldcrest_alloc::sheet::anchors::{AnchorOptions, extract};
 use goldcrest_alloc::sheet::compress::{CompressOptions, compress};
 use goldcrest_alloc::sheet::detect::detect_tables;
 use goldcrest_alloc::sheet::vanilla::{self, VanillaOptions};
@@ -172,6 +173,11 @@ fn report(a: FileArgs) -> Result<()> {
             };
             row.insert(name.into(), json!(count_tokens(&compress(&s, &opts)?.text)));
         }
+        // Which original rows/columns the skeleton keeps (0-based), to check that table
+        // boundaries survive extraction.
+        let (_, map) = extract(&s, &AnchorOptions { k: 4 });
+        row.insert("kept_rows".into(), json!(map.rows));
+        row.insert("kept_cols".into(), json!(map.cols));
         sheets.push(serde_json::Value::Object(row));
     }
     println!(
