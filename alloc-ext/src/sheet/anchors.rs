@@ -194,8 +194,10 @@ fn keep_around(anchors: &BTreeSet<u32>, k: u32, lo: u32, hi: u32) -> Vec<u32> {
     kept
 }
 
-/// Drops empty lines, except the two edges of an interior run of two or more empty lines, so a
-/// visible gap between tables survives.
+/// Drops empty lines, except the edges of each interior run of empty lines (one line for a
+/// single-line gap, first and last for longer runs), so a visible gap between tables survives.
+/// The [code?] scripts also drop single empty lines; that glues neighbouring tables together
+/// (a pivot next to its source, two tables split by one empty row), so we keep them.
 fn drop_empty(kept: Vec<u32>, used: &BTreeSet<u32>) -> Vec<u32> {
     let (Some(&first), Some(&last)) = (used.iter().next(), used.iter().next_back()) else {
         return Vec::new();
@@ -211,7 +213,7 @@ fn drop_empty(kept: Vec<u32>, used: &BTreeSet<u32>) -> Vec<u32> {
             let before = used.range(..x).next_back().copied();
             let after = used.range(x..).next().copied();
             match (before, after) {
-                (Some(b), Some(a)) => a - b > 2 && (x == b + 1 || x == a - 1),
+                (Some(b), Some(a)) => x == b + 1 || x == a - 1,
                 _ => false,
             }
         })
@@ -309,6 +311,18 @@ mod tests {
             let (r, k) = map.to_original(c.row, c.col).unwrap();
             assert_eq!(s.get(r, k).unwrap().text, c.text);
         }
+    }
+
+    #[test]
+    fn single_empty_column_between_tables_survives() {
+        let mut cells = Vec::new();
+        for r in 0..3 {
+            cells.push(Cell::text(r, 0, "a"));
+            cells.push(Cell::number(r, 2, "1", None));
+        }
+        let s = Sheet::new("t", cells, vec![]).unwrap();
+        let (_, map) = extract(&s, &AnchorOptions { k: 4 });
+        assert_eq!(map.cols, [0, 1, 2]);
     }
 
     proptest! {
