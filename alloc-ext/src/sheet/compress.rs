@@ -153,6 +153,15 @@ mod tests {
             if sheet.cells().is_empty() && index {
                 prop_assert_eq!(out.text.as_str(), "{\n}\n");
             }
+            if !anchors && index && agg {
+                // Aggregation relabels cells but never moves, drops or duplicates one.
+                let triples = aggregate(sheet.cells());
+                let idx = InvertedIndex::build(triples.iter().map(|(r, c, t)| (*r, *c, t.as_str())));
+                let got: Vec<(u32, u32)> = idx.decode().into_iter().map(|(r, c, _)| (r, c)).collect();
+                let want: Vec<(u32, u32)> = sheet.cells().iter().map(|c| (c.row, c.col)).collect();
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(idx.to_json(), out.text.clone());
+            }
             if !anchors && index && !agg {
                 // Lossless: decoding the index gives back exactly the sheet's cells.
                 let idx = InvertedIndex::build(sheet.cells().iter().map(|c| (c.row, c.col, c.text.as_str())));
@@ -162,5 +171,34 @@ mod tests {
                 prop_assert_eq!(idx.to_json(), out.text);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod huge_tests {
+    use super::*;
+    use crate::sheet::{Cell, MAX_COLS, MAX_ROWS};
+    use alloc::vec;
+
+    #[test]
+    fn far_apart_cells_compress_without_walking_the_grid() {
+        let s = Sheet::new(
+            "huge",
+            vec![
+                Cell::text(0, 0, "first"),
+                Cell::text(MAX_ROWS - 1, MAX_COLS - 1, "last"),
+            ],
+            vec![],
+        )
+        .unwrap();
+        assert!(matches!(
+            vanilla::encode(&s, &VanillaOptions::default()),
+            Err(SheetError::TooLarge { .. })
+        ));
+        let out = compress(&s, &CompressOptions::default()).unwrap();
+        assert_eq!(out.text, "{\n\"first\":\"A1\",\n\"last\":\"D4\"\n}\n");
+        let map = out.map.unwrap();
+        // The long empty gap shows as two empty lines (its edges).
+        assert_eq!(map.to_original(3, 3), Some((MAX_ROWS - 1, MAX_COLS - 1)));
     }
 }

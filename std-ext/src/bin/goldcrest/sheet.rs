@@ -66,6 +66,9 @@ pub struct EncodeArgs {
     /// Print a JSON line with cell and token counts last.
     #[arg(long)]
     stats: bool,
+    /// Vanilla mode: add each cell's number-format string as a third field.
+    #[arg(long)]
+    formats: bool,
 }
 
 /// Arguments of `sheet prompt`.
@@ -121,25 +124,38 @@ fn encode(a: EncodeArgs) -> Result<()> {
         index: !a.no_index,
         aggregate: !a.no_aggregate,
     };
-    let (mut cells, mut vt, mut ct) = (0usize, 0usize, 0usize);
+    let vopts = VanillaOptions {
+        with_formats: a.formats,
+        ..VanillaOptions::default()
+    };
+    let (mut cells, mut ct) = (0usize, 0usize);
+    // None once some sheet is too large to walk densely: the stats then say so.
+    let mut vt = Some(0usize);
     for s in load(&a.input)? {
         println!("## sheet: {}", s.name);
-        let v = vanilla_tokens(&s)?;
         let text = match a.mode {
-            Mode::Vanilla => vanilla::encode(&s, &VanillaOptions::default())?,
+            Mode::Vanilla => vanilla::encode(&s, &vopts)?,
             Mode::Compressed => compress(&s, &opts)?.text,
         };
         print!("{text}");
         cells += s.cells().len();
-        vt += v;
-        ct += if a.mode == Mode::Vanilla {
-            v
-        } else {
-            count_tokens(&text)
-        };
+        ct += count_tokens(&text);
+        if a.stats {
+            vt = match (vt, vanilla_tokens(&s)) {
+                (Some(total), Ok(n)) => Some(total + n),
+                (_, Err(e)) => {
+                    eprintln!(
+                        "warning: no vanilla token count for sheet '{}': {e}",
+                        s.name
+                    );
+                    None
+                }
+                (None, Ok(_)) => None,
+            };
+        }
     }
     if a.stats {
-        let ratio = if ct == 0 { 0.0 } else { vt as f64 / ct as f64 };
+        let ratio = vt.filter(|_| ct > 0).map(|v| v as f64 / ct as f64);
         println!(
             "{}",
             json!({"cells": cells, "vanilla_tokens": vt, "compressed_tokens": ct, "ratio": ratio})
