@@ -100,3 +100,46 @@ fn bad_input_is_a_clear_error() {
     let (ok, _, err) = goldcrest(&["sheet", "tables", "/nonexistent.xlsx"]);
     assert!(!ok && err.contains("cannot read the file"), "{err}");
 }
+
+#[test]
+fn tokenizer_choice_changes_counts_and_bad_files_are_errors() {
+    let f = corpus("r-cran-readxl-1.4.2-1/geometry.xlsx");
+    let f = f.to_str().unwrap();
+    let stats = |tok: &str| {
+        let (ok, out, err) = goldcrest(&["sheet", "encode", f, "--stats", "--tokenizer", tok]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        v["vanilla_tokens"].as_u64().unwrap()
+    };
+    // A vocabulary of the 256 single bytes only: every byte is one token.
+    let dir = std::env::temp_dir().join(format!("goldcrest-sheet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes_only = dir.join("bytes.tiktoken");
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let vocab: String = (0..=255u32)
+        .map(|b| {
+            let (c0, c1) = (A[(b >> 2) as usize], A[((b & 3) << 4) as usize]);
+            format!("{}{}== {b}\n", c0 as char, c1 as char)
+        })
+        .collect();
+    std::fs::write(&bytes_only, vocab).unwrap();
+    let (ok, out, _) = goldcrest(&["sheet", "encode", f, "--mode", "vanilla"]);
+    assert!(ok);
+    let vanilla_bytes: usize = out.lines().skip(1).map(|l| l.len() + 1).sum();
+    assert_eq!(stats(bytes_only.to_str().unwrap()) as usize, vanilla_bytes);
+    assert!(stats("cl100k") < vanilla_bytes as u64);
+    let broken = dir.join("broken.tiktoken");
+    std::fs::write(&broken, "no$base64 0\n").unwrap();
+    let (ok, _, err) = goldcrest(&[
+        "sheet",
+        "encode",
+        f,
+        "--tokenizer",
+        broken.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("bad base64") && !err.contains("panicked"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,10 @@
 //! under [`ReadOptions::max_decompressed_bytes`], which stops zip bombs. Every sheet is capped at
 //! [`ReadOptions::max_cells`] non-empty cells, so memory stays bounded on huge sheets.
 
+pub mod tokens;
+
+pub use tokens::TokenCounter;
+
 use calamine::{Data, DataRef, Reader, Sheets, open_workbook_auto_from_rs};
 use goldcrest_alloc::sheet::numfmt::{general, render};
 use goldcrest_alloc::sheet::{

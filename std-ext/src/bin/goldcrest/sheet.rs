@@ -7,7 +7,7 @@ use goldcrest_alloc::sheet::compress::{CompressOptions, compress};
 use goldcrest_alloc::sheet::detect::detect_tables;
 use goldcrest_alloc::sheet::vanilla::{self, VanillaOptions};
 use goldcrest_alloc::sheet::{CellRange, Sheet, prompt};
-use goldcrest_std::sheet::{ReadOptions, count_tokens, read_path};
+use goldcrest_std::sheet::{ReadOptions, TokenCounter, read_path};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ pub enum SheetCommand {
     /// Print Chain-of-Spreadsheet prompts for a question.
     Prompt(PromptArgs),
     /// Print token counts of every module combination as JSON (for corpus evaluation).
-    Report(FileArgs),
+    Report(ReportArgs),
 }
 
 /// Which encoding to print.
@@ -41,6 +41,39 @@ pub struct FileArgs {
     /// Only this sheet.
     #[arg(long)]
     sheet: Option<String>,
+}
+
+/// Which tokenizer counts tokens.
+#[derive(Args)]
+pub struct TokenizerArg {
+    /// `cl100k` (GPT-4's, the paper's), `o200k`, or a tiktoken-format vocabulary file
+    /// (`*.tiktoken`, Llama 3 `tokenizer.model`).
+    #[arg(long, default_value = "cl100k")]
+    tokenizer: String,
+}
+
+impl TokenizerArg {
+    fn counter(&self) -> Result<TokenCounter> {
+        Ok(match self.tokenizer.as_str() {
+            "cl100k" => TokenCounter::cl100k(),
+            "o200k" => TokenCounter::o200k(),
+            path => {
+                let data = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading tokenizer {path}"))?;
+                TokenCounter::from_tiktoken(&data)
+                    .map_err(|e| anyhow::anyhow!("tokenizer {path}: {e}"))?
+            }
+        })
+    }
+}
+
+/// Arguments of `sheet report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    input: FileArgs,
+    #[command(flatten)]
+    tokenizer: TokenizerArg,
 }
 
 /// Arguments of `sheet encode`.
@@ -69,6 +102,8 @@ pub struct EncodeArgs {
     /// Vanilla mode: add each cell's number-format string as a third field.
     #[arg(long)]
     formats: bool,
+    #[command(flatten)]
+    tokenizer: TokenizerArg,
 }
 
 /// Arguments of `sheet prompt`.
@@ -85,6 +120,8 @@ pub struct PromptArgs {
     /// Token budget of one stage 2 prompt's table before it is split.
     #[arg(long, default_value_t = 4096)]
     budget: usize,
+    #[command(flatten)]
+    tokenizer: TokenizerArg,
 }
 
 fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
@@ -92,9 +129,9 @@ fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
         .with_context(|| format!("reading {}", args.file.display()))
 }
 
-fn vanilla_tokens(sheet: &Sheet) -> Result<usize> {
+fn vanilla_tokens(sheet: &Sheet, tok: &TokenCounter) -> Result<usize> {
     let mut n = 0;
-    vanilla::for_each_line(sheet, &VanillaOptions::default(), |l| n += count_tokens(l))?;
+    vanilla::for_each_line(sheet, &VanillaOptions::default(), |l| n += tok.count(l))?;
     Ok(n)
 }
 
@@ -128,6 +165,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
         with_formats: a.formats,
         ..VanillaOptions::default()
     };
+    let tok = a.tokenizer.counter()?;
     let (mut cells, mut ct) = (0usize, 0usize);
     // None once some sheet is too large to walk densely: the stats then say so.
     let mut vt = Some(0usize);
@@ -139,9 +177,9 @@ fn encode(a: EncodeArgs) -> Result<()> {
         };
         print!("{text}");
         cells += s.cells().len();
-        ct += count_tokens(&text);
+        ct += tok.count(&text);
         if a.stats {
-            vt = match (vt, vanilla_tokens(&s)) {
+            vt = match (vt, vanilla_tokens(&s, &tok)) {
                 (Some(total), Ok(n)) => Some(total + n),
                 (_, Err(e)) => {
                     eprintln!(
@@ -164,7 +202,9 @@ fn encode(a: EncodeArgs) -> Result<()> {
     Ok(())
 }
 
-fn report(a: FileArgs) -> Result<()> {
+fn report(args: ReportArgs) -> Result<()> {
+    let tok = args.tokenizer.counter()?;
+    let a = args.input;
     let combos: [(&str, bool, bool, bool); 7] = [
         ("anchors", true, false, false),
         ("index", false, true, false),
@@ -179,7 +219,7 @@ fn report(a: FileArgs) -> Result<()> {
         let mut row = serde_json::Map::new();
         row.insert("sheet".into(), json!(s.name));
         row.insert("cells".into(), json!(s.cells().len()));
-        row.insert("vanilla".into(), json!(vanilla_tokens(&s)?));
+        row.insert("vanilla".into(), json!(vanilla_tokens(&s, &tok)?));
         for (name, anchors, index, aggregate) in combos {
             let opts = CompressOptions {
                 anchors,
@@ -187,7 +227,7 @@ fn report(a: FileArgs) -> Result<()> {
                 index,
                 aggregate,
             };
-            row.insert(name.into(), json!(count_tokens(&compress(&s, &opts)?.text)));
+            row.insert(name.into(), json!(tok.count(&compress(&s, &opts)?.text)));
         }
         // Which original rows/columns the skeleton keeps (0-based), to check that table
         // boundaries survive extraction.
@@ -204,6 +244,7 @@ fn report(a: FileArgs) -> Result<()> {
 }
 
 fn prompt_cmd(a: PromptArgs) -> Result<()> {
+    let tok = a.tokenizer.counter()?;
     let sheets = load(&a.input)?;
     if sheets.len() > 1 && a.range.is_some() {
         bail!("--range needs --sheet when the workbook has several sheets");
@@ -223,7 +264,8 @@ fn prompt_cmd(a: PromptArgs) -> Result<()> {
                 .as_ref()
                 .and_then(|m| m.range_to_original(compressed))
                 .with_context(|| format!("{r} lies outside the compressed sheet"))?;
-            let prompts = prompt::cos_stage2(s, original, &a.question, a.budget, &count_tokens)?;
+            let prompts =
+                prompt::cos_stage2(s, original, &a.question, a.budget, &|t: &str| tok.count(t))?;
             for (i, p) in prompts.iter().enumerate() {
                 println!(
                     "### stage 2 ({original}, part {} of {})\n{p}",
