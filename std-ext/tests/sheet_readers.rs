@@ -171,3 +171,56 @@ proptest! {
         let _ = read_bytes(&bytes, None, &ReadOptions::default());
     }
 }
+
+#[test]
+fn formula_errors_are_error_cells() {
+    let x = read_path(
+        &corpus("r-cran-openxlsx-4.2.5.2-1/readTest.xlsx"),
+        Some("Sheet1"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    let c = x[0].get(1, 7).unwrap();
+    assert_eq!((c.text.as_str(), c.kind), ("#DIV/0!", CellKind::Error));
+    let xls = read_path(
+        &corpus("xlrd-1.2.0/formula_test_sjmachin.xls"),
+        None,
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    let c = xls[0].get(6, 1).unwrap();
+    assert_eq!((c.text.as_str(), c.kind), ("#DIV/0!", CellKind::Error));
+}
+
+/// A minimal OpenDocument spreadsheet, stored uncompressed.
+fn tiny_ods(content: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("mimetype", stored).unwrap();
+    w.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+        .unwrap();
+    w.start_file("META-INF/manifest.xml", stored).unwrap();
+    w.write_all(br#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#).unwrap();
+    w.start_file("content.xml", stored).unwrap();
+    w.write_all(content.as_bytes()).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn ods_values_and_dates() {
+    let content = r#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet>
+<table:table table:name="Data">
+<table:table-row><table:table-cell office:value-type="string"><text:p>Year</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>When</text:p></table:table-cell></table:table-row>
+<table:table-row><table:table-cell office:value-type="float" office:value="2024"><text:p>2024</text:p></table:table-cell><table:table-cell office:value-type="date" office:date-value="2024-02-14"><text:p>14.02.24</text:p></table:table-cell></table:table-row>
+</table:table></office:spreadsheet></office:body></office:document-content>"#;
+    let sheets = read_bytes(&tiny_ods(content), None, &ReadOptions::default()).unwrap();
+    assert_eq!(sheets[0].name, "Data");
+    let year = sheets[0].get(1, 0).unwrap();
+    assert_eq!((year.text.as_str(), year.kind), ("2024", CellKind::Number));
+    let when = sheets[0].get(1, 1).unwrap();
+    assert_eq!(when.kind, CellKind::DateTime);
+    assert!(when.text.starts_with("2024-02-14"), "{}", when.text);
+}
