@@ -103,9 +103,9 @@ def main():
     for line in (FIX / "labels.tsv").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
-        file, sheet, ranges = line.split("\t")
-        labels.setdefault(file, {})[sheet] = [rng(r) for r in ranges.split(",") if r]
-    counts = {0: [0, 0, 0], 2: [0, 0, 0]}
+        file, sheet, ranges, subset = line.split("\t")
+        labels.setdefault(file, {})[sheet] = (subset, [rng(r) for r in ranges.split(",") if r])
+    counts = {(s, t): [0, 0, 0] for s in ("dev", "heldout") for t in (0, 2)}
     edges_kept = edges_all = 0
     for file, sheets in labels.items():
         code, out, err = run("tables", str(FIX / "corpus" / file))
@@ -115,21 +115,22 @@ def main():
         found = json.loads(out)
         _, rep, _ = run("report", str(FIX / "corpus" / file))
         kept = {s["sheet"]: (set(s["kept_rows"]), set(s["kept_cols"])) for s in json.loads(rep)["sheets"]}
-        for sheet, gold in sheets.items():
+        for sheet, (subset, gold) in sheets.items():
             rows, cols = kept[sheet]
             for (r0, c0, r1, c1) in gold:
                 edges_kept += (r0 in rows) + (r1 in rows) + (c0 in cols) + (c1 in cols)
                 edges_all += 4
             pred = [rng(t["range"]) for t in found if t["sheet"] == sheet]
-            for tol in counts:
+            for tol in (0, 2):
                 h = match(pred, gold, tol)
-                counts[tol][0] += h
-                counts[tol][1] += len(pred)
-                counts[tol][2] += len(gold)
+                c = counts[(subset, tol)]
+                c[0] += h
+                c[1] += len(pred)
+                c[2] += len(gold)
             print(f"  {file} / {sheet}: predicted {[t['range'] for t in found if t['sheet'] == sheet]}")
     print(f"label boundary rows/columns kept by anchor extraction (k=4): {edges_kept}/{edges_all}")
-    for tol, (h, np_, ng) in counts.items():
-        print(f"detection EoB-{tol}: matched {h}, predicted {np_}, gold {ng}, F1 {f1(h, np_, ng):.3f}")
+    for (subset, tol), (h, np_, ng) in counts.items():
+        print(f"detection {subset} EoB-{tol}: matched {h}, predicted {np_}, gold {ng}, F1 {f1(h, np_, ng):.3f}")
 
 
 if __name__ == "__main__":
