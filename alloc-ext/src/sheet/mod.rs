@@ -353,13 +353,16 @@ impl Sheet {
         cells.retain(|c| !c.text.is_empty());
         // Stable sort keeps input order among duplicates, so "later wins" is well defined.
         cells.sort_by_key(|c| (c.row, c.col));
-        let mut deduped: Vec<Cell> = Vec::with_capacity(cells.len());
-        for c in cells {
-            match deduped.last_mut() {
-                Some(last) if last.row == c.row && last.col == c.col => *last = c,
-                _ => deduped.push(c),
+        // In place, so a sheet of millions of cells is never held twice. `dedup_by` keeps the
+        // earlier element; swapping first makes the later duplicate win.
+        cells.dedup_by(|later, kept| {
+            let same = later.row == kept.row && later.col == kept.col;
+            if same {
+                core::mem::swap(later, kept);
             }
-        }
+            same
+        });
+        let deduped = cells;
         let mut kept: Vec<CellRange> = Vec::new();
         let mut dropped = 0;
         for m in merged {
