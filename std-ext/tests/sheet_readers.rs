@@ -224,3 +224,18 @@ fn ods_values_and_dates() {
     assert_eq!(when.kind, CellKind::DateTime);
     assert!(when.text.starts_with("2024-02-14"), "{}", when.text);
 }
+
+#[test]
+fn xls_dates_and_times_without_format_strings() {
+    let s = read_path(
+        &corpus("xlrd-1.2.0/Formate.xls"),
+        Some("Blätt1"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    let text = |r, c| s[0].get(r, c).unwrap().text.clone();
+    assert_eq!(text(0, 0), "Huber");
+    assert_eq!(text(0, 1), "1907-07-03");
+    assert_eq!(text(3, 1), "06:34:00");
+    assert_eq!(text(6, 1), "0.974");
+}

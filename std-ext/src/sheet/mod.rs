@@ -270,7 +270,13 @@ fn display(value: &DataRef<'_>, nfs: Option<&str>) -> Option<(String, CellKind)>
             } else {
                 CellKind::DateTime
             };
-            let code = nfs.unwrap_or(if d.as_f64().fract() == 0.0 {
+            // Without the workbook's format (xls, xlsb) pick the shortest faithful ISO form.
+            let v = d.as_f64();
+            let code = nfs.unwrap_or(if d.is_duration() {
+                "[h]:mm:ss"
+            } else if (0.0..1.0).contains(&v) {
+                "hh:mm:ss"
+            } else if v.fract() == 0.0 {
                 "yyyy-mm-dd"
             } else {
                 "yyyy-mm-dd hh:mm:ss"
