@@ -239,3 +239,29 @@ fn xls_dates_and_times_without_format_strings() {
     assert_eq!(text(3, 1), "06:34:00");
     assert_eq!(text(6, 1), "0.974");
 }
+
+#[test]
+fn real_zip_bomb_is_stopped_while_inflating() {
+    use std::io::Write;
+    // 64 MiB of zeros deflate to about 64 KiB; the cap is 8 MiB.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(false);
+    w.start_file("xl/sharedStrings.xml", deflated).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        w.write_all(&zeros).unwrap();
+    }
+    let bytes = w.finish().unwrap().into_inner();
+    assert!(bytes.len() < 1 << 20);
+    let opts = ReadOptions {
+        max_decompressed_bytes: 8 << 20,
+        ..ReadOptions::default()
+    };
+    let err = read_bytes(&bytes, None, &opts).unwrap_err();
+    assert!(
+        matches!(err, ReadError::DecompressedTooLarge { .. }),
+        "{err}"
+    );
+}

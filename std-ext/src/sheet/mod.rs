@@ -196,18 +196,36 @@ fn calamine_error(e: calamine::Error) -> ReadError {
     }
 }
 
-/// Refuses zip containers whose declared uncompressed size exceeds the limit. The zip reader
-/// stops each entry at its declared size, so the declared total bounds the real work.
+/// Refuses zip containers that decompress to more than the limit. The declared sizes are
+/// checked first (cheap); then every entry is actually inflated into a counting sink with the
+/// remaining budget, because a hostile archive can declare small sizes and inflate far more,
+/// and calamine keeps some parts (shared strings) whole in memory.
 fn check_zip(bytes: &[u8], opts: &ReadOptions) -> Result<(), ReadError> {
-    let archive = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| ReadError::Format(format!("broken zip container: {e}")))?;
+    let broken = |e: zip::result::ZipError| ReadError::Format(format!("broken zip container: {e}"));
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(broken)?;
+    let limit = opts.max_decompressed_bytes;
+    let too_large = |total: u64| ReadError::DecompressedTooLarge {
+        bytes: total,
+        limit,
+    };
     if let Some(total) = archive.decompressed_size() {
         let total = u64::try_from(total).unwrap_or(u64::MAX);
-        if total > opts.max_decompressed_bytes {
-            return Err(ReadError::DecompressedTooLarge {
-                bytes: total,
-                limit: opts.max_decompressed_bytes,
-            });
+        if total > limit {
+            return Err(too_large(total));
+        }
+    }
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let entry = archive.by_index(i).map_err(broken)?;
+        if entry.encrypted() {
+            return Err(ReadError::Encrypted);
+        }
+        let budget = limit - total;
+        let n = std::io::copy(&mut entry.take(budget + 1), &mut std::io::sink())
+            .map_err(|e| ReadError::Format(format!("broken zip entry: {e}")))?;
+        total += n;
+        if n > budget {
+            return Err(too_large(total));
         }
     }
     Ok(())
