@@ -871,6 +871,16 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_codes_values_and_texts_never_panic(nfs in "\\PC{0,24}", code in "[0#?.,%E+\\-;\\[\\]\"hmsdyAP/ ]{0,16}", v in proptest::num::f64::ANY, text in "\\PC{0,16}") {
+            let _ = render(v, &nfs, false);
+            let _ = render(v, &code, true);
+            let _ = recognize(&text);
+            let _ = crate::sheet::CellRange::parse(&text);
+        }
+    }
+
     #[test]
     fn renderer_never_panics_on_odd_codes() {
         for nfs in [
