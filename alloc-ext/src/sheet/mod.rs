@@ -12,6 +12,21 @@
 //! * [`compress`]: SheetCompressor, the three modules chained, each switchable;
 //! * [`detect`]: heuristic table detection and the EoB metric;
 //! * [`prompt`]: table-detection and Chain-of-Spreadsheet prompt builders.
+//!
+//! ```
+//! use goldcrest_alloc::sheet::{Cell, Sheet, compress::{compress, CompressOptions}};
+//!
+//! let mut cells = vec![Cell::text(0, 0, "Region"), Cell::text(0, 1, "Sales")];
+//! for r in 1..=3 {
+//!     cells.push(Cell::text(r, 0, "North"));
+//!     cells.push(Cell::number(r, 1, format!("{},000", r), Some("#,##0")));
+//! }
+//! let sheet = Sheet::new("Q1", cells, vec![]).unwrap();
+//! let out = compress(&sheet, &CompressOptions::default()).unwrap();
+//! assert_eq!(out.text, "{\n\"Region\":\"A1\",\n\"Sales\":\"B1\",\n\"North\":\"A2:A4\",\n\"#,##0\":\"B2:B4\"\n}\n");
+//! // Answers given in compressed coordinates map back to the sheet.
+//! assert_eq!(out.map.unwrap().to_original(3, 1), Some((3, 1)));
+//! ```
 
 pub mod aggregate;
 pub mod anchors;
