@@ -45,17 +45,25 @@ as [SUM(A2:A10)].\n\nQuestion: {question}\n\nTable:\n{region}"
     )
 }
 
+/// How stage 2 cuts a table that exceeds the token budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// As many body rows per prompt as fit the budget next to the header (at least one).
+    FillBudget,
+    /// A fixed number of body rows per prompt; the paper's App. M.2 uses 3.
+    Rows(usize),
+}
+
 /// Chain of Spreadsheet stage 2 prompts for `region` (original addresses), encoded without
 /// compression. When the region's encoding takes more than `budget` tokens (as counted by
 /// `count_tokens`), the first row is taken as the header and the body is cut into chunks of
-/// consecutive rows, each as large as fits the budget next to the header (at least one row),
-/// one prompt per chunk. The paper cuts three rows per chunk; filling the budget needs fewer
-/// prompts for the same guarantee.
+/// consecutive rows per `split`, each sent with the header, one prompt per chunk.
 pub fn cos_stage2(
     sheet: &Sheet,
     region: CellRange,
     question: &str,
     budget: usize,
+    split: Split,
     count_tokens: &dyn Fn(&str) -> usize,
 ) -> Result<Vec<String>, SheetError> {
     let region_sheet = sheet.crop(region);
@@ -74,15 +82,22 @@ pub fn cos_stage2(
     let mut prompts = Vec::new();
     let mut chunk = String::new();
     let mut chunk_tokens = 0;
+    let mut chunk_rows = 0;
     for line in &lines[1..] {
         let t = count_tokens(line);
-        if !chunk.is_empty() && header_tokens + chunk_tokens + t > budget {
+        let full = match split {
+            Split::FillBudget => header_tokens + chunk_tokens + t > budget,
+            Split::Rows(n) => chunk_rows >= n.max(1),
+        };
+        if !chunk.is_empty() && full {
             prompts.push(stage2_text(&format!("{header}{chunk}"), question));
             chunk.clear();
             chunk_tokens = 0;
+            chunk_rows = 0;
         }
         chunk.push_str(line);
         chunk_tokens += t;
+        chunk_rows += 1;
     }
     if !chunk.is_empty() {
         prompts.push(stage2_text(&format!("{header}{chunk}"), question));
@@ -118,15 +133,19 @@ mod tests {
         let s = Sheet::new("s", cells, vec![]).unwrap();
         let region = CellRange::parse("B2:C12").unwrap();
         let count = |t: &str| t.len();
-        let one = cos_stage2(&s, region, "q", 10_000, &count).unwrap();
+        let one = cos_stage2(&s, region, "q", 10_000, Split::FillBudget, &count).unwrap();
         assert_eq!(one.len(), 1);
         assert!(one[0].contains("B2,Name|C2,Score\nB3,x|C3,1\n"));
-        let many = cos_stage2(&s, region, "q", 60, &count).unwrap();
+        let many = cos_stage2(&s, region, "q", 60, Split::FillBudget, &count).unwrap();
         assert!(many.len() > 1);
         for p in &many {
             assert!(p.contains("B2,Name|C2,Score\n"));
         }
         assert!(many.last().unwrap().contains("B12,x|C12,1\n"));
+        // The paper's rule: 10 body rows in chunks of 3 -> 4 prompts, the last with one row.
+        let paper = cos_stage2(&s, region, "q", 60, Split::Rows(3), &count).unwrap();
+        assert_eq!(paper.len(), 4);
+        assert!(paper[3].contains("B2,Name|C2,Score\nB12,x|C12,1\n"));
         assert!(table_detection("{}").contains("'range'"));
         assert!(cos_stage1("{}", "Who?").contains("Question: Who?"));
     }

@@ -120,6 +120,9 @@ pub struct PromptArgs {
     /// Token budget of one stage 2 prompt's table before it is split.
     #[arg(long, default_value_t = 4096)]
     budget: usize,
+    /// Body rows per stage 2 chunk when split (the paper uses 3); default: fill the budget.
+    #[arg(long)]
+    chunk_rows: Option<usize>,
     #[command(flatten)]
     tokenizer: TokenizerArg,
 }
@@ -264,8 +267,15 @@ fn prompt_cmd(a: PromptArgs) -> Result<()> {
                 .as_ref()
                 .and_then(|m| m.range_to_original(compressed))
                 .with_context(|| format!("{r} lies outside the compressed sheet"))?;
-            let prompts =
-                prompt::cos_stage2(s, original, &a.question, a.budget, &|t: &str| tok.count(t))?;
+            let prompts = prompt::cos_stage2(
+                s,
+                original,
+                &a.question,
+                a.budget,
+                a.chunk_rows
+                    .map_or(prompt::Split::FillBudget, prompt::Split::Rows),
+                &|t: &str| tok.count(t),
+            )?;
             for (i, p) in prompts.iter().enumerate() {
                 println!(
                     "### stage 2 ({original}, part {} of {})\n{p}",
