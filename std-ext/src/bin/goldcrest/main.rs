@@ -9,6 +9,7 @@ mod bench;
 mod convert;
 mod inspect;
 mod logits;
+mod sheet;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,9 @@ enum Command {
     Logits(logits::Args),
     /// Measure prefill and decode tokens/s on random token ids.
     Bench(bench::Args),
+    /// Spreadsheet encodings for language models (SpreadsheetLLM).
+    #[command(subcommand)]
+    Sheet(sheet::SheetCommand),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::Logits(args) => logits::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Sheet(c) => sheet::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
