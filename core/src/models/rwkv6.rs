@@ -27,6 +27,38 @@
 //! Memory: the state is `n_layer · n_embd · (head_size + 2)` f32 in caller memory ([`State`]);
 //! a forward pass over up to `max_tokens` tokens at once uses a [`Scratch`] carved from caller
 //! memory. [`Rwkv6::memory_plan`] gives the exact bytes of both.
+//!
+//! Firmware-style use, with the model in flash and every buffer static or on the stack:
+//!
+//! ```
+//! use goldcrest_core::arena::{Aligned, Arena};
+//! use goldcrest_core::format::SafeTensors;
+//! use goldcrest_core::kernels::Kernels;
+//! use goldcrest_core::models::rwkv6::{Rwkv6, Scratch, State};
+//! use goldcrest_core::ops::sample::greedy;
+//!
+//! #[repr(C, align(8))]
+//! struct Flash<Bytes: ?Sized>(Bytes);
+//! static MODEL: &Flash<[u8]> =
+//!     &Flash(*include_bytes!("../../../tests/fixtures/rwkv6/tiny_a.safetensors"));
+//!
+//! let file = SafeTensors::parse(&MODEL.0)?;
+//! let mut layers = [None; 2];
+//! let model = Rwkv6::load(&file, &mut layers, Kernels::for_target())?;
+//! let plan = model.memory_plan(1)?; // decode only: one token at a time
+//! let (mut state_ram, mut scratch_ram) = (Aligned([0u8; 16 << 10]), Aligned([0u8; 16 << 10]));
+//! assert!(plan.state_bytes <= state_ram.0.len() && plan.scratch_bytes <= scratch_ram.0.len());
+//! let mut state = State::carve(model.config(), &mut Arena::new(&mut state_ram.0)?)?;
+//! let mut scratch = Scratch::carve(model.config(), 1, &mut Arena::new(&mut scratch_ram.0)?)?;
+//!
+//! let mut logits = [0.0f32; 96];
+//! let mut token = 1;
+//! for _ in 0..8 {
+//!     model.step(&mut state, &mut scratch, token, &mut logits)?;
+//!     token = greedy(&logits)?;
+//! }
+//! # Ok::<(), goldcrest_core::Error>(())
+//! ```
 
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result, Shape};
