@@ -1151,15 +1151,14 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         let (xx, sx) = (&mut b.xx[..tc], &mut b.sx[..tc]);
         norm_and_shift(&b.x[..tc], xx, sx, layer.ln2, shift)?;
         let [_, xk, _, xr, _] = &mut b.mixed;
-        for (idx, ((xk, xr), (xx, sx))) in xk[..tc]
-            .iter_mut()
-            .zip(xr[..tc].iter_mut())
-            .zip(xx.iter().zip(sx.iter()))
-            .enumerate()
-        {
-            let j = idx % c;
-            *xk = xx + sx * ffn.maa_k.get(j);
-            *xr = xx + sx * ffn.maa_r.get(j);
+        for t in 0..t_n {
+            let row = t * c..(t + 1) * c;
+            let (xk, xr) = (&mut xk[row.clone()], &mut xr[row.clone()]);
+            let (xx, sx) = (&xx[row.clone()], &sx[row]);
+            for j in 0..c {
+                xk[j] = xx[j] + sx[j] * ffn.maa_k.get(j);
+                xr[j] = xx[j] + sx[j] * ffn.maa_r.get(j);
+            }
         }
         let kern = &self.kernels;
         let hidden = &mut b.hidden[..t_n * f];
