@@ -95,7 +95,6 @@ fn working_set() -> usize {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(128)
-        .max(0)
         << 20
 }
 
