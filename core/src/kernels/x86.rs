@@ -63,8 +63,15 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
     // SAFETY: the caller guarantees the features of `isa`.
     unsafe {
         match isa {
-            Isa::Avx512Vnni if w.format() == Format::Tq2_0 && acts.tokens == 1 => {
-                tq2_gemv_i8_zmm(w, acts, y)
+            Isa::Avx512Vnni if w.format() == Format::Tq2_0 => {
+                let mut t0 = 0;
+                while t0 + 4 <= acts.tokens {
+                    tq2_gemm4_i8_zmm(w, acts, t0, y);
+                    t0 += 4;
+                }
+                for t in t0..acts.tokens {
+                    tq2_gemv_i8_zmm(w, acts, t, y);
+                }
             }
             Isa::Avx512Vnni => ternary_i8_vnni(w, acts, y),
             _ => ternary_i8_avx2(w, acts, y),
@@ -301,15 +308,15 @@ macro_rules! ternary_i8_kernel {
 /// for all eight rows of a tile. Integer sums and their combination are those of the scalar
 /// reference, so results are bit-identical.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut [f32]) {
     const R: usize = 8;
     let rows = w.rows();
     let blocks = acts.blocks;
     let full = rows - rows % R;
     let per_block = acts.mode == ActScale::PerBlock;
-    let a_all = acts.token(0);
-    let sums = acts.token_sums(0);
-    let scales = acts.token_scales(0);
+    let a_all = acts.token(t);
+    let sums = acts.token_sums(t);
+    let scales = acts.token_scales(t);
     let tile_bytes = (R * w.row_bytes()).max(1);
     let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
     let mask3 = _mm512_set1_epi8(3);
@@ -398,15 +405,158 @@ unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
         if !per_block {
             comb = _mm256_mul_ps(comb, _mm256_set1_ps(scales[0]));
         }
-        // SAFETY: rows `r0..r0 + 8` of the single output row.
-        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(r0), comb) };
+        // SAFETY: rows `r0..r0 + 8` of output row `t`.
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(t * rows + r0), comb) };
         r0 += R;
     }
     for r in full..rows {
         let row = w.row(r).unwrap_or(&[]);
         let mut c = Combine::new();
-        scalar::row_block_isums(Format::Tq2_0, row, a_all, |b, s, d| c.add(acts, 0, b, s, d));
-        y[r] = c.finish(acts, 0);
+        scalar::row_block_isums(Format::Tq2_0, row, a_all, |b, s, d| c.add(acts, t, b, s, d));
+        y[t * rows + r] = c.finish(acts, t);
+    }
+}
+
+/// Prefill of `tq2_0` for tokens `t0..t0+4` on AVX-512 VNNI with 512-bit vectors: tiles of 4
+/// rows × 4 tokens; each row's block is one 64-byte load whose four shifted copies meet four
+/// tokens' activations (gathered into the same order). Lane `l` of combiner `k` is the pair
+/// `8k + l = 4r + t`. Integer sums and their combination are the scalar reference's.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut [f32]) {
+    const R: usize = 4;
+    const T: usize = 4;
+    let rows = w.rows();
+    let blocks = acts.blocks;
+    let full = rows - rows % R;
+    let per_block = acts.mode == ActScale::PerBlock;
+    let mask3 = _mm512_set1_epi8(3);
+    let mut dtab = [[[0u16; 8]; CHUNK]; 2];
+    let mut stab = [[[0i32; 8]; CHUNK]; 2];
+    let mut ftab = [[[0f32; 8]; CHUNK]; 2];
+    let mut ap = [core::ptr::null::<i8>(); T];
+    for (t, p) in ap.iter_mut().enumerate() {
+        *p = acts.token(t0 + t).as_ptr();
+    }
+    let mut r0 = 0;
+    while r0 < full {
+        let mut rowp = [core::ptr::null::<u8>(); R];
+        for (r, p) in rowp.iter_mut().enumerate() {
+            *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+        }
+        let mut comb = [_mm256_setzero_ps(); 2];
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = CHUNK.min(blocks - b0);
+            for k in 0..2 {
+                for l in 0..8 {
+                    let (r, t) = ((8 * k + l) / T, (8 * k + l) % T);
+                    let row = w.row(r0 + r).unwrap_or(&[]);
+                    let sums = acts.token_sums(t0 + t);
+                    let scales = acts.token_scales(t0 + t);
+                    for j in 0..nb {
+                        let at = (b0 + j) * tq2_0::BLOCK_BYTES + tq2_0::SCALE_OFFSET;
+                        dtab[k][j][l] = u16::from_le_bytes([row[at], row[at + 1]]);
+                        stab[k][j][l] = sums[b0 + j];
+                        if per_block {
+                            ftab[k][j][l] = scales[b0 + j];
+                        }
+                    }
+                }
+            }
+            for j in 0..nb {
+                let b = b0 + j;
+                // SAFETY: loads stay inside block `b` of checked rows (64 of 66 bytes), inside
+                // the tokens' `blocks·256` padded activations, or inside 8-lane table rows.
+                unsafe {
+                    let mut v = [_mm512_setzero_si512(); R];
+                    for r in 0..R {
+                        v[r] = _mm512_loadu_si512(rowp[r].add(b * tq2_0::BLOCK_BYTES).cast());
+                    }
+                    let mut acc = [[_mm512_setzero_si512(); T]; R];
+                    for c in 0..4 {
+                        let mut a = [_mm512_setzero_si512(); T];
+                        for t in 0..T {
+                            let ab = ap[t].add(b * QBLOCK);
+                            let lo = _mm256_loadu_si256(ab.add(32 * c).cast());
+                            let hi = _mm256_loadu_si256(ab.add(128 + 32 * c).cast());
+                            a[t] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                        }
+                        for r in 0..R {
+                            let sh = match c {
+                                0 => v[r],
+                                1 => _mm512_srli_epi16::<2>(v[r]),
+                                2 => _mm512_srli_epi16::<4>(v[r]),
+                                _ => _mm512_srli_epi16::<6>(v[r]),
+                            };
+                            let codes = _mm512_and_si512(sh, mask3);
+                            for t in 0..T {
+                                acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], codes, a[t]);
+                            }
+                        }
+                    }
+                    for k in 0..2 {
+                        let mut h = [_mm256_setzero_si256(); 8];
+                        for (l, hl) in h.iter_mut().enumerate() {
+                            let z = acc[(8 * k + l) / T][(8 * k + l) % T];
+                            *hl = _mm256_add_epi32(
+                                _mm512_castsi512_si256(z),
+                                _mm512_extracti64x4_epi64::<1>(z),
+                            );
+                        }
+                        let s01 = _mm256_hadd_epi32(h[0], h[1]);
+                        let s23 = _mm256_hadd_epi32(h[2], h[3]);
+                        let s45 = _mm256_hadd_epi32(h[4], h[5]);
+                        let s67 = _mm256_hadd_epi32(h[6], h[7]);
+                        let s0123 = _mm256_hadd_epi32(s01, s23);
+                        let s4567 = _mm256_hadd_epi32(s45, s67);
+                        let dot = _mm256_add_epi32(
+                            _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+                            _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+                        );
+                        let isum =
+                            _mm256_sub_epi32(dot, _mm256_loadu_si256(stab[k][j].as_ptr().cast()));
+                        let mut scale =
+                            _mm256_cvtph_ps(_mm_loadu_si128(dtab[k][j].as_ptr().cast()));
+                        if per_block {
+                            scale = _mm256_mul_ps(scale, _mm256_loadu_ps(ftab[k][j].as_ptr()));
+                        }
+                        // As `Combine::add`: product, then sum; never fused.
+                        let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
+                        comb[k] = _mm256_add_ps(comb[k], prod);
+                    }
+                }
+            }
+            b0 += nb;
+        }
+        for (k, &ck) in comb.iter().enumerate() {
+            let mut out = [0.0f32; 8];
+            let mut fin = ck;
+            if !per_block {
+                let mut sc = [0.0f32; 8];
+                for (l, sv) in sc.iter_mut().enumerate() {
+                    *sv = acts.token_scales(t0 + (8 * k + l) % T)[0];
+                }
+                // SAFETY: an 8-lane local array.
+                fin = _mm256_mul_ps(fin, unsafe { _mm256_loadu_ps(sc.as_ptr()) });
+            }
+            // SAFETY: an 8-lane local array.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), fin) };
+            for (l, &v) in out.iter().enumerate() {
+                let i = 8 * k + l;
+                y[(t0 + i % T) * rows + r0 + i / T] = v;
+            }
+        }
+        r0 += R;
+    }
+    for r in full..rows {
+        let row = w.row(r).unwrap_or(&[]);
+        for t in t0..t0 + T {
+            let mut c = Combine::new();
+            scalar::row_block_isums(Format::Tq2_0, row, acts.token(t), |b, s, d| {
+                c.add(acts, t, b, s, d)
+            });
+            y[t * rows + r] = c.finish(acts, t);
+        }
     }
 }
 
