@@ -11,8 +11,8 @@
 //! still share the memory bandwidth, so state the load (`uptime`) with the figures.
 //!
 //! `tools/bench/roofline.py` turns criterion's JSON into the table in `docs/performance.md`.
-//! Kernels come from `goldcrest_std::kernels::detect()`; set `GOLDCREST_KERNELS=scalar` to
-//! measure the reference instead.
+//! Kernels come from `goldcrest_std::kernels::detect()`; set `GOLDCREST_KERNELS=scalar` (the
+//! reference) or `GOLDCREST_KERNELS=avx2` (the AVX2 path) to measure those instead.
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -98,9 +98,25 @@ fn working_set() -> usize {
         << 20
 }
 
+/// The kernels under test: detected by default; `GOLDCREST_KERNELS=scalar` or `=avx2` (the
+/// AVX2 path on an AVX-512 machine, as on CPUs without AVX-512) to compare.
 fn kernels() -> Kernels {
     match std::env::var("GOLDCREST_KERNELS").as_deref() {
         Ok("scalar") => Kernels::scalar(),
+        Ok("avx2") => {
+            let f = goldcrest::std::kernels::cpu_features();
+            let avx2_only = goldcrest::core::kernels::CpuFeatures {
+                avx2: f.avx2,
+                fma: f.fma,
+                f16c: f.f16c,
+                ..Default::default()
+            };
+            // SAFETY: a subset of the features detected on this CPU.
+            #[allow(unsafe_code)]
+            unsafe {
+                Kernels::from_cpu_features(avx2_only)
+            }
+        }
         _ => goldcrest::std::kernels::detect(),
     }
 }

@@ -324,6 +324,15 @@ fn saved_state_resumes_exactly_and_rejects_damage() {
         .unwrap();
     let mut saved = vec![0u8; State::saved_len(model.config()).unwrap()];
     assert_eq!(state.save(&mut saved).unwrap(), saved.len());
+    let mut streamed = Vec::new();
+    state
+        .save_with(&mut |piece| {
+            assert!(piece.len() <= 256);
+            streamed.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(streamed, saved);
     let mut continued = vec![0.0; tail.len() * v];
     model
         .prefill(&mut state, &mut scratch, tail, &mut continued)

@@ -39,7 +39,14 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
                 }
             }
             Format::Tq2_0 | Format::Tq1_0 => ternary_f32_avx2(w, x, n, y),
-            Format::F32 | Format::F16 | Format::Bf16 => dense_avx2(w, x, n, y),
+            // Monomorphized per element type and per decode/prefill so the inner loops carry
+            // no format branch and prefill no prefetch.
+            Format::F32 if n == 1 => dense_avx2::<F32, true>(w, x, n, y),
+            Format::F32 => dense_avx2::<F32, false>(w, x, n, y),
+            Format::F16 if n == 1 => dense_avx2::<F16, true>(w, x, n, y),
+            Format::F16 => dense_avx2::<F16, false>(w, x, n, y),
+            Format::Bf16 if n == 1 => dense_avx2::<BF16, true>(w, x, n, y),
+            Format::Bf16 => dense_avx2::<BF16, false>(w, x, n, y),
             _ => scalar::gemm(w, x, n, y),
         }
     }
@@ -56,6 +63,16 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
     // SAFETY: the caller guarantees the features of `isa`.
     unsafe {
         match isa {
+            Isa::Avx512Vnni if w.format() == Format::Tq2_0 => {
+                let mut t0 = 0;
+                while t0 + 4 <= acts.tokens {
+                    tq2_gemm4_i8_zmm(w, acts, t0, y);
+                    t0 += 4;
+                }
+                for t in t0..acts.tokens {
+                    tq2_gemv_i8_zmm(w, acts, t, y);
+                }
+            }
             Isa::Avx512Vnni => ternary_i8_vnni(w, acts, y),
             _ => ternary_i8_avx2(w, acts, y),
         }
@@ -283,6 +300,264 @@ macro_rules! ternary_i8_kernel {
             }
         }
     };
+}
+
+/// Decode of `tq2_0` against one token on AVX-512 VNNI with 512-bit vectors: one 64-byte load
+/// holds a whole block's codes, so each shift by `2j` yields weights `32j..32j+32` and
+/// `128+32j..128+32j+32` together; the activations are gathered into that order once per block
+/// for all eight rows of a tile. Integer sums and their combination are those of the scalar
+/// reference, so results are bit-identical.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut [f32]) {
+    const R: usize = 8;
+    let rows = w.rows();
+    let blocks = acts.blocks;
+    let full = rows - rows % R;
+    let per_block = acts.mode == ActScale::PerBlock;
+    let a_all = acts.token(t);
+    let sums = acts.token_sums(t);
+    let scales = acts.token_scales(t);
+    let tile_bytes = (R * w.row_bytes()).max(1);
+    let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
+    let mask3 = _mm512_set1_epi8(3);
+    let mut dtab = [[0u16; R]; CHUNK];
+    let mut r0 = 0;
+    while r0 < full {
+        let mut rowp = [core::ptr::null::<u8>(); R];
+        for (r, p) in rowp.iter_mut().enumerate() {
+            *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+        }
+        let mut comb = _mm256_setzero_ps();
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = CHUNK.min(blocks - b0);
+            for (r, p) in rowp.iter().enumerate() {
+                for (j, dt) in dtab.iter_mut().enumerate().take(nb) {
+                    // SAFETY: the scale of block `b0 + j < blocks` of a checked row.
+                    let at = (b0 + j) * tq2_0::BLOCK_BYTES + tq2_0::SCALE_OFFSET;
+                    dt[r] = unsafe { u16::from_le_bytes([*p.add(at), *p.add(at + 1)]) };
+                }
+            }
+            for j in 0..nb {
+                let b = b0 + j;
+                // SAFETY: all loads below stay inside block `b` of a checked row (64 of its 66
+                // bytes) or inside the token's `blocks·256` padded activations; prefetches never
+                // fault.
+                unsafe {
+                    let ab = a_all.as_ptr().add(b * QBLOCK);
+                    let mut a = [_mm512_setzero_si512(); 4];
+                    for (c, av) in a.iter_mut().enumerate() {
+                        let lo = _mm256_loadu_si256(ab.add(32 * c).cast());
+                        let hi = _mm256_loadu_si256(ab.add(128 + 32 * c).cast());
+                        *av = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    }
+                    let mut acc = [_mm256_setzero_si256(); R];
+                    for r in 0..R {
+                        let p = rowp[r].add(b * tq2_0::BLOCK_BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+                        let v = _mm512_loadu_si512(p.cast());
+                        let mut z = _mm512_dpbusd_epi32(
+                            _mm512_setzero_si512(),
+                            _mm512_and_si512(v, mask3),
+                            a[0],
+                        );
+                        z = _mm512_dpbusd_epi32(
+                            z,
+                            _mm512_and_si512(_mm512_srli_epi16::<2>(v), mask3),
+                            a[1],
+                        );
+                        z = _mm512_dpbusd_epi32(
+                            z,
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask3),
+                            a[2],
+                        );
+                        z = _mm512_dpbusd_epi32(
+                            z,
+                            _mm512_and_si512(_mm512_srli_epi16::<6>(v), mask3),
+                            a[3],
+                        );
+                        acc[r] = _mm256_add_epi32(
+                            _mm512_castsi512_si256(z),
+                            _mm512_extracti64x4_epi64::<1>(z),
+                        );
+                    }
+                    let s01 = _mm256_hadd_epi32(acc[0], acc[1]);
+                    let s23 = _mm256_hadd_epi32(acc[2], acc[3]);
+                    let s45 = _mm256_hadd_epi32(acc[4], acc[5]);
+                    let s67 = _mm256_hadd_epi32(acc[6], acc[7]);
+                    let s0123 = _mm256_hadd_epi32(s01, s23);
+                    let s4567 = _mm256_hadd_epi32(s45, s67);
+                    let dot = _mm256_add_epi32(
+                        _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+                        _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+                    );
+                    let isum = _mm256_sub_epi32(dot, _mm256_set1_epi32(sums[b]));
+                    let mut scale = _mm256_cvtph_ps(_mm_loadu_si128(dtab[j].as_ptr().cast()));
+                    if per_block {
+                        scale = _mm256_mul_ps(scale, _mm256_set1_ps(scales[b]));
+                    }
+                    // As `Combine::add`: product, then sum; never fused.
+                    comb = _mm256_add_ps(comb, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
+                }
+            }
+            b0 += nb;
+        }
+        if !per_block {
+            comb = _mm256_mul_ps(comb, _mm256_set1_ps(scales[0]));
+        }
+        // SAFETY: rows `r0..r0 + 8` of output row `t`.
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(t * rows + r0), comb) };
+        r0 += R;
+    }
+    for r in full..rows {
+        let row = w.row(r).unwrap_or(&[]);
+        let mut c = Combine::new();
+        scalar::row_block_isums(Format::Tq2_0, row, a_all, |b, s, d| c.add(acts, t, b, s, d));
+        y[t * rows + r] = c.finish(acts, t);
+    }
+}
+
+/// Prefill of `tq2_0` for tokens `t0..t0+4` on AVX-512 VNNI with 512-bit vectors: tiles of 4
+/// rows × 4 tokens; each row's block is one 64-byte load whose four shifted copies meet four
+/// tokens' activations (gathered into the same order). Lane `l` of combiner `k` is the pair
+/// `8k + l = 4r + t`. Integer sums and their combination are the scalar reference's.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut [f32]) {
+    const R: usize = 4;
+    const T: usize = 4;
+    let rows = w.rows();
+    let blocks = acts.blocks;
+    let full = rows - rows % R;
+    let per_block = acts.mode == ActScale::PerBlock;
+    let mask3 = _mm512_set1_epi8(3);
+    let mut dtab = [[[0u16; 8]; CHUNK]; 2];
+    let mut stab = [[[0i32; 8]; CHUNK]; 2];
+    let mut ftab = [[[0f32; 8]; CHUNK]; 2];
+    let mut ap = [core::ptr::null::<i8>(); T];
+    for (t, p) in ap.iter_mut().enumerate() {
+        *p = acts.token(t0 + t).as_ptr();
+    }
+    let mut r0 = 0;
+    while r0 < full {
+        let mut rowp = [core::ptr::null::<u8>(); R];
+        for (r, p) in rowp.iter_mut().enumerate() {
+            *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+        }
+        let mut comb = [_mm256_setzero_ps(); 2];
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = CHUNK.min(blocks - b0);
+            for k in 0..2 {
+                for l in 0..8 {
+                    let (r, t) = ((8 * k + l) / T, (8 * k + l) % T);
+                    let row = w.row(r0 + r).unwrap_or(&[]);
+                    let sums = acts.token_sums(t0 + t);
+                    let scales = acts.token_scales(t0 + t);
+                    for j in 0..nb {
+                        let at = (b0 + j) * tq2_0::BLOCK_BYTES + tq2_0::SCALE_OFFSET;
+                        dtab[k][j][l] = u16::from_le_bytes([row[at], row[at + 1]]);
+                        stab[k][j][l] = sums[b0 + j];
+                        if per_block {
+                            ftab[k][j][l] = scales[b0 + j];
+                        }
+                    }
+                }
+            }
+            for j in 0..nb {
+                let b = b0 + j;
+                // SAFETY: loads stay inside block `b` of checked rows (64 of 66 bytes), inside
+                // the tokens' `blocks·256` padded activations, or inside 8-lane table rows.
+                unsafe {
+                    let mut v = [_mm512_setzero_si512(); R];
+                    for r in 0..R {
+                        v[r] = _mm512_loadu_si512(rowp[r].add(b * tq2_0::BLOCK_BYTES).cast());
+                    }
+                    let mut acc = [[_mm512_setzero_si512(); T]; R];
+                    for c in 0..4 {
+                        let mut a = [_mm512_setzero_si512(); T];
+                        for t in 0..T {
+                            let ab = ap[t].add(b * QBLOCK);
+                            let lo = _mm256_loadu_si256(ab.add(32 * c).cast());
+                            let hi = _mm256_loadu_si256(ab.add(128 + 32 * c).cast());
+                            a[t] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                        }
+                        for r in 0..R {
+                            let sh = match c {
+                                0 => v[r],
+                                1 => _mm512_srli_epi16::<2>(v[r]),
+                                2 => _mm512_srli_epi16::<4>(v[r]),
+                                _ => _mm512_srli_epi16::<6>(v[r]),
+                            };
+                            let codes = _mm512_and_si512(sh, mask3);
+                            for t in 0..T {
+                                acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], codes, a[t]);
+                            }
+                        }
+                    }
+                    for k in 0..2 {
+                        let mut h = [_mm256_setzero_si256(); 8];
+                        for (l, hl) in h.iter_mut().enumerate() {
+                            let z = acc[(8 * k + l) / T][(8 * k + l) % T];
+                            *hl = _mm256_add_epi32(
+                                _mm512_castsi512_si256(z),
+                                _mm512_extracti64x4_epi64::<1>(z),
+                            );
+                        }
+                        let s01 = _mm256_hadd_epi32(h[0], h[1]);
+                        let s23 = _mm256_hadd_epi32(h[2], h[3]);
+                        let s45 = _mm256_hadd_epi32(h[4], h[5]);
+                        let s67 = _mm256_hadd_epi32(h[6], h[7]);
+                        let s0123 = _mm256_hadd_epi32(s01, s23);
+                        let s4567 = _mm256_hadd_epi32(s45, s67);
+                        let dot = _mm256_add_epi32(
+                            _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+                            _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+                        );
+                        let isum =
+                            _mm256_sub_epi32(dot, _mm256_loadu_si256(stab[k][j].as_ptr().cast()));
+                        let mut scale =
+                            _mm256_cvtph_ps(_mm_loadu_si128(dtab[k][j].as_ptr().cast()));
+                        if per_block {
+                            scale = _mm256_mul_ps(scale, _mm256_loadu_ps(ftab[k][j].as_ptr()));
+                        }
+                        // As `Combine::add`: product, then sum; never fused.
+                        let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
+                        comb[k] = _mm256_add_ps(comb[k], prod);
+                    }
+                }
+            }
+            b0 += nb;
+        }
+        for (k, &ck) in comb.iter().enumerate() {
+            let mut out = [0.0f32; 8];
+            let mut fin = ck;
+            if !per_block {
+                let mut sc = [0.0f32; 8];
+                for (l, sv) in sc.iter_mut().enumerate() {
+                    *sv = acts.token_scales(t0 + (8 * k + l) % T)[0];
+                }
+                // SAFETY: an 8-lane local array.
+                fin = _mm256_mul_ps(fin, unsafe { _mm256_loadu_ps(sc.as_ptr()) });
+            }
+            // SAFETY: an 8-lane local array.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), fin) };
+            for (l, &v) in out.iter().enumerate() {
+                let i = 8 * k + l;
+                y[(t0 + i % T) * rows + r0 + i / T] = v;
+            }
+        }
+        r0 += R;
+    }
+    for r in full..rows {
+        let row = w.row(r).unwrap_or(&[]);
+        for t in t0..t0 + T {
+            let mut c = Combine::new();
+            scalar::row_block_isums(Format::Tq2_0, row, acts.token(t), |b, s, d| {
+                c.add(acts, t, b, s, d)
+            });
+            y[t * rows + r] = c.finish(acts, t);
+        }
+    }
 }
 
 /// Minimum distance of the int8 kernels' software prefetch: about what DRAM latency times one
@@ -646,22 +921,31 @@ fn hsum(v: __m256) -> f32 {
 /// Loads 8 weights of a dense row as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load8(fmt: Format, row: &[u8], i: usize) -> __m256 {
+unsafe fn load8<const F: u8>(row: *const u8, i: usize) -> __m256 {
     // SAFETY: the caller guarantees elements `i..i+8` exist in `row`.
     unsafe {
-        match fmt {
-            Format::F32 => _mm256_loadu_ps(row.as_ptr().add(4 * i).cast()),
-            Format::F16 => _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(2 * i).cast())),
+        match F {
+            F32 => _mm256_loadu_ps(row.add(4 * i).cast()),
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast())),
             _ => {
-                let h = _mm_loadu_si128(row.as_ptr().add(2 * i).cast());
+                let h = _mm_loadu_si128(row.add(2 * i).cast());
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
             }
         }
     }
 }
 
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
+unsafe fn dense_avx2<const F: u8, const DECODE: bool>(
+    w: &Matrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     const R: usize = 4;
     const T: usize = 3;
     let (rows, cols, fmt) = (w.rows(), w.cols(), w.format());
@@ -676,19 +960,19 @@ unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
         while t0 < n {
             let nt = T.min(n - t0);
             let mut acc = [[_mm256_setzero_ps(); T]; R];
-            let mut rs: [&[u8]; R] = [&[]; R];
+            let mut rs = [core::ptr::null::<u8>(); R];
             for (r, row) in rs.iter_mut().enumerate().take(nr) {
-                *row = w.row(r0 + r).unwrap_or(&[]);
+                *row = w.row(r0 + r).unwrap_or(&[]).as_ptr();
             }
             for c in 0..full8 {
                 let mut wv = [_mm256_setzero_ps(); R];
                 for (r, v) in wv.iter_mut().enumerate().take(nr) {
                     // SAFETY: `8c + 8 <= cols` elements of a checked row.
-                    *v = unsafe { load8(fmt, rs[r], 8 * c) };
-                    if n == 1 {
+                    *v = unsafe { load8::<F>(rs[r], 8 * c) };
+                    if DECODE {
                         // Decode streams `nr` rows at once; fetch the next tile's rows early
                         // (a prefetch never faults, hence wrapping arithmetic).
-                        let p = rs[r].as_ptr().wrapping_add(8 * c * esize + ahead);
+                        let p = rs[r].wrapping_add(8 * c * esize + ahead);
                         _mm_prefetch::<_MM_HINT_T0>(p.cast());
                     }
                 }

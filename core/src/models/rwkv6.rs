@@ -27,6 +27,38 @@
 //! Memory: the state is `n_layer · n_embd · (head_size + 2)` f32 in caller memory ([`State`]);
 //! a forward pass over up to `max_tokens` tokens at once uses a [`Scratch`] carved from caller
 //! memory. [`Rwkv6::memory_plan`] gives the exact bytes of both.
+//!
+//! Firmware-style use, with the model in flash and every buffer static or on the stack:
+//!
+//! ```
+//! use goldcrest_core::arena::{Aligned, Arena};
+//! use goldcrest_core::format::SafeTensors;
+//! use goldcrest_core::kernels::Kernels;
+//! use goldcrest_core::models::rwkv6::{Rwkv6, Scratch, State};
+//! use goldcrest_core::ops::sample::greedy;
+//!
+//! #[repr(C, align(8))]
+//! struct Flash<Bytes: ?Sized>(Bytes);
+//! static MODEL: &Flash<[u8]> =
+//!     &Flash(*include_bytes!("../../../tests/fixtures/rwkv6/tiny_a.safetensors"));
+//!
+//! let file = SafeTensors::parse(&MODEL.0)?;
+//! let mut layers = [None; 2];
+//! let model = Rwkv6::load(&file, &mut layers, Kernels::for_target())?;
+//! let plan = model.memory_plan(1)?; // decode only: one token at a time
+//! let (mut state_ram, mut scratch_ram) = (Aligned([0u8; 16 << 10]), Aligned([0u8; 16 << 10]));
+//! assert!(plan.state_bytes <= state_ram.0.len() && plan.scratch_bytes <= scratch_ram.0.len());
+//! let mut state = State::carve(model.config(), &mut Arena::new(&mut state_ram.0)?)?;
+//! let mut scratch = Scratch::carve(model.config(), 1, &mut Arena::new(&mut scratch_ram.0)?)?;
+//!
+//! let mut logits = [0.0f32; 96];
+//! let mut token = 1;
+//! for _ in 0..8 {
+//!     model.step(&mut state, &mut scratch, token, &mut logits)?;
+//!     token = greedy(&logits)?;
+//! }
+//! # Ok::<(), goldcrest_core::Error>(())
+//! ```
 
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result, Shape};
@@ -567,21 +599,36 @@ impl<'s> State<'s> {
     pub fn save(&self, out: &mut [u8]) -> Result<usize> {
         let len = Self::saved_len(&self.config)?;
         let provided = out.len() as u64;
-        let out = out.get_mut(..len).ok_or(Error::BufferTooSmall {
+        let mut rest = out.get_mut(..len).ok_or(Error::BufferTooSmall {
             needed: len as u64,
             provided,
         })?;
-        let header = self.header();
-        out[..STATE_HEADER].copy_from_slice(&header);
-        for (dst, v) in out[STATE_HEADER..len - 4]
-            .chunks_exact_mut(4)
-            .zip(self.data.iter())
-        {
-            dst.copy_from_slice(&v.to_le_bytes());
-        }
-        let crc = crc32(&out[..len - 4]);
-        out[len - 4..].copy_from_slice(&crc.to_le_bytes());
+        self.save_with(&mut |bytes| {
+            let (now, later) = core::mem::take(&mut rest).split_at_mut(bytes.len());
+            now.copy_from_slice(bytes);
+            rest = later;
+            Ok(())
+        })?;
         Ok(len)
+    }
+
+    /// Streams the same bytes as [`State::save`] to `write` in pieces of at most 256 bytes, so
+    /// firmware can program flash page by page without a second state-sized buffer.
+    pub fn save_with(&self, write: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let header = self.header();
+        let mut crc = Crc32::new();
+        crc.update(&header);
+        write(&header)?;
+        let mut buf = [0u8; 256];
+        for floats in self.data.chunks(64) {
+            let piece = &mut buf[..4 * floats.len()];
+            for (dst, v) in piece.chunks_exact_mut(4).zip(floats) {
+                dst.copy_from_slice(&v.to_le_bytes());
+            }
+            crc.update(piece);
+            write(piece)?;
+        }
+        write(&crc.finish().to_le_bytes())
     }
 
     fn header(&self) -> [u8; STATE_HEADER] {
@@ -658,9 +705,25 @@ impl<'s> State<'s> {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib), half-byte table: small in flash, fast enough for
-/// saving a state.
+/// CRC-32 (IEEE 802.3, reflected, as zlib) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = Crc32::new();
+    crc.update(bytes);
+    crc.finish()
+}
+
+/// Incremental CRC-32 (IEEE, as zlib) with a half-byte table: small in flash, fast enough for
+/// saving a state.
+#[derive(Debug, Clone, Copy)]
+pub struct Crc32(u32);
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Crc32 {
     const TABLE: [u32; 16] = {
         let mut t = [0u32; 16];
         let mut i = 0;
@@ -680,12 +743,26 @@ pub fn crc32(bytes: &[u8]) -> u32 {
         }
         t
     };
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ b as u32) & 15) as usize] ^ (crc >> 4);
-        crc = TABLE[((crc ^ (b as u32 >> 4)) & 15) as usize] ^ (crc >> 4);
+
+    /// A checksum over no bytes yet.
+    pub const fn new() -> Self {
+        Crc32(!0)
     }
-    !crc
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        let mut crc = self.0;
+        for &b in bytes {
+            crc = Self::TABLE[((crc ^ b as u32) & 15) as usize] ^ (crc >> 4);
+            crc = Self::TABLE[((crc ^ (b as u32 >> 4)) & 15) as usize] ^ (crc >> 4);
+        }
+        self.0 = crc;
+    }
+
+    /// The checksum of everything added.
+    pub fn finish(&self) -> u32 {
+        !self.0
+    }
 }
 
 /// Working buffers for a forward pass over up to `max_tokens` tokens, token-major.
@@ -1074,15 +1151,14 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         let (xx, sx) = (&mut b.xx[..tc], &mut b.sx[..tc]);
         norm_and_shift(&b.x[..tc], xx, sx, layer.ln2, shift)?;
         let [_, xk, _, xr, _] = &mut b.mixed;
-        for (idx, ((xk, xr), (xx, sx))) in xk[..tc]
-            .iter_mut()
-            .zip(xr[..tc].iter_mut())
-            .zip(xx.iter().zip(sx.iter()))
-            .enumerate()
-        {
-            let j = idx % c;
-            *xk = xx + sx * ffn.maa_k.get(j);
-            *xr = xx + sx * ffn.maa_r.get(j);
+        for t in 0..t_n {
+            let row = t * c..(t + 1) * c;
+            let (xk, xr) = (&mut xk[row.clone()], &mut xr[row.clone()]);
+            let (xx, sx) = (&xx[row.clone()], &sx[row]);
+            for j in 0..c {
+                xk[j] = xx[j] + sx[j] * ffn.maa_k.get(j);
+                xr[j] = xx[j] + sx[j] * ffn.maa_r.get(j);
+            }
         }
         let kern = &self.kernels;
         let hidden = &mut b.hidden[..t_n * f];
@@ -1134,6 +1210,10 @@ mod tests {
     fn crc32_matches_zlib() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+        let mut c = Crc32::new();
+        c.update(b"1234");
+        c.update(b"56789");
+        assert_eq!(c.finish(), 0xCBF4_3926);
     }
 
     #[test]
