@@ -7,3 +7,4 @@
 
 pub use goldcrest_alloc as alloc_api;
 pub use goldcrest_core as core_api;
+pub mod tokenize;
