@@ -17,13 +17,13 @@
 //! `goldcrest.tokenizer` key) and the file's bytes.
 
 mod bpe;
-// pub mod chat;
+pub mod chat;
 mod error;
 mod load;
 pub mod pretokenize;
 mod stream;
 // pub mod train;
-// pub mod vocab_size;
+pub mod vocab_size;
 mod world;
 
 pub use bpe::{BpeModel, MergeRule, Scratch, escape_bytes};
