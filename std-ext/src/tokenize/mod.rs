@@ -22,7 +22,7 @@ mod error;
 mod load;
 pub mod pretokenize;
 mod stream;
-// pub mod train;
+pub mod train;
 pub mod vocab_size;
 mod world;
 
@@ -202,7 +202,7 @@ impl BpeTokenizer {
 }
 
 /// NFC without allocating when the text is already NFC (the common case).
-fn nfc(text: &str) -> Cow<'_, str> {
+pub(crate) fn nfc(text: &str) -> Cow<'_, str> {
     use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
     match is_nfc_quick(text.chars()) {
         IsNormalized::Yes => Cow::Borrowed(text),

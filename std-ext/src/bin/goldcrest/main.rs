@@ -5,6 +5,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod detokenize;
+mod tokenize;
+mod train_bpe;
+mod vocab_size;
+
 #[derive(Parser)]
 #[command(
     name = "goldcrest",
@@ -17,11 +22,25 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Encode stdin to token ids (JSON).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Decode a JSON array of ids to text.
+    Detokenize(detokenize::DetokenizeArgs),
+    /// Train a byte-level BPE vocabulary and write tokenizer.json.
+    TrainBpe(train_bpe::TrainBpeArgs),
+    /// Predict the optimal vocabulary size (Tao et al. 2024).
+    VocabSize(vocab_size::VocabSizeArgs),
+}
 
 fn main() {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Detokenize(a) => detokenize::run(a),
+        Command::TrainBpe(a) => train_bpe::run(a),
+        Command::VocabSize(a) => vocab_size::run(a),
+    };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
