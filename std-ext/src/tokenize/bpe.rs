@@ -89,12 +89,76 @@ pub struct BpeModel {
     offsets: Vec<u32>,
     present: Vec<bool>,
     byte_token: [u32; 256],
-    by_bytes: FxMap<Box<[u8]>, u32>,
+    by_bytes: ByteIndex,
     pairs: FxMap<u64, (u32, u32)>,
+    /// `(priority, merged id)` for every pair of single bytes, indexed by `(b0 << 8) | b1`: the
+    /// first round of pair look-ups in every piece, without hashing.
+    byte_pairs: Vec<(u32, u32)>,
     /// Token ids whose own bytes BPE-encode to that single token: for them the whole-piece
     /// look-up is exact, so encoding may skip the merge loop.
     whole: Vec<bool>,
     rule: MergeRule,
+}
+
+/// Token bytes -> id, as an open-addressing table over the model's own byte arena (no key
+/// copies): each slot holds 32 bits of the hash and the id + 1 (0 = empty).
+struct ByteIndex {
+    slots: Vec<(u32, u32)>,
+    shift: u32,
+    len: usize,
+}
+
+#[inline]
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.add(bytes.len() as u64);
+    // Fx leaves the low bits weak; fold the high ones in.
+    h.0 ^ (h.0 >> 29)
+}
+
+/// Slice equality written out for the short slices tokens are: `==` on `[u8]` calls `memcmp`.
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+impl ByteIndex {
+    fn new(map: &FxMap<Box<[u8]>, u32>) -> ByteIndex {
+        let capacity = (map.len() * 2).next_power_of_two().max(16);
+        let shift = 64 - capacity.trailing_zeros();
+        let mut slots = vec![(0u32, 0u32); capacity];
+        for (bytes, &id) in map {
+            let h = hash_bytes(bytes);
+            let mut i = (h.wrapping_mul(FX_SEED) >> shift) as usize;
+            while slots[i].1 != 0 {
+                i = (i + 1) & (capacity - 1);
+            }
+            slots[i] = (h as u32, id + 1);
+        }
+        ByteIndex {
+            slots,
+            shift,
+            len: map.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, bytes: &[u8], model: &BpeModel) -> Option<u32> {
+        let h = hash_bytes(bytes);
+        let mask = self.slots.len() - 1;
+        let mut i = (h.wrapping_mul(FX_SEED) >> self.shift) as usize;
+        loop {
+            let (tag, id1) = self.slots[i];
+            if id1 == 0 {
+                return None;
+            }
+            if tag == h as u32 && model.token(id1 - 1).is_some_and(|t| bytes_eq(t, bytes)) {
+                return Some(id1 - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 #[inline]
@@ -106,7 +170,7 @@ fn pair_key(left: u32, right: u32) -> u64 {
 #[derive(Default)]
 pub struct Scratch {
     symbols: Vec<u32>,
-    ranks: Vec<u32>,
+    ranks: Vec<(u32, u32)>,
     nodes: Vec<Node>,
     heap: BinaryHeap<std::cmp::Reverse<(u32, u32, u32)>>,
 }
@@ -208,13 +272,21 @@ impl BpeModel {
                 }
             }
         }
+        let index = ByteIndex::new(&by_bytes);
+        let byte_pairs = (0..=0xffffu32)
+            .map(|p| {
+                let (l, r) = (byte_token[(p >> 8) as usize], byte_token[(p & 0xff) as usize]);
+                pairs.get(&pair_key(l, r)).copied().unwrap_or((u32::MAX, 0))
+            })
+            .collect();
         let mut model = BpeModel {
             bytes,
             offsets,
             present,
             byte_token,
-            by_bytes,
+            by_bytes: index,
             pairs,
+            byte_pairs,
             whole: vec![false; n],
             rule,
         };
@@ -251,12 +323,12 @@ impl BpeModel {
 
     /// The number of tokens.
     pub fn len(&self) -> usize {
-        self.by_bytes.len()
+        self.by_bytes.len
     }
 
     /// Whether the vocabulary is empty (never true for a loaded model, which has 256 bytes).
     pub fn is_empty(&self) -> bool {
-        self.by_bytes.is_empty()
+        self.by_bytes.len == 0
     }
 
     /// The bytes of token `id`, if it exists.
@@ -273,7 +345,7 @@ impl BpeModel {
 
     /// The id of the token with exactly these bytes.
     pub fn id_of(&self, bytes: &[u8]) -> Option<u32> {
-        self.by_bytes.get(bytes).copied()
+        self.by_bytes.get(bytes, self)
     }
 
     /// The number of merge-table entries.
@@ -290,7 +362,7 @@ impl BpeModel {
     #[inline]
     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
         if piece.len() > 1 {
-            if let Some(&id) = self.by_bytes.get(piece) {
+            if let Some(id) = self.by_bytes.get(piece, self) {
                 if self.whole.get(id as usize).copied().unwrap_or(false) {
                     out.push(id);
                     return;
@@ -316,14 +388,14 @@ impl BpeModel {
         symbols.extend(piece.iter().map(|&b| self.byte_token[b as usize]));
         ranks.clear();
         ranks.extend(
-            symbols
+            piece
                 .windows(2)
-                .map(|w| self.pair(w[0], w[1]).map_or(u32::MAX, |p| p.0)),
+                .map(|w| self.byte_pairs[((w[0] as usize) << 8) | w[1] as usize]),
         );
         loop {
             let mut best = u32::MAX;
             let mut at = 0;
-            for (i, &r) in ranks.iter().enumerate() {
+            for (i, &(r, _)) in ranks.iter().enumerate() {
                 if r < best {
                     best = r;
                     at = i;
@@ -332,21 +404,16 @@ impl BpeModel {
             if best == u32::MAX {
                 break;
             }
-            let Some((_, merged)) = self.pair(symbols[at], symbols[at + 1]) else {
-                break;
-            };
+            let merged = ranks[at].1;
             symbols[at] = merged;
             symbols.remove(at + 1);
             ranks.remove(at);
+            let none = (u32::MAX, 0);
             if at > 0 {
-                ranks[at - 1] = self
-                    .pair(symbols[at - 1], merged)
-                    .map_or(u32::MAX, |p| p.0);
+                ranks[at - 1] = self.pair(symbols[at - 1], merged).unwrap_or(none);
             }
             if at < ranks.len() {
-                ranks[at] = self
-                    .pair(merged, symbols[at + 1])
-                    .map_or(u32::MAX, |p| p.0);
+                ranks[at] = self.pair(merged, symbols[at + 1]).unwrap_or(none);
             }
         }
         out.extend_from_slice(symbols);

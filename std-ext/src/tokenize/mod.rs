@@ -201,13 +201,23 @@ impl BpeTokenizer {
     }
 }
 
-/// NFC without allocating when the text is already NFC (the common case).
+/// NFC without allocating when the text is already NFC (the common case), normalising only the
+/// lines that need it otherwise: a line break is a starter that never composes with what
+/// precedes it, so NFC of the text is the concatenation of NFC of its lines.
 pub(crate) fn nfc(text: &str) -> Cow<'_, str> {
     use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
-    match is_nfc_quick(text.chars()) {
-        IsNormalized::Yes => Cow::Borrowed(text),
-        _ => Cow::Owned(text.nfc().collect()),
+    if is_nfc_quick(text.chars()) == IsNormalized::Yes {
+        return Cow::Borrowed(text);
     }
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for line in text.split_inclusive('\n') {
+        if is_nfc_quick(line.chars()) == IsNormalized::Yes {
+            out.push_str(line);
+        } else {
+            out.extend(line.nfc());
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Any tokenizer goldcrest can run.
