@@ -13,7 +13,9 @@ use std::time::Instant;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        return Err("usage: tokenize_throughput TOKENIZER TEXT_FILE ROUNDS IDS_OUT [--threads]".into());
+        return Err(
+            "usage: tokenize_throughput TOKENIZER TEXT_FILE ROUNDS IDS_OUT [--threads]".into(),
+        );
     }
     let load = Instant::now();
     let tok = Tokenizer::from_path(args[1].as_ref())?;

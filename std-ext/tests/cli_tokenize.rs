@@ -35,11 +35,17 @@ fn tokenize_and_detokenize_round_trip_byte_for_byte() {
     let (ok, ids, err) = run(&["tokenize", "--tokenizer", QWEN], text.as_bytes());
     assert!(ok, "{err}");
     let parsed: Vec<u32> = serde_json::from_slice(&ids).unwrap();
-    assert!(!parsed.contains(&151645), "special text is plain by default");
+    assert!(
+        !parsed.contains(&151645),
+        "special text is plain by default"
+    );
     let (ok, back, err) = run(&["detokenize", "--tokenizer", QWEN], &ids);
     assert!(ok, "{err}");
     assert_eq!(back, text.as_bytes());
-    let (_, special, _) = run(&["tokenize", "--tokenizer", QWEN, "--special"], text.as_bytes());
+    let (_, special, _) = run(
+        &["tokenize", "--tokenizer", QWEN, "--special"],
+        text.as_bytes(),
+    );
     let parsed: Vec<u32> = serde_json::from_slice(&special).unwrap();
     assert!(parsed.contains(&151645));
 }
@@ -47,7 +53,12 @@ fn tokenize_and_detokenize_round_trip_byte_for_byte() {
 #[test]
 fn tokens_escape_partial_characters_and_jsonl_keeps_newlines() {
     let (ok, out, err) = run(
-        &["tokenize", "--tokenizer", "vocab/rwkv/rwkv_vocab_v20230424.txt", "--tokens"],
+        &[
+            "tokenize",
+            "--tokenizer",
+            "vocab/rwkv/rwkv_vocab_v20230424.txt",
+            "--tokens",
+        ],
         b"ab\xff",
     );
     assert!(ok, "{err}");
@@ -64,7 +75,10 @@ fn tokens_escape_partial_characters_and_jsonl_keeps_newlines() {
 fn bad_inputs_fail_with_a_message() {
     let (ok, _, err) = run(&["tokenize", "--tokenizer", "Cargo.toml"], b"x");
     assert!(!ok && err.contains("error"), "{err}");
-    let (ok, _, err) = run(&["tokenize", "--tokenizer", QWEN, "--jsonl"], b"{\"txt\": 1}\n");
+    let (ok, _, err) = run(
+        &["tokenize", "--tokenizer", QWEN, "--jsonl"],
+        b"{\"txt\": 1}\n",
+    );
     assert!(!ok && err.contains("\"text\""), "{err}");
     let (ok, _, err) = run(&["detokenize", "--tokenizer", QWEN], b"[1, -2]");
     assert!(!ok && err.contains("not a token id"), "{err}");
@@ -75,7 +89,13 @@ fn bad_inputs_fail_with_a_message() {
 #[test]
 fn vocab_size_prints_the_three_methods() {
     let (ok, out, err) = run(
-        &["vocab-size", "--non-vocab-params", "3e9", "--flops", "2.3e21"],
+        &[
+            "vocab-size",
+            "--non-vocab-params",
+            "3e9",
+            "--flops",
+            "2.3e21",
+        ],
         b"",
     );
     assert!(ok, "{err}");

@@ -263,8 +263,7 @@ impl BpeModel {
                 for (id, slot) in slots.iter().enumerate() {
                     let Some(b) = slot else { continue };
                     for k in 1..b.len() {
-                        if let (Some(&l), Some(&r)) =
-                            (by_bytes.get(&b[..k]), by_bytes.get(&b[k..]))
+                        if let (Some(&l), Some(&r)) = (by_bytes.get(&b[..k]), by_bytes.get(&b[k..]))
                         {
                             pairs.insert(pair_key(l, r), (id as u32, id as u32));
                         }
@@ -275,7 +274,10 @@ impl BpeModel {
         let index = ByteIndex::new(&by_bytes);
         let byte_pairs = (0..=0xffffu32)
             .map(|p| {
-                let (l, r) = (byte_token[(p >> 8) as usize], byte_token[(p & 0xff) as usize]);
+                let (l, r) = (
+                    byte_token[(p >> 8) as usize],
+                    byte_token[(p & 0xff) as usize],
+                );
                 pairs.get(&pair_key(l, r)).copied().unwrap_or((u32::MAX, 0))
             })
             .collect();

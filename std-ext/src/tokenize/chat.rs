@@ -43,10 +43,13 @@ impl ChatMl<'_> {
     /// The turns actually rendered: the default system turn (if any) and the messages.
     fn turns<'m>(&'m self, messages: &'m [Message<'m>]) -> impl Iterator<Item = Message<'m>> {
         let needs_system = messages.first().is_some_and(|m| m.role != "system");
-        let system = self.default_system.filter(|_| needs_system).map(|s| Message {
-            role: "system",
-            content: s,
-        });
+        let system = self
+            .default_system
+            .filter(|_| needs_system)
+            .map(|s| Message {
+                role: "system",
+                content: s,
+            });
         system.into_iter().chain(messages.iter().copied())
     }
 

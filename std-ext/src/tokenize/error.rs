@@ -27,7 +27,10 @@ impl fmt::Display for TokenizerError {
             TokenizerError::Unsupported(m) => write!(f, "unsupported tokenizer feature: {m}"),
             TokenizerError::UnknownId(id) => write!(f, "token id {id} is not in the vocabulary"),
             TokenizerError::InvalidUtf8 { offset } => {
-                write!(f, "text is not valid UTF-8 (first bad byte at offset {offset})")
+                write!(
+                    f,
+                    "text is not valid UTF-8 (first bad byte at offset {offset})"
+                )
             }
             TokenizerError::Io(e) => write!(f, "{e}"),
         }

@@ -29,15 +29,11 @@ pub fn byte_to_char_table() -> [char; 256] {
 pub(crate) fn unmap_byte_level(s: &str, inverse: &ByteInverse, what: &str) -> Result<Vec<u8>> {
     s.chars()
         .map(|c| {
-            inverse
-                .get(c as usize)
-                .copied()
-                .flatten()
-                .ok_or_else(|| {
-                    format_err(format!(
-                        "{what}: {s:?} has {c:?}, which is not a byte-level character"
-                    ))
-                })
+            inverse.get(c as usize).copied().flatten().ok_or_else(|| {
+                format_err(format!(
+                    "{what}: {s:?} has {c:?}, which is not a byte-level character"
+                ))
+            })
         })
         .collect()
 }
@@ -167,7 +163,9 @@ fn parse_pre_tokenizer(v: &Value) -> Result<Pattern> {
                 [split, byte_level] if str_field(byte_level, "type") == Some("ByteLevel") => {
                     check_byte_level(byte_level)?;
                     if byte_level.get("use_regex").and_then(Value::as_bool) != Some(false) {
-                        return unsupported("Split followed by a ByteLevel with its own regex".into());
+                        return unsupported(
+                            "Split followed by a ByteLevel with its own regex".into(),
+                        );
                     }
                     if str_field(split, "type") != Some("Split")
                         || str_field(split, "behavior") != Some("Isolated")
@@ -322,9 +320,9 @@ pub fn added_tokens_from_config(config_json: &[u8]) -> Result<Vec<AddedToken>> {
     let mut out = obj(map, "added_tokens_decoder")?
         .iter()
         .map(|(k, t)| {
-            let id = k.parse::<u32>().map_err(|_| {
-                format_err(format!("added_tokens_decoder key {k:?} is not an id"))
-            })?;
+            let id = k
+                .parse::<u32>()
+                .map_err(|_| format_err(format!("added_tokens_decoder key {k:?} is not an id")))?;
             parse_added_token(t, id, "added_tokens_decoder")
         })
         .collect::<Result<Vec<_>>>()?;
@@ -386,9 +384,8 @@ pub fn from_tiktoken(
                 i + 1
             )));
         };
-        let token = base64_decode(token).ok_or_else(|| {
-            format_err(format!("tiktoken line {}: token is not base64", i + 1))
-        })?;
+        let token = base64_decode(token)
+            .ok_or_else(|| format_err(format!("tiktoken line {}: token is not base64", i + 1)))?;
         let rank = std::str::from_utf8(rank)
             .ok()
             .and_then(|r| r.parse::<u32>().ok())

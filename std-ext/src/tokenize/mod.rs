@@ -366,7 +366,13 @@ impl Tokenizer {
     }
 
     /// Appends the encoding of `text` to `out`, reusing `scratch` (the allocation-free form).
-    pub fn encode_into(&self, text: &str, special: bool, out: &mut Vec<u32>, scratch: &mut Scratch) {
+    pub fn encode_into(
+        &self,
+        text: &str,
+        special: bool,
+        out: &mut Vec<u32>,
+        scratch: &mut Scratch,
+    ) {
         match self {
             Tokenizer::Bpe(t) if special => t.encode_with_added_into(text, out, scratch),
             Tokenizer::Bpe(t) => t.encode_ordinary_into(text, out, scratch),

@@ -65,7 +65,11 @@ fn qwen2_tokenizer_json_matches_hf_with_special_tokens() {
             failures.push(text_of(&row).to_string());
         }
     }
-    assert!(failures.is_empty(), "{} rows differ: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} rows differ: {failures:?}",
+        failures.len()
+    );
 }
 
 #[test]
@@ -77,7 +81,11 @@ fn qwen2_ordinary_encoding_matches_tiktoken_for_both_loaders() {
                 failures.push(text_of(&row).to_string());
             }
         }
-        assert!(failures.is_empty(), "{} rows differ: {failures:?}", failures.len());
+        assert!(
+            failures.is_empty(),
+            "{} rows differ: {failures:?}",
+            failures.len()
+        );
     }
 }
 
@@ -135,8 +143,10 @@ fn legacy_string_merges_load_to_the_same_tokenizer() {
 
 #[test]
 fn llama_cpp_qwen2_vectors() {
-    let inp = String::from_utf8(read("tests/fixtures/tokenizer/ggml-vocab-qwen2.gguf.inp")).unwrap();
-    let out = String::from_utf8(read("tests/fixtures/tokenizer/ggml-vocab-qwen2.gguf.out")).unwrap();
+    let inp =
+        String::from_utf8(read("tests/fixtures/tokenizer/ggml-vocab-qwen2.gguf.inp")).unwrap();
+    let out =
+        String::from_utf8(read("tests/fixtures/tokenizer/ggml-vocab-qwen2.gguf.out")).unwrap();
     let inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
     let outputs: Vec<&str> = out.split('\n').collect();
     let mut checked = 0;
@@ -160,7 +170,11 @@ fn decoding_round_trips_nfc_text() {
         for tok in [qwen2_json(), world()] {
             let ids = tok.encode(text).unwrap();
             let back = tok.decode(&ids).unwrap();
-            let expect = if matches!(tok, Tokenizer::Bpe(_)) { &nfc } else { text };
+            let expect = if matches!(tok, Tokenizer::Bpe(_)) {
+                &nfc
+            } else {
+                text
+            };
             assert_eq!(back, expect.as_bytes());
         }
     }
@@ -172,7 +186,10 @@ fn special_tokens_are_plain_text_unless_asked() {
     let plain = tok.encode("<|im_end|>").unwrap();
     assert!(plain.len() > 1 && !plain.contains(&151645));
     assert_eq!(tok.encode_with_special("<|im_end|>").unwrap(), vec![151645]);
-    assert_eq!(tok.decode_skip_special(&[151644, 9707, 151645]).unwrap(), b"Hello");
+    assert_eq!(
+        tok.decode_skip_special(&[151644, 9707, 151645]).unwrap(),
+        b"Hello"
+    );
 }
 
 #[test]

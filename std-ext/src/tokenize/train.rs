@@ -406,7 +406,12 @@ mod tests {
         let tok = Tokenizer::from_bytes("hf-json", json.as_bytes()).unwrap();
         let ids = tok.encode(&text).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), text.as_bytes());
-        assert!(ids.len() * 2 < text.len(), "{} ids for {} bytes", ids.len(), text.len());
+        assert!(
+            ids.len() * 2 < text.len(),
+            "{} ids for {} bytes",
+            ids.len(),
+            text.len()
+        );
         assert_eq!(tok.encode_with_special("<|endoftext|>").unwrap(), vec![299]);
     }
 

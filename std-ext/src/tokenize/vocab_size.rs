@@ -174,7 +174,11 @@ impl UnigramTable {
 /// The unigram-normalised loss `L_u = (1/T) Σ_t [ -ln p(w_t | w_<t) + ln p(w_t) ]` from per-token
 /// cross-entropy losses (nats) and the target ids. `None` if lengths differ, the input is empty,
 /// or a target is outside the table.
-pub fn unigram_normalized_loss(losses: &[f32], targets: &[u32], table: &UnigramTable) -> Option<f64> {
+pub fn unigram_normalized_loss(
+    losses: &[f32],
+    targets: &[u32],
+    table: &UnigramTable,
+) -> Option<f64> {
     if losses.len() != targets.len() || losses.is_empty() {
         return None;
     }

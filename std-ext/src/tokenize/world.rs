@@ -119,7 +119,10 @@ impl WorldTokenizer {
     /// The bytes of token `id`; `None` for id 0 (end of text, which has no text) and unknown ids.
     pub fn token(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
-        let (start, end) = (*self.offsets.get(i)? as usize, *self.offsets.get(i + 1)? as usize);
+        let (start, end) = (
+            *self.offsets.get(i)? as usize,
+            *self.offsets.get(i + 1)? as usize,
+        );
         if start == end {
             return None;
         }
@@ -233,7 +236,8 @@ mod tests {
 
     #[test]
     fn greedy_longest_match_backs_off_to_last_token() {
-        let mut tokens: Vec<(u32, Vec<u8>)> = (0..=255u8).map(|b| (b as u32 + 1, vec![b])).collect();
+        let mut tokens: Vec<(u32, Vec<u8>)> =
+            (0..=255u8).map(|b| (b as u32 + 1, vec![b])).collect();
         tokens.push((300, b"abc".to_vec()));
         tokens.push((301, b"abcde".to_vec()));
         let t = WorldTokenizer::new(tokens).unwrap();
@@ -245,8 +249,17 @@ mod tests {
 
     #[test]
     fn bad_files_are_errors() {
-        for f in ["1 'a' 2\n", "x 'a' 1\n", "1 'a\n", "0 'a' 1\n", "1 'a' 1\n1 'a' 1\n"] {
-            assert!(WorldTokenizer::from_vocab_file(f.as_bytes()).is_err(), "{f}");
+        for f in [
+            "1 'a' 2\n",
+            "x 'a' 1\n",
+            "1 'a\n",
+            "0 'a' 1\n",
+            "1 'a' 1\n1 'a' 1\n",
+        ] {
+            assert!(
+                WorldTokenizer::from_vocab_file(f.as_bytes()).is_err(),
+                "{f}"
+            );
         }
     }
 }
