@@ -363,13 +363,12 @@ impl BpeModel {
     /// Appends the BPE encoding of one pre-tokenised piece to `out`.
     #[inline]
     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
-        if piece.len() > 1 {
-            if let Some(id) = self.by_bytes.get(piece, self) {
-                if self.whole.get(id as usize).copied().unwrap_or(false) {
-                    out.push(id);
-                    return;
-                }
-            }
+        if piece.len() > 1
+            && let Some(id) = self.by_bytes.get(piece, self)
+            && self.whole.get(id as usize).copied().unwrap_or(false)
+        {
+            out.push(id);
+            return;
         }
         self.merge_piece(piece, out, scratch);
     }
@@ -462,10 +461,10 @@ impl BpeModel {
                 }
             }
             let before = nodes[l].prev;
-            if before != NONE {
-                if let Some((rk, _)) = self.pair(nodes[before as usize].id, merged) {
-                    heap.push(std::cmp::Reverse((rk, before, left)));
-                }
+            if before != NONE
+                && let Some((rk, _)) = self.pair(nodes[before as usize].id, merged)
+            {
+                heap.push(std::cmp::Reverse((rk, before, left)));
             }
         }
         let mut i = 0u32;

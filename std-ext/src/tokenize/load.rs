@@ -233,10 +233,10 @@ pub fn from_tokenizer_json(bytes: &[u8]) -> Result<BpeTokenizer> {
     let model = root
         .get("model")
         .ok_or_else(|| format_err("tokenizer.json has no \"model\""))?;
-    if let Some(t) = str_field(model, "type") {
-        if t != "BPE" {
-            return Err(TokenizerError::Unsupported(format!("model type {t:?}")));
-        }
+    if let Some(t) = str_field(model, "type")
+        && t != "BPE"
+    {
+        return Err(TokenizerError::Unsupported(format!("model type {t:?}")));
     }
     if bool_field(model, "byte_fallback")
         || str_field(model, "continuing_subword_prefix").is_some_and(|s| !s.is_empty())
@@ -342,7 +342,7 @@ pub fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     }
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);

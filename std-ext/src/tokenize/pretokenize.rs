@@ -213,22 +213,23 @@ fn qwen2_piece_end(text: &str, pos: usize) -> usize {
     let after = pos + len;
     let bytes = text.as_bytes();
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    if c == '\'' {
-        if let Some(n) = contraction_len(bytes.get(after..).unwrap_or(&[]), true) {
-            return after + n;
-        }
+    if c == '\''
+        && let Some(n) = contraction_len(bytes.get(after..).unwrap_or(&[]), true)
+    {
+        return after + n;
     }
     let next = char_at(text, after);
     // [^\r\n\p{L}\p{N}]?\p{L}+
     if is_letter(c) {
         return scan_while(text, after, is_letter);
     }
-    if c != '\r' && c != '\n' && !is_number(c) {
-        if let Some((c2, len2)) = next {
-            if is_letter(c2) {
-                return scan_while(text, after + len2, is_letter);
-            }
-        }
+    if c != '\r'
+        && c != '\n'
+        && !is_number(c)
+        && let Some((c2, len2)) = next
+        && is_letter(c2)
+    {
+        return scan_while(text, after + len2, is_letter);
     }
     // \p{N}
     if is_number(c) {
@@ -240,13 +241,12 @@ fn qwen2_piece_end(text: &str, pos: usize) -> usize {
         let end = scan_while(text, after, is_other);
         return scan_while(text, end, crlf);
     }
-    if c == ' ' {
-        if let Some((c2, len2)) = next {
-            if is_other(c2) {
-                let end = scan_while(text, after + len2, is_other);
-                return scan_while(text, end, crlf);
-            }
-        }
+    if c == ' '
+        && let Some((c2, len2)) = next
+        && is_other(c2)
+    {
+        let end = scan_while(text, after + len2, is_other);
+        return scan_while(text, end, crlf);
     }
     // c is whitespace here: `\s*[\r\n]+|\s+(?!\S)|\s+`
     whitespace_end(text, pos, true)
@@ -257,10 +257,10 @@ fn gpt2_piece_end(text: &str, pos: usize) -> usize {
         return text.len();
     };
     let after = pos + len;
-    if c == '\'' {
-        if let Some(n) = contraction_len(text.as_bytes().get(after..).unwrap_or(&[]), false) {
-            return after + n;
-        }
+    if c == '\''
+        && let Some(n) = contraction_len(text.as_bytes().get(after..).unwrap_or(&[]), false)
+    {
+        return after + n;
     }
     // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+`: the optional space only when followed by the class.
     let (head, head_end) = if c == ' ' {
