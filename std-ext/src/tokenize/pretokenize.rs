@@ -344,7 +344,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #![proptest_config(ProptestConfig::with_cases(1500))]
         #[test]
         fn scanners_equal_the_regex_on_tricky_alphabets(chars in prop::collection::vec(interesting_char(), 0..24)) {
             let text: String = chars.into_iter().collect();
