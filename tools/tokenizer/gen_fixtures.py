@@ -116,6 +116,56 @@ def world_decode_case(rwkv, part):
     return {"ids": part, "hex": raw.hex(), "utf8_ok": ok, "reference_text": rwkv.decode(part)}
 
 
+def read_gguf_vocab(path):
+    """tokens, token types and merges from a GGUF file's metadata (a minimal reader)."""
+    import struct
+    data = open(path, "rb").read()
+    pos = 4
+    def rd(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return v[0]
+    rd("<I"); rd("<Q"); nkv = rd("<Q")
+    sizes = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    def rstr():
+        nonlocal pos
+        n = rd("<Q"); s = data[pos:pos + n]; pos += n
+        return s.decode("utf-8")
+    def rval(t):
+        if t == 8:
+            return rstr()
+        if t == 9:
+            et = rd("<I"); n = rd("<Q")
+            return [rval(et) for _ in range(n)]
+        return rd("<" + sizes[t])
+    kv = {}
+    for _ in range(nkv):
+        k = rstr(); t = rd("<I"); kv[k] = rval(t)
+    return kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.merges"]
+
+
+def neox_reference(with_added):
+    """HF tokenizers built from llama.cpp's GPT-NeoX GGUF vocabulary: byte-level BPE with the GPT-2
+    regex (ByteLevel use_regex=True, no prefix space), no normaliser, control (type 3) tokens as
+    special added tokens and user-defined (type 4) ones as plain added tokens. This mirrors how
+    goldcrest reads the GGUF; it is not TriLM's own tokenizer.json (not available offline)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    toks, types, merges = read_gguf_vocab(os.path.join(VOCAB, "gpt-neox", "ggml-vocab-gpt-neox.gguf"))
+    vocab = {t: i for i, t in enumerate(toks)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    if with_added:
+        tok.add_special_tokens([AddedToken(t, normalized=False) for t, ty in zip(toks, types) if ty == 3])
+        tok.add_tokens([AddedToken(t, normalized=False, special=False) for t, ty in zip(toks, types) if ty == 4])
+        for t, ty in zip(toks, types):
+            if ty in (3, 4):
+                assert tok.token_to_id(t) == vocab[t], t
+    return tok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qwen3-json", default="/work/shared/vocab/qwen2/hf-qwen3/tokenizer.json")
@@ -131,6 +181,7 @@ def main():
                 ranks[base64.b64decode(t)] = int(r)
     enc = tiktoken.Encoding("qwen2", pat_str=QWEN_PAT, mergeable_ranks=ranks, special_tokens={})
     rwkv = TRIE_TOKENIZER(os.path.join(VOCAB, "rwkv", "rwkv_vocab_v20230424.txt"))
+    neox_added, neox_plain = neox_reference(True), neox_reference(False)
 
     texts = corpus()
     inp, out = llama_cpp_vectors()
@@ -146,7 +197,9 @@ def main():
         row = {"text": text,
                "hf_qwen2": hf.encode(text, add_special_tokens=False).ids,
                "tiktoken": enc.encode_ordinary(unicodedata.normalize("NFC", text)),
-               "rwkv": rwkv.encode(text)}
+               "rwkv": rwkv.encode(text),
+               "hf_neox_special": neox_added.encode(text, add_special_tokens=False).ids,
+               "hf_neox_plain": neox_plain.encode(text, add_special_tokens=False).ids}
         if hf3 is not None:
             row["hf_qwen3"] = hf3.encode(text, add_special_tokens=False).ids
         golden.append(row)

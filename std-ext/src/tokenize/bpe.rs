@@ -184,6 +184,8 @@ struct Node {
 }
 
 const NONE: u32 = u32::MAX;
+/// Placeholder id for a byte with no token (only bytes that cannot occur in UTF-8).
+const NO_TOKEN: u32 = u32::MAX;
 
 impl BpeModel {
     /// Builds the model from `(id, bytes)` tokens and, for [`MergeRule::MergeList`], the merges
@@ -215,13 +217,20 @@ impl BpeModel {
             }
             slots[id as usize] = Some(b);
         }
-        let mut byte_token = [0u32; 256];
+        // Bytes that never occur in UTF-8 (C0, C1, F5-FF) may lack a token (GPT-NeoX has none):
+        // input is always text, so they are never looked up.
+        let mut byte_token = [NO_TOKEN; 256];
         for (b, slot) in byte_token.iter_mut().enumerate() {
-            *slot = *by_bytes.get(&[b as u8][..]).ok_or_else(|| {
-                format_err(format!(
-                    "byte 0x{b:02x} has no token; a byte-level vocabulary needs all 256"
-                ))
-            })?;
+            match by_bytes.get(&[b as u8][..]) {
+                Some(&id) => *slot = id,
+                None if b == 0xc0 || b == 0xc1 || b >= 0xf5 => {}
+                None => {
+                    return Err(format_err(format!(
+                        "byte 0x{b:02x} has no token; a byte-level vocabulary needs every byte \
+                         that occurs in UTF-8"
+                    )));
+                }
+            }
         }
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(n + 1);
@@ -360,9 +369,9 @@ impl BpeModel {
         self.pairs.get(&pair_key(left, right)).copied()
     }
 
-    /// Appends the BPE encoding of one pre-tokenised piece to `out`.
+    /// Appends the BPE encoding of one pre-tokenised piece (UTF-8 text) to `out`.
     #[inline]
-    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
+    pub(crate) fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
         if piece.len() > 1
             && let Some(id) = self.by_bytes.get(piece, self)
             && self.whole.get(id as usize).copied().unwrap_or(false)
@@ -549,8 +558,12 @@ mod tests {
     #[test]
     fn missing_byte_and_bad_merge_are_errors() {
         let mut tokens = byte_tokens();
-        tokens.pop();
+        tokens.retain(|t| t.1 != b"a");
         assert!(BpeModel::new(tokens, &[], MergeRule::MergeList).is_err());
+        // Bytes that cannot occur in UTF-8 may be missing.
+        let mut tokens = byte_tokens();
+        tokens.retain(|t| t.1[0] < 0xf5);
+        assert!(BpeModel::new(tokens, &[], MergeRule::MergeList).is_ok());
         let tokens = byte_tokens();
         assert!(BpeModel::new(tokens, &[(1, 2)], MergeRule::MergeList).is_err());
     }

@@ -19,6 +19,7 @@
 mod bpe;
 pub mod chat;
 mod error;
+mod gguf;
 mod load;
 pub mod pretokenize;
 mod stream;
@@ -28,6 +29,7 @@ mod world;
 
 pub use bpe::{BpeModel, MergeRule, Scratch, escape_bytes};
 pub use error::{Result, TokenizerError};
+pub use gguf::from_gguf;
 pub use load::{
     added_tokens_from_config, base64_decode, byte_to_char_table, from_tiktoken,
     from_tokenizer_json, from_vocab_and_merges,
@@ -232,12 +234,12 @@ pub enum Tokenizer {
 }
 
 /// The vocabulary file kinds [`Tokenizer::from_bytes`] accepts, by their metadata name.
-pub const KINDS: &[&str] = &["hf-json", "tiktoken", "world"];
+pub const KINDS: &[&str] = &["hf-json", "tiktoken", "world", "gguf"];
 
 impl Tokenizer {
     /// Loads a tokenizer from bytes of the given kind (`"hf-json"`: a `tokenizer.json`;
     /// `"tiktoken"`: a Qwen `.tiktoken` rank file, with Qwen2's regex, NFC and control tokens;
-    /// `"world"`: an RWKV World vocabulary). This is how a goldcrest file's embedded
+    /// `"world"`: an RWKV World vocabulary; `"gguf"`: the vocabulary in a GGUF file's metadata). This is how a goldcrest file's embedded
     /// `tokenizer` tensor is read.
     pub fn from_bytes(kind: &str, bytes: &[u8]) -> Result<Tokenizer> {
         match kind {
@@ -253,6 +255,7 @@ impl Tokenizer {
                 )?))
             }
             "world" => Ok(Tokenizer::World(WorldTokenizer::from_vocab_file(bytes)?)),
+            "gguf" => Ok(Tokenizer::Bpe(from_gguf(bytes)?)),
             other => Err(TokenizerError::Unsupported(format!(
                 "tokenizer kind {other:?} (known: {})",
                 KINDS.join(", ")
@@ -271,6 +274,8 @@ impl Tokenizer {
             .unwrap_or_default();
         if name.ends_with(".tiktoken") {
             Ok("tiktoken")
+        } else if name.ends_with(".gguf") {
+            Ok("gguf")
         } else if name.ends_with(".json") {
             Ok("hf-json")
         } else if name.starts_with("rwkv_vocab") && name.ends_with(".txt") {

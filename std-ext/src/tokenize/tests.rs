@@ -298,6 +298,17 @@ proptest! {
     }
 
     #[test]
+    fn gguf_loader_never_panics_on_corrupted_files(at in 0usize..4096, byte in any::<u8>(), cut in 0usize..200_000) {
+        static GOOD: OnceLock<Vec<u8>> = OnceLock::new();
+        let good = GOOD.get_or_init(|| read("vocab/gpt-neox/ggml-vocab-gpt-neox.gguf"));
+        let mut bad = good[..good.len().min(cut.max(at + 1))].to_vec();
+        if let Some(b) = bad.get_mut(at) {
+            *b = byte;
+        }
+        let _ = Tokenizer::from_bytes("gguf", &bad);
+    }
+
+    #[test]
     fn encoders_never_panic_and_round_trip(text in "\\PC{0,64}", bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         use unicode_normalization::UnicodeNormalization;
         let nfc: String = text.nfc().collect();
@@ -310,4 +321,46 @@ proptest! {
         let ids = w.encode_bytes(&bytes, false).unwrap();
         prop_assert_eq!(w.decode(&ids).unwrap(), bytes);
     }
+}
+
+fn neox() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| {
+        Tokenizer::from_path(&repo().join("vocab/gpt-neox/ggml-vocab-gpt-neox.gguf")).unwrap()
+    })
+}
+
+#[test]
+fn gpt_neox_from_gguf_matches_hf_built_from_the_same_vocabulary() {
+    let tok = neox();
+    assert_eq!(tok.id_limit(), 50_432);
+    let mut failures = Vec::new();
+    for row in golden_rows() {
+        let text = text_of(&row);
+        if tok.encode(text).unwrap() != ids(&row["hf_neox_plain"]) {
+            failures.push(format!("plain {text:?}"));
+        }
+        if tok.encode_with_special(text).unwrap() != ids(&row["hf_neox_special"]) {
+            failures.push(format!("special {text:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} rows differ: {failures:?}",
+        failures.len()
+    );
+}
+
+#[test]
+fn corrupt_gguf_is_an_error() {
+    let good = read("vocab/gpt-neox/ggml-vocab-gpt-neox.gguf");
+    for cut in [0, 3, 4, 8, 24, 100, good.len() / 2, good.len() - 1] {
+        assert!(
+            Tokenizer::from_bytes("gguf", &good[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert!(Tokenizer::from_bytes("gguf", &bad).is_err());
 }
