@@ -90,7 +90,7 @@ pub struct BpeModel {
     present: Vec<bool>,
     byte_token: [u32; 256],
     by_bytes: ByteIndex,
-    pairs: FxMap<u64, (u32, u32)>,
+    pairs: PairTable,
     /// `(priority, merged id)` for every pair of single bytes, indexed by `(b0 << 8) | b1`: the
     /// first round of pair look-ups in every piece, without hashing.
     byte_pairs: Vec<(u32, u32)>,
@@ -98,6 +98,56 @@ pub struct BpeModel {
     /// look-up is exact, so encoding may skip the merge loop.
     whole: Vec<bool>,
     rule: MergeRule,
+}
+
+/// `(left, right)` -> `(priority, merged id)`, as one flat open-addressing array: a look-up is
+/// usually one cache line, where a general hash map touches a control group and an entry (the
+/// merge loop is bound by these misses).
+struct PairTable {
+    slots: Vec<(u64, u32, u32)>,
+    shift: u32,
+    len: usize,
+}
+
+const EMPTY_PAIR: u64 = u64::MAX;
+
+impl PairTable {
+    fn new(map: &FxMap<u64, (u32, u32)>) -> PairTable {
+        let capacity = (map.len() * 2).next_power_of_two().max(16);
+        let shift = 64 - capacity.trailing_zeros();
+        let mut slots = vec![(EMPTY_PAIR, 0, 0); capacity];
+        for (&key, &(rank, merged)) in map {
+            let mut i = (key.wrapping_mul(FX_SEED) >> shift) as usize;
+            while slots[i].0 != EMPTY_PAIR {
+                i = (i + 1) & (capacity - 1);
+            }
+            slots[i] = (key, rank, merged);
+        }
+        PairTable {
+            slots,
+            shift,
+            len: map.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> Option<(u32, u32)> {
+        if key == EMPTY_PAIR {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (key.wrapping_mul(FX_SEED) >> self.shift) as usize;
+        loop {
+            let (k, rank, merged) = self.slots[i];
+            if k == key {
+                return Some((rank, merged));
+            }
+            if k == EMPTY_PAIR {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 /// Token bytes -> id, as an open-addressing table over the model's own byte arena (no key
@@ -296,7 +346,7 @@ impl BpeModel {
             present,
             byte_token,
             by_bytes: index,
-            pairs,
+            pairs: PairTable::new(&pairs),
             byte_pairs,
             whole: vec![false; n],
             rule,
@@ -361,12 +411,12 @@ impl BpeModel {
 
     /// The number of merge-table entries.
     pub fn merge_count(&self) -> usize {
-        self.pairs.len()
+        self.pairs.len
     }
 
     #[inline]
     fn pair(&self, left: u32, right: u32) -> Option<(u32, u32)> {
-        self.pairs.get(&pair_key(left, right)).copied()
+        self.pairs.get(pair_key(left, right))
     }
 
     /// Appends the BPE encoding of one pre-tokenised piece (UTF-8 text) to `out`.
