@@ -22,7 +22,7 @@ pub const ARENA_ALIGN: usize = 64;
 /// A byte array aligned to [`ARENA_ALIGN`], for `static` arenas in firmware:
 ///
 /// ```
-/// use goldcrest_core::arena::{Aligned, Arena};
+/// use goldcrest_core::arena::{Aligned, Arena, Carve};
 /// let mut buf = Aligned([0u8; 4096]);
 /// let mut arena = Arena::new(&mut buf.0).unwrap();
 /// let xs: &mut [f32] = arena.take(100).unwrap();
@@ -84,7 +84,7 @@ pub struct Arena<'a> {
 impl<'a> Arena<'a> {
     /// An arena over `buf`, which must start on an [`ARENA_ALIGN`] boundary.
     pub fn new(buf: &'a mut [u8]) -> Result<Self> {
-        if buf.as_ptr() as usize % ARENA_ALIGN != 0 {
+        if !(buf.as_ptr() as usize).is_multiple_of(ARENA_ALIGN) {
             return Err(Error::BufferMisaligned {
                 required: ARENA_ALIGN as u16,
             });
@@ -166,7 +166,13 @@ impl MemoryPlan {
 mod tests {
     use super::*;
 
-    fn layout<C: Carve>(c: &mut C) -> Result<(C::Out<f32>, C::Out<u8>, C::Out<i16>)> {
+    type Layout<C> = (
+        <C as Carve>::Out<f32>,
+        <C as Carve>::Out<u8>,
+        <C as Carve>::Out<i16>,
+    );
+
+    fn layout<C: Carve>(c: &mut C) -> Result<Layout<C>> {
         Ok((c.take::<f32>(10)?, c.take::<u8>(3)?, c.take::<i16>(7)?))
     }
 

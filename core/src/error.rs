@@ -173,6 +173,21 @@ pub enum Error {
         /// The tensor.
         tensor: Name,
     },
+    /// The tensors do not cover the data section exactly: safetensors forbids holes between
+    /// tensors and bytes after the last one (they would let a file carry hidden content).
+    DataGap {
+        /// Bytes of the data section that belong to tensors.
+        covered: u64,
+        /// Bytes in the data section.
+        data_len: u64,
+    },
+    /// A tensor used as a matrix does not have exactly two (logical) dimensions.
+    NotMatrix {
+        /// The tensor.
+        tensor: Name,
+        /// Its number of dimensions.
+        rank: u8,
+    },
     /// Tensor data is not aligned for a zero-copy view of its element type. Goldcrest never
     /// copies silently: place the model bytes at an aligned address (see `docs/format.md`).
     Misaligned {
@@ -236,6 +251,14 @@ pub enum Error {
         /// Found length.
         found: u64,
     },
+    /// A tensor imported as already-ternary is not `scale·{-1, 0, 1}` with one f16 scale per
+    /// 256-block of a row.
+    NotTernary {
+        /// The tensor.
+        tensor: Name,
+        /// Index (row-major) of the first element that breaks the rule.
+        element: u64,
+    },
     /// A value is NaN or infinite where a finite number is required.
     NonFinite,
     /// A value is outside the range that the operation accepts.
@@ -273,6 +296,14 @@ impl fmt::Display for Error {
                 f,
                 "tensor '{tensor}': data offsets out of bounds, inconsistent with shape, or overlapping"
             ),
+            Error::DataGap { covered, data_len } => write!(
+                f,
+                "tensors cover {covered} of the {data_len} data bytes; safetensors forbids holes and trailing bytes"
+            ),
+            Error::NotMatrix { tensor, rank } => write!(
+                f,
+                "tensor '{tensor}' has {rank} dimensions; a matrix needs exactly 2"
+            ),
             Error::Misaligned { tensor, required } => write!(
                 f,
                 "tensor '{tensor}': data not aligned to {required} bytes; place the model bytes at an aligned address (docs/format.md)"
@@ -307,6 +338,10 @@ impl fmt::Display for Error {
             Error::LengthMismatch { expected, found } => {
                 write!(f, "length mismatch: expected {expected}, found {found}")
             }
+            Error::NotTernary { tensor, element } => write!(
+                f,
+                "tensor '{tensor}' is not ternary: element {element} is not 0 or ±(its 256-block's f16 scale); quantize it with absmean instead"
+            ),
             Error::NonFinite => f.write_str("value is NaN or infinite"),
             Error::OutOfRange => f.write_str("value out of range"),
             Error::Checksum => f.write_str("checksum mismatch"),

@@ -19,7 +19,7 @@
 //!
 //! 1. [`error`]: the error type.
 //! 2. [`quant`]: storage formats and the table of their block sizes.
-//! 3. `format`: the safetensors parser, tensor views, model metadata.
+//! 3. [`format`]: the safetensors parser, tensor views, model metadata.
 //! 4. `kernels`: matrix-vector and matrix-matrix products per format; portable scalar reference
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
@@ -29,9 +29,14 @@
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+// `Error` is a `Copy` value with inline names (no allocation, so no boxing in no_std); its
+// size is deliberate.
+#![allow(clippy::result_large_err)]
 
 pub mod arena;
 pub mod error;
+pub mod format;
+pub mod kernels;
 pub mod quant;
 
 pub use error::{Error, Result};

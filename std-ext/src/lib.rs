@@ -4,7 +4,16 @@
 //! converters, tokenizers and the `goldcrest` command-line tool.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+// `Error` is a `Copy` value with inline names (no allocation, so no boxing in no_std); its
+// size is deliberate.
+#![allow(clippy::result_large_err)]
+
+#[allow(unsafe_code)]
+pub mod kernels;
 
 pub use goldcrest_alloc as alloc_api;
 pub use goldcrest_core as core_api;
+
+pub mod load;
 pub mod tokenize;
+pub mod write;

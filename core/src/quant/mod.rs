@@ -18,6 +18,57 @@
 
 use crate::error::{Error, Name, Result};
 
+pub mod float;
+pub mod q4_0;
+pub mod q8_0;
+pub mod tq1_0;
+pub mod tq2_0;
+
+/// Checks a stored row of a block format against `cols` and an output buffer; returns the number
+/// of blocks that hold the row.
+pub(crate) fn check_block_row(
+    row: &[u8],
+    cols: usize,
+    block_elems: usize,
+    block_bytes: usize,
+    out: &[f32],
+) -> Result<usize> {
+    let blocks = cols.div_ceil(block_elems);
+    let need = blocks.checked_mul(block_bytes).ok_or(Error::OutOfRange)?;
+    if row.len() < need {
+        return Err(Error::Truncated {
+            needed: need as u64,
+            available: row.len() as u64,
+        });
+    }
+    if out.len() < cols {
+        return Err(Error::BufferTooSmall {
+            needed: cols as u64,
+            provided: out.len() as u64,
+        });
+    }
+    Ok(blocks)
+}
+
+/// Dequantizes the first `cols` weights of one stored row of `format` into `out[..cols]`.
+///
+/// `u8` is not a matrix format and gives [`Error::UnsupportedFormat`].
+pub fn dequantize_row(format: Format, row: &[u8], cols: usize, out: &mut [f32]) -> Result<()> {
+    match format {
+        Format::F32 => float::dequantize_row_f32(row, cols, out),
+        Format::F16 => float::dequantize_row_f16(row, cols, out),
+        Format::Bf16 => float::dequantize_row_bf16(row, cols, out),
+        Format::I8 => float::dequantize_row_i8(row, cols, out),
+        Format::Q8_0 => q8_0::dequantize_row(row, cols, out),
+        Format::Q4_0 => q4_0::dequantize_row(row, cols, out),
+        Format::Tq2_0 => tq2_0::dequantize_row(row, cols, out),
+        Format::Tq1_0 => tq1_0::dequantize_row(row, cols, out),
+        Format::U8 => Err(Error::UnsupportedFormat {
+            tensor: Name::EMPTY,
+        }),
+    }
+}
+
 /// How a tensor's elements are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -205,7 +256,7 @@ impl<'a> Matrix<'a> {
                 found: data.len() as u64,
             });
         }
-        if (data.as_ptr() as usize) % format.alignment() != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(format.alignment()) {
             return Err(Error::Misaligned {
                 tensor: Name::new(name),
                 required: format.alignment() as u8,

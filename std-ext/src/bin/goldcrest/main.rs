@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod inspect;
 mod detokenize;
 mod tokenize;
 mod train_bpe;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show a model file's metadata, tensors and memory plan.
+    Inspect(inspect::Args),
     /// Encode stdin to token ids (JSON).
     Tokenize(tokenize::TokenizeArgs),
     /// Decode a JSON array of ids to text.
@@ -36,6 +39,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Detokenize(a) => detokenize::run(a),
         Command::TrainBpe(a) => train_bpe::run(a),

@@ -1,0 +1,467 @@
+//! Matrix-vector (decode) and matrix-matrix (prefill) products for every matrix [`Format`].
+//!
+//! # Dispatch
+//!
+//! A [`Kernels`] value holds the instruction set chosen **once**: [`Kernels::scalar`] (the
+//! portable reference), [`Kernels::for_target`] (what the compile-time `target_feature`s allow;
+//! works in `no_std`), or [`Kernels::from_cpu_features`] (run-time detection, done by
+//! `goldcrest_std::kernels::detect()` under std). Calls never probe the CPU.
+//!
+//! | ISA | selected when | accelerated |
+//! |-----|---------------|-------------|
+//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8 (`vpdpbusd`), plus all of `Avx2` |
+//! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, f32, f16, bf16 |
+//! | `NeonDotprod` | aarch64 with `dotprod` | ternary × int8 (`sdot` via `asm!`), plus all of `Neon` |
+//! | `Neon` | aarch64 | ternary × int8 (`smull`/`sadalp`), ternary × f32, f32 |
+//! | `Scalar` | always | everything (the reference) |
+//!
+//! Formats an ISA does not accelerate run the scalar code.
+//!
+//! # Float activations: [`Kernels::gemv`], [`Kernels::gemm`]
+//!
+//! Ternary blocks are applied with additions and subtractions only, then one multiply by the
+//! block scale per 256-block. SIMD paths sum in a different order than the scalar reference, so
+//! results differ by rounding. **Bound** (tested): for an output `y = Σ_i w_i x_i` over `n = cols`
+//! terms, `|y_simd − y_scalar| ≤ 2·(n + 2)·2⁻²⁴·Σ_i |w_i x_i|`: each order of a floating-point
+//! sum of `n` terms is within `(n − 1)·u·Σ|terms|` of the exact value (Higham, Accuracy and
+//! Stability of Numerical Algorithms, §4.2), plus one rounding for each block-scale multiply.
+//!
+//! # Integer activations: [`Kernels::quantize_acts`], [`Kernels::gemm_i8`]
+//!
+//! BitNet b1.58 quantizes activations to int8 per token with absmax: `s = max|x| / 127`,
+//! `a = round(x / s)` in `-127..=127`. [`ActScale::PerBlock`] uses one such scale per 256
+//! activations (like ggml's `Q8_K`), which keeps more precision for outliers at the same speed.
+//!
+//! The caller provides the scratch (no allocation): [`Int8Acts::scratch_bytes`] gives its size
+//! for `n` tokens of `cols`; [`Kernels::quantize_acts`] fills it and returns an [`Int8Acts`]
+//! view borrowing it, reusable for every matrix with that many columns (q, k, v, gate, up...).
+//! Layout inside the scratch, per token: activations padded with zeros to whole 256-blocks,
+//! the scales, and the sum of each block's activations (used by SIMD kernels to undo the `+1`
+//! offset of ternary codes).
+//!
+//! Integer paths are **exact**: every ISA computes the same integer sum per 256-block and
+//! combines blocks with the same float operations in the same order, so results are
+//! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`.
+#![allow(unsafe_code)]
+
+use crate::error::{Error, Name, Result};
+use crate::quant::{Format, Matrix};
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+
+/// Elements per ternary block, and the unit int8 activations are grouped and padded to.
+pub const QBLOCK: usize = 256;
+
+/// CPU features relevant to goldcrest's kernels, as detected at run time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// x86-64 AVX2.
+    pub avx2: bool,
+    /// x86-64 FMA3.
+    pub fma: bool,
+    /// x86-64 F16C (f16 ↔ f32 conversion).
+    pub f16c: bool,
+    /// x86-64 AVX-512 Foundation.
+    pub avx512f: bool,
+    /// x86-64 AVX-512 byte/word instructions.
+    pub avx512bw: bool,
+    /// x86-64 AVX-512 vector-length extensions (256-bit forms).
+    pub avx512vl: bool,
+    /// x86-64 AVX-512 VNNI (`vpdpbusd`).
+    pub avx512vnni: bool,
+    /// aarch64 Advanced SIMD.
+    pub neon: bool,
+    /// aarch64 dot product (`sdot`).
+    pub dotprod: bool,
+}
+
+/// The instruction set a [`Kernels`] value runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// Portable Rust (the reference).
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI, on top of AVX2.
+    Avx512Vnni,
+    /// aarch64 NEON.
+    Neon,
+    /// aarch64 NEON with the dot-product extension.
+    NeonDotprod,
+}
+
+impl Isa {
+    /// Short name for logs and benchmark ids.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
+        }
+    }
+}
+
+/// How int8 activations are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActScale {
+    /// One absmax scale per token (BitNet b1.58).
+    PerToken,
+    /// One absmax scale per 256 activations (ggml `Q8_K`-like).
+    PerBlock,
+}
+
+/// Int8 activations of `tokens` tokens, quantized into caller scratch by
+/// [`Kernels::quantize_acts`].
+#[derive(Debug, Clone, Copy)]
+pub struct Int8Acts<'a> {
+    pub(crate) q: &'a [i8],
+    pub(crate) scales: &'a [f32],
+    pub(crate) sums: &'a [i32],
+    pub(crate) tokens: usize,
+    pub(crate) cols: usize,
+    pub(crate) blocks: usize,
+    pub(crate) mode: ActScale,
+}
+
+impl<'a> Int8Acts<'a> {
+    /// Scratch bytes [`Kernels::quantize_acts`] needs for `tokens` tokens of `cols` values
+    /// (any alignment of the scratch is accepted), or `None` on overflow.
+    pub fn scratch_bytes(tokens: usize, cols: usize, mode: ActScale) -> Option<usize> {
+        let (q, s, sums) = Self::counts(tokens, cols, mode)?;
+        // +4 +4: worst-case padding to align the f32 and i32 parts.
+        q.checked_add(s.checked_mul(4)?)?
+            .checked_add(sums.checked_mul(4)?)?
+            .checked_add(8)
+    }
+
+    fn counts(tokens: usize, cols: usize, mode: ActScale) -> Option<(usize, usize, usize)> {
+        let blocks = cols.div_ceil(QBLOCK);
+        let per_token_q = blocks.checked_mul(QBLOCK)?;
+        let scales = match mode {
+            ActScale::PerToken => tokens,
+            ActScale::PerBlock => tokens.checked_mul(blocks)?,
+        };
+        Some((
+            tokens.checked_mul(per_token_q)?,
+            scales,
+            tokens.checked_mul(blocks)?,
+        ))
+    }
+
+    /// Number of tokens.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Activations per token (before padding).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Scale mode.
+    pub fn mode(&self) -> ActScale {
+        self.mode
+    }
+
+    /// Token `t`'s quantized activations, zero-padded to whole 256-blocks.
+    pub fn token(&self, t: usize) -> &'a [i8] {
+        let n = self.blocks * QBLOCK;
+        &self.q[t * n..(t + 1) * n]
+    }
+
+    /// Token `t`'s scales: one for [`ActScale::PerToken`], one per 256-block otherwise.
+    pub fn token_scales(&self, t: usize) -> &'a [f32] {
+        match self.mode {
+            ActScale::PerToken => &self.scales[t..t + 1],
+            ActScale::PerBlock => &self.scales[t * self.blocks..(t + 1) * self.blocks],
+        }
+    }
+
+    /// Token `t`'s per-block activation sums.
+    pub fn token_sums(&self, t: usize) -> &'a [i32] {
+        &self.sums[t * self.blocks..(t + 1) * self.blocks]
+    }
+}
+
+/// Absmax int8 quantization of `x` into `q` (same length); returns the dequantization scale.
+fn quantize_absmax(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)));
+    if amax == 0.0 {
+        q.iter_mut().for_each(|v| *v = 0);
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = libm::roundf(v * inv).clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}
+
+fn split_aligned<T: bytemuck::Pod>(buf: &mut [u8], n: usize) -> Result<(&mut [T], &mut [u8])> {
+    let pad = buf.as_ptr().align_offset(core::mem::align_of::<T>());
+    let bytes = n
+        .checked_mul(core::mem::size_of::<T>())
+        .ok_or(Error::OutOfRange)?;
+    let need = pad.checked_add(bytes).ok_or(Error::OutOfRange)?;
+    if buf.len() < need {
+        return Err(Error::BufferTooSmall {
+            needed: need as u64,
+            provided: buf.len() as u64,
+        });
+    }
+    let (_, rest) = buf.split_at_mut(pad);
+    let (typed, rest) = rest.split_at_mut(bytes);
+    let typed = bytemuck::try_cast_slice_mut(typed).map_err(|_| Error::BufferMisaligned {
+        required: core::mem::align_of::<T>() as u16,
+    })?;
+    Ok((typed, rest))
+}
+
+/// The selected kernel implementation. `Copy`; choose it once and keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    isa: Isa,
+}
+
+fn check_len(expected: usize, found: usize) -> Result<()> {
+    if expected != found {
+        return Err(Error::LengthMismatch {
+            expected: expected as u64,
+            found: found as u64,
+        });
+    }
+    Ok(())
+}
+
+impl Kernels {
+    /// The portable reference implementation.
+    pub const fn scalar() -> Self {
+        Kernels { isa: Isa::Scalar }
+    }
+
+    /// The best implementation the compile-time target features allow (`-C target-feature`,
+    /// `-C target-cpu`). Needs no run-time detection, so it works in `no_std` firmware.
+    pub const fn for_target() -> Self {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))]
+        return Kernels {
+            isa: Isa::Avx512Vnni,
+        };
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c",
+            not(all(
+                target_feature = "avx512f",
+                target_feature = "avx512bw",
+                target_feature = "avx512vl",
+                target_feature = "avx512vnni"
+            ))
+        ))]
+        return Kernels { isa: Isa::Avx2 };
+        #[cfg(all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            target_feature = "dotprod"
+        ))]
+        return Kernels {
+            isa: Isa::NeonDotprod,
+        };
+        #[cfg(all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            not(target_feature = "dotprod")
+        ))]
+        return Kernels { isa: Isa::Neon };
+        #[allow(unreachable_code)]
+        Kernels::scalar()
+    }
+
+    /// The best implementation for a CPU with `features`.
+    ///
+    /// # Safety
+    ///
+    /// Every feature set to `true` must really be present on every CPU this value is used on
+    /// (typically: detected at run time on this machine); otherwise the kernels execute
+    /// illegal instructions.
+    pub unsafe fn from_cpu_features(features: CpuFeatures) -> Self {
+        let f = features;
+        let isa = if cfg!(target_arch = "x86_64") && f.avx2 && f.fma && f.f16c {
+            if f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni {
+                Isa::Avx512Vnni
+            } else {
+                Isa::Avx2
+            }
+        } else if cfg!(target_arch = "aarch64") && f.neon {
+            if f.dotprod {
+                Isa::NeonDotprod
+            } else {
+                Isa::Neon
+            }
+        } else {
+            Isa::Scalar
+        };
+        Kernels { isa }
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    fn check_matrix(w: &Matrix) -> Result<()> {
+        if w.format() == Format::U8 {
+            return Err(Error::UnsupportedFormat {
+                tensor: Name::EMPTY,
+            });
+        }
+        Ok(())
+    }
+
+    /// `y[r] = Σ_c W[r, c]·x[c]`: `x.len()` must be `w.cols()`, `y.len()` must be `w.rows()`.
+    pub fn gemv(&self, w: &Matrix, x: &[f32], y: &mut [f32]) -> Result<()> {
+        Self::check_matrix(w)?;
+        check_len(w.cols(), x.len())?;
+        check_len(w.rows(), y.len())?;
+        self.gemm_checked(w, x, 1, y);
+        Ok(())
+    }
+
+    /// `n` tokens at once: `x` holds `n` rows of `w.cols()` (token-major), `y` receives `n` rows
+    /// of `w.rows()`. SIMD paths unpack each weight tile once for several tokens.
+    pub fn gemm(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        Self::check_matrix(w)?;
+        check_len(n.checked_mul(w.cols()).ok_or(Error::OutOfRange)?, x.len())?;
+        check_len(n.checked_mul(w.rows()).ok_or(Error::OutOfRange)?, y.len())?;
+        self.gemm_checked(w, x, n, y);
+        Ok(())
+    }
+
+    fn gemm_checked(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni => {
+                // SAFETY: `Avx2`/`Avx512Vnni` are only constructed when those features are
+                // present (compile-time cfg or the `from_cpu_features` contract).
+                unsafe { x86::gemm(self.isa, w, x, n, y) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => {
+                // SAFETY: as above, for NEON (and dotprod).
+                unsafe { aarch64::gemm(self.isa, w, x, n, y) }
+            }
+            _ => scalar::gemm(w, x, n, y),
+        }
+    }
+
+    /// Quantizes `n` tokens of `cols` activations (`x.len() == n·cols`) to int8 in `scratch`
+    /// (at least [`Int8Acts::scratch_bytes`] bytes, any alignment).
+    pub fn quantize_acts<'s>(
+        &self,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+        mode: ActScale,
+        scratch: &'s mut [u8],
+    ) -> Result<Int8Acts<'s>> {
+        check_len(n.checked_mul(cols).ok_or(Error::OutOfRange)?, x.len())?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite);
+        }
+        let need = Int8Acts::scratch_bytes(n, cols, mode).ok_or(Error::OutOfRange)?;
+        if scratch.len() < need {
+            return Err(Error::BufferTooSmall {
+                needed: need as u64,
+                provided: scratch.len() as u64,
+            });
+        }
+        let (nq, ns, nsums) = Int8Acts::counts(n, cols, mode).ok_or(Error::OutOfRange)?;
+        let (q, rest) = split_aligned::<i8>(scratch, nq)?;
+        let (scales, rest) = split_aligned::<f32>(rest, ns)?;
+        let (sums, _) = split_aligned::<i32>(rest, nsums)?;
+        let blocks = cols.div_ceil(QBLOCK);
+        let padded = blocks * QBLOCK;
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            let qt = &mut q[t * padded..(t + 1) * padded];
+            qt[cols..].iter_mut().for_each(|v| *v = 0);
+            match mode {
+                ActScale::PerToken => scales[t] = quantize_absmax(xt, &mut qt[..cols]),
+                ActScale::PerBlock => {
+                    for (b, xb) in xt.chunks(QBLOCK).enumerate() {
+                        let qb = &mut qt[b * QBLOCK..b * QBLOCK + xb.len()];
+                        scales[t * blocks + b] = quantize_absmax(xb, qb);
+                    }
+                }
+            }
+            for (b, qb) in qt.chunks_exact(QBLOCK).enumerate() {
+                sums[t * blocks + b] = qb.iter().map(|&v| v as i32).sum();
+            }
+        }
+        Ok(Int8Acts {
+            q,
+            scales,
+            sums,
+            tokens: n,
+            cols,
+            blocks,
+            mode,
+        })
+    }
+
+    /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
+    /// (token-major). `w` must be `tq2_0`, `tq1_0` or `i8` with `w.cols() == acts.cols()`.
+    pub fn gemm_i8(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) -> Result<()> {
+        if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
+            return Err(Error::UnsupportedFormat {
+                tensor: Name::EMPTY,
+            });
+        }
+        check_len(w.cols(), acts.cols)?;
+        check_len(
+            acts.tokens.checked_mul(w.rows()).ok_or(Error::OutOfRange)?,
+            y.len(),
+        )?;
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni => {
+                // SAFETY: see `gemm_checked`.
+                unsafe { x86::gemm_i8(self.isa, w, acts, y) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => {
+                // SAFETY: see `gemm_checked`.
+                unsafe { aarch64::gemm_i8(self.isa, w, acts, y) }
+            }
+            _ => scalar::gemm_i8(w, acts, y),
+        }
+        Ok(())
+    }
+
+    /// [`Kernels::gemm_i8`] for one token (decode).
+    pub fn gemv_i8(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) -> Result<()> {
+        check_len(1, acts.tokens)?;
+        self.gemm_i8(w, acts, y)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! The portable reference: plain Rust, no `unsafe`, no target features.
+//!
+//! Every SIMD path is tested against these functions; their arithmetic order defines the
+//! results. Integer-activation kernels must match them bit for bit, float-activation kernels
+//! within the bound stated in [`super`].
+
+use super::{ActScale, Int8Acts, QBLOCK};
+use crate::quant::{Format, Matrix, float, q4_0, q8_0, tq1_0, tq2_0};
+
+/// Dot product of one stored row with `x` (`x.len() == cols`), f32 activations.
+pub fn dot_row(format: Format, row: &[u8], x: &[f32]) -> f32 {
+    match format {
+        Format::F32 => row.chunks_exact(4).zip(x).fold(0.0, |acc, (b, &v)| {
+            acc + f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v
+        }),
+        Format::F16 => row.chunks_exact(2).zip(x).fold(0.0, |acc, (b, &v)| {
+            acc + float::f16_to_f32([b[0], b[1]]) * v
+        }),
+        Format::Bf16 => row.chunks_exact(2).zip(x).fold(0.0, |acc, (b, &v)| {
+            acc + float::bf16_to_f32([b[0], b[1]]) * v
+        }),
+        Format::I8 => row
+            .iter()
+            .zip(x)
+            .fold(0.0, |acc, (&b, &v)| acc + (b as i8) as f32 * v),
+        Format::Q8_0 => blocks::<{ q8_0::BLOCK_BYTES }>(row, x, 32, |blk, xs| {
+            let (d, q) = q8_0::unpack_block(blk);
+            (
+                q.iter().zip(xs).fold(0.0, |a, (&q, &v)| a + q as f32 * v),
+                d,
+            )
+        }),
+        Format::Q4_0 => blocks::<{ q4_0::BLOCK_BYTES }>(row, x, 32, |blk, xs| {
+            let (d, q) = q4_0::unpack_block(blk);
+            (
+                q.iter().zip(xs).fold(0.0, |a, (&q, &v)| a + q as f32 * v),
+                d,
+            )
+        }),
+        Format::Tq2_0 => blocks::<{ tq2_0::BLOCK_BYTES }>(row, x, QBLOCK, |blk, xs| {
+            let mut codes = [0u8; QBLOCK];
+            tq2_0::unpack_codes(blk, &mut codes);
+            (ternary_sum(&codes, xs), tq2_0::scale(blk))
+        }),
+        Format::Tq1_0 => blocks::<{ tq1_0::BLOCK_BYTES }>(row, x, QBLOCK, |blk, xs| {
+            let mut codes = [0u8; QBLOCK];
+            tq1_0::unpack_codes(blk, &mut codes);
+            (ternary_sum(&codes, xs), tq1_0::scale(blk))
+        }),
+        Format::U8 => 0.0,
+    }
+}
+
+/// Sum of `±x` selected by ternary codes: additions and subtractions only.
+#[inline(always)]
+fn ternary_sum(codes: &[u8; QBLOCK], xs: &[f32]) -> f32 {
+    codes.iter().zip(xs).fold(0.0, |a, (&c, &v)| match c {
+        0 => a - v,
+        2 => a + v,
+        _ => a,
+    })
+}
+
+/// Runs `block` over each stored block with its slice of activations (shorter for the tail),
+/// accumulating `partial * scale` in block order.
+#[inline(always)]
+fn blocks<const B: usize>(
+    row: &[u8],
+    x: &[f32],
+    elems: usize,
+    block: impl Fn(&[u8; B], &[f32]) -> (f32, f32),
+) -> f32 {
+    let mut acc = 0.0f32;
+    for (chunk, xs) in row.chunks_exact(B).zip(x.chunks(elems)) {
+        if let Ok(blk) = <&[u8; B]>::try_from(chunk) {
+            let (partial, d) = block(blk, xs);
+            acc += partial * d;
+        }
+    }
+    acc
+}
+
+/// `y[r] = Σ_c W[r, c]·x[c]` (shapes already checked by the caller).
+pub fn gemv(w: &Matrix, x: &[f32], y: &mut [f32]) {
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = w.row(r).map_or(0.0, |row| dot_row(w.format(), row, x));
+    }
+}
+
+/// `n` independent products, token-major (shapes already checked by the caller).
+pub fn gemm(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
+    let (cols, rows) = (w.cols(), w.rows());
+    for t in 0..n {
+        gemv(
+            w,
+            &x[t * cols..(t + 1) * cols],
+            &mut y[t * rows..(t + 1) * rows],
+        );
+    }
+}
+
+/// Integer sum of one 256-block: `Σ (code − 1)·a` for ternary codes.
+#[inline(always)]
+pub fn ternary_block_isum(codes: &[u8; QBLOCK], a: &[i8]) -> i32 {
+    codes
+        .iter()
+        .zip(a)
+        .fold(0i32, |s, (&c, &v)| s + (c as i32 - 1) * v as i32)
+}
+
+/// Per-block integer sums of one stored row against one token's activations, in block order,
+/// handed to `sink(block, isum, weight_scale)`.
+pub fn row_block_isums(
+    format: Format,
+    row: &[u8],
+    a: &[i8],
+    mut sink: impl FnMut(usize, i32, f32),
+) {
+    match format {
+        Format::Tq2_0 => {
+            for (b, (chunk, ab)) in row
+                .chunks_exact(tq2_0::BLOCK_BYTES)
+                .zip(a.chunks_exact(QBLOCK))
+                .enumerate()
+            {
+                if let Ok(blk) = <&[u8; tq2_0::BLOCK_BYTES]>::try_from(chunk) {
+                    let mut codes = [0u8; QBLOCK];
+                    tq2_0::unpack_codes(blk, &mut codes);
+                    sink(b, ternary_block_isum(&codes, ab), tq2_0::scale(blk));
+                }
+            }
+        }
+        Format::Tq1_0 => {
+            for (b, (chunk, ab)) in row
+                .chunks_exact(tq1_0::BLOCK_BYTES)
+                .zip(a.chunks_exact(QBLOCK))
+                .enumerate()
+            {
+                if let Ok(blk) = <&[u8; tq1_0::BLOCK_BYTES]>::try_from(chunk) {
+                    let mut codes = [0u8; QBLOCK];
+                    tq1_0::unpack_codes(blk, &mut codes);
+                    sink(b, ternary_block_isum(&codes, ab), tq1_0::scale(blk));
+                }
+            }
+        }
+        Format::I8 => {
+            for (b, (wb, ab)) in row.chunks(QBLOCK).zip(a.chunks_exact(QBLOCK)).enumerate() {
+                let s = wb
+                    .iter()
+                    .zip(ab)
+                    .fold(0i32, |s, (&w, &v)| s + (w as i8) as i32 * v as i32);
+                sink(b, s, 1.0);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Combines per-block integer sums into one output, in block order. Shared by every ISA so
+/// that integer-activation results are bit-identical everywhere.
+#[derive(Clone, Copy)]
+pub struct Combine {
+    acc: f32,
+}
+
+impl Default for Combine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Combine {
+    /// Starts an output.
+    #[inline(always)]
+    pub fn new() -> Self {
+        Combine { acc: 0.0 }
+    }
+
+    /// Adds block `b` with integer sum `isum` and weight scale `d`.
+    #[inline(always)]
+    pub fn add(&mut self, acts: &Int8Acts, token: usize, b: usize, isum: i32, d: f32) {
+        match acts.mode {
+            ActScale::PerToken => self.acc += isum as f32 * d,
+            ActScale::PerBlock => {
+                self.acc += isum as f32 * (d * acts.scales[token * acts.blocks + b]);
+            }
+        }
+    }
+
+    /// The finished output.
+    #[inline(always)]
+    pub fn finish(self, acts: &Int8Acts, token: usize) -> f32 {
+        match acts.mode {
+            ActScale::PerToken => self.acc * acts.scales[token],
+            ActScale::PerBlock => self.acc,
+        }
+    }
+}
+
+/// Integer-activation product (shapes and format already checked by the caller).
+pub fn gemm_i8(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+    let rows = w.rows();
+    for t in 0..acts.tokens {
+        let a = acts.token(t);
+        for r in 0..rows {
+            let mut c = Combine::new();
+            if let Some(row) = w.row(r) {
+                row_block_isums(w.format(), row, a, |b, s, d| c.add(acts, t, b, s, d));
+            }
+            y[t * rows + r] = c.finish(acts, t);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Every SIMD path against the scalar reference: bit-identical for int8 activations, within the
+//! documented bound for f32 activations.
+
+extern crate std;
+
+use super::*;
+use crate::quant::{self, float, q4_0, q8_0, tq1_0, tq2_0};
+use proptest::prelude::*;
+use std::vec;
+use std::vec::Vec;
+
+/// Every implementation this machine can run (the scalar one included).
+pub(crate) fn available() -> Vec<Kernels> {
+    let mut v = vec![Kernels::scalar(), Kernels::for_target()];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        let avx2 = CpuFeatures {
+            avx2: has!("avx2"),
+            fma: has!("fma"),
+            f16c: has!("f16c"),
+            ..CpuFeatures::default()
+        };
+        let avx512 = CpuFeatures {
+            avx512f: has!("avx512f"),
+            avx512bw: has!("avx512bw"),
+            avx512vl: has!("avx512vl"),
+            avx512vnni: has!("avx512vnni"),
+            ..avx2
+        };
+        // SAFETY: features detected on this CPU.
+        unsafe {
+            v.push(Kernels::from_cpu_features(avx2));
+            v.push(Kernels::from_cpu_features(avx512));
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let neon = CpuFeatures {
+            neon: std::arch::is_aarch64_feature_detected!("neon"),
+            ..CpuFeatures::default()
+        };
+        let dot = CpuFeatures {
+            dotprod: std::arch::is_aarch64_feature_detected!("dotprod"),
+            ..neon
+        };
+        // SAFETY: features detected on this CPU.
+        unsafe {
+            v.push(Kernels::from_cpu_features(neon));
+            v.push(Kernels::from_cpu_features(dot));
+        }
+    }
+    v.dedup();
+    v
+}
+
+/// A deterministic pseudo-random stream (xorshift), so matrices can be built from one seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() % 20001) as f32 / 10000.0 - 1.0
+    }
+    fn trit(&mut self) -> i8 {
+        (self.next() % 3) as i8 - 1
+    }
+}
+
+pub(crate) fn random_matrix(format: Format, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut g = Rng(seed | 1);
+    let mut out = Vec::new();
+    for _ in 0..rows {
+        match format {
+            Format::Tq2_0 | Format::Tq1_0 => {
+                for b in 0..cols.div_ceil(256) {
+                    let mut t = [0i8; 256];
+                    for (i, v) in t.iter_mut().enumerate() {
+                        *v = if b * 256 + i < cols { g.trit() } else { 0 };
+                    }
+                    let d = float::f32_to_f16(0.01 + g.f().abs());
+                    if format == Format::Tq2_0 {
+                        out.extend_from_slice(&tq2_0::pack_block(&t, d));
+                    } else {
+                        out.extend_from_slice(&tq1_0::pack_block(&t, d));
+                    }
+                }
+            }
+            Format::Q8_0 | Format::Q4_0 => {
+                for b in 0..cols.div_ceil(32) {
+                    let mut x = [0.0f32; 32];
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = if b * 32 + i < cols { g.f() } else { 0.0 };
+                    }
+                    if format == Format::Q8_0 {
+                        out.extend_from_slice(&q8_0::quantize_block(&x));
+                    } else {
+                        out.extend_from_slice(&q4_0::quantize_block(&x));
+                    }
+                }
+            }
+            Format::F32 => (0..cols).for_each(|_| out.extend_from_slice(&g.f().to_le_bytes())),
+            Format::F16 => (0..cols).for_each(|_| out.extend_from_slice(&float::f32_to_f16(g.f()))),
+            Format::Bf16 => {
+                (0..cols).for_each(|_| out.extend_from_slice(&float::f32_to_bf16(g.f())))
+            }
+            _ => (0..cols).for_each(|_| out.push(g.next() as u8)),
+        }
+    }
+    out
+}
+
+/// Storage with the alignment f32 views need.
+fn aligned(bytes: &[u8]) -> Vec<u32> {
+    let mut v = vec![0u32; bytes.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut v)[..bytes.len()].copy_from_slice(bytes);
+    v
+}
+
+const FORMATS: [Format; 8] = [
+    Format::F32,
+    Format::F16,
+    Format::Bf16,
+    Format::I8,
+    Format::Q8_0,
+    Format::Q4_0,
+    Format::Tq2_0,
+    Format::Tq1_0,
+];
+
+fn check_float(format: Format, rows: usize, cols: usize, n: usize, seed: u64) {
+    let bytes = random_matrix(format, rows, cols, seed);
+    let store = aligned(&bytes);
+    let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+    let w = Matrix::new("w", format, rows, cols, data).unwrap();
+    let mut g = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+    let mut want = vec![0.0f32; n * rows];
+    Kernels::scalar().gemm(&w, &x, n, &mut want).unwrap();
+    // Σ|w x| per output, from the dequantized weights.
+    let mut wrow = vec![0.0f32; cols];
+    for k in available() {
+        let mut got = vec![f32::NAN; n * rows];
+        k.gemm(&w, &x, n, &mut got).unwrap();
+        for r in 0..rows {
+            quant::dequantize_row(format, w.row(r).unwrap(), cols, &mut wrow).unwrap();
+            for t in 0..n {
+                let mag: f32 = wrow
+                    .iter()
+                    .zip(&x[t * cols..])
+                    .map(|(a, b)| (a * b).abs())
+                    .sum();
+                let bound = 2.0 * (cols as f32 + 2.0) * f32::EPSILON / 2.0 * mag;
+                let (a, b) = (got[t * rows + r], want[t * rows + r]);
+                assert!(
+                    (a - b).abs() <= bound,
+                    "{:?} {format:?} {rows}x{cols} n={n} r{r} t{t}: {a} vs {b} (bound {bound})",
+                    k.isa()
+                );
+            }
+        }
+        if n == 1 {
+            let mut g1 = vec![0.0f32; rows];
+            k.gemv(&w, &x, &mut g1).unwrap();
+            assert_eq!(g1, got[..rows]);
+        }
+    }
+}
+
+fn check_int8(format: Format, rows: usize, cols: usize, n: usize, mode: ActScale, seed: u64) {
+    let bytes = random_matrix(format, rows, cols, seed);
+    let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+    let mut g = Rng(seed ^ 0x5151);
+    let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 3.0).collect();
+    let mut scratch = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap() + 3];
+    // An odd offset checks that any scratch alignment works.
+    let acts = Kernels::scalar()
+        .quantize_acts(&x, n, cols, mode, &mut scratch[3..])
+        .unwrap();
+    let mut want = vec![0.0f32; n * rows];
+    Kernels::scalar().gemm_i8(&w, &acts, &mut want).unwrap();
+    for k in available() {
+        let mut got = vec![f32::NAN; n * rows];
+        k.gemm_i8(&w, &acts, &mut got).unwrap();
+        let same = got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "{:?} {format:?} {mode:?} {rows}x{cols} n={n}",
+            k.isa()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn float_paths_within_bound(fi in 0usize..8, rows in 1usize..19, cols in 1usize..700,
+                                n in 1usize..8, seed in any::<u64>()) {
+        check_float(FORMATS[fi], rows, cols, n, seed);
+    }
+
+    #[test]
+    fn int8_paths_bit_identical(fi in 0usize..3, rows in 1usize..19, cols in 1usize..700,
+                                n in 1usize..10, per_block in any::<bool>(), seed in any::<u64>()) {
+        let format = [Format::Tq2_0, Format::Tq1_0, Format::I8][fi];
+        let mode = if per_block { ActScale::PerBlock } else { ActScale::PerToken };
+        check_int8(format, rows, cols, n, mode, seed);
+    }
+}
+
+#[test]
+fn large_shapes_agree() {
+    // Lists what this run covers (visible with --nocapture, e.g. under qemu with -cpu max vs
+    // -cpu cortex-a53).
+    let isas: Vec<&str> = available().iter().map(|k| k.isa().name()).collect();
+    std::eprintln!("kernels under test: {isas:?}");
+    for f in [Format::Tq2_0, Format::Tq1_0, Format::F16, Format::F32] {
+        check_float(f, 37, 2048 + 256 + 5, 5, 7);
+    }
+    for mode in [ActScale::PerToken, ActScale::PerBlock] {
+        check_int8(Format::Tq2_0, 37, 2048 + 100, 9, mode, 11);
+        check_int8(Format::Tq1_0, 33, 1024, 5, mode, 13);
+    }
+}
+
+#[test]
+fn ternary_f32_is_exact_on_integers() {
+    // With integer activations and scale 1, every partial sum is exact: all ISAs agree exactly
+    // with the dequantized dot product.
+    let cols = 600;
+    let mut t = [0i8; 256];
+    let mut bytes = Vec::new();
+    for b in 0..3 {
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = if b * 256 + i < cols {
+                ((i * 7 + b) % 3) as i8 - 1
+            } else {
+                0
+            };
+        }
+        bytes.extend_from_slice(&tq2_0::pack_block(&t, float::f32_to_f16(1.0)));
+    }
+    let w = Matrix::new("w", Format::Tq2_0, 1, cols, &bytes).unwrap();
+    let x: Vec<f32> = (0..cols).map(|i| (i % 11) as f32 - 5.0).collect();
+    let mut wrow = vec![0.0f32; cols];
+    quant::dequantize_row(Format::Tq2_0, &bytes, cols, &mut wrow).unwrap();
+    let exact: f32 = wrow.iter().zip(&x).map(|(a, b)| a * b).sum();
+    for k in available() {
+        let mut y = [0.0f32];
+        k.gemv(&w, &x, &mut y).unwrap();
+        assert_eq!(y[0], exact, "{:?}", k.isa());
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let bytes = random_matrix(Format::Tq2_0, 2, 300, 1);
+    let w = Matrix::new("w", Format::Tq2_0, 2, 300, &bytes).unwrap();
+    let k = Kernels::scalar();
+    assert!(k.gemv(&w, &[0.0; 299], &mut [0.0; 2]).is_err());
+    assert!(k.gemv(&w, &[0.0; 300], &mut [0.0; 3]).is_err());
+    assert!(k.gemm(&w, &[0.0; 600], 3, &mut [0.0; 6]).is_err());
+    let mut small = [0u8; 10];
+    assert!(
+        k.quantize_acts(&[0.0; 300], 1, 300, ActScale::PerToken, &mut small)
+            .is_err()
+    );
+    let mut s = vec![0u8; Int8Acts::scratch_bytes(1, 300, ActScale::PerToken).unwrap()];
+    assert!(
+        k.quantize_acts(&[f32::NAN; 300], 1, 300, ActScale::PerToken, &mut s)
+            .is_err()
+    );
+    let acts = k
+        .quantize_acts(&[1.0; 300], 1, 300, ActScale::PerToken, &mut s)
+        .unwrap();
+    assert!(k.gemv_i8(&w, &acts, &mut [0.0; 3]).is_err());
+    let f = random_matrix(Format::F32, 2, 300, 1);
+    let store = aligned(&f);
+    let wf = Matrix::new("w", Format::F32, 2, 300, bytemuck::cast_slice(&store)).unwrap();
+    assert!(k.gemv_i8(&wf, &acts, &mut [0.0; 2]).is_err());
+}
+
+#[test]
+fn int8_matches_bitnet_definition() {
+    // y = s_x · Σ_b d_b · Σ_i t_i a_i with a = round(x·127/max|x|).
+    let cols = 256;
+    let t: [i8; 256] = core::array::from_fn(|i| (i % 3) as i8 - 1);
+    let bytes = tq2_0::pack_block(&t, float::f32_to_f16(0.5));
+    let w = Matrix::new("w", Format::Tq2_0, 1, cols, &bytes).unwrap();
+    let x: Vec<f32> = (0..cols).map(|i| (i as f32 - 128.0) / 64.0).collect();
+    let amax = 2.0f32;
+    let a: Vec<i32> = x
+        .iter()
+        .map(|v| libm::roundf(v * 127.0 / amax) as i32)
+        .collect();
+    let isum: i32 = t.iter().zip(&a).map(|(&t, &a)| t as i32 * a).sum();
+    let expect = isum as f32 * 0.5 * (amax / 127.0);
+    let mut s = vec![0u8; Int8Acts::scratch_bytes(1, cols, ActScale::PerToken).unwrap()];
+    for k in available() {
+        let acts = k
+            .quantize_acts(&x, 1, cols, ActScale::PerToken, &mut s)
+            .unwrap();
+        let mut y = [0.0f32];
+        k.gemv_i8(&w, &acts, &mut y).unwrap();
+        assert_eq!(y[0], expect);
+    }
+}

@@ -1,0 +1,49 @@
+//! Run-time selection of goldcrest-core's kernels.
+
+use goldcrest_core::kernels::{CpuFeatures, Kernels};
+
+/// Features of the CPU this program runs on.
+pub fn cpu_features() -> CpuFeatures {
+    #[allow(unused_mut)]
+    let mut f = CpuFeatures::default();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        f.avx2 = has!("avx2");
+        f.fma = has!("fma");
+        f.f16c = has!("f16c");
+        f.avx512f = has!("avx512f");
+        f.avx512bw = has!("avx512bw");
+        f.avx512vl = has!("avx512vl");
+        f.avx512vnni = has!("avx512vnni");
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        f.neon = std::arch::is_aarch64_feature_detected!("neon");
+        f.dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+    }
+    f
+}
+
+/// The fastest kernels this CPU supports. Detects once; keep the returned value.
+pub fn detect() -> Kernels {
+    // SAFETY: the features were detected on the CPU that runs this process.
+    unsafe { Kernels::from_cpu_features(cpu_features()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_is_at_least_compile_time_choice() {
+        let k = detect();
+        if cfg!(all(target_arch = "x86_64", target_feature = "avx2")) {
+            assert_ne!(k.isa(), goldcrest_core::kernels::Isa::Scalar);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx2") {
+            assert_eq!(k.isa(), goldcrest_core::kernels::Isa::Avx512Vnni);
+        }
+    }
+}

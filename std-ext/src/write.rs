@@ -1,0 +1,398 @@
+//! Writing goldcrest model files (for converters), on top of the `safetensors` crate.
+//!
+//! [`ModelWriter`] takes tensors in any goldcrest [`Format`] (packed block formats included),
+//! records `goldcrest.format_version`, the architecture, hyperparameters and one
+//! `goldcrest.tensor.<name>` key per packed tensor, and checks the result with core's reader
+//! before it counts as written.
+//!
+//! **Alignment rule.** The data section starts at `8 + header_len`, and the header is padded
+//! with spaces to a multiple of 8, so the data section is 8-aligned in the file. Tensors are
+//! laid out by element alignment, largest first (F64/I64/U64, then F32/I32/U32/C64, then
+//! F16/BF16/I16/U16, then byte types, packed formats included; by name within a group). Every
+//! tensor's size is a multiple of its own element size, so each one starts at a multiple of
+//! its alignment: when the file itself starts 8-aligned (an mmap, an aligned static), every
+//! view is zero-copy. The `safetensors` crate applies exactly this order; [`ModelWriter`]
+//! verifies it on every file instead of trusting it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use goldcrest_core::format::{
+    FORMAT_VERSION, KEY_ARCH, KEY_FORMAT_VERSION, KEY_TOKENIZER, MAX_RANK, SafeTensors,
+    TENSOR_KEY_PREFIX, TOKENIZER_TENSOR,
+};
+use goldcrest_core::quant::{Format, Matrix};
+use half::{bf16, f16};
+
+use crate::load::{FileError, ModelFile, parse_hosted};
+
+/// Alignment of the data section that goldcrest's writer guarantees (within the file).
+pub const DATA_ALIGN: usize = 8;
+
+#[derive(Debug, Clone)]
+struct Pending {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+/// Collects tensors and metadata, then writes one goldcrest file.
+///
+/// ```
+/// use goldcrest_std::write::ModelWriter;
+/// let mut w = ModelWriter::new();
+/// w.arch("llama")?.hyperparameter("n_layer", 2)?;
+/// w.f32("norm.weight", &[4], &[1.0, 1.0, 1.0, 1.0])?;
+/// let bytes = w.to_bytes()?;
+/// # Ok::<(), goldcrest_std::load::FileError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ModelWriter {
+    tensors: BTreeMap<String, Pending>,
+    metadata: BTreeMap<String, String>,
+    arch: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> FileError {
+    FileError::Invalid(msg.into())
+}
+
+fn reference_dtype(format: Format) -> Option<safetensors::Dtype> {
+    Some(match format {
+        Format::F32 => safetensors::Dtype::F32,
+        Format::F16 => safetensors::Dtype::F16,
+        Format::Bf16 => safetensors::Dtype::BF16,
+        Format::I8 => safetensors::Dtype::I8,
+        Format::U8 => safetensors::Dtype::U8,
+        _ => return None,
+    })
+}
+
+impl ModelWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `goldcrest.arch` (lowercase letters, digits, `_` and `-`).
+    pub fn arch(&mut self, arch: &str) -> Result<&mut Self, FileError> {
+        let ok = !arch.is_empty()
+            && arch
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(invalid(format!(
+                "architecture {arch:?}: use lowercase letters, digits, '_' or '-'"
+            )));
+        }
+        self.arch = Some(arch.to_string());
+        self.metadata.insert(KEY_ARCH.to_string(), arch.to_string());
+        Ok(self)
+    }
+
+    /// Sets the hyperparameter `goldcrest.<arch>.<name>` (call [`ModelWriter::arch`] first).
+    pub fn hyperparameter(
+        &mut self,
+        name: &str,
+        value: impl Display,
+    ) -> Result<&mut Self, FileError> {
+        let arch = self.arch.as_deref().ok_or_else(|| {
+            invalid(format!(
+                "hyperparameter {name:?}: set the architecture first"
+            ))
+        })?;
+        if name.is_empty() || name.contains('.') {
+            return Err(invalid(format!(
+                "hyperparameter {name:?}: name must be non-empty and contain no '.'"
+            )));
+        }
+        let key = format!("goldcrest.{arch}.{name}");
+        self.metadata.insert(key, value.to_string());
+        Ok(self)
+    }
+
+    /// Sets any other metadata key. Keys goldcrest manages itself (the format version, the
+    /// architecture, the tokenizer kind and `goldcrest.tensor.*`) are refused: use the
+    /// dedicated methods.
+    pub fn metadata(&mut self, key: &str, value: &str) -> Result<&mut Self, FileError> {
+        if key == KEY_FORMAT_VERSION
+            || key == KEY_ARCH
+            || key == KEY_TOKENIZER
+            || key.starts_with(TENSOR_KEY_PREFIX)
+        {
+            return Err(invalid(format!(
+                "metadata key {key:?} is managed by the writer; use its dedicated method"
+            )));
+        }
+        self.metadata.insert(key.to_string(), value.to_string());
+        Ok(self)
+    }
+
+    /// Embeds a tokenizer: a `U8` tensor `tokenizer` and `goldcrest.tokenizer` = `kind`
+    /// (e.g. `"hf-json"`, `"world"`).
+    pub fn tokenizer(&mut self, kind: &str, bytes: Vec<u8>) -> Result<&mut Self, FileError> {
+        if kind.is_empty() {
+            return Err(invalid("tokenizer kind must not be empty"));
+        }
+        let len = bytes.len();
+        self.insert(TOKENIZER_TENSOR, safetensors::Dtype::U8, vec![len], bytes)?;
+        self.metadata
+            .insert(KEY_TOKENIZER.to_string(), kind.to_string());
+        Ok(self)
+    }
+
+    fn insert(
+        &mut self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> Result<(), FileError> {
+        if name == "__metadata__" {
+            return Err(invalid(
+                "'__metadata__' is reserved and cannot name a tensor",
+            ));
+        }
+        if self.tensors.contains_key(name) {
+            return Err(invalid(format!("tensor {name:?} added twice")));
+        }
+        if shape.len() > MAX_RANK {
+            return Err(invalid(format!(
+                "tensor {name:?}: {} dimensions, goldcrest reads at most {MAX_RANK}",
+                shape.len()
+            )));
+        }
+        let expected = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize() / 8))
+            .ok_or_else(|| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
+        if bytes.len() != expected {
+            return Err(invalid(format!(
+                "tensor {name:?}: {} bytes given, shape {shape:?} of {dtype} needs {expected}",
+                bytes.len()
+            )));
+        }
+        self.tensors.insert(
+            name.to_string(),
+            Pending {
+                dtype,
+                shape,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a tensor stored in a plain element format (f32, f16, bf16, i8, u8) from its
+    /// little-endian bytes.
+    pub fn plain(
+        &mut self,
+        name: &str,
+        format: Format,
+        shape: &[usize],
+        bytes: Vec<u8>,
+    ) -> Result<&mut Self, FileError> {
+        let dtype = reference_dtype(format).ok_or_else(|| {
+            invalid(format!(
+                "tensor {name:?}: {} is a block format; use ModelWriter::packed",
+                format.name()
+            ))
+        })?;
+        self.insert(name, dtype, shape.to_vec(), bytes)?;
+        Ok(self)
+    }
+
+    /// Adds an f32 tensor.
+    pub fn f32(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<&mut Self, FileError> {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.plain(name, Format::F32, shape, bytes)
+    }
+
+    /// Adds an f16 tensor.
+    pub fn f16(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: &[f16],
+    ) -> Result<&mut Self, FileError> {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.plain(name, Format::F16, shape, bytes)
+    }
+
+    /// Adds a bf16 tensor.
+    pub fn bf16(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: &[bf16],
+    ) -> Result<&mut Self, FileError> {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.plain(name, Format::Bf16, shape, bytes)
+    }
+
+    /// Adds an i8 tensor.
+    pub fn i8(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: &[i8],
+    ) -> Result<&mut Self, FileError> {
+        let bytes = values.iter().map(|&v| v as u8).collect();
+        self.plain(name, Format::I8, shape, bytes)
+    }
+
+    /// Adds a u8 tensor (a blob).
+    pub fn u8(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: Vec<u8>,
+    ) -> Result<&mut Self, FileError> {
+        self.plain(name, Format::U8, shape, values)
+    }
+
+    /// Adds a `rows × cols` matrix stored in a block format (q8_0, q4_0, tq2_0, tq1_0):
+    /// written as `U8 [rows, row_bytes]` plus `goldcrest.tensor.<name>` =
+    /// `"<format> <rows> <cols>"`.
+    pub fn packed(
+        &mut self,
+        name: &str,
+        format: Format,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> Result<&mut Self, FileError> {
+        if !format.is_blocked() {
+            return Err(invalid(format!(
+                "tensor {name:?}: {} is not a block format; use ModelWriter::plain",
+                format.name()
+            )));
+        }
+        let row_bytes = format
+            .row_bytes(cols)
+            .ok_or_else(|| invalid(format!("tensor {name:?}: {cols} columns overflow")))?;
+        self.insert(name, safetensors::Dtype::U8, vec![rows, row_bytes], bytes)?;
+        self.metadata.insert(
+            format!("{TENSOR_KEY_PREFIX}{name}"),
+            format!("{} {rows} {cols}", format.name()),
+        );
+        Ok(self)
+    }
+
+    /// Adds a matrix in any format (plain formats as 2-D tensors, block formats packed).
+    pub fn matrix(&mut self, name: &str, m: &Matrix<'_>) -> Result<&mut Self, FileError> {
+        if m.format().is_blocked() {
+            self.packed(name, m.format(), m.rows(), m.cols(), m.data().to_vec())
+        } else {
+            self.plain(name, m.format(), &[m.rows(), m.cols()], m.data().to_vec())
+        }
+    }
+
+    fn prepared(
+        &self,
+    ) -> (
+        Vec<(String, safetensors::tensor::TensorView<'_>)>,
+        HashMap<String, String>,
+    ) {
+        let views = self
+            .tensors
+            .iter()
+            .filter_map(|(name, p)| {
+                // Lengths were checked in `insert`, so construction cannot fail.
+                safetensors::tensor::TensorView::new(p.dtype, p.shape.clone(), &p.bytes)
+                    .ok()
+                    .map(|v| (name.clone(), v))
+            })
+            .collect();
+        let mut metadata: HashMap<String, String> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        metadata.insert(KEY_FORMAT_VERSION.to_string(), FORMAT_VERSION.to_string());
+        (views, metadata)
+    }
+
+    /// The file as bytes (checked with core's reader and the alignment rule).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FileError> {
+        let (views, metadata) = self.prepared();
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(FileError::Serialize)?;
+        let parsed =
+            parse_hosted(&bytes).map_err(|source| FileError::Format { path: None, source })?;
+        self.verify(&parsed)?;
+        Ok(bytes)
+    }
+
+    /// Writes the file to `path`: to a sibling temporary file first, checked with core's
+    /// reader through a memory map, then renamed over `path` (so existing maps of an old file
+    /// stay valid and a failed write leaves no half-written model behind).
+    ///
+    /// The file is assembled in memory first (the `safetensors` crate's streaming writer
+    /// creates files readable by their owner only); the new file gets the usual permissions
+    /// for the process's umask.
+    pub fn write_file(&self, path: impl AsRef<Path>) -> Result<(), FileError> {
+        let path = path.as_ref();
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".goldcrest-tmp");
+        let tmp: PathBuf = path.with_file_name(tmp_name);
+        let bytes = self.to_bytes()?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| FileError::Io { path: p, source }
+        };
+        let written = (|| {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&bytes).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+            drop(f);
+            let m = ModelFile::open(&tmp)?;
+            self.verify(&m.safetensors()?)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    /// Every tensor present with its declared bytes, and the alignment rule.
+    fn verify(&self, st: &SafeTensors<'_>) -> Result<(), FileError> {
+        if st.len() != self.tensors.len() {
+            return Err(invalid("written file lost tensors"));
+        }
+        check_alignment(st).map_err(invalid)
+    }
+}
+
+/// Checks goldcrest's alignment rule on a parsed file: the data section starts at a multiple
+/// of [`DATA_ALIGN`] and every tensor at a multiple of its dtype's alignment (both relative to
+/// the start of the file).
+pub fn check_alignment(st: &SafeTensors<'_>) -> Result<(), String> {
+    if !st.data_offset().is_multiple_of(DATA_ALIGN) {
+        return Err(format!(
+            "data section starts at byte {}, not a multiple of {DATA_ALIGN}",
+            st.data_offset()
+        ));
+    }
+    for t in st.tensors() {
+        let offset = st.data_offset() as u64 + t.data_offset();
+        let align = t.dtype().alignment() as u64;
+        if !offset.is_multiple_of(align) {
+            return Err(format!(
+                "tensor '{}' ({}) starts at file byte {offset}, not a multiple of {align}",
+                t.name(),
+                t.dtype().name()
+            ));
+        }
+    }
+    Ok(())
+}
