@@ -246,8 +246,13 @@ impl BpeModel {
         rule: MergeRule,
     ) -> Result<BpeModel> {
         let max_id = tokens.iter().map(|t| t.0).max().unwrap_or(0);
-        if max_id == u32::MAX {
-            return Err(format_err("token id 4294967295 is reserved"));
+        // Tables are indexed by id, so ids must be dense-ish; this also bounds what a corrupt
+        // file can make us allocate.
+        if max_id as usize >= 2 * tokens.len() + 1024 {
+            return Err(format_err(format!(
+                "token ids are too sparse: largest id {max_id} for {} tokens",
+                tokens.len()
+            )));
         }
         let n = max_id as usize + 1;
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; n];

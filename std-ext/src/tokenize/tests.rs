@@ -279,6 +279,13 @@ fn corrupt_vocabularies_are_errors_naming_the_problem() {
         .to_string();
     assert!(msg.contains("line 2"), "{msg}");
     assert!(Tokenizer::from_bytes("nope", b"").is_err());
+    // Found by fuzzing: a huge rank made the loader allocate a table that large.
+    let msg = Tokenizer::from_bytes("tiktoken", b"IQ== 4000000000\n")
+        .err()
+        .expect("sparse ids")
+        .to_string();
+    assert!(msg.contains("sparse"), "{msg}");
+    assert!(Tokenizer::from_bytes("world", b"16000000 'a' 1\n").is_err());
 }
 
 proptest! {

@@ -59,6 +59,14 @@ impl WorldTokenizer {
     pub fn new(mut tokens: Vec<(u32, Vec<u8>)>) -> Result<WorldTokenizer> {
         tokens.sort_by_key(|t| t.0);
         let limit = tokens.last().map_or(1, |t| t.0 as usize + 1);
+        // Tables are indexed by id; this also bounds what a corrupt file can make us allocate.
+        if limit > 2 * tokens.len() + 1024 {
+            return Err(format_err(format!(
+                "RWKV token ids are too sparse: largest id {} for {} tokens",
+                limit - 1,
+                tokens.len()
+            )));
+        }
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; limit];
         let mut edges = FxMap::default();
         let mut node_token = vec![0u32];
