@@ -5,8 +5,8 @@
 
 use clap::{Parser, Subcommand};
 
-mod inspect;
 mod detokenize;
+mod inspect;
 mod tokenize;
 mod train_bpe;
 mod vocab_size;
