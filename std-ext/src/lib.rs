@@ -16,4 +16,5 @@ pub use goldcrest_core as core_api;
 pub mod convert;
 pub mod load;
 pub mod sheet;
+pub mod tokenize;
 pub mod write;

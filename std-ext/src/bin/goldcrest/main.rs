@@ -7,9 +7,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod convert;
+mod detokenize;
 mod inspect;
 mod logits;
 mod sheet;
+mod tokenize;
+mod train_bpe;
+mod vocab_size;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +39,14 @@ enum Command {
     /// Spreadsheet encodings for language models (SpreadsheetLLM).
     #[command(subcommand)]
     Sheet(sheet::SheetCommand),
+    /// Encode stdin to token ids (JSON).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Decode a JSON array of ids to text.
+    Detokenize(detokenize::DetokenizeArgs),
+    /// Train a byte-level BPE vocabulary and write tokenizer.json.
+    TrainBpe(train_bpe::TrainBpeArgs),
+    /// Predict the optimal vocabulary size (Tao et al. 2024).
+    VocabSize(vocab_size::VocabSizeArgs),
 }
 
 fn main() {
@@ -45,6 +57,10 @@ fn main() {
         Command::Logits(args) => logits::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sheet(c) => sheet::run(c),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Detokenize(a) => detokenize::run(a),
+        Command::TrainBpe(a) => train_bpe::run(a),
+        Command::VocabSize(a) => vocab_size::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
