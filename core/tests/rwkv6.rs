@@ -43,9 +43,9 @@ impl Owned {
     fn to_f32s(&self) -> Vec<f32> {
         match self.format {
             Format::F32 => bytemuck::cast_slice(self.bytes()).to_vec(),
-            Format::F16 => bytemuck::cast_slice::<u8, f16>(self.bytes())
+            Format::F16 => bytemuck::cast_slice::<u8, u16>(self.bytes())
                 .iter()
-                .map(|v| v.to_f32())
+                .map(|&bits| f16::from_bits(bits).to_f32())
                 .collect(),
             other => panic!("test helper: no float view of {other:?}"),
         }

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Name, Result};
 use crate::quant::{Format, Matrix};
+use half::slice::HalfBitsSliceExt;
 use half::{bf16, f16};
 
 pub mod sample;
@@ -36,11 +37,13 @@ impl<'a> Vector<'a> {
             Format::F32 => bytemuck::try_cast_slice(bytes)
                 .map(Vector::F32)
                 .map_err(|_| misaligned(4)),
-            Format::F16 => bytemuck::try_cast_slice(bytes)
-                .map(Vector::F16)
+            // Through u16 bits: half's own Pod impls would need its `bytemuck` feature, which
+            // pulls bytemuck's derive macros (and syn) into every build of core.
+            Format::F16 => bytemuck::try_cast_slice::<u8, u16>(bytes)
+                .map(|bits| Vector::F16(bits.reinterpret_cast()))
                 .map_err(|_| misaligned(2)),
-            Format::Bf16 => bytemuck::try_cast_slice(bytes)
-                .map(Vector::Bf16)
+            Format::Bf16 => bytemuck::try_cast_slice::<u8, u16>(bytes)
+                .map(|bits| Vector::Bf16(bits.reinterpret_cast()))
                 .map_err(|_| misaligned(2)),
             _ => Err(Error::UnsupportedFormat {
                 tensor: Name::new(name),
@@ -244,6 +247,7 @@ pub fn vecmat(x: &[f32], w: &Matrix, y: &mut [f32]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::slice::HalfFloatSliceExt;
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
         (a - b).abs() <= tol
@@ -298,7 +302,8 @@ mod tests {
     #[test]
     fn vector_reads_half_precision() {
         let h = [f16::from_f32(0.5), f16::from_f32(-2.0)];
-        let v = Vector::from_bytes("v", Format::F16, bytemuck::cast_slice(&h)).unwrap();
+        let bits: &[u16] = h.reinterpret_cast();
+        let v = Vector::from_bytes("v", Format::F16, bytemuck::cast_slice(bits)).unwrap();
         assert_eq!((v.len(), v.get(0), v.get(1)), (2, 0.5, -2.0));
         assert!(Vector::from_bytes("v", Format::Q8_0, &[0u8; 34]).is_err());
     }

@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
@@ -67,3 +68,19 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// Rust starts programs with SIGPIPE ignored, so `println!` panics when stdout is a closed pipe
+/// (`goldcrest inspect m.safetensors | head`). Restoring the default disposition makes the tool
+/// end quietly when its reader goes away, as Unix filters do.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn restore_default_sigpipe() {
+    // SAFETY: runs first in `main`, before any other thread exists; `SIG_DFL` is a valid
+    // disposition for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_default_sigpipe() {}
