@@ -39,8 +39,18 @@ pub use stream::StreamDecoder;
 pub use world::WorldTokenizer;
 
 use bpe::FxMap;
+use goldcrest_core::format::SafeTensors;
 use std::borrow::Cow;
 use std::path::Path;
+
+/// Metadata key naming the kind of the tokenizer a model file embeds.
+pub const TOKENIZER_KIND_KEY: &str = "goldcrest.tokenizer";
+/// Name of the `U8` tensor holding an embedded tokenizer's file bytes.
+pub const TOKENIZER_TENSOR: &str = "tokenizer";
+/// The RWKV World vocabulary (`rwkv` 0.8.32, Apache-2.0; see `vocab/SOURCES.md`), so that
+/// `--tokenizer world` needs no file.
+pub const BUNDLED_WORLD_VOCAB: &[u8] =
+    include_bytes!("../../../vocab/rwkv/rwkv_vocab_v20230424.txt");
 
 /// A token matched as a literal string before normalisation and pre-tokenisation (HF "added
 /// tokens": control tokens like `<|im_end|>` and user-defined ones).
@@ -332,6 +342,62 @@ impl Tokenizer {
             )?));
         }
         Tokenizer::from_bytes(Tokenizer::kind_of_path(path)?, &read(path)?)
+    }
+
+    /// What `convert --tokenizer SPEC` embeds in a model file: the kind name (for the
+    /// `goldcrest.tokenizer` key) and the vocabulary file's bytes. `SPEC` is `world` (the RWKV
+    /// World vocabulary bundled with goldcrest), a vocabulary file, or a directory holding a
+    /// `tokenizer.json`. `kind` overrides the kind [`Tokenizer::kind_of_path`] infers. The
+    /// bytes are parsed here, so a broken vocabulary fails the conversion, not a later run.
+    pub fn embeddable(spec: &str, kind: Option<&str>) -> Result<(String, Vec<u8>)> {
+        let (kind, bytes) = if spec == "world" && kind.is_none_or(|k| k == "world") {
+            ("world".to_string(), BUNDLED_WORLD_VOCAB.to_vec())
+        } else {
+            let mut path = Path::new(spec).to_path_buf();
+            if path.is_dir() {
+                path = path.join("tokenizer.json");
+                if !path.is_file() {
+                    return Err(TokenizerError::Unsupported(format!(
+                        "{spec} has no tokenizer.json; a model file embeds one vocabulary file \
+                         (tokenizer.json, *.tiktoken, rwkv_vocab_*.txt or *.gguf)"
+                    )));
+                }
+            }
+            let kind = match kind {
+                Some(k) => k.to_string(),
+                None => Tokenizer::kind_of_path(&path)?.to_string(),
+            };
+            let bytes = std::fs::read(&path).map_err(|e| {
+                TokenizerError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            })?;
+            (kind, bytes)
+        };
+        Tokenizer::from_bytes(&kind, &bytes)?;
+        Ok((kind, bytes))
+    }
+
+    /// The tokenizer a goldcrest file carries (tensor `tokenizer`, kind in the
+    /// `goldcrest.tokenizer` key), or `None` when it carries none.
+    pub fn from_model(file: &SafeTensors<'_>) -> Result<Option<Tokenizer>> {
+        let meta = file.metadata();
+        let Some(kind) = meta.get(TOKENIZER_KIND_KEY) else {
+            return Ok(None);
+        };
+        let kind = kind
+            .as_str()
+            .ok_or_else(|| TokenizerError::Format(format!("{TOKENIZER_KIND_KEY} holds escapes")))?;
+        let bytes = file
+            .tensor(TOKENIZER_TENSOR)
+            .and_then(|t| t.u8s())
+            .map_err(|e| {
+                TokenizerError::Format(format!(
+                    "{TOKENIZER_KIND_KEY} is {kind:?} but the `{TOKENIZER_TENSOR}` tensor is unusable: {e}"
+                ))
+            })?;
+        Tokenizer::from_bytes(kind, bytes).map(Some)
     }
 
     /// One past the largest token id (the embedding needs at least this many rows).

@@ -7,6 +7,7 @@ use goldcrest_core::models::rwkv6::{Config, Rwkv6};
 use goldcrest_core::quant::Format;
 use goldcrest_std::convert::rwkv6::{self, Options};
 use goldcrest_std::load::ModelFile;
+use goldcrest_std::tokenize::Tokenizer;
 
 /// Arguments of `goldcrest convert`.
 #[derive(clap::Args)]
@@ -40,11 +41,13 @@ struct Rwkv6Args {
     /// Face checkpoints need nothing).
     #[arg(long, value_name = "N")]
     rescale_every: Option<usize>,
-    /// Tokenizer file to embed.
-    #[arg(long, value_name = "PATH", requires = "tokenizer_kind")]
-    tokenizer: Option<PathBuf>,
-    /// Kind of the embedded tokenizer (`goldcrest.tokenizer`), e.g. `world` or `hf-json`.
-    #[arg(long, value_name = "KIND")]
+    /// Tokenizer to embed: `world` (the bundled RWKV World vocabulary), a vocabulary file
+    /// (tokenizer.json, *.tiktoken, rwkv_vocab_*.txt, *.gguf) or a directory with tokenizer.json.
+    #[arg(long, value_name = "PATH|world")]
+    tokenizer: Option<String>,
+    /// Kind of the embedded tokenizer (`goldcrest.tokenizer`) when it cannot be told from the
+    /// file name: `hf-json`, `tiktoken`, `world` or `gguf`.
+    #[arg(long, value_name = "KIND", requires = "tokenizer")]
     tokenizer_kind: Option<String>,
 }
 
@@ -71,12 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn rwkv6_command(a: Rwkv6Args) -> anyhow::Result<()> {
     let input =
         std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let tokenizer = match (&a.tokenizer, a.tokenizer_kind) {
-        (Some(path), Some(kind)) => Some((
-            kind,
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        )),
-        _ => None,
+    let tokenizer = match &a.tokenizer {
+        Some(spec) => Some(
+            Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
+                .with_context(|| format!("tokenizer {spec}"))?,
+        ),
+        None => None,
     };
     let options = Options {
         weights: format_arg(&a.weights)?,
