@@ -23,6 +23,7 @@
 //! 4. `kernels`: matrix-vector and matrix-matrix products per format; portable scalar reference
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
+//! 6. [`models`]: architectures (the LLaMA/Qwen2 decoder).
 //!
 //! `unsafe` is denied everywhere except the SIMD kernel modules, where each block carries a
 //! `// SAFETY:` comment.
@@ -37,6 +38,7 @@ pub mod arena;
 pub mod error;
 pub mod format;
 pub mod kernels;
+pub mod models;
 pub mod quant;
 
 pub use error::{Error, Result};
