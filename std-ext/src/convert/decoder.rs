@@ -19,7 +19,7 @@ use goldcrest_alloc::quantize::{import_ternary, quantize};
 use goldcrest_core::models::decoder::Arch;
 use goldcrest_core::quant::Format;
 
-use super::{HfCheckpoint, invalid, to_f32};
+use super::hf::{HfCheckpoint, invalid, to_f32};
 use crate::load::FileError;
 use crate::write::ModelWriter;
 
