@@ -32,7 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut arena = Arena::new_unaligned(&mut ram);
     let mut cache = KvCache::carve(&config, context, KvFormat::F16, &mut arena)?;
     let mut scratch = Scratch::carve(&config, context, chunk, &mut arena)?;
-    eprintln!("weights {} B in place, RAM {} B", plan.weight_bytes, plan.ram_bytes());
+    eprintln!(
+        "weights {} B in place, RAM {} B",
+        plan.weight_bytes,
+        plan.ram_bytes()
+    );
 
     let mut logits = vec![0.0f32; config.vocab];
     decoder.forward(&mut cache, &mut scratch, &prompt, &mut logits)?;
@@ -40,7 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let next = logits
             .iter()
             .enumerate()
-            .fold(0, |best, (i, &v)| if v > logits[best] { i } else { best }) as u32;
+            .fold(0, |best, (i, &v)| if v > logits[best] { i } else { best })
+            as u32;
         print!("{next} ");
         match decoder.forward(&mut cache, &mut scratch, &[next], &mut logits) {
             Err(goldcrest::core::Error::ContextFull { capacity }) => {

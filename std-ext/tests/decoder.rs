@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use goldcrest_core::arena::Arena;
 use goldcrest_core::format::SafeTensors;
-use goldcrest_core::kernels::Kernels;
+use goldcrest_core::kernels::{ActScale, Kernels};
 use goldcrest_core::models::decoder::{Arch, Decoder, KvCache, KvFormat, Scratch, Weights};
 use goldcrest_core::quant::Format;
 use goldcrest_std::convert::decoder::{Options, convert};
@@ -97,10 +97,24 @@ fn run_forced(
     chunk: usize,
     forced: Option<&[u32]>,
 ) -> Run {
+    run_with(words, kv, steps, chunk, forced, None)
+}
+
+fn run_with(
+    words: &[u64],
+    kv: KvFormat,
+    steps: usize,
+    chunk: usize,
+    forced: Option<&[u32]>,
+    int8_acts: Option<ActScale>,
+) -> Run {
     let st = SafeTensors::parse(file_bytes(words)).unwrap();
     let mut layers = vec![None; 8];
     let weights = Weights::load(&st, &mut layers).unwrap();
-    let decoder = Decoder::new(weights, Kernels::for_target());
+    let mut decoder = Decoder::new(weights, Kernels::for_target());
+    if let Some(mode) = int8_acts {
+        decoder = decoder.with_int8_activations(mode);
+    }
     let cfg = *decoder.config();
     let context = 64.min(cfg.max_positions);
     let plan = decoder.memory_plan(context, kv, chunk).unwrap();
@@ -625,6 +639,40 @@ mod lying_metadata {
                 let r = decoder.forward(&mut cache, &mut s, &tokens[..n], &mut logits);
                 prop_assert!(r.is_ok() || cfg.vocab <= 3);
             }
+        }
+    }
+}
+
+/// Ternary weights with int8 activations (the integer kernels): error against the float
+/// ternary model, printed with --nocapture, bounded at 10% of the largest logit (these
+/// random fixtures amplify any perturbation; see the KV and q8 tests for the same effect).
+#[test]
+fn trilm_int8_activations_accuracy() {
+    let g = golden("trilm");
+    let scale = g.logits_steps.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for format in [Format::Tq2_0, Format::Tq1_0] {
+        let words = converted("trilm", Arch::Llama, format);
+        for mode in [ActScale::PerBlock, ActScale::PerToken] {
+            let r = run_with(&words, KvFormat::F32, 16, 3, Some(&g.generated), Some(mode));
+            let mut err = max_abs_diff(&r.prompt_logits, &g.logits_prompt);
+            for (i, step) in r.step_logits.iter().enumerate() {
+                err = err.max(max_abs_diff(
+                    step,
+                    &g.logits_steps[i * g.vocab..(i + 1) * g.vocab],
+                ));
+            }
+            let free = run_with(&words, KvFormat::F32, 16, 3, None, Some(mode));
+            let agree = free
+                .generated
+                .iter()
+                .zip(&g.generated)
+                .take_while(|(a, b)| a == b)
+                .count();
+            println!(
+                "trilm {} int8 acts {mode:?}: max |logit error| {err:.2e} of max |logit| {scale:.1} (teacher-forced), greedy agreement {agree}/16",
+                format.name()
+            );
+            assert!(err <= 0.1 * scale, "{} {mode:?}: {err}", format.name());
         }
     }
 }

@@ -31,7 +31,7 @@ use half::{bf16, f16};
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::{SafeTensors, TensorView};
-use crate::kernels::Kernels;
+use crate::kernels::{ActScale, Int8Acts, Kernels};
 use crate::quant::{Format, Matrix, dequantize_row};
 
 /// Largest dimension accepted from metadata; keeps every product of two dimensions in range.
@@ -657,9 +657,11 @@ pub struct Scratch<'s> {
     up: &'s mut [f32],
     scores: &'s mut [f32],
     rope: &'s mut [f32],
+    /// Int8 copies of a linear layer's input (with [`Decoder::with_int8_activations`]).
+    acts: &'s mut [u8],
 }
 
-type ScratchParts<C> = [<C as Carve>::Out<f32>; 10];
+type ScratchParts<C> = ([<C as Carve>::Out<f32>; 10], <C as Carve>::Out<u8>);
 
 fn carve_scratch<C: Carve>(
     c: &mut C,
@@ -668,7 +670,10 @@ fn carve_scratch<C: Carve>(
     max_tokens: usize,
 ) -> Result<ScratchParts<C>> {
     let t = |w: usize| max_tokens.checked_mul(w).ok_or(Error::OutOfRange);
-    Ok([
+    let widest = cfg.hidden.max(cfg.q_width()).max(cfg.intermediate);
+    let acts =
+        Int8Acts::scratch_bytes(max_tokens, widest, ActScale::PerBlock).ok_or(Error::OutOfRange)?;
+    let floats = [
         c.take(t(cfg.hidden)?)?,
         c.take(t(cfg.hidden)?)?,
         c.take(t(cfg.q_width())?)?,
@@ -679,7 +684,8 @@ fn carve_scratch<C: Carve>(
         c.take(t(cfg.intermediate)?)?,
         c.take(context)?,
         c.take(cfg.head_dim)?,
-    ])
+    ];
+    Ok((floats, c.take(acts)?))
 }
 
 impl<'s> Scratch<'s> {
@@ -693,7 +699,7 @@ impl<'s> Scratch<'s> {
         if max_tokens == 0 {
             return Err(Error::OutOfRange);
         }
-        let [x, h, q, k, v, attn, gate, up, scores, rope] =
+        let ([x, h, q, k, v, attn, gate, up, scores, rope], acts) =
             carve_scratch(arena, config, context, max_tokens)?;
         Ok(Scratch {
             max_tokens,
@@ -707,6 +713,7 @@ impl<'s> Scratch<'s> {
             up,
             scores,
             rope,
+            acts,
         })
     }
 
@@ -757,12 +764,25 @@ fn rope(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
 pub struct Decoder<'w, 'a> {
     weights: Weights<'w, 'a>,
     kernels: Kernels,
+    int8_acts: Option<ActScale>,
 }
 
 impl<'w, 'a> Decoder<'w, 'a> {
     /// A decoder over loaded weights.
     pub fn new(weights: Weights<'w, 'a>, kernels: Kernels) -> Self {
-        Decoder { weights, kernels }
+        Decoder {
+            weights,
+            kernels,
+            int8_acts: None,
+        }
+    }
+
+    /// Quantizes the input of every ternary (`tq2_0`, `tq1_0`) or `i8` linear layer to int8
+    /// and uses the integer kernels (what llama.cpp does for TQ2_0/TQ1_0). Faster, and no
+    /// longer bit-comparable with the float model; other formats keep f32 activations.
+    pub fn with_int8_activations(mut self, scale: ActScale) -> Self {
+        self.int8_acts = Some(scale);
+        self
     }
 
     /// The configuration.
@@ -909,8 +929,13 @@ impl<'w, 'a> Decoder<'w, 'a> {
         x: &[f32],
         n: usize,
         y: &mut [f32],
+        acts: &mut [u8],
     ) -> Result<()> {
-        if n == 1 {
+        let integer = matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8);
+        if let Some(mode) = self.int8_acts.filter(|_| integer) {
+            let a = self.kernels.quantize_acts(x, n, w.cols(), mode, acts)?;
+            self.kernels.gemm_i8(w, &a, y)?;
+        } else if n == 1 {
             self.kernels.gemv(w, x, y)?;
         } else {
             self.kernels.gemm(w, x, n, y)?;
@@ -941,9 +966,9 @@ impl<'w, 'a> Decoder<'w, 'a> {
             );
         }
         let (q, k, v) = (&mut s.q[..n * qw], &mut s.k[..n * kvw], &mut s.v[..n * kvw]);
-        self.linear(&layer.q, layer.q_bias.as_ref(), hn, n, q)?;
-        self.linear(&layer.k, layer.k_bias.as_ref(), hn, n, k)?;
-        self.linear(&layer.v, layer.v_bias.as_ref(), hn, n, v)?;
+        self.linear(&layer.q, layer.q_bias.as_ref(), hn, n, q, s.acts)?;
+        self.linear(&layer.k, layer.k_bias.as_ref(), hn, n, k, s.acts)?;
+        self.linear(&layer.v, layer.v_bias.as_ref(), hn, n, v, s.acts)?;
         let start = cache.len;
         for t in 0..n {
             let pos = start + t;
@@ -985,7 +1010,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 }
             }
         }
-        self.linear(&layer.o, layer.o_bias.as_ref(), out, n, hn)?;
+        self.linear(&layer.o, layer.o_bias.as_ref(), out, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
             *xv += o;
         }
@@ -1006,12 +1031,12 @@ impl<'w, 'a> Decoder<'w, 'a> {
             );
         }
         let (gate, up) = (&mut s.gate[..n * ff], &mut s.up[..n * ff]);
-        self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate)?;
-        self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up)?;
+        self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate, s.acts)?;
+        self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up, s.acts)?;
         for (g, &u) in gate.iter_mut().zip(up.iter()) {
             *g = silu(*g) * u;
         }
-        self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn)?;
+        self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
             *xv += o;
         }
@@ -1030,7 +1055,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 &mut s.h[t * h..(t + 1) * h],
             );
         }
-        self.linear(&self.weights.head, None, &s.h[..n * h], n, logits)
+        self.linear(&self.weights.head, None, &s.h[..n * h], n, logits, s.acts)
     }
 
     /// Final norm and head for the chunk's last token only (generation needs no more).
