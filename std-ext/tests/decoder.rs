@@ -97,7 +97,7 @@ fn run_forced(
     chunk: usize,
     forced: Option<&[u32]>,
 ) -> Run {
-    run_with(words, kv, steps, chunk, forced, None)
+    run_with(words, kv, steps, chunk, forced, None, 64)
 }
 
 fn run_with(
@@ -107,6 +107,7 @@ fn run_with(
     chunk: usize,
     forced: Option<&[u32]>,
     int8_acts: Option<ActScale>,
+    context: usize,
 ) -> Run {
     let st = SafeTensors::parse(file_bytes(words)).unwrap();
     let mut layers = vec![None; 8];
@@ -116,7 +117,7 @@ fn run_with(
         decoder = decoder.with_int8_activations(mode);
     }
     let cfg = *decoder.config();
-    let context = 64.min(cfg.max_positions);
+    let context = context.min(cfg.max_positions);
     let plan = decoder.memory_plan(context, kv, chunk).unwrap();
     let mut state = vec![0u8; plan.state_bytes + 64];
     let mut scratch = vec![0u8; plan.scratch_bytes + 64];
@@ -546,9 +547,9 @@ fn bad_configs_and_tensors_are_refused_with_the_reason() {
             "rope_theta",
         ),
         (
-            "\"use_sliding_window\": false",
-            "\"use_sliding_window\": true",
-            "sliding",
+            "\"full_attention\",\n    \"full_attention\"",
+            "\"sliding_attention\",\n    \"full_attention\"",
+            "layer_types",
         ),
         (
             "\"num_key_value_heads\": 2",
@@ -557,9 +558,9 @@ fn bad_configs_and_tensors_are_refused_with_the_reason() {
         ),
         ("\"hidden_size\": 64", "\"hidden_size\": 0", "hidden_size"),
         (
-            "\"num_hidden_layers\": 2",
-            "\"num_hidden_layers\": 1",
-            "unexpected tensor 'model.layers.1",
+            "\"tie_word_embeddings\": true",
+            "\"tie_word_embeddings\": false",
+            "missing tensor 'lm_head.weight'",
         ),
     ];
     for (from, to, reason) in cases {
@@ -574,7 +575,9 @@ fn bad_configs_and_tensors_are_refused_with_the_reason() {
             cfg.replace(from, to)
         };
         std::fs::write(dir.path().join("config.json"), cfg).unwrap();
-        let err = convert_dir(dir.path(), Arch::Qwen2).unwrap_err();
+        let Err(err) = convert_dir(dir.path(), Arch::Qwen2) else {
+            panic!("{to}: accepted");
+        };
         assert!(err.contains(reason), "{to}: {err}");
     }
 }
@@ -653,7 +656,15 @@ fn trilm_int8_activations_accuracy() {
     for format in [Format::Tq2_0, Format::Tq1_0] {
         let words = converted("trilm", Arch::Llama, format);
         for mode in [ActScale::PerBlock, ActScale::PerToken] {
-            let r = run_with(&words, KvFormat::F32, 16, 3, Some(&g.generated), Some(mode));
+            let r = run_with(
+                &words,
+                KvFormat::F32,
+                16,
+                3,
+                Some(&g.generated),
+                Some(mode),
+                64,
+            );
             let mut err = max_abs_diff(&r.prompt_logits, &g.logits_prompt);
             for (i, step) in r.step_logits.iter().enumerate() {
                 err = err.max(max_abs_diff(
@@ -661,7 +672,7 @@ fn trilm_int8_activations_accuracy() {
                     &g.logits_steps[i * g.vocab..(i + 1) * g.vocab],
                 ));
             }
-            let free = run_with(&words, KvFormat::F32, 16, 3, None, Some(mode));
+            let free = run_with(&words, KvFormat::F32, 16, 3, None, Some(mode), 64);
             let agree = free
                 .generated
                 .iter()
@@ -675,4 +686,62 @@ fn trilm_int8_activations_accuracy() {
             assert!(err <= 0.1 * scale, "{} {mode:?}: {err}", format.name());
         }
     }
+}
+
+#[test]
+fn qwen2_sliding_window_matches_transformers() {
+    check_exact("qwen2_swa", Arch::Qwen2, Format::F32, 1e-4);
+    check_exact("qwen2_swa_mixed", Arch::Qwen2, Format::F32, 1e-4);
+}
+
+/// With a window in every layer the cache is a ring of `window - 1 + max_tokens` positions:
+/// 24 positions run through 4 or 6 slots with the same logits as transformers.
+#[test]
+fn sliding_window_ring_cache_never_fills() {
+    let g = golden("qwen2_swa");
+    let words = converted("qwen2_swa", Arch::Qwen2, Format::F32);
+    for chunk in [1, 3] {
+        let context = 4 - 1 + chunk;
+        let r = run_with(&words, KvFormat::F32, 16, chunk, None, None, context);
+        let err = max_abs_diff(&r.prompt_logits, &g.logits_prompt);
+        assert!(err <= 1e-4, "chunk {chunk}: {err}");
+        assert_eq!(r.generated, g.generated, "chunk {chunk}");
+        for (i, step) in r.step_logits.iter().enumerate() {
+            let err = max_abs_diff(step, &g.logits_steps[i * g.vocab..(i + 1) * g.vocab]);
+            assert!(err <= 1e-4, "chunk {chunk} step {i}: {err}");
+        }
+    }
+    // A mixed model (layer 0 attends to everything) still stops when its cache is full.
+    let words = converted("qwen2_swa_mixed", Arch::Qwen2, Format::F32);
+    let st = SafeTensors::parse(file_bytes(&words)).unwrap();
+    let mut layers = vec![None; 2];
+    let decoder = Decoder::new(Weights::load(&st, &mut layers).unwrap(), Kernels::scalar());
+    let cfg = *decoder.config();
+    let plan = decoder.memory_plan(6, KvFormat::F32, 3).unwrap();
+    let mut mem = vec![0u8; plan.bytes_unaligned()];
+    let mut arena = Arena::new_unaligned(&mut mem);
+    let mut cache = KvCache::carve(&cfg, 6, KvFormat::F32, &mut arena).unwrap();
+    let mut s = Scratch::carve(&cfg, 6, 3, &mut arena).unwrap();
+    let mut logits = vec![0.0; cfg.vocab];
+    decoder
+        .forward(&mut cache, &mut s, &[1, 2, 3, 4, 5, 6], &mut logits)
+        .unwrap();
+    assert!(matches!(
+        decoder.forward(&mut cache, &mut s, &[7], &mut logits),
+        Err(goldcrest_core::Error::ContextFull { capacity: 6 })
+    ));
+}
+
+#[test]
+fn unknown_tensor_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture("llama", dir.path());
+    let cfg = std::fs::read_to_string(fixture("llama").join("config.json")).unwrap();
+    let cfg = cfg.replace("\"mlp_bias\": true", "\"mlp_bias\": false");
+    std::fs::write(dir.path().join("config.json"), cfg).unwrap();
+    let Err(err) = convert_dir(dir.path(), Arch::Llama) else {
+        panic!("accepted");
+    };
+    assert!(err.contains("unexpected tensor 'model.layers."), "{err}");
+    assert!(err.contains("mlp."), "{err}");
 }

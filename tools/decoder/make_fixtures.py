@@ -16,6 +16,8 @@ Models:
 - llama: LlamaForCausalLM with GQA (4 q heads, 2 kv heads), an explicit head_dim that is not
   hidden/heads, attention_bias (q, k, v and o) and mlp_bias, untied embeddings.
 - qwen2: Qwen2ForCausalLM with GQA, q/k/v biases, tied embeddings, theta 1e6, eps 1e-6.
+- qwen2_swa: qwen2 with sliding-window attention (window 4) in every layer;
+  qwen2_swa_mixed: window 4 from layer 1 on (max_window_layers = 1), layer 0 full.
 - trilm: LlamaForCausalLM shaped like SpectraSuite TriLM (MHA, no biases, untied, theta 1e4,
   eps 1e-5) whose every linear layer in model.layers is exactly scale x {-1, 0, 1} with an
   f16-exact scale, saved in float16 like the "Unpacked" TriLM checkpoints. All its parameters
@@ -124,6 +126,20 @@ def main():
         tie_word_embeddings=True, use_sliding_window=False, bos_token_id=1, eos_token_id=2))
     randomise_biases_and_norms(qwen2)
     write(qwen2, os.path.join(out, "qwen2"))
+
+    for name, first_sliding in (("qwen2_swa", 0), ("qwen2_swa_mixed", 1)):
+        torch.manual_seed(3 + first_sliding)
+        swa = Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            rms_norm_eps=1e-6, initializer_range=0.25,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            tie_word_embeddings=True, use_sliding_window=True, sliding_window=4,
+            max_window_layers=first_sliding, bos_token_id=1, eos_token_id=2))
+        assert swa.config.layer_types == ["full_attention"] * first_sliding + [
+            "sliding_attention"] * (2 - first_sliding), swa.config.layer_types
+        randomise_biases_and_norms(swa)
+        write(swa, os.path.join(out, name))
 
     torch.manual_seed(2)
     trilm = LlamaForCausalLM(LlamaConfig(

@@ -70,6 +70,11 @@ pub struct Config {
     pub tied: bool,
     /// Positions the model was trained for; the largest usable context.
     pub max_positions: usize,
+    /// Sliding-window attention: a query attends to itself and the `window - 1` positions
+    /// before it, in layers `first_sliding_layer..`; 0 means full causal attention everywhere.
+    pub sliding_window: usize,
+    /// First layer with sliding-window attention (layers before it attend to everything).
+    pub first_sliding_layer: usize,
 }
 
 /// Which checkpoint family a file came from.
@@ -113,6 +118,24 @@ fn hyper_usize(st: &SafeTensors<'_>, arch: Arch, name: &str) -> Result<usize> {
             key: key(arch, name),
         })?;
     if v == 0 || v > MAX_DIM {
+        return Err(Error::BadMetadata {
+            key: key(arch, name),
+        });
+    }
+    Ok(v)
+}
+
+/// An optional hyperparameter: absent is 0.
+fn optional_usize(st: &SafeTensors<'_>, arch: Arch, name: &str) -> Result<usize> {
+    if st.metadata().hyperparameter(arch.name(), name).is_none() {
+        return Ok(0);
+    }
+    let v: usize = hyper(st, arch, name)?
+        .parse()
+        .map_err(|_| Error::BadMetadata {
+            key: key(arch, name),
+        })?;
+    if v > MAX_DIM {
         return Err(Error::BadMetadata {
             key: key(arch, name),
         });
@@ -181,6 +204,8 @@ impl Config {
             mlp_bias: hyper_bool(st, arch, "mlp_bias")?,
             tied: hyper_bool(st, arch, "tie_word_embeddings")?,
             max_positions: hyper_usize(st, arch, "context_length")?,
+            sliding_window: optional_usize(st, arch, "sliding_window")?,
+            first_sliding_layer: optional_usize(st, arch, "first_sliding_layer")?,
         };
         if !cfg.n_head.is_multiple_of(cfg.n_kv_head) {
             return Err(Error::BadMetadata {
@@ -193,6 +218,17 @@ impl Config {
             });
         }
         Ok(cfg)
+    }
+
+    /// The attention window of layer `l` (positions a query sees, itself included), `None`
+    /// for full causal attention.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        (self.sliding_window > 0 && l >= self.first_sliding_layer).then_some(self.sliding_window)
+    }
+
+    /// Whether every layer has a sliding window, so the cache can be a ring that never fills.
+    pub fn slides_everywhere(&self) -> bool {
+        self.sliding_window > 0 && self.first_sliding_layer == 0
     }
 
     /// Width of all query heads together.
@@ -535,7 +571,8 @@ impl<'s> KvCache<'s> {
         })
     }
 
-    /// Positions filled so far.
+    /// Positions processed so far (the next token's position; with a sliding window in every
+    /// layer it can exceed [`KvCache::context`], the cache then being a ring).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -560,14 +597,25 @@ impl<'s> KvCache<'s> {
         self.len = 0;
     }
 
-    /// Drops positions after `len` (rewind, e.g. to reuse a shared prompt prefix).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Drops positions after `len` (rewind, e.g. to reuse a shared prompt prefix). Fails with
+    /// [`Error::OutOfRange`] (nothing changed) when a ring cache has already overwritten
+    /// positions the shorter sequence would still attend to.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        let needed_from = len.saturating_sub(self.config.sliding_window.saturating_sub(1));
+        if self.len > self.context && needed_from + self.context < self.len {
+            return Err(Error::OutOfRange);
+        }
+        self.len = len;
+        Ok(())
     }
 
-    /// Index of the row (`head_dim` values) for `(layer, K=0/V=1, kv_head, position)`.
+    /// Index of the row (`head_dim` values) for `(layer, K=0/V=1, kv_head, position)`;
+    /// positions map onto the `context` slots modulo `context` (a ring when sliding).
     fn row(&self, layer: usize, kv: usize, head: usize, pos: usize) -> usize {
-        ((layer * 2 + kv) * self.config.n_kv_head + head) * self.context + pos
+        ((layer * 2 + kv) * self.config.n_kv_head + head) * self.context + pos % self.context
     }
 
     fn store(&mut self, row: usize, x: &[f32]) {
@@ -834,7 +882,9 @@ impl<'w, 'a> Decoder<'w, 'a> {
     /// Runs `tokens` at the next positions of `cache` and writes logits: `logits.len()` must be
     /// `vocab` (the last token's) or `tokens.len() · vocab` (every token's, token-major).
     ///
-    /// Fails with [`Error::ContextFull`] (cache unchanged) if the tokens do not fit, and with
+    /// When every layer has a sliding window and the cache holds at least `window - 1 +
+    /// max_tokens` positions, the cache is a ring and never fills. Otherwise
+    /// fails with [`Error::ContextFull`] (cache unchanged) if the tokens do not fit, and with
     /// [`Error::OutOfRange`] for a token id outside the vocabulary.
     pub fn forward(
         &self,
@@ -869,7 +919,9 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 found: logits.len() as u64,
             });
         }
-        if cache.len + tokens.len() > cache.context {
+        let ring =
+            cfg.slides_everywhere() && cache.context >= cfg.sliding_window - 1 + scratch.max_tokens;
+        if !ring && cache.len + tokens.len() > cache.context {
             return Err(Error::ContextFull {
                 capacity: cache.context as u64,
             });
@@ -990,13 +1042,15 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let out = &mut s.attn[..n * qw];
         out.fill(0.0);
         for t in 0..n {
-            let seen = start + t + 1;
+            // Causal, and within the window: positions first..=pos.
+            let pos = start + t;
+            let first = cfg.window(l).map_or(0, |w| (pos + 1).saturating_sub(w));
             for head in 0..cfg.n_head {
                 let g = head / group;
                 let qh = &q[t * qw + head * hd..t * qw + (head + 1) * hd];
-                let scores = &mut s.scores[..seen];
+                let scores = &mut s.scores[..pos + 1 - first];
                 for (j, sc) in scores.iter_mut().enumerate() {
-                    *sc = cache.dot(cache.row(l, 0, g, j), qh) * scale;
+                    *sc = cache.dot(cache.row(l, 0, g, first + j), qh) * scale;
                 }
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0.0;
@@ -1006,7 +1060,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 }
                 let oh = &mut out[t * qw + head * hd..t * qw + (head + 1) * hd];
                 for (j, &w) in scores.iter().enumerate() {
-                    cache.add_scaled(cache.row(l, 1, g, j), w / sum, oh);
+                    cache.add_scaled(cache.row(l, 1, g, first + j), w / sum, oh);
                 }
             }
         }

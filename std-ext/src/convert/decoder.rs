@@ -65,6 +65,64 @@ pub struct HfConfig {
     pub tied: bool,
     /// `max_position_embeddings`.
     pub max_positions: usize,
+    /// Attention window of the sliding layers (0: none).
+    pub sliding_window: usize,
+    /// First sliding layer (Qwen2 `max_window_layers`; layers before it attend to everything).
+    pub first_sliding_layer: usize,
+}
+
+/// Sliding-window attention as transformers 5 decides it: `layer_types` when present
+/// (full layers first, then sliding ones), else Qwen2's `use_sliding_window` with
+/// `max_window_layers`. Returns `(window, first sliding layer)`, `(0, 0)` for none.
+fn sliding(
+    cfg: &serde_json::Value,
+    arch: Arch,
+    n_layer: usize,
+) -> Result<(usize, usize), FileError> {
+    let use_sliding = bool_field(cfg, "use_sliding_window", false)?;
+    let types: Option<Vec<&str>> = field(cfg, "layer_types")
+        .map(|v| {
+            v.as_array()
+                .and_then(|a| a.iter().map(|t| t.as_str()).collect::<Option<Vec<_>>>())
+                .filter(|t| t.len() == n_layer)
+                .ok_or_else(|| invalid("config.json: 'layer_types' is not one string per layer"))
+        })
+        .transpose()?;
+    let first = match &types {
+        Some(types) => {
+            let first = types
+                .iter()
+                .position(|&t| t == "sliding_attention")
+                .unwrap_or(n_layer);
+            let valid = types.iter().enumerate().all(|(i, &t)| {
+                t == if i < first {
+                    "full_attention"
+                } else {
+                    "sliding_attention"
+                }
+            });
+            if !valid {
+                return Err(invalid(format!(
+                    "config.json: layer_types {types:?} (only full layers followed by sliding ones are supported)"
+                )));
+            }
+            first
+        }
+        None if use_sliding && arch == Arch::Qwen2 => field(cfg, "max_window_layers")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as usize,
+        None => n_layer,
+    };
+    if first >= n_layer {
+        return Ok((0, 0));
+    }
+    if arch == Arch::Llama {
+        return Err(invalid(
+            "config.json: LLaMA has no sliding-window attention",
+        ));
+    }
+    let window = usize_field(cfg, "sliding_window")?;
+    Ok((window, first))
 }
 
 fn field<'j>(cfg: &'j serde_json::Value, key: &str) -> Option<&'j serde_json::Value> {
@@ -128,11 +186,8 @@ impl HfConfig {
             .ok_or_else(|| {
                 invalid("config.json: no 'rope_theta' (nor rope_parameters.rope_theta)")
             })?;
-        if bool_field(&cfg, "use_sliding_window", false)? {
-            return Err(invalid(
-                "config.json: use_sliding_window is true; sliding-window attention is not supported yet",
-            ));
-        }
+        let n_layer = usize_field(&cfg, "num_hidden_layers")?;
+        let (sliding_window, first_sliding_layer) = sliding(&cfg, arch, n_layer)?;
         if let Some(act) = field(&cfg, "hidden_act")
             && act.as_str() != Some("silu")
         {
@@ -166,7 +221,7 @@ impl HfConfig {
             .ok_or_else(|| invalid("config.json: 'rms_norm_eps' missing or invalid"))?;
         Ok(HfConfig {
             arch,
-            n_layer: usize_field(&cfg, "num_hidden_layers")?,
+            n_layer,
             hidden,
             intermediate: usize_field(&cfg, "intermediate_size")?,
             n_head,
@@ -180,6 +235,8 @@ impl HfConfig {
             mlp_bias,
             tied: bool_field(&cfg, "tie_word_embeddings", !has_lm_head)?,
             max_positions: usize_field(&cfg, "max_position_embeddings")?,
+            sliding_window,
+            first_sliding_layer,
         })
     }
 
@@ -275,6 +332,10 @@ pub fn convert(
         .hyperparameter("mlp_bias", cfg.mlp_bias)?
         .hyperparameter("tie_word_embeddings", cfg.tied)?
         .hyperparameter("context_length", cfg.max_positions)?;
+    if cfg.sliding_window > 0 {
+        w.hyperparameter("sliding_window", cfg.sliding_window)?
+            .hyperparameter("first_sliding_layer", cfg.first_sliding_layer)?;
+    }
     let total = expected.len();
     for (done, (name, shape, role)) in expected.iter().enumerate() {
         ckpt.with_tensor(name, |view| {
