@@ -33,7 +33,10 @@ impl Rng {
         self.0
     }
     fn normal_ish(&mut self) -> f32 {
-        (0..4).map(|_| (self.next() % 1000) as f32 / 1000.0 - 0.5).sum::<f32>() * 0.5
+        (0..4)
+            .map(|_| (self.next() % 1000) as f32 / 1000.0 - 0.5)
+            .sum::<f32>()
+            * 0.5
     }
 }
 
@@ -68,12 +71,18 @@ fn model(format: Format) -> Vec<u64> {
     table(&mut w, "model.embed_tokens.weight");
     table(&mut w, "lm_head.weight");
     let mut rng = Rng(7);
-    w.f32("model.norm.weight", &[HIDDEN], &vec![1.0; HIDDEN]).unwrap();
+    w.f32("model.norm.weight", &[HIDDEN], &vec![1.0; HIDDEN])
+        .unwrap();
     for l in 0..LAYERS {
         let p = |s: &str| format!("model.layers.{l}.{s}");
-        w.f32(&p("input_layernorm.weight"), &[HIDDEN], &vec![1.0; HIDDEN]).unwrap();
-        w.f32(&p("post_attention_layernorm.weight"), &[HIDDEN], &vec![1.0; HIDDEN])
+        w.f32(&p("input_layernorm.weight"), &[HIDDEN], &vec![1.0; HIDDEN])
             .unwrap();
+        w.f32(
+            &p("post_attention_layernorm.weight"),
+            &[HIDDEN],
+            &vec![1.0; HIDDEN],
+        )
+        .unwrap();
         for (name, rows, cols) in [
             ("self_attn.q_proj.weight", HIDDEN, HIDDEN),
             ("self_attn.k_proj.weight", HIDDEN, HIDDEN),
@@ -84,8 +93,8 @@ fn model(format: Format) -> Vec<u64> {
             ("mlp.down_proj.weight", HIDDEN, FFN),
         ] {
             let values: Vec<f32> = (0..rows * cols).map(|_| rng.normal_ish() * 0.05).collect();
-            let bytes = goldcrest::alloc::quantize::quantize(name, &values, rows, cols, format)
-                .unwrap();
+            let bytes =
+                goldcrest::alloc::quantize::quantize(name, &values, rows, cols, format).unwrap();
             if format.is_blocked() {
                 w.packed(&p(name), format, rows, cols, bytes).unwrap();
             } else {
@@ -107,11 +116,17 @@ fn bench(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    for format in [Format::Tq2_0, Format::Tq1_0, Format::Q8_0, Format::Q4_0, Format::F16] {
+    for format in [
+        Format::Tq2_0,
+        Format::Tq1_0,
+        Format::Q8_0,
+        Format::Q4_0,
+        Format::F16,
+    ] {
         let words = model(format);
         let (len, data) = words.split_last().unwrap();
-        let st = SafeTensors::parse(&bytemuck::cast_slice::<u64, u8>(data)[..*len as usize])
-            .unwrap();
+        let st =
+            SafeTensors::parse(&bytemuck::cast_slice::<u64, u8>(data)[..*len as usize]).unwrap();
         let mut layers = vec![None; LAYERS];
         let decoder = Decoder::new(Weights::load(&st, &mut layers).unwrap(), kernels);
         let cfg = *decoder.config();
