@@ -1,7 +1,8 @@
 //! Decoder speed on a TriLM-99M-shaped random model (hidden 512, 16 layers, 8 heads, ffn 1280,
 //! vocabulary 50304, untied f16 embedding and head), with the block linear layers in each
 //! weight format: `prefill/<format>` runs 64 prompt tokens (throughput = tokens), and
-//! `decode/<format>` one cached token at position 64 (throughput = tokens).
+//! `decode/<format>` one cached token at position 64 (throughput = tokens); ternary formats
+//! also with int8 activations (`<format>-int8acts`).
 //!
 //! Wall time, one thread; state the machine load (`uptime`) with the figures. Kernels come
 //! from `goldcrest_std::kernels::detect()`.
@@ -9,6 +10,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use goldcrest::core::arena::Arena;
 use goldcrest::core::format::SafeTensors;
+use goldcrest::core::kernels::ActScale;
 use goldcrest::core::models::decoder::{Decoder, KvCache, KvFormat, Scratch, Weights};
 use goldcrest::core::quant::Format;
 use goldcrest::std::write::ModelWriter;
@@ -128,34 +130,46 @@ fn bench(c: &mut Criterion) {
         let st =
             SafeTensors::parse(&bytemuck::cast_slice::<u64, u8>(data)[..*len as usize]).unwrap();
         let mut layers = vec![None; LAYERS];
-        let decoder = Decoder::new(Weights::load(&st, &mut layers).unwrap(), kernels);
-        let cfg = *decoder.config();
-        let context = PROMPT + 1;
-        let plan = decoder.memory_plan(context, KvFormat::F16, PROMPT).unwrap();
-        let mut ram = vec![0u8; plan.bytes_unaligned()];
-        let mut arena = Arena::new_unaligned(&mut ram);
-        let mut cache = KvCache::carve(&cfg, context, KvFormat::F16, &mut arena).unwrap();
-        let mut scratch = Scratch::carve(&cfg, context, PROMPT, &mut arena).unwrap();
-        let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| i * 7 % VOCAB as u32).collect();
-        let mut logits = vec![0.0f32; VOCAB];
-        group.throughput(Throughput::Elements(PROMPT as u64));
-        group.bench_function(BenchmarkId::new("prefill", format.name()), |b| {
-            b.iter(|| {
-                cache.clear();
-                decoder
-                    .forward(&mut cache, &mut scratch, black_box(&prompt), &mut logits)
-                    .unwrap();
-            })
-        });
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::new("decode", format.name()), |b| {
-            b.iter(|| {
-                cache.truncate(PROMPT).unwrap();
-                decoder
-                    .forward(&mut cache, &mut scratch, black_box(&[42]), &mut logits)
-                    .unwrap();
-            })
-        });
+        let float_decoder = Decoder::new(Weights::load(&st, &mut layers).unwrap(), kernels);
+        let ternary = matches!(format, Format::Tq2_0 | Format::Tq1_0);
+        for (decoder, label) in [
+            (float_decoder, format.name().to_string()),
+            (
+                float_decoder.with_int8_activations(ActScale::PerBlock),
+                format!("{}-int8acts", format.name()),
+            ),
+        ]
+        .into_iter()
+        .take(if ternary { 2 } else { 1 })
+        {
+            let cfg = *decoder.config();
+            let context = PROMPT + 1;
+            let plan = decoder.memory_plan(context, KvFormat::F16, PROMPT).unwrap();
+            let mut ram = vec![0u8; plan.bytes_unaligned()];
+            let mut arena = Arena::new_unaligned(&mut ram);
+            let mut cache = KvCache::carve(&cfg, context, KvFormat::F16, &mut arena).unwrap();
+            let mut scratch = Scratch::carve(&cfg, context, PROMPT, &mut arena).unwrap();
+            let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| i * 7 % VOCAB as u32).collect();
+            let mut logits = vec![0.0f32; VOCAB];
+            group.throughput(Throughput::Elements(PROMPT as u64));
+            group.bench_function(BenchmarkId::new("prefill", &label), |b| {
+                b.iter(|| {
+                    cache.clear();
+                    decoder
+                        .forward(&mut cache, &mut scratch, black_box(&prompt), &mut logits)
+                        .unwrap();
+                })
+            });
+            group.throughput(Throughput::Elements(1));
+            group.bench_function(BenchmarkId::new("decode", &label), |b| {
+                b.iter(|| {
+                    cache.truncate(PROMPT).unwrap();
+                    decoder
+                        .forward(&mut cache, &mut scratch, black_box(&[42]), &mut logits)
+                        .unwrap();
+                })
+            });
+        }
     }
     group.finish();
 }
