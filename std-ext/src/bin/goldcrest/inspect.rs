@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use goldcrest_core::format::{SafeTensors, TensorView};
+use goldcrest_core::models::decoder;
 use goldcrest_std::load::ModelFile;
 use serde::Serialize;
 
@@ -58,6 +59,25 @@ struct PlanReport {
     /// file's `goldcrest.arch` reports its plan.
     state_bytes: Option<usize>,
     scratch_bytes: Option<usize>,
+    /// What the state and scratch figures assume (context, cache format, chunk size).
+    assumes: Option<String>,
+}
+
+/// State and scratch of a model this build knows, under stated defaults.
+fn model_plan(st: &SafeTensors<'_>) -> anyhow::Result<Option<(usize, usize, String)>> {
+    let arch = st.metadata().arch().and_then(|a| a.as_str());
+    if !matches!(arch, Some("llama" | "qwen2")) {
+        return Ok(None);
+    }
+    let config = decoder::Config::from_safetensors(st).context("reading the decoder config")?;
+    let context = config.max_positions.min(4096);
+    let chunk = 64;
+    let plan = decoder::Decoder::plan(&config, context, decoder::KvFormat::F16, chunk, 0)?;
+    Ok(Some((
+        plan.state_bytes,
+        plan.scratch_bytes,
+        format!("context {context}, f16 KV cache, prompt chunks of {chunk} tokens"),
+    )))
 }
 
 fn format_label(t: &TensorView<'_>) -> Option<&'static str> {
@@ -66,6 +86,7 @@ fn format_label(t: &TensorView<'_>) -> Option<&'static str> {
 
 fn report(model: &ModelFile, st: &SafeTensors<'_>) -> anyhow::Result<Report> {
     let meta = st.metadata();
+    let plan = model_plan(st)?;
     let version = meta
         .format_version()
         .context("reading goldcrest.format_version")?
@@ -104,8 +125,9 @@ fn report(model: &ModelFile, st: &SafeTensors<'_>) -> anyhow::Result<Report> {
         memory_plan: PlanReport {
             weight_bytes: st.data().len(),
             per_format,
-            state_bytes: None,
-            scratch_bytes: None,
+            state_bytes: plan.as_ref().map(|p| p.0),
+            scratch_bytes: plan.as_ref().map(|p| p.1),
+            assumes: plan.map(|p| p.2),
         },
         tensors,
     })
@@ -208,6 +230,20 @@ fn print_text(r: &Report) {
             total.tensors,
             human_bytes(total.bytes)
         );
+    }
+    if let (Some(state), Some(scratch), Some(assumes)) =
+        (p.state_bytes, p.scratch_bytes, &p.assumes)
+    {
+        println!(
+            "  state (KV cache)                    {}",
+            human_bytes(state)
+        );
+        println!(
+            "  scratch                             {}",
+            human_bytes(scratch)
+        );
+        println!("    assuming {assumes}");
+        return;
     }
     match &r.arch {
         Some(arch) => println!(
