@@ -796,3 +796,43 @@ fn kv_formats_over_256_steps() {
         assert!(kv != KvFormat::F32 || agree >= 40, "{agree}");
     }
 }
+
+/// `goldcrest convert` and `goldcrest inspect` as a user runs them.
+#[test]
+fn cli_convert_then_inspect_reports_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("qwen2.gc");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_goldcrest"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fixture_dir = fixture("qwen2");
+    let converted = run(&[
+        "convert".as_ref(),
+        "qwen2".as_ref(),
+        fixture_dir.as_os_str(),
+        out.as_os_str(),
+        "--weights".as_ref(),
+        "q4".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&converted.stderr);
+    assert!(converted.status.success(), "{stderr}");
+    assert!(stderr.contains("q4_0 linear weights"), "{stderr}");
+    let inspected = run(&["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    assert!(inspected.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    // 2 layers × K,V × 2 KV heads × 64 positions × head 16 × 2 bytes (f16).
+    assert_eq!(v["memory_plan"]["state_bytes"], 2 * 2 * 2 * 64 * 16 * 2);
+    let refused = run(&[
+        "convert".as_ref(),
+        "qwen2".as_ref(),
+        fixture_dir.as_os_str(),
+        out.as_os_str(),
+        "--weights".as_ref(),
+        "tq2".as_ref(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not ternary"));
+}

@@ -59,25 +59,34 @@ struct PlanReport {
     /// file's `goldcrest.arch` reports its plan.
     state_bytes: Option<usize>,
     scratch_bytes: Option<usize>,
-    /// What the state and scratch figures assume (context, cache format, chunk size).
+    /// What the state and scratch figures assume (context, cache format, chunk size), or why
+    /// there is no plan for a known architecture (its hyperparameters do not load).
     assumes: Option<String>,
 }
 
-/// State and scratch of a model this build knows, under stated defaults.
-fn model_plan(st: &SafeTensors<'_>) -> anyhow::Result<Option<(usize, usize, String)>> {
+/// State and scratch of a model this build knows, under stated defaults; for a known
+/// architecture whose hyperparameters do not load, the reason instead (inspect still works on
+/// broken files).
+fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) {
     let arch = st.metadata().arch().and_then(|a| a.as_str());
     if !matches!(arch, Some("llama" | "qwen2")) {
-        return Ok(None);
+        return (None, None);
     }
-    let config = decoder::Config::from_safetensors(st).context("reading the decoder config")?;
-    let context = config.max_positions.min(4096);
-    let chunk = 64;
-    let plan = decoder::Decoder::plan(&config, context, decoder::KvFormat::F16, chunk, 0)?;
-    Ok(Some((
-        plan.state_bytes,
-        plan.scratch_bytes,
-        format!("context {context}, f16 KV cache, prompt chunks of {chunk} tokens"),
-    )))
+    let context_chunk = |config: &decoder::Config| (config.max_positions.min(4096), 64);
+    let planned = decoder::Config::from_safetensors(st).and_then(|config| {
+        let (context, chunk) = context_chunk(&config);
+        decoder::Decoder::plan(&config, context, decoder::KvFormat::F16, chunk, 0)
+            .map(|plan| (plan, context, chunk))
+    });
+    match planned {
+        Ok((plan, context, chunk)) => (
+            Some((plan.state_bytes, plan.scratch_bytes)),
+            Some(format!(
+                "context {context}, f16 KV cache, prompt chunks of {chunk} tokens"
+            )),
+        ),
+        Err(e) => (None, Some(format!("no plan: {e}"))),
+    }
 }
 
 fn format_label(t: &TensorView<'_>) -> Option<&'static str> {
@@ -86,7 +95,7 @@ fn format_label(t: &TensorView<'_>) -> Option<&'static str> {
 
 fn report(model: &ModelFile, st: &SafeTensors<'_>) -> anyhow::Result<Report> {
     let meta = st.metadata();
-    let plan = model_plan(st)?;
+    let (plan, assumes) = model_plan(st);
     let version = meta
         .format_version()
         .context("reading goldcrest.format_version")?
@@ -125,9 +134,9 @@ fn report(model: &ModelFile, st: &SafeTensors<'_>) -> anyhow::Result<Report> {
         memory_plan: PlanReport {
             weight_bytes: st.data().len(),
             per_format,
-            state_bytes: plan.as_ref().map(|p| p.0),
-            scratch_bytes: plan.as_ref().map(|p| p.1),
-            assumes: plan.map(|p| p.2),
+            state_bytes: plan.map(|p| p.0),
+            scratch_bytes: plan.map(|p| p.1),
+            assumes,
         },
         tensors,
     })
@@ -243,6 +252,10 @@ fn print_text(r: &Report) {
             human_bytes(scratch)
         );
         println!("    assuming {assumes}");
+        return;
+    }
+    if let Some(note) = &p.assumes {
+        println!("  state and scratch                   {note}");
         return;
     }
     match &r.arch {
