@@ -8,7 +8,6 @@
 // size is deliberate.
 #![allow(clippy::result_large_err)]
 
-#[allow(unsafe_code)]
 pub mod kernels;
 
 pub use goldcrest_alloc as alloc_api;
@@ -16,4 +15,5 @@ pub use goldcrest_core as core_api;
 
 pub mod convert;
 pub mod load;
+pub mod sheet;
 pub mod write;

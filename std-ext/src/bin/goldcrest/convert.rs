@@ -4,9 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use goldcrest_core::format::SafeTensors;
 use goldcrest_core::models::decoder::{self, Weights};
-use goldcrest_std::convert::decoder::{Options, convert, parse_format};
+use goldcrest_core::models::rwkv6::{Config, Rwkv6};
+use goldcrest_core::quant::Format;
+use goldcrest_std::convert::decoder::{Options as DecoderOptions, convert as convert_decoder};
+use goldcrest_std::convert::rwkv6::{self, Options};
 use goldcrest_std::load::ModelFile;
 
 /// Arguments of `goldcrest convert`.
@@ -18,6 +20,10 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Arch {
+    /// RWKV-6 "Finch" from safetensors with official (`blocks.N.att.*`) or Hugging Face
+    /// (`rwkv.blocks.N.attention.*`) names; for a `.pth`, run tools/rwkv6/pth_to_safetensors.py
+    /// first.
+    Rwkv6(Rwkv6Args),
     /// A Hugging Face `LlamaForCausalLM` directory (Llama-2-style, Spectra TriLM "Unpacked").
     Llama(DecoderArgs),
     /// A Hugging Face `Qwen2ForCausalLM` directory (Qwen2, Qwen2.5).
@@ -43,23 +49,96 @@ struct DecoderArgs {
     tokenizer: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct Rwkv6Args {
+    /// Input safetensors checkpoint.
+    input: PathBuf,
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the eight large linear layers per block.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
+    weights: String,
+    /// Format of the embedding and the head.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4"])]
+    embeddings: String,
+    /// Undo an fp16 export that divided att.output and ffn.value of layer i by 2^(i / N)
+    /// (6 for llama.cpp GGUF-derived or `rwkv` fp16-converted weights; official and Hugging
+    /// Face checkpoints need nothing).
+    #[arg(long, value_name = "N")]
+    rescale_every: Option<usize>,
+    /// Tokenizer file to embed.
+    #[arg(long, value_name = "PATH", requires = "tokenizer_kind")]
+    tokenizer: Option<PathBuf>,
+    /// Kind of the embedded tokenizer (`goldcrest.tokenizer`), e.g. `world` or `hf-json`.
+    #[arg(long, value_name = "KIND")]
+    tokenizer_kind: Option<String>,
+}
+
+fn format_arg(name: &str) -> anyhow::Result<Format> {
+    Ok(match name {
+        "q8" => Format::Q8_0,
+        "q4" => Format::Q4_0,
+        "tq2" => Format::Tq2_0,
+        "tq1" => Format::Tq1_0,
+        other => match Format::from_name(other) {
+            Some(f) => f,
+            None => bail!("unknown format {other:?}"),
+        },
+    })
+}
+
 /// Runs `goldcrest convert`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.arch {
+        Arch::Rwkv6(a) => rwkv6_command(a),
         Arch::Llama(a) => decoder_command(decoder::Arch::Llama, a),
         Arch::Qwen2(a) => decoder_command(decoder::Arch::Qwen2, a),
     }
 }
 
-fn format_arg(name: &str) -> anyhow::Result<goldcrest_core::quant::Format> {
-    match parse_format(name) {
-        Some(f) => Ok(f),
-        None => bail!("unknown format {name:?}"),
-    }
+fn rwkv6_command(a: Rwkv6Args) -> anyhow::Result<()> {
+    let input =
+        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let tokenizer = match (&a.tokenizer, a.tokenizer_kind) {
+        (Some(path), Some(kind)) => Some((
+            kind,
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        _ => None,
+    };
+    let options = Options {
+        weights: format_arg(&a.weights)?,
+        embeddings: format_arg(&a.embeddings)?,
+        rescale_every: a.rescale_every,
+        tokenizer,
+    };
+    let converted = rwkv6::convert(&input, &options)
+        .with_context(|| format!("converting {}", a.input.display()))?;
+    converted.writer()?.write_file(&a.output)?;
+
+    // Read back what was written, as a user would, and load it strictly.
+    let file = ModelFile::open(&a.output)?;
+    let st = file.safetensors()?;
+    let config = Config::from_source(&st)?;
+    let mut layers = vec![None; config.n_layer];
+    Rwkv6::load(&st, &mut layers, goldcrest_std::kernels::detect())
+        .with_context(|| format!("loading the written {}", a.output.display()))?;
+    eprintln!(
+        "{}: rwkv6, {} layers, width {}, head size {}, ffn {}, vocabulary {}; {} bytes ({} linear weights)",
+        a.output.display(),
+        config.n_layer,
+        config.n_embd,
+        config.head_size,
+        config.dim_ffn,
+        config.vocab_size,
+        file.bytes().len(),
+        options.weights.name()
+    );
+    Ok(())
 }
 
 fn decoder_command(arch: decoder::Arch, a: DecoderArgs) -> anyhow::Result<()> {
-    let options = Options {
+    let options = DecoderOptions {
         weights: format_arg(&a.weights)?,
         head_weights: a.head_weights.as_deref().map(format_arg).transpose()?,
     };
@@ -69,7 +148,7 @@ fn decoder_command(arch: decoder::Arch, a: DecoderArgs) -> anyhow::Result<()> {
             eprint!("\r\x1b[K[{done}/{total}] {name}");
         }
     };
-    let mut writer = convert(&a.input, arch, options, &mut progress)
+    let mut writer = convert_decoder(&a.input, arch, options, &mut progress)
         .with_context(|| format!("converting {}", a.input.display()))?;
     if terminal {
         eprintln!();
@@ -82,7 +161,7 @@ fn decoder_command(arch: decoder::Arch, a: DecoderArgs) -> anyhow::Result<()> {
 
     // Read back what was written, as a user would, and load it strictly.
     let file = ModelFile::open(&a.output)?;
-    let st: SafeTensors<'_> = file.safetensors()?;
+    let st = file.safetensors()?;
     let config = decoder::Config::from_safetensors(&st)?;
     let mut layers = vec![None; config.n_layer];
     let weights = Weights::load(&st, &mut layers)

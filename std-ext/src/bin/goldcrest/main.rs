@@ -5,8 +5,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod convert;
 mod inspect;
+mod logits;
+mod sheet;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +28,13 @@ enum Command {
     Inspect(inspect::Args),
     /// Convert a checkpoint into a goldcrest file.
     Convert(convert::Args),
+    /// Print the logits after every position of a prompt of token ids, as JSON lines.
+    Logits(logits::Args),
+    /// Measure prefill and decode tokens/s on random token ids.
+    Bench(bench::Args),
+    /// Spreadsheet encodings for language models (SpreadsheetLLM).
+    #[command(subcommand)]
+    Sheet(sheet::SheetCommand),
 }
 
 fn main() {
@@ -32,6 +42,9 @@ fn main() {
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Logits(args) => logits::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Sheet(c) => sheet::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
