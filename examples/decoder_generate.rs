@@ -41,11 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut logits = vec![0.0f32; config.vocab];
     decoder.forward(&mut cache, &mut scratch, &prompt, &mut logits)?;
     for _ in 0..steps {
-        let next = logits
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &v)| if v > logits[best] { i } else { best })
-            as u32;
+        let next = goldcrest::core::ops::sample::greedy(&logits)?;
         print!("{next} ");
         match decoder.forward(&mut cache, &mut scratch, &[next], &mut logits) {
             Err(goldcrest::core::Error::ContextFull { capacity }) => {

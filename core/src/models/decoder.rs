@@ -26,12 +26,13 @@
 
 use core::fmt::Write as _;
 
-use half::{bf16, f16};
+use half::f16;
 
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
-use crate::format::{SafeTensors, TensorView};
+use crate::format::SafeTensors;
 use crate::kernels::{ActScale, Int8Acts, Kernels};
+use crate::ops::{self, Vector};
 use crate::quant::{Format, Matrix, dequantize_row};
 
 /// Largest dimension accepted from metadata; keeps every product of two dimensions in range.
@@ -242,45 +243,11 @@ impl Config {
     }
 }
 
-/// A 1-D parameter (norm gain, bias) in f32, f16 or bf16, read in place.
-#[derive(Debug, Clone, Copy)]
-pub enum Vector<'a> {
-    /// f32 values.
-    F32(&'a [f32]),
-    /// f16 values.
-    F16(&'a [f16]),
-    /// bf16 values.
-    Bf16(&'a [bf16]),
-}
-
-impl<'a> Vector<'a> {
-    fn from_view(view: &TensorView<'a>, len: usize) -> Result<Self> {
-        view.expect_shape(&[len as u64])?;
-        match view.format()? {
-            Format::F32 => Ok(Vector::F32(view.f32s()?)),
-            Format::F16 => Ok(Vector::F16(view.f16s()?)),
-            Format::Bf16 => Ok(Vector::Bf16(view.bf16s()?)),
-            _ => Err(Error::UnsupportedFormat {
-                tensor: Name::new(view.name().raw()),
-            }),
-        }
-    }
-
-    /// Element `i` as f32 (callers index within the length checked at load).
-    fn at(&self, i: usize) -> f32 {
-        match self {
-            Vector::F32(v) => v[i],
-            Vector::F16(v) => v[i].to_f32(),
-            Vector::Bf16(v) => v[i].to_f32(),
-        }
-    }
-
-    /// `x[i] += self[i]` for every row of `x` (rows of this vector's length).
-    fn add_to_rows(&self, x: &mut [f32], width: usize) {
-        for row in x.chunks_exact_mut(width) {
-            for (i, v) in row.iter_mut().enumerate() {
-                *v += self.at(i);
-            }
+/// `y[r·width + i] += b[i]` for every row of `y`.
+fn add_bias(b: &Vector, y: &mut [f32], width: usize) {
+    for row in y.chunks_exact_mut(width) {
+        for (i, v) in row.iter_mut().enumerate() {
+            *v += b.get(i);
         }
     }
 }
@@ -321,7 +288,9 @@ fn matrix<'a>(st: &SafeTensors<'a>, name: &str, rows: usize, cols: usize) -> Res
 }
 
 fn vector<'a>(st: &SafeTensors<'a>, name: &str, len: usize) -> Result<Vector<'a>> {
-    Vector::from_view(&st.tensor(name)?, len)
+    let view = st.tensor(name)?;
+    view.expect_shape(&[len as u64])?;
+    Vector::from_bytes(name, view.format()?, view.bytes())
 }
 
 fn bias<'a>(st: &SafeTensors<'a>, on: bool, name: &str, len: usize) -> Result<Option<Vector<'a>>> {
@@ -771,18 +740,11 @@ impl<'s> Scratch<'s> {
     }
 }
 
-/// `x ← x / rms(x) · g` per row (normalised in f32, as transformers does).
-fn rms_norm(x: &[f32], g: &Vector, eps: f32, out: &mut [f32]) {
-    let width = out.len().min(x.len());
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / width as f32;
-    let inv = 1.0 / libm::sqrtf(mean_sq + eps);
-    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-        *o = g.at(i) * (v * inv);
-    }
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + libm::expf(-x))
+/// `out = RMSNorm(x) · g` (normalised in f32, as transformers does), keeping `x` for the
+/// residual.
+fn rms_norm(x: &[f32], g: &Vector, eps: f32, out: &mut [f32]) -> Result<()> {
+    out.copy_from_slice(x);
+    ops::rms_norm(out, *g, eps)
 }
 
 /// `inv_freq` for the half-split RoPE: `cos_sin[i] = θ^(-2i/head_dim)`, i < head_dim/2; the
@@ -993,7 +955,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
             self.kernels.gemm(w, x, n, y)?;
         }
         if let Some(b) = b {
-            b.add_to_rows(y, w.rows());
+            add_bias(b, y, w.rows());
         }
         Ok(())
     }
@@ -1015,7 +977,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 &layer.attn_norm,
                 cfg.rms_eps,
                 &mut hn[t * h..(t + 1) * h],
-            );
+            )?;
         }
         let (q, k, v) = (&mut s.q[..n * qw], &mut s.k[..n * kvw], &mut s.v[..n * kvw]);
         self.linear(&layer.q, layer.q_bias.as_ref(), hn, n, q, s.acts)?;
@@ -1082,13 +1044,13 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 &layer.mlp_norm,
                 cfg.rms_eps,
                 &mut hn[t * h..(t + 1) * h],
-            );
+            )?;
         }
         let (gate, up) = (&mut s.gate[..n * ff], &mut s.up[..n * ff]);
         self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate, s.acts)?;
         self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up, s.acts)?;
         for (g, &u) in gate.iter_mut().zip(up.iter()) {
-            *g = silu(*g) * u;
+            *g = ops::silu(*g) * u;
         }
         self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
@@ -1107,7 +1069,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 &self.weights.norm,
                 cfg.rms_eps,
                 &mut s.h[t * h..(t + 1) * h],
-            );
+            )?;
         }
         self.linear(&self.weights.head, None, &s.h[..n * h], n, logits, s.acts)
     }
@@ -1117,7 +1079,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let cfg = &self.weights.config;
         let h = cfg.hidden;
         let last = &s.x[(n - 1) * h..n * h];
-        rms_norm(last, &self.weights.norm, cfg.rms_eps, &mut s.h[..h]);
+        rms_norm(last, &self.weights.norm, cfg.rms_eps, &mut s.h[..h])?;
         self.kernels.gemv(&self.weights.head, &s.h[..h], logits)
     }
 }
