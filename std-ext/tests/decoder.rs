@@ -797,7 +797,7 @@ fn kv_formats_over_256_steps() {
     }
 }
 
-/// `goldcrest convert` and `goldcrest inspect` as a user runs them.
+/// `goldcrest convert`, `inspect` and `bench` as a user runs them.
 #[test]
 fn cli_convert_then_inspect_reports_the_plan() {
     let dir = tempfile::tempdir().unwrap();
@@ -825,6 +825,28 @@ fn cli_convert_then_inspect_reports_the_plan() {
     let v: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
     // 2 layers × K,V × 2 KV heads × 64 positions × head 16 × 2 bytes (f16).
     assert_eq!(v["memory_plan"]["state_bytes"], 2 * 2 * 2 * 64 * 16 * 2);
+    let bench = run(&[
+        "bench".as_ref(),
+        "--model".as_ref(),
+        out.as_os_str(),
+        "--prompt-tokens".as_ref(),
+        "8".as_ref(),
+        "--gen-tokens".as_ref(),
+        "4".as_ref(),
+        "--repeat".as_ref(),
+        "1".as_ref(),
+        "--kv".as_ref(),
+        "i8".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(
+        bench.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert_eq!(v["arch"], "qwen2");
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     let refused = run(&[
         "convert".as_ref(),
         "qwen2".as_ref(),
