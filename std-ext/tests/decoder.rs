@@ -797,7 +797,7 @@ fn kv_formats_over_256_steps() {
     }
 }
 
-/// `goldcrest convert`, `inspect` and `bench` as a user runs them.
+/// `goldcrest convert`, `inspect`, `bench` and `logits` as a user runs them.
 #[test]
 fn cli_convert_then_inspect_reports_the_plan() {
     let dir = tempfile::tempdir().unwrap();
@@ -847,6 +847,51 @@ fn cli_convert_then_inspect_reports_the_plan() {
     let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
     assert_eq!(v["arch"], "qwen2");
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // `logits` on an f32 conversion prints transformers' prompt logits (within 1e-4).
+    let f32_file = dir.path().join("qwen2-f32.gc");
+    let converted = run(&[
+        "convert".as_ref(),
+        "qwen2".as_ref(),
+        fixture_dir.as_os_str(),
+        f32_file.as_os_str(),
+        "--weights".as_ref(),
+        "f32".as_ref(),
+    ]);
+    assert!(converted.status.success());
+    let ids = golden_prompt()
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let logits = run(&[
+        "logits".as_ref(),
+        "--model".as_ref(),
+        f32_file.as_os_str(),
+        "--ids".as_ref(),
+        ids.as_ref(),
+        "--chunk".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert!(
+        logits.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logits.stderr)
+    );
+    let printed: Vec<f32> = String::from_utf8(logits.stdout)
+        .unwrap()
+        .lines()
+        .flat_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let err = max_abs_diff(&printed, &golden("qwen2").logits_prompt);
+    assert!(err <= 1e-4, "{err}");
     let refused = run(&[
         "convert".as_ref(),
         "qwen2".as_ref(),
