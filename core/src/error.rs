@@ -265,6 +265,12 @@ pub enum Error {
     OutOfRange,
     /// A checksum does not match (saved state, container data).
     Checksum,
+    /// A model's context (KV cache) is full: `capacity` positions are in use. Start a new
+    /// sequence, or open the model with a longer context.
+    ContextFull {
+        /// Positions the cache holds.
+        capacity: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -345,6 +351,10 @@ impl fmt::Display for Error {
             Error::NonFinite => f.write_str("value is NaN or infinite"),
             Error::OutOfRange => f.write_str("value out of range"),
             Error::Checksum => f.write_str("checksum mismatch"),
+            Error::ContextFull { capacity } => write!(
+                f,
+                "context full: all {capacity} positions of the KV cache are used; start a new sequence or use a longer context"
+            ),
         }
     }
 }

@@ -24,7 +24,8 @@
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
 //! 6. [`ops`]: norms, activations, softmax, samplers ([`ops::sample`]).
-//! 7. [`models`]: model architectures ([`models::rwkv6`]).
+//! 7. [`models`]: model architectures ([`models::rwkv6`], [`models::decoder`] for LLaMA/TriLM
+//!    and Qwen2).
 //!
 //! `unsafe` is denied everywhere except the SIMD kernel modules, where each block carries a
 //! `// SAFETY:` comment.

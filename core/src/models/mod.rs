@@ -12,6 +12,7 @@ use crate::format::SafeTensors;
 use crate::ops::Vector;
 use crate::quant::{Format, Matrix};
 
+pub mod decoder;
 pub mod rwkv6;
 
 /// Newest major version of the goldcrest file conventions this build reads.

@@ -1,5 +1,11 @@
 //! Converters from other checkpoint layouts into goldcrest files.
 //!
+//! - [`rwkv6`]: RWKV-6 safetensors checkpoints.
+//! - [`decoder`]: Hugging Face `LlamaForCausalLM` (incl. Spectra TriLM) and `Qwen2ForCausalLM`
+//!   directories (`config.json` + `model.safetensors`, or shards listed in
+//!   `model.safetensors.index.json`), read through [`hf`]; it writes with
+//!   [`crate::write::ModelWriter`] directly, and `goldcrest convert` loads the written file.
+//!
 //! A converter produces a [`Converted`] model in memory: tensors in their goldcrest storage
 //! format plus the metadata keys. It is also a [`TensorSource`], so the converter checks its own
 //! output by loading it with the core model before anything is written.
@@ -14,6 +20,8 @@ use goldcrest_core::quant::Format;
 use crate::load::FileError;
 use crate::write::ModelWriter;
 
+pub mod decoder;
+pub mod hf;
 pub mod rwkv6;
 
 /// One output tensor. The bytes are kept in `u64` words so that every in-memory view is

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use goldcrest_core::format::{SafeTensors, TensorView};
+use goldcrest_core::models::decoder;
 use goldcrest_std::load::ModelFile;
 use serde::Serialize;
 
@@ -58,6 +59,34 @@ struct PlanReport {
     /// file's `goldcrest.arch` reports its plan.
     state_bytes: Option<usize>,
     scratch_bytes: Option<usize>,
+    /// What the state and scratch figures assume (context, cache format, chunk size), or why
+    /// there is no plan for a known architecture (its hyperparameters do not load).
+    assumes: Option<String>,
+}
+
+/// State and scratch of a model this build knows, under stated defaults; for a known
+/// architecture whose hyperparameters do not load, the reason instead (inspect still works on
+/// broken files).
+fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) {
+    let arch = st.metadata().arch().and_then(|a| a.as_str());
+    if !matches!(arch, Some("llama" | "qwen2")) {
+        return (None, None);
+    }
+    let context_chunk = |config: &decoder::Config| (config.max_positions.min(4096), 64);
+    let planned = decoder::Config::from_safetensors(st).and_then(|config| {
+        let (context, chunk) = context_chunk(&config);
+        decoder::Decoder::plan(&config, context, decoder::KvFormat::F16, chunk, 0)
+            .map(|plan| (plan, context, chunk))
+    });
+    match planned {
+        Ok((plan, context, chunk)) => (
+            Some((plan.state_bytes, plan.scratch_bytes)),
+            Some(format!(
+                "context {context}, f16 KV cache, prompt chunks of {chunk} tokens"
+            )),
+        ),
+        Err(e) => (None, Some(format!("no plan: {e}"))),
+    }
 }
 
 fn format_label(t: &TensorView<'_>) -> Option<&'static str> {
@@ -66,6 +95,7 @@ fn format_label(t: &TensorView<'_>) -> Option<&'static str> {
 
 fn report(model: &ModelFile, st: &SafeTensors<'_>) -> anyhow::Result<Report> {
     let meta = st.metadata();
+    let (plan, assumes) = model_plan(st);
     let version = meta
         .format_version()
         .context("reading goldcrest.format_version")?
@@ -104,8 +134,9 @@ fn report(model: &ModelFile, st: &SafeTensors<'_>) -> anyhow::Result<Report> {
         memory_plan: PlanReport {
             weight_bytes: st.data().len(),
             per_format,
-            state_bytes: None,
-            scratch_bytes: None,
+            state_bytes: plan.map(|p| p.0),
+            scratch_bytes: plan.map(|p| p.1),
+            assumes,
         },
         tensors,
     })
@@ -217,6 +248,24 @@ fn print_text(r: &Report) {
             total.tensors,
             human_bytes(total.bytes)
         );
+    }
+    if let (Some(state), Some(scratch), Some(assumes)) =
+        (p.state_bytes, p.scratch_bytes, &p.assumes)
+    {
+        println!(
+            "  state (KV cache)                    {}",
+            human_bytes(state)
+        );
+        println!(
+            "  scratch                             {}",
+            human_bytes(scratch)
+        );
+        println!("    assuming {assumes}");
+        return;
+    }
+    if let Some(note) = &p.assumes {
+        println!("  state and scratch                   {note}");
+        return;
     }
     match &r.arch {
         Some(arch) => println!(

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use goldcrest_core::arena::Arena;
+use goldcrest_core::format::SafeTensors;
+use goldcrest_core::models::decoder::{self, Decoder, KvCache, KvFormat};
 use goldcrest_core::models::rwkv6::{self, Config, Rwkv6, Scratch, State};
 use goldcrest_std::load::ModelFile;
 
@@ -40,24 +42,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .arch()
         .and_then(|a| a.as_str())
         .unwrap_or("");
-    if arch != rwkv6::ARCH {
-        bail!("logits: architecture {arch:?} is not supported by this command yet (rwkv6 is)");
+    let (logits, v) = match arch {
+        "llama" | "qwen2" => decoder_logits(&args, &weights)?,
+        a if a == rwkv6::ARCH => rwkv6_logits(&args, &weights)?,
+        _ => bail!("logits: architecture {arch:?} is not supported (rwkv6, llama, qwen2 are)"),
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for (pos, logits) in logits.chunks_exact(v).enumerate() {
+        serde_json::to_writer(&mut out, &Line { pos, logits })?;
+        writeln!(out)?;
     }
-    let config = Config::from_source(&weights)?;
-    let mut layers = vec![None; config.n_layer];
-    let model = Rwkv6::load(&weights, &mut layers, goldcrest_std::kernels::detect())
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    if let Some((pos, id)) = args
-        .ids
+    out.flush()?;
+    Ok(())
+}
+
+fn check_ids(ids: &[u32], vocab: usize) -> anyhow::Result<()> {
+    if let Some((pos, id)) = ids
         .iter()
         .enumerate()
-        .find(|(_, id)| **id as usize >= config.vocab_size)
+        .find(|(_, id)| **id as usize >= vocab)
     {
+        bail!("token id {id} at position {pos} is outside the vocabulary (0..{vocab})");
+    }
+    Ok(())
+}
+
+/// Every position's logits (f32 KV cache, so the output is the model's exact function).
+fn decoder_logits(args: &Args, st: &SafeTensors<'_>) -> anyhow::Result<(Vec<f32>, usize)> {
+    let config = decoder::Config::from_safetensors(st)?;
+    let mut layers = vec![None; config.n_layer];
+    let model = Decoder::new(
+        decoder::Weights::load(st, &mut layers)
+            .with_context(|| format!("loading {}", args.model.display()))?,
+        goldcrest_std::kernels::detect(),
+    );
+    check_ids(&args.ids, config.vocab)?;
+    let context = args.ids.len();
+    if context > config.max_positions {
         bail!(
-            "token id {id} at position {pos} is outside the vocabulary (0..{})",
-            config.vocab_size
+            "{context} ids exceed the model's {} positions",
+            config.max_positions
         );
     }
+    let chunk = args.chunk.max(1);
+    let plan = model.memory_plan(context, KvFormat::F32, chunk)?;
+    let mut ram = vec![0u8; plan.bytes_unaligned()];
+    let mut arena = Arena::new_unaligned(&mut ram);
+    let mut cache = KvCache::carve(&config, context, KvFormat::F32, &mut arena)?;
+    let mut scratch = decoder::Scratch::carve(&config, context, chunk, &mut arena)?;
+    let mut logits = vec![0.0f32; args.ids.len() * config.vocab];
+    model.forward(&mut cache, &mut scratch, &args.ids, &mut logits)?;
+    Ok((logits, config.vocab))
+}
+
+fn rwkv6_logits(args: &Args, weights: &SafeTensors<'_>) -> anyhow::Result<(Vec<f32>, usize)> {
+    let config = Config::from_source(weights)?;
+    let mut layers = vec![None; config.n_layer];
+    let model = Rwkv6::load(weights, &mut layers, goldcrest_std::kernels::detect())
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    check_ids(&args.ids, config.vocab_size)?;
     let chunk = args.chunk.max(1);
     let plan = model.memory_plan(chunk)?;
     let mut state_mem = vec![0u8; plan.bytes_unaligned()];
@@ -67,12 +110,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let v = config.vocab_size;
     let mut logits = vec![0.0f32; args.ids.len() * v];
     model.prefill(&mut state, &mut scratch, &args.ids, &mut logits)?;
-
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    for (pos, logits) in logits.chunks_exact(v).enumerate() {
-        serde_json::to_writer(&mut out, &Line { pos, logits })?;
-        writeln!(out)?;
-    }
-    out.flush()?;
-    Ok(())
+    Ok((logits, v))
 }

@@ -1,0 +1,1085 @@
+//! One pre-norm transformer decoder for the LLaMA family: Spectra TriLM (`llama`) and Qwen2
+//! (`qwen2`).
+//!
+//! Per layer, exactly as Hugging Face `transformers` computes it:
+//!
+//! ```text
+//! h = RMSNorm(x) · g_attn
+//! q, k, v = h·Wq (+bq), h·Wk (+bk), h·Wv (+bv)        (GQA: n_kv_head ≤ n_head)
+//! q, k = rope(q, pos), rope(k, pos)                    (half-split "rotate_half" layout)
+//! x += softmax(q·kᵀ / √head_dim, causal) · v · Wo (+bo)
+//! h = RMSNorm(x) · g_mlp
+//! x += (silu(h·Wgate (+b)) ⊙ (h·Wup (+b))) · Wdown (+b)
+//! ```
+//!
+//! then `logits = RMSNorm(x) · g · headᵀ`, where `head` is the embedding when tied. Qwen2 has
+//! q/k/v biases only; LLaMA's `attention_bias` adds them to q, k, v **and** o; `mlp_bias` to
+//! the three MLP projections.
+//!
+//! Memory: weights are read in place (any matrix format, the kernels dequantize on the fly);
+//! the KV cache and scratch live in caller memory sized by [`Decoder::plan`], which is exact
+//! because planning and carving run the same code. Prompts go through the matrix-matrix kernels
+//! in chunks of up to `max_tokens`; single tokens through the matrix-vector ones.
+//!
+//! The cache holds `context` positions. When it is full, [`Decoder::forward`] returns
+//! [`Error::ContextFull`] before touching anything, so it never overruns.
+
+use core::fmt::Write as _;
+
+use half::f16;
+
+use crate::arena::{Arena, Carve, MemoryPlan, Planner};
+use crate::error::{Error, Name, Result};
+use crate::format::SafeTensors;
+use crate::kernels::{ActScale, Int8Acts, Kernels};
+use crate::ops::{self, Vector};
+use crate::quant::{Format, Matrix, dequantize_row};
+
+/// Largest dimension accepted from metadata; keeps every product of two dimensions in range.
+const MAX_DIM: usize = 1 << 22;
+
+/// Hyperparameters, read from `goldcrest.<arch>.*` metadata.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// `"llama"` or `"qwen2"` (the metadata namespace; the math is the same).
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Residual width.
+    pub hidden: usize,
+    /// MLP inner width.
+    pub intermediate: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (divides `n_head`).
+    pub n_kv_head: usize,
+    /// Width of one head (even, for RoPE).
+    pub head_dim: usize,
+    /// Vocabulary size (embedding and head rows).
+    pub vocab: usize,
+    /// RoPE base θ.
+    pub rope_theta: f32,
+    /// RMSNorm ε.
+    pub rms_eps: f32,
+    /// q, k and v projections have biases.
+    pub qkv_bias: bool,
+    /// The attention output projection has a bias.
+    pub o_bias: bool,
+    /// gate, up and down projections have biases.
+    pub mlp_bias: bool,
+    /// The output head is the token embedding.
+    pub tied: bool,
+    /// Positions the model was trained for; the largest usable context.
+    pub max_positions: usize,
+    /// Sliding-window attention: a query attends to itself and the `window - 1` positions
+    /// before it, in layers `first_sliding_layer..`; 0 means full causal attention everywhere.
+    pub sliding_window: usize,
+    /// First layer with sliding-window attention (layers before it attend to everything).
+    pub first_sliding_layer: usize,
+}
+
+/// Which checkpoint family a file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `LlamaForCausalLM` (Spectra TriLM, Llama-2-style).
+    Llama,
+    /// `Qwen2ForCausalLM`.
+    Qwen2,
+}
+
+impl Arch {
+    /// The `goldcrest.arch` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+fn key(arch: Arch, name: &str) -> Name {
+    let mut s = heapless::String::<64>::new();
+    let _ = write!(s, "goldcrest.{}.{name}", arch.name());
+    Name::new(&s)
+}
+
+fn hyper<'a>(st: &SafeTensors<'a>, arch: Arch, name: &str) -> Result<&'a str> {
+    st.metadata()
+        .hyperparameter(arch.name(), name)
+        .and_then(|v| v.as_str())
+        .ok_or(Error::BadMetadata {
+            key: key(arch, name),
+        })
+}
+
+fn hyper_usize(st: &SafeTensors<'_>, arch: Arch, name: &str) -> Result<usize> {
+    let v: usize = hyper(st, arch, name)?
+        .parse()
+        .map_err(|_| Error::BadMetadata {
+            key: key(arch, name),
+        })?;
+    if v == 0 || v > MAX_DIM {
+        return Err(Error::BadMetadata {
+            key: key(arch, name),
+        });
+    }
+    Ok(v)
+}
+
+/// An optional hyperparameter: absent is 0.
+fn optional_usize(st: &SafeTensors<'_>, arch: Arch, name: &str) -> Result<usize> {
+    if st.metadata().hyperparameter(arch.name(), name).is_none() {
+        return Ok(0);
+    }
+    let v: usize = hyper(st, arch, name)?
+        .parse()
+        .map_err(|_| Error::BadMetadata {
+            key: key(arch, name),
+        })?;
+    if v > MAX_DIM {
+        return Err(Error::BadMetadata {
+            key: key(arch, name),
+        });
+    }
+    Ok(v)
+}
+
+fn hyper_f32(st: &SafeTensors<'_>, arch: Arch, name: &str) -> Result<f32> {
+    let v: f32 = hyper(st, arch, name)?
+        .parse()
+        .map_err(|_| Error::BadMetadata {
+            key: key(arch, name),
+        })?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(Error::BadMetadata {
+            key: key(arch, name),
+        });
+    }
+    Ok(v)
+}
+
+fn hyper_bool(st: &SafeTensors<'_>, arch: Arch, name: &str) -> Result<bool> {
+    match hyper(st, arch, name)? {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::BadMetadata {
+            key: key(arch, name),
+        }),
+    }
+}
+
+impl Config {
+    /// Reads and checks the hyperparameters of a `llama` or `qwen2` file.
+    pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<Config> {
+        let meta = st.metadata();
+        if let Some((major, _)) = meta.format_version()?
+            && major > 1
+        {
+            return Err(Error::UnsupportedVersion {
+                found_major: major,
+                supported_major: 1,
+            });
+        }
+        let arch = match meta.arch().and_then(|a| a.as_str()) {
+            Some("llama") => Arch::Llama,
+            Some("qwen2") => Arch::Qwen2,
+            _ => {
+                return Err(Error::BadMetadata {
+                    key: Name::new("goldcrest.arch"),
+                });
+            }
+        };
+        let cfg = Config {
+            arch,
+            n_layer: hyper_usize(st, arch, "n_layer")?,
+            hidden: hyper_usize(st, arch, "hidden_size")?,
+            intermediate: hyper_usize(st, arch, "intermediate_size")?,
+            n_head: hyper_usize(st, arch, "n_head")?,
+            n_kv_head: hyper_usize(st, arch, "n_kv_head")?,
+            head_dim: hyper_usize(st, arch, "head_dim")?,
+            vocab: hyper_usize(st, arch, "vocab_size")?,
+            rope_theta: hyper_f32(st, arch, "rope_theta")?,
+            rms_eps: hyper_f32(st, arch, "rms_norm_eps")?,
+            qkv_bias: hyper_bool(st, arch, "qkv_bias")?,
+            o_bias: hyper_bool(st, arch, "o_bias")?,
+            mlp_bias: hyper_bool(st, arch, "mlp_bias")?,
+            tied: hyper_bool(st, arch, "tie_word_embeddings")?,
+            max_positions: hyper_usize(st, arch, "context_length")?,
+            sliding_window: optional_usize(st, arch, "sliding_window")?,
+            first_sliding_layer: optional_usize(st, arch, "first_sliding_layer")?,
+        };
+        if !cfg.n_head.is_multiple_of(cfg.n_kv_head) {
+            return Err(Error::BadMetadata {
+                key: key(arch, "n_kv_head"),
+            });
+        }
+        if !cfg.head_dim.is_multiple_of(2) || cfg.n_head * cfg.head_dim > MAX_DIM {
+            return Err(Error::BadMetadata {
+                key: key(arch, "head_dim"),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The attention window of layer `l` (positions a query sees, itself included), `None`
+    /// for full causal attention.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        (self.sliding_window > 0 && l >= self.first_sliding_layer).then_some(self.sliding_window)
+    }
+
+    /// Whether every layer has a sliding window, so the cache can be a ring that never fills.
+    pub fn slides_everywhere(&self) -> bool {
+        self.sliding_window > 0 && self.first_sliding_layer == 0
+    }
+
+    /// Width of all query heads together.
+    pub fn q_width(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_width(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+}
+
+/// `y[r·width + i] += b[i]` for every row of `y`.
+fn add_bias(b: &Vector, y: &mut [f32], width: usize) {
+    for row in y.chunks_exact_mut(width) {
+        for (i, v) in row.iter_mut().enumerate() {
+            *v += b.get(i);
+        }
+    }
+}
+
+/// One block's weights, resolved once.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    attn_norm: Vector<'a>,
+    q: Matrix<'a>,
+    k: Matrix<'a>,
+    v: Matrix<'a>,
+    o: Matrix<'a>,
+    q_bias: Option<Vector<'a>>,
+    k_bias: Option<Vector<'a>>,
+    v_bias: Option<Vector<'a>>,
+    o_bias: Option<Vector<'a>>,
+    mlp_norm: Vector<'a>,
+    gate: Matrix<'a>,
+    up: Matrix<'a>,
+    down: Matrix<'a>,
+    gate_bias: Option<Vector<'a>>,
+    up_bias: Option<Vector<'a>>,
+    down_bias: Option<Vector<'a>>,
+}
+
+type NameBuf = heapless::String<96>;
+
+fn layer_name(i: usize, suffix: &str) -> NameBuf {
+    let mut s = NameBuf::new();
+    let _ = write!(s, "model.layers.{i}.{suffix}");
+    s
+}
+
+fn matrix<'a>(st: &SafeTensors<'a>, name: &str, rows: usize, cols: usize) -> Result<Matrix<'a>> {
+    let view = st.tensor(name)?;
+    view.expect_shape(&[rows as u64, cols as u64])?;
+    view.matrix()
+}
+
+fn vector<'a>(st: &SafeTensors<'a>, name: &str, len: usize) -> Result<Vector<'a>> {
+    let view = st.tensor(name)?;
+    view.expect_shape(&[len as u64])?;
+    Vector::from_bytes(name, view.format()?, view.bytes())
+}
+
+fn bias<'a>(st: &SafeTensors<'a>, on: bool, name: &str, len: usize) -> Result<Option<Vector<'a>>> {
+    if on {
+        vector(st, name, len).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn load_layer<'a>(st: &SafeTensors<'a>, c: &Config, i: usize) -> Result<Layer<'a>> {
+    let n = |s: &str| layer_name(i, s);
+    let (h, qw, kvw, ff) = (c.hidden, c.q_width(), c.kv_width(), c.intermediate);
+    Ok(Layer {
+        attn_norm: vector(st, &n("input_layernorm.weight"), h)?,
+        q: matrix(st, &n("self_attn.q_proj.weight"), qw, h)?,
+        k: matrix(st, &n("self_attn.k_proj.weight"), kvw, h)?,
+        v: matrix(st, &n("self_attn.v_proj.weight"), kvw, h)?,
+        o: matrix(st, &n("self_attn.o_proj.weight"), h, qw)?,
+        q_bias: bias(st, c.qkv_bias, &n("self_attn.q_proj.bias"), qw)?,
+        k_bias: bias(st, c.qkv_bias, &n("self_attn.k_proj.bias"), kvw)?,
+        v_bias: bias(st, c.qkv_bias, &n("self_attn.v_proj.bias"), kvw)?,
+        o_bias: bias(st, c.o_bias, &n("self_attn.o_proj.bias"), h)?,
+        mlp_norm: vector(st, &n("post_attention_layernorm.weight"), h)?,
+        gate: matrix(st, &n("mlp.gate_proj.weight"), ff, h)?,
+        up: matrix(st, &n("mlp.up_proj.weight"), ff, h)?,
+        down: matrix(st, &n("mlp.down_proj.weight"), h, ff)?,
+        gate_bias: bias(st, c.mlp_bias, &n("mlp.gate_proj.bias"), ff)?,
+        up_bias: bias(st, c.mlp_bias, &n("mlp.up_proj.bias"), ff)?,
+        down_bias: bias(st, c.mlp_bias, &n("mlp.down_proj.bias"), h)?,
+    })
+}
+
+/// Whether `name` is a tensor this model reads (for strict loading).
+fn is_known(name: &str, c: &Config) -> bool {
+    if matches!(
+        name,
+        "model.embed_tokens.weight" | "model.norm.weight" | "tokenizer"
+    ) {
+        return true;
+    }
+    if name == "lm_head.weight" {
+        return !c.tied;
+    }
+    let Some(rest) = name.strip_prefix("model.layers.") else {
+        return false;
+    };
+    let Some((index, suffix)) = rest.split_once('.') else {
+        return false;
+    };
+    let in_range = index.parse::<usize>().is_ok_and(|i| {
+        i < c.n_layer && !index.starts_with('+') && (index == "0" || !index.starts_with('0'))
+    });
+    in_range
+        && match suffix {
+            "input_layernorm.weight" | "post_attention_layernorm.weight" => true,
+            "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
+                true
+            }
+            "self_attn.o_proj.weight" => true,
+            "mlp.gate_proj.weight" | "mlp.up_proj.weight" | "mlp.down_proj.weight" => true,
+            "self_attn.q_proj.bias" | "self_attn.k_proj.bias" | "self_attn.v_proj.bias" => {
+                c.qkv_bias
+            }
+            "self_attn.o_proj.bias" => c.o_bias,
+            "mlp.gate_proj.bias" | "mlp.up_proj.bias" | "mlp.down_proj.bias" => c.mlp_bias,
+            _ => false,
+        }
+}
+
+/// All weights, resolved and shape-checked once; a forward pass does no name lookups.
+///
+/// The per-layer views live in a caller-provided slice of at least `n_layer` entries (a few
+/// hundred bytes each), so this struct has a fixed size whatever the depth: a small array on a
+/// microcontroller, `vec![None; n_layer]` on a host.
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'w, 'a> {
+    config: Config,
+    layers: &'w [Option<Layer<'a>>],
+    embed: Matrix<'a>,
+    norm: Vector<'a>,
+    head: Matrix<'a>,
+    bytes: usize,
+}
+
+impl<'w, 'a> Weights<'w, 'a> {
+    /// Reads the config, then every tensor with its exact shape. A missing tensor, a wrong
+    /// shape, a format the kernels cannot use, or an unknown tensor is an error naming it.
+    pub fn load(st: &SafeTensors<'a>, layers: &'w mut [Option<Layer<'a>>]) -> Result<Self> {
+        let config = Config::from_safetensors(st)?;
+        let provided = layers.len();
+        let layers = layers
+            .get_mut(..config.n_layer)
+            .ok_or(Error::BufferTooSmall {
+                needed: config.n_layer as u64,
+                provided: provided as u64,
+            })?;
+        for (i, slot) in layers.iter_mut().enumerate() {
+            *slot = Some(load_layer(st, &config, i)?);
+        }
+        let embed = matrix(st, "model.embed_tokens.weight", config.vocab, config.hidden)?;
+        let head = if config.tied {
+            embed
+        } else {
+            matrix(st, "lm_head.weight", config.vocab, config.hidden)?
+        };
+        let norm = vector(st, "model.norm.weight", config.hidden)?;
+        let mut bytes = 0usize;
+        for view in st.tensors() {
+            let name = view.name();
+            let name = name.as_str().unwrap_or("");
+            if !is_known(name, &config) {
+                return Err(Error::UnexpectedTensor {
+                    tensor: Name::new(view.name().raw()),
+                });
+            }
+            if name != "tokenizer" {
+                bytes = bytes.saturating_add(view.bytes().len());
+            }
+        }
+        Ok(Weights {
+            config,
+            layers,
+            embed,
+            norm,
+            head,
+            bytes,
+        })
+    }
+
+    /// The configuration the weights were checked against.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Bytes of weights read in place.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn layer(&self, i: usize) -> Result<&Layer<'a>> {
+        self.layers
+            .get(i)
+            .and_then(|l| l.as_ref())
+            .ok_or(Error::OutOfRange)
+    }
+}
+
+/// How keys and values are stored in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvFormat {
+    /// 4 bytes per value: exact.
+    F32,
+    /// 2 bytes per value.
+    F16,
+    /// 1 byte per value plus one f32 absmax scale per token, per head (K and V separately).
+    I8,
+}
+
+impl KvFormat {
+    /// Name used on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KvFormat::F32 => "f32",
+            KvFormat::F16 => "f16",
+            KvFormat::I8 => "i8",
+        }
+    }
+
+    /// Parses a [`KvFormat::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(KvFormat::F32),
+            "f16" => Some(KvFormat::F16),
+            "i8" | "int8" => Some(KvFormat::I8),
+            _ => None,
+        }
+    }
+}
+
+/// The cache's f32 values, f16 values, int8 values and int8 scales.
+type CacheParts<C> = (
+    <C as Carve>::Out<f32>,
+    <C as Carve>::Out<u16>,
+    <C as Carve>::Out<i8>,
+    <C as Carve>::Out<f32>,
+);
+
+/// Layout of the cache: `[layer][K, V][kv_head][position][head_dim]`, plus for int8 one
+/// scale per `[layer][K, V][kv_head][position]`. Exactly one of the three value slices is
+/// non-empty.
+fn carve_cache<C: Carve>(
+    c: &mut C,
+    cfg: &Config,
+    context: usize,
+    format: KvFormat,
+) -> Result<CacheParts<C>> {
+    let rows = cfg
+        .n_layer
+        .checked_mul(2 * cfg.n_kv_head)
+        .and_then(|v| v.checked_mul(context))
+        .ok_or(Error::OutOfRange)?;
+    let values = rows.checked_mul(cfg.head_dim).ok_or(Error::OutOfRange)?;
+    let n = |f: KvFormat| if f == format { values } else { 0 };
+    Ok((
+        c.take::<f32>(n(KvFormat::F32))?,
+        c.take::<u16>(n(KvFormat::F16))?,
+        c.take::<i8>(n(KvFormat::I8))?,
+        c.take::<f32>(if format == KvFormat::I8 { rows } else { 0 })?,
+    ))
+}
+
+/// The KV cache of one sequence, in caller memory.
+#[derive(Debug)]
+pub struct KvCache<'s> {
+    config: Config,
+    format: KvFormat,
+    context: usize,
+    len: usize,
+    f32s: &'s mut [f32],
+    f16s: &'s mut [u16],
+    i8s: &'s mut [i8],
+    scales: &'s mut [f32],
+}
+
+impl<'s> KvCache<'s> {
+    /// Carves a cache of `context` positions (at most the model's `max_positions`).
+    pub fn carve(
+        config: &Config,
+        context: usize,
+        format: KvFormat,
+        arena: &mut Arena<'s>,
+    ) -> Result<Self> {
+        if context == 0 || context > config.max_positions {
+            return Err(Error::OutOfRange);
+        }
+        let (f32s, f16s, i8s, scales) = carve_cache(arena, config, context, format)?;
+        Ok(KvCache {
+            config: *config,
+            format,
+            context,
+            len: 0,
+            f32s,
+            f16s,
+            i8s,
+            scales,
+        })
+    }
+
+    /// Positions processed so far (the next token's position; with a sliding window in every
+    /// layer it can exceed [`KvCache::context`], the cache then being a ring).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is filled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the cache holds.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Storage format.
+    pub fn format(&self) -> KvFormat {
+        self.format
+    }
+
+    /// Forgets every position (a new sequence).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops positions after `len` (rewind, e.g. to reuse a shared prompt prefix). Fails with
+    /// [`Error::OutOfRange`] (nothing changed) when a ring cache has already overwritten
+    /// positions the shorter sequence would still attend to.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        let needed_from = len.saturating_sub(self.config.sliding_window.saturating_sub(1));
+        if self.len > self.context && needed_from + self.context < self.len {
+            return Err(Error::OutOfRange);
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Index of the row (`head_dim` values) for `(layer, K=0/V=1, kv_head, position)`;
+    /// positions map onto the `context` slots modulo `context` (a ring when sliding).
+    fn row(&self, layer: usize, kv: usize, head: usize, pos: usize) -> usize {
+        ((layer * 2 + kv) * self.config.n_kv_head + head) * self.context + pos % self.context
+    }
+
+    fn store(&mut self, row: usize, x: &[f32]) {
+        let hd = x.len();
+        let at = row * hd;
+        match self.format {
+            KvFormat::F32 => self.f32s[at..at + hd].copy_from_slice(x),
+            KvFormat::F16 => {
+                for (o, &v) in self.f16s[at..at + hd].iter_mut().zip(x) {
+                    *o = f16::from_f32(v).to_bits();
+                }
+            }
+            KvFormat::I8 => {
+                let amax = x.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)));
+                let scale = amax / 127.0;
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                for (o, &v) in self.i8s[at..at + hd].iter_mut().zip(x) {
+                    *o = libm::roundf(v * inv).clamp(-127.0, 127.0) as i8;
+                }
+                self.scales[row] = scale;
+            }
+        }
+    }
+
+    /// `Σ q[i]·K[row][i]`.
+    fn dot(&self, row: usize, q: &[f32]) -> f32 {
+        let hd = q.len();
+        let at = row * hd;
+        match self.format {
+            KvFormat::F32 => dot(&self.f32s[at..at + hd], q),
+            KvFormat::F16 => self.f16s[at..at + hd]
+                .iter()
+                .zip(q)
+                .map(|(&k, &q)| f16::from_bits(k).to_f32() * q)
+                .sum(),
+            KvFormat::I8 => {
+                let s: f32 = self.i8s[at..at + hd]
+                    .iter()
+                    .zip(q)
+                    .map(|(&k, &q)| k as f32 * q)
+                    .sum();
+                s * self.scales[row]
+            }
+        }
+    }
+
+    /// `out[i] += w·V[row][i]`.
+    fn add_scaled(&self, row: usize, w: f32, out: &mut [f32]) {
+        let hd = out.len();
+        let at = row * hd;
+        match self.format {
+            KvFormat::F32 => {
+                for (o, &v) in out.iter_mut().zip(&self.f32s[at..at + hd]) {
+                    *o += w * v;
+                }
+            }
+            KvFormat::F16 => {
+                for (o, &v) in out.iter_mut().zip(&self.f16s[at..at + hd]) {
+                    *o += w * f16::from_bits(v).to_f32();
+                }
+            }
+            KvFormat::I8 => {
+                let ws = w * self.scales[row];
+                for (o, &v) in out.iter_mut().zip(&self.i8s[at..at + hd]) {
+                    *o += ws * v as f32;
+                }
+            }
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Per-call working memory for up to `max_tokens` tokens at a time.
+#[derive(Debug)]
+pub struct Scratch<'s> {
+    max_tokens: usize,
+    x: &'s mut [f32],
+    h: &'s mut [f32],
+    q: &'s mut [f32],
+    k: &'s mut [f32],
+    v: &'s mut [f32],
+    attn: &'s mut [f32],
+    gate: &'s mut [f32],
+    up: &'s mut [f32],
+    scores: &'s mut [f32],
+    rope: &'s mut [f32],
+    /// Int8 copies of a linear layer's input (with [`Decoder::with_int8_activations`]).
+    acts: &'s mut [u8],
+}
+
+type ScratchParts<C> = ([<C as Carve>::Out<f32>; 10], <C as Carve>::Out<u8>);
+
+fn carve_scratch<C: Carve>(
+    c: &mut C,
+    cfg: &Config,
+    context: usize,
+    max_tokens: usize,
+) -> Result<ScratchParts<C>> {
+    let t = |w: usize| max_tokens.checked_mul(w).ok_or(Error::OutOfRange);
+    let widest = cfg.hidden.max(cfg.q_width()).max(cfg.intermediate);
+    let acts =
+        Int8Acts::scratch_bytes(max_tokens, widest, ActScale::PerBlock).ok_or(Error::OutOfRange)?;
+    let floats = [
+        c.take(t(cfg.hidden)?)?,
+        c.take(t(cfg.hidden)?)?,
+        c.take(t(cfg.q_width())?)?,
+        c.take(t(cfg.kv_width())?)?,
+        c.take(t(cfg.kv_width())?)?,
+        c.take(t(cfg.q_width())?)?,
+        c.take(t(cfg.intermediate)?)?,
+        c.take(t(cfg.intermediate)?)?,
+        c.take(context)?,
+        c.take(cfg.head_dim)?,
+    ];
+    Ok((floats, c.take(acts)?))
+}
+
+impl<'s> Scratch<'s> {
+    /// Carves scratch for chunks of up to `max_tokens` tokens and a `context`-position cache.
+    pub fn carve(
+        config: &Config,
+        context: usize,
+        max_tokens: usize,
+        arena: &mut Arena<'s>,
+    ) -> Result<Self> {
+        if max_tokens == 0 {
+            return Err(Error::OutOfRange);
+        }
+        let ([x, h, q, k, v, attn, gate, up, scores, rope], acts) =
+            carve_scratch(arena, config, context, max_tokens)?;
+        Ok(Scratch {
+            max_tokens,
+            x,
+            h,
+            q,
+            k,
+            v,
+            attn,
+            gate,
+            up,
+            scores,
+            rope,
+            acts,
+        })
+    }
+
+    /// Most tokens one chunk of a forward pass handles.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+}
+
+/// `out = RMSNorm(x) · g` (normalised in f32, as transformers does), keeping `x` for the
+/// residual.
+fn rms_norm(x: &[f32], g: &Vector, eps: f32, out: &mut [f32]) -> Result<()> {
+    out.copy_from_slice(x);
+    ops::rms_norm(out, *g, eps)
+}
+
+/// `inv_freq` for the half-split RoPE: `cos_sin[i] = θ^(-2i/head_dim)`, i < head_dim/2; the
+/// second half of the buffer is unused.
+fn rope_frequencies(theta: f32, out: &mut [f32]) {
+    let hd = out.len();
+    for (i, f) in out[..hd / 2].iter_mut().enumerate() {
+        *f = 1.0 / libm::powf(theta, (2 * i) as f32 / hd as f32);
+    }
+}
+
+/// Rotates one head in place: `x' = x·cos + rotate_half(x)·sin` with
+/// `rotate_half(x) = [-x[d/2..], x[..d/2]]` and angles `pos · inv_freq[i mod d/2]`.
+fn rope(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let angle = pos as f32 * inv_freq[i];
+        let (s, c) = (libm::sinf(angle), libm::cosf(angle));
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * c - b * s;
+        x[i + half] = b * c + a * s;
+    }
+}
+
+/// The decoder: weights plus the kernels chosen for this machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder<'w, 'a> {
+    weights: Weights<'w, 'a>,
+    kernels: Kernels,
+    int8_acts: Option<ActScale>,
+}
+
+impl<'w, 'a> Decoder<'w, 'a> {
+    /// A decoder over loaded weights.
+    pub fn new(weights: Weights<'w, 'a>, kernels: Kernels) -> Self {
+        Decoder {
+            weights,
+            kernels,
+            int8_acts: None,
+        }
+    }
+
+    /// Quantizes the input of every ternary (`tq2_0`, `tq1_0`) or `i8` linear layer to int8
+    /// and uses the integer kernels (what llama.cpp does for TQ2_0/TQ1_0). Faster, and no
+    /// longer bit-comparable with the float model; other formats keep f32 activations.
+    pub fn with_int8_activations(mut self, scale: ActScale) -> Self {
+        self.int8_acts = Some(scale);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.weights.config
+    }
+
+    /// The weights.
+    pub fn weights(&self) -> &Weights<'w, 'a> {
+        &self.weights
+    }
+
+    /// Exact memory for a `context`-position cache in `kv` format (state) and chunks of up to
+    /// `max_tokens` (scratch); carve the cache first, then the scratch, from one arena or two.
+    pub fn plan(
+        config: &Config,
+        context: usize,
+        kv: KvFormat,
+        max_tokens: usize,
+        weight_bytes: usize,
+    ) -> Result<MemoryPlan> {
+        let mut state = Planner::new();
+        carve_cache(&mut state, config, context, kv)?;
+        let mut scratch = Planner::new();
+        carve_scratch(&mut scratch, config, context, max_tokens)?;
+        Ok(MemoryPlan {
+            weight_bytes,
+            state_bytes: state.bytes(),
+            scratch_bytes: scratch.bytes(),
+        })
+    }
+
+    /// [`Decoder::plan`] for this model's weights.
+    pub fn memory_plan(
+        &self,
+        context: usize,
+        kv: KvFormat,
+        max_tokens: usize,
+    ) -> Result<MemoryPlan> {
+        Self::plan(
+            &self.weights.config,
+            context,
+            kv,
+            max_tokens,
+            self.weights.bytes,
+        )
+    }
+
+    /// Runs `tokens` at the next positions of `cache` and writes logits: `logits.len()` must be
+    /// `vocab` (the last token's) or `tokens.len() · vocab` (every token's, token-major).
+    ///
+    /// When every layer has a sliding window and the cache holds at least `window - 1 +
+    /// max_tokens` positions, the cache is a ring and never fills. Otherwise
+    /// fails with [`Error::ContextFull`] (cache unchanged) if the tokens do not fit, and with
+    /// [`Error::OutOfRange`] for a token id outside the vocabulary.
+    pub fn forward(
+        &self,
+        cache: &mut KvCache<'_>,
+        scratch: &mut Scratch<'_>,
+        tokens: &[u32],
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let cfg = &self.weights.config;
+        if cache.config != *cfg || scratch.rope.len() != cfg.head_dim {
+            return Err(Error::LengthMismatch {
+                expected: cfg.head_dim as u64,
+                found: scratch.rope.len() as u64,
+            });
+        }
+        if scratch.scores.len() < cache.context {
+            return Err(Error::BufferTooSmall {
+                needed: cache.context as u64,
+                provided: scratch.scores.len() as u64,
+            });
+        }
+        if tokens.is_empty() {
+            return Err(Error::LengthMismatch {
+                expected: 1,
+                found: 0,
+            });
+        }
+        let all = logits.len() == tokens.len() * cfg.vocab;
+        if !all && logits.len() != cfg.vocab {
+            return Err(Error::LengthMismatch {
+                expected: cfg.vocab as u64,
+                found: logits.len() as u64,
+            });
+        }
+        let ring =
+            cfg.slides_everywhere() && cache.context >= cfg.sliding_window - 1 + scratch.max_tokens;
+        if !ring && cache.len + tokens.len() > cache.context {
+            return Err(Error::ContextFull {
+                capacity: cache.context as u64,
+            });
+        }
+        if tokens.iter().any(|&t| t as usize >= cfg.vocab) {
+            return Err(Error::OutOfRange);
+        }
+        let chunk = scratch.max_tokens;
+        let mut done = 0;
+        for part in tokens.chunks(chunk) {
+            let n = part.len();
+            self.run_chunk(cache, scratch, part)?;
+            let last = n == tokens.len() - done;
+            if all {
+                let out = &mut logits[done * cfg.vocab..(done + n) * cfg.vocab];
+                self.head(scratch, n, out)?;
+            } else if last {
+                self.head_last(scratch, n, logits)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Embeds `part`, runs every layer (filling the cache), leaves the residual in `scratch.x`.
+    fn run_chunk(&self, cache: &mut KvCache<'_>, s: &mut Scratch<'_>, part: &[u32]) -> Result<()> {
+        let cfg = &self.weights.config;
+        let n = part.len();
+        let h = cfg.hidden;
+        for (t, &id) in part.iter().enumerate() {
+            let row = self
+                .weights
+                .embed
+                .row(id as usize)
+                .ok_or(Error::OutOfRange)?;
+            dequantize_row(
+                self.weights.embed.format(),
+                row,
+                h,
+                &mut s.x[t * h..(t + 1) * h],
+            )?;
+        }
+        rope_frequencies(cfg.rope_theta, s.rope);
+        for l in 0..cfg.n_layer {
+            self.attention(l, cache, s, n)?;
+            self.mlp(l, s, n)?;
+        }
+        cache.len += n;
+        Ok(())
+    }
+
+    /// `y = W·x` for `n` tokens: matrix-vector kernel for one token, matrix-matrix otherwise.
+    fn linear(
+        &self,
+        w: &Matrix,
+        b: Option<&Vector>,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        acts: &mut [u8],
+    ) -> Result<()> {
+        let integer = matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8);
+        if let Some(mode) = self.int8_acts.filter(|_| integer) {
+            let a = self.kernels.quantize_acts(x, n, w.cols(), mode, acts)?;
+            self.kernels.gemm_i8(w, &a, y)?;
+        } else if n == 1 {
+            self.kernels.gemv(w, x, y)?;
+        } else {
+            self.kernels.gemm(w, x, n, y)?;
+        }
+        if let Some(b) = b {
+            add_bias(b, y, w.rows());
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        l: usize,
+        cache: &mut KvCache<'_>,
+        s: &mut Scratch<'_>,
+        n: usize,
+    ) -> Result<()> {
+        let cfg = &self.weights.config;
+        let layer = self.weights.layer(l)?;
+        let (h, hd, qw, kvw) = (cfg.hidden, cfg.head_dim, cfg.q_width(), cfg.kv_width());
+        let (x, hn) = (&s.x[..n * h], &mut s.h[..n * h]);
+        for t in 0..n {
+            rms_norm(
+                &x[t * h..(t + 1) * h],
+                &layer.attn_norm,
+                cfg.rms_eps,
+                &mut hn[t * h..(t + 1) * h],
+            )?;
+        }
+        let (q, k, v) = (&mut s.q[..n * qw], &mut s.k[..n * kvw], &mut s.v[..n * kvw]);
+        self.linear(&layer.q, layer.q_bias.as_ref(), hn, n, q, s.acts)?;
+        self.linear(&layer.k, layer.k_bias.as_ref(), hn, n, k, s.acts)?;
+        self.linear(&layer.v, layer.v_bias.as_ref(), hn, n, v, s.acts)?;
+        let start = cache.len;
+        for t in 0..n {
+            let pos = start + t;
+            for head in q[t * qw..(t + 1) * qw].chunks_exact_mut(hd) {
+                rope(head, pos, s.rope);
+            }
+            for g in 0..cfg.n_kv_head {
+                let kh = &mut k[t * kvw + g * hd..t * kvw + (g + 1) * hd];
+                rope(kh, pos, s.rope);
+                cache.store(cache.row(l, 0, g, pos), kh);
+                cache.store(
+                    cache.row(l, 1, g, pos),
+                    &v[t * kvw + g * hd..t * kvw + (g + 1) * hd],
+                );
+            }
+        }
+        let group = cfg.n_head / cfg.n_kv_head;
+        let scale = 1.0 / libm::sqrtf(hd as f32);
+        let out = &mut s.attn[..n * qw];
+        out.fill(0.0);
+        for t in 0..n {
+            // Causal, and within the window: positions first..=pos.
+            let pos = start + t;
+            let first = cfg.window(l).map_or(0, |w| (pos + 1).saturating_sub(w));
+            for head in 0..cfg.n_head {
+                let g = head / group;
+                let qh = &q[t * qw + head * hd..t * qw + (head + 1) * hd];
+                let scores = &mut s.scores[..pos + 1 - first];
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    *sc = cache.dot(cache.row(l, 0, g, first + j), qh) * scale;
+                }
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0.0;
+                for sc in scores.iter_mut() {
+                    *sc = libm::expf(*sc - max);
+                    sum += *sc;
+                }
+                let oh = &mut out[t * qw + head * hd..t * qw + (head + 1) * hd];
+                for (j, &w) in scores.iter().enumerate() {
+                    cache.add_scaled(cache.row(l, 1, g, first + j), w / sum, oh);
+                }
+            }
+        }
+        self.linear(&layer.o, layer.o_bias.as_ref(), out, n, hn, s.acts)?;
+        for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
+            *xv += o;
+        }
+        Ok(())
+    }
+
+    fn mlp(&self, l: usize, s: &mut Scratch<'_>, n: usize) -> Result<()> {
+        let cfg = &self.weights.config;
+        let layer = self.weights.layer(l)?;
+        let (h, ff) = (cfg.hidden, cfg.intermediate);
+        let hn = &mut s.h[..n * h];
+        for t in 0..n {
+            rms_norm(
+                &s.x[t * h..(t + 1) * h],
+                &layer.mlp_norm,
+                cfg.rms_eps,
+                &mut hn[t * h..(t + 1) * h],
+            )?;
+        }
+        let (gate, up) = (&mut s.gate[..n * ff], &mut s.up[..n * ff]);
+        self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate, s.acts)?;
+        self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up, s.acts)?;
+        for (g, &u) in gate.iter_mut().zip(up.iter()) {
+            *g = ops::silu(*g) * u;
+        }
+        self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn, s.acts)?;
+        for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
+            *xv += o;
+        }
+        Ok(())
+    }
+
+    /// Final norm and head for every token of the chunk.
+    fn head(&self, s: &mut Scratch<'_>, n: usize, logits: &mut [f32]) -> Result<()> {
+        let cfg = &self.weights.config;
+        let h = cfg.hidden;
+        for t in 0..n {
+            rms_norm(
+                &s.x[t * h..(t + 1) * h],
+                &self.weights.norm,
+                cfg.rms_eps,
+                &mut s.h[t * h..(t + 1) * h],
+            )?;
+        }
+        self.linear(&self.weights.head, None, &s.h[..n * h], n, logits, s.acts)
+    }
+
+    /// Final norm and head for the chunk's last token only (generation needs no more).
+    fn head_last(&self, s: &mut Scratch<'_>, n: usize, logits: &mut [f32]) -> Result<()> {
+        let cfg = &self.weights.config;
+        let h = cfg.hidden;
+        let last = &s.x[(n - 1) * h..n * h];
+        rms_norm(last, &self.weights.norm, cfg.rms_eps, &mut s.h[..h])?;
+        self.kernels.gemv(&self.weights.head, &s.h[..h], logits)
+    }
+}
