@@ -37,6 +37,7 @@ pub mod arena;
 pub mod error;
 pub mod format;
 pub mod kernels;
+pub mod models;
 pub mod quant;
 
 pub use error::{Error, Result};

@@ -1,0 +1,233 @@
+//! goldcrest's Toto against golden outputs of the reference `toto-ts` 0.2.0
+//! (tests/fixtures/toto, made by tools/toto/make_fixtures.py).
+//!
+//! Tolerances: the scaler runs in f64 like the reference: 1e-9 relative. The network runs in
+//! f32 and the reference in f64 on the same (f32-representable) weights: head parameters and
+//! forecasts to 1e-4 relative to max(1, |value|).
+
+use goldcrest_core::format::SafeTensors;
+use goldcrest_core::kernels::Kernels;
+use goldcrest_core::models::toto::{ForecastSpec, Series, Toto};
+
+fn fixture(name: &str) -> Vec<u64> {
+    let path = format!(
+        "{}/../tests/fixtures/toto/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // A u64 buffer keeps the f32 tensors aligned for zero-copy views.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    words.push(bytes.len() as u64);
+    words
+}
+
+fn as_bytes(words: &[u64]) -> &[u8] {
+    let len = *words.last().unwrap() as usize;
+    &bytemuck::cast_slice::<u64, u8>(&words[..words.len() - 1])[..len]
+}
+
+struct Golden {
+    file: Vec<u8>,
+}
+
+impl Golden {
+    fn load(name: &str) -> Golden {
+        let path = format!(
+            "{}/../tests/fixtures/toto/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Golden {
+            file: std::fs::read(path).unwrap(),
+        }
+    }
+
+    fn get(&self, key: &str) -> (Vec<usize>, Vec<f64>) {
+        let st = safetensors::SafeTensors::deserialize(&self.file).unwrap();
+        let t = st.tensor(key).unwrap_or_else(|_| panic!("golden {key}"));
+        let values = match t.dtype() {
+            safetensors::Dtype::F64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::U8 => t.data().iter().map(|&b| b as f64).collect(),
+            other => panic!("{key}: {other:?}"),
+        };
+        (t.shape().to_vec(), values)
+    }
+}
+
+fn max_rel_err(ours: impl IntoIterator<Item = f64>, theirs: &[f64]) -> f64 {
+    ours.into_iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f64::max)
+}
+
+struct Case {
+    values: Vec<f64>,
+    groups: Vec<u32>,
+    variates: usize,
+    steps: usize,
+}
+
+fn case(g: &Golden, name: &str) -> Case {
+    let (shape, series) = g.get(&format!("{name}.input_series"));
+    let (_, mask) = g.get(&format!("{name}.input_mask"));
+    let (_, groups) = g.get(&format!("{name}.id_groups"));
+    let values = series
+        .iter()
+        .zip(&mask)
+        .map(|(&x, &m)| if m > 0.0 { x } else { f64::NAN })
+        .collect();
+    Case {
+        values,
+        groups: groups.iter().map(|&x| x as u32).collect(),
+        variates: shape[0],
+        steps: shape[1],
+    }
+}
+
+fn check_case(model_file: &str, golden_file: &str, name: &str) {
+    let words = fixture(model_file);
+    let st = SafeTensors::parse(as_bytes(&words)).unwrap();
+    let model = Toto::new(st, Kernels::scalar()).unwrap();
+    let g = Golden::load(golden_file);
+    let c = case(&g, name);
+    let series = Series {
+        values: &c.values,
+        variates: c.variates,
+        groups: Some(&c.groups),
+    };
+    let cfg = *model.config();
+    let p = cfg.patch_size;
+    let nc = c.steps.div_ceil(p);
+
+    // Scaler: the reference repeats each patch's statistics over its steps.
+    let (mut loc, mut scale) = (vec![0.0; c.variates * nc], vec![0.0; c.variates * nc]);
+    model
+        .context_statistics(&series, &mut loc, &mut scale)
+        .unwrap();
+    let (_, gloc) = g.get(&format!("{name}.scaler_loc"));
+    let (_, gscale) = g.get(&format!("{name}.scaler_scale"));
+    let pick = |v: &[f64]| -> Vec<f64> {
+        (0..c.variates * nc)
+            .map(|i| v[(i / nc) * nc * p + (i % nc) * p])
+            .collect()
+    };
+    let loc_err = max_rel_err(loc.iter().copied(), &pick(&gloc));
+    let scale_err = max_rel_err(scale.iter().copied(), &pick(&gscale));
+    assert!(
+        loc_err < 1e-9 && scale_err < 1e-9,
+        "{name}: scaler {loc_err} {scale_err}"
+    );
+
+    // Head parameters at every context position.
+    let k = cfg.k_components;
+    let plan = model
+        .memory_plan(&ForecastSpec {
+            variates: c.variates,
+            context: c.steps,
+            horizon: 1,
+            batch: 1,
+        })
+        .unwrap();
+    let mut mem = vec![0u8; plan.bytes_unaligned()];
+    let mut params = vec![0f32; c.variates * nc * p * 4 * k];
+    model
+        .context_distributions(&series, &mut mem, &mut params)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut head_err = [0f64; 4];
+    for (j, part) in ["df", "loc", "scale", "weights"].iter().enumerate() {
+        let (shape, gold) = g.get(&format!("{name}.head_{part}"));
+        assert_eq!(shape, vec![c.variates, nc * p, k]);
+        let ours: Vec<f64> = (0..gold.len())
+            .map(|i| {
+                let (pos, comp) = (i / k, i % k);
+                params[pos * 4 * k + j * k + comp] as f64
+            })
+            .collect();
+        head_err[j] = max_rel_err(ours, &gold);
+    }
+    assert!(
+        head_err.iter().all(|&e| e < 1e-4),
+        "{name}: head {head_err:?}"
+    );
+
+    // Mean forecasts through the KV cache.
+    let (shape, kv) = g.get(&format!("{name}.forecast_mean_kvcache"));
+    let (_, full) = g.get(&format!("{name}.forecast_mean_full_recompute"));
+    let horizon = shape[1];
+    let plan = model
+        .memory_plan(&ForecastSpec {
+            variates: c.variates,
+            context: c.steps,
+            horizon,
+            batch: 1,
+        })
+        .unwrap();
+    // The exact plan suffices (an aligned buffer of ram_bytes) ...
+    let mut words = vec![0u64; plan.ram_bytes().div_ceil(8) + 8];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    let skip = bytes.as_ptr().align_offset(64);
+    let mem = &mut bytes[skip..skip + plan.ram_bytes()];
+    let mut out = vec![0f64; c.variates * horizon];
+    model
+        .forecast_mean(&series, horizon, mem, &mut out)
+        .unwrap();
+    let kv_err = max_rel_err(out.iter().copied(), &kv);
+    let full_err = max_rel_err(out.iter().copied(), &full);
+    eprintln!(
+        "{name}: scaler {loc_err:.1e}/{scale_err:.1e}, head {head_err:?}, mean vs kv {kv_err:.1e}, vs full recompute {full_err:.1e}"
+    );
+    assert!(kv_err < 1e-4, "{name}: forecast {kv_err}");
+    // Where the reference's two paths differ, goldcrest follows the cached one.
+    if full_err > 1e-6 {
+        assert!(kv_err < full_err / 10.0, "{name}: closer to full recompute");
+    }
+    // ... and one byte less is refused, not overrun.
+    let mut out2 = vec![0f64; c.variates * horizon];
+    let short = &mut bytes[skip..skip + plan.ram_bytes() - 1];
+    assert!(
+        model
+            .forecast_mean(&series, horizon, short, &mut out2)
+            .is_err()
+    );
+}
+
+#[test]
+fn small_multivariate_two_groups() {
+    check_case(
+        "small.model.safetensors",
+        "small.golden.safetensors",
+        "plain",
+    );
+}
+
+#[test]
+fn small_missing_values() {
+    check_case(
+        "small.model.safetensors",
+        "small.golden.safetensors",
+        "missing",
+    );
+}
+
+#[test]
+fn small_single_variate() {
+    check_case(
+        "small.model.safetensors",
+        "small.golden.safetensors",
+        "single",
+    );
+}
+
+#[test]
+fn spacewise_first_four_heads() {
+    check_case(
+        "sfirst.model.safetensors",
+        "sfirst.golden.safetensors",
+        "plain",
+    );
+}
