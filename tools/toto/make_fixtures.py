@@ -83,6 +83,10 @@ def write_model(toto, cfg, path):
     save_file(tensors, path, metadata=meta)
 
 
+# Reference sample paths per case, summarised by empirical quantiles for statistical tests.
+SAMPLES = 4000
+
+
 def series_for(case, v_count, t_len):
     """Input series (f64) and validity mask for a named case."""
     t = torch.arange(t_len, dtype=torch.float64)
@@ -132,7 +136,11 @@ def run_case(toto, cfg, case, v_count, t_len, horizon, id_groups):
         fc = TotoForecaster(bb)
         mean_kv = fc.forecast(inp, prediction_length=horizon, num_samples=None, use_kv_cache=True).mean
         mean_full = fc.forecast(inp, prediction_length=horizon, num_samples=None, use_kv_cache=False).mean
-    return {
+        torch.manual_seed(1234)
+        sampled = fc.forecast(inp, prediction_length=horizon, num_samples=SAMPLES, samples_per_batch=500,
+                              use_kv_cache=True)
+    quantiles = {f"{case}.sample_q{int(q * 100)}": sampled.quantile(q)[0] for q in (0.1, 0.5, 0.9)}
+    return quantiles | {
         f"{case}.input_series": series, f"{case}.input_mask": mask.to(torch.uint8),
         f"{case}.id_groups": torch.tensor(id_groups, dtype=torch.float64),
         f"{case}.padded_input": x[0], f"{case}.padding_mask": pm[0].to(torch.uint8),
