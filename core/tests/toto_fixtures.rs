@@ -342,3 +342,181 @@ fn samples_do_not_depend_on_batching() {
     assert_ne!(one, run(12, 6));
     assert!(one.iter().all(|x| x.is_finite()));
 }
+
+fn small_model_bytes() -> Vec<u64> {
+    fixture("small.model.safetensors")
+}
+
+fn forecast_once(
+    model: &Toto<'_>,
+    values: &[f64],
+    variates: usize,
+    horizon: usize,
+) -> Result<Vec<f64>, goldcrest_core::Error> {
+    let series = Series {
+        values,
+        variates,
+        groups: None,
+    };
+    let steps = values.len().checked_div(variates).unwrap_or(0);
+    let spec = ForecastSpec {
+        variates,
+        context: steps,
+        horizon,
+        batch: 1,
+    };
+    let plan = model.memory_plan(&spec)?;
+    let mut mem = vec![0u8; plan.bytes_unaligned()];
+    let mut out = vec![0f64; variates * horizon];
+    model.forecast_mean(&series, horizon, &mut mem, &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn awkward_series_give_finite_forecasts_or_errors() {
+    let words = small_model_bytes();
+    let model = Toto::new(
+        SafeTensors::parse(as_bytes(&words)).unwrap(),
+        Kernels::scalar(),
+    )
+    .unwrap();
+    let finite = |r: Result<Vec<f64>, _>| r.unwrap().iter().all(|x| x.is_finite());
+    assert!(finite(forecast_once(&model, &[5.0], 1, 3)), "single point");
+    assert!(finite(forecast_once(&model, &[7.0; 40], 1, 10)), "constant");
+    assert!(
+        finite(forecast_once(&model, &[f64::NAN; 20], 2, 10)),
+        "all missing"
+    );
+    assert!(
+        finite(forecast_once(&model, &[1e25, -1e25, 3e24, 0.0], 1, 9)),
+        "huge"
+    );
+    assert!(
+        forecast_once(&model, &[1e30, 0.0], 1, 3).is_err(),
+        "too huge"
+    );
+    assert!(forecast_once(&model, &[], 1, 3).is_err(), "empty");
+    assert!(
+        forecast_once(&model, &[1.0, 2.0, 3.0], 2, 3).is_err(),
+        "ragged"
+    );
+    assert!(
+        forecast_once(&model, &[1.0, 2.0], 0, 3).is_err(),
+        "no variates"
+    );
+    assert!(
+        forecast_once(&model, &[1.0, 2.0], 1, 0).is_err(),
+        "no horizon"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+    #[test]
+    fn never_panics_on_any_series(
+        variates in 1usize..4,
+        steps in 1usize..30,
+        horizon in 1usize..20,
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let words = small_model_bytes();
+        let model = Toto::new(SafeTensors::parse(as_bytes(&words)).unwrap(), Kernels::scalar()).unwrap();
+        let mut state = seed | 1;
+        let values: Vec<f64> = (0..variates * steps).map(|_| {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            match state % 9 {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => -1e29,
+                3 => 0.0,
+                _ => (state >> 11) as f64 / (1u64 << 53) as f64 * 200.0 - 100.0,
+            }
+        }).collect();
+        match forecast_once(&model, &values, variates, horizon) {
+            Ok(out) => proptest::prop_assert!(out.iter().all(|x| x.is_finite())),
+            Err(e) => proptest::prop_assert!(false, "valid series refused: {e}"),
+        }
+    }
+}
+
+/// Rewrites the small model's file with `edit` applied to its tensor list and metadata.
+fn edited_model(
+    edit: impl FnOnce(
+        &mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+        &mut std::collections::HashMap<String, String>,
+    ),
+) -> Vec<u64> {
+    let words = small_model_bytes();
+    let bytes = as_bytes(&words);
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    edit(&mut tensors, &mut meta);
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let out = safetensors::serialize(views, Some(meta)).unwrap();
+    let mut w = vec![0u64; out.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut w)[..out.len()].copy_from_slice(&out);
+    w.push(out.len() as u64);
+    w
+}
+
+#[test]
+fn bad_files_are_refused_with_the_culprit_named() {
+    use goldcrest_core::Error;
+    let open = |w: &[u64]| {
+        SafeTensors::parse(as_bytes(w))
+            .and_then(|st| Toto::new(st, Kernels::scalar()))
+            .map(|_| ())
+    };
+    let missing = edited_model(|t, _| t.retain(|(n, ..)| n != "transformer.layers.2.mlp.0.bias"));
+    assert!(
+        matches!(open(&missing), Err(Error::MissingTensor { tensor }) if tensor.as_str() == "transformer.layers.2.mlp.0.bias")
+    );
+    let extra = edited_model(|t, _| {
+        t.push((
+            "transformer.rotary_emb.freqs".into(),
+            safetensors::Dtype::F32,
+            vec![4],
+            vec![0; 16],
+        ))
+    });
+    assert!(
+        matches!(open(&extra), Err(Error::UnexpectedTensor { tensor }) if tensor.as_str() == "transformer.rotary_emb.freqs")
+    );
+    let reshaped = edited_model(|t, _| {
+        for (n, _, s, _) in t.iter_mut() {
+            if n == "unembed.bias" {
+                *s = vec![32, 8];
+            }
+        }
+    });
+    assert!(matches!(open(&reshaped), Err(Error::ShapeMismatch { .. })));
+    let arch = edited_model(|_, m| {
+        m.insert("goldcrest.arch".into(), "llama".into());
+    });
+    assert!(matches!(open(&arch), Err(Error::BadMetadata { .. })));
+    let heads = edited_model(|_, m| {
+        m.insert("goldcrest.toto.num_heads".into(), "3".into());
+    });
+    assert!(matches!(open(&heads), Err(Error::BadMetadata { .. })));
+    let newer = edited_model(|_, m| {
+        m.insert("goldcrest.format_version".into(), "2.0".into());
+    });
+    assert!(matches!(
+        open(&newer),
+        Err(Error::UnsupportedVersion { .. })
+    ));
+}
