@@ -14,5 +14,6 @@ pub mod kernels;
 pub use goldcrest_alloc as alloc_api;
 pub use goldcrest_core as core_api;
 
+pub mod convert;
 pub mod load;
 pub mod write;

@@ -47,9 +47,8 @@ CONFIGS = {
 }
 
 
-def build(cfg, seed):
-    torch.manual_seed(seed)
-    model_cfg = dict(
+def toto_config(cfg):
+    return dict(
         patch_size=cfg["patch_size"], stride=cfg["stride"], embed_dim=cfg["embed_dim"],
         num_layers=cfg["num_layers"], num_heads=cfg["num_heads"], mlp_hidden_dim=cfg["mlp_hidden_dim"],
         dropout=0.0, spacewise_every_n_layers=cfg["spacewise_every_n_layers"],
@@ -58,7 +57,11 @@ def build(cfg, seed):
         output_distribution_classes=["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
         output_distribution_kwargs={"k_components": cfg["k_components"]},
         use_memory_efficient_attention=False, stabilize_with_global=True, scale_factor_exponent=10.0)
-    toto = Toto(**model_cfg).eval()
+
+
+def build(cfg, seed):
+    torch.manual_seed(seed)
+    toto = Toto(**toto_config(cfg)).eval()
     with torch.no_grad():
         for p in toto.parameters():
             # Norm scales are ones at init; perturb them so a missing norm scale is caught.
@@ -85,6 +88,26 @@ def write_model(toto, cfg, path):
 
 # Reference sample paths per case, summarised by empirical quantiles for statistical tests.
 SAMPLES = 4000
+
+
+def write_checkpoints(toto, model_cfg, out_dir, name):
+    """toto-ts checkpoint directories for `goldcrest convert toto`: the module's own names in
+    float64, and the released file's names (`mlp.0.w12`, `mlp.0.w3`, `rotary_emb.freqs`) in bf16
+    (bf16 rounding changes the weights, so that one is checked against its own float32 run)."""
+    import json
+    plain_dir = f"{out_dir}/checkpoint_{name}"
+    os.makedirs(plain_dir, exist_ok=True)
+    json.dump(model_cfg, open(f"{plain_dir}/config.json", "w"), indent=1)
+    save_file({k: v.contiguous() for k, v in toto.state_dict().items()}, f"{plain_dir}/model.safetensors")
+    released_dir = f"{out_dir}/checkpoint_{name}_released"
+    os.makedirs(released_dir, exist_ok=True)
+    json.dump(model_cfg, open(f"{released_dir}/config.json", "w"), indent=1)
+    released = {}
+    for k, v in toto.state_dict().items():
+        k = k.replace(".mlp.0.", ".mlp.0.w12.").replace(".mlp.2.", ".mlp.0.w3.")
+        released[k] = v.to(torch.bfloat16).contiguous()
+    released["model.transformer.rotary_emb.freqs"] = toto.model.transformer.rotary_emb.freqs.float().contiguous()
+    save_file(released, f"{released_dir}/model.safetensors")
 
 
 def series_for(case, v_count, t_len):
@@ -164,6 +187,14 @@ def main(out_dir):
             gold.update(run_case(toto, cfg, "single", 1, 17, 9, [0]))
         else:
             gold.update(run_case(toto, cfg, "plain", 2, 13, 7, [0, 0]))
+            write_checkpoints(toto, toto_config(cfg), out_dir, name)
+            # The bf16 checkpoint's own answer (weights rounded to bf16, run in float64).
+            rounded = build(cfg, seed)
+            with torch.no_grad():
+                for p in rounded.parameters():
+                    p.copy_(p.to(torch.bfloat16).double())
+            bf = run_case(rounded, cfg, "plain", 2, 13, 7, [0, 0])
+            gold["bf16.forecast_mean_kvcache"] = bf["plain.forecast_mean_kvcache"]
         save_file({k: v.contiguous() for k, v in gold.items()}, f"{out_dir}/{name}.golden.safetensors")
         print(name, "params", sum(p.numel() for p in toto.parameters()),
               "kv vs full max diff", float((gold["plain.forecast_mean_kvcache"]

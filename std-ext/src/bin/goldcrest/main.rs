@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod inspect;
 
 #[derive(Parser)]
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Show a model file's metadata, tensors and memory plan.
     Inspect(inspect::Args),
+    /// Convert a checkpoint from another project into a goldcrest file.
+    Convert(convert::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

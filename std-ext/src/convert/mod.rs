@@ -1,0 +1,3 @@
+//! Converters from other projects' checkpoints to goldcrest files.
+
+pub mod toto;
