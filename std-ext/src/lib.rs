@@ -16,4 +16,6 @@ pub use goldcrest_core as core_api;
 
 pub mod convert;
 pub mod load;
+pub mod plot;
+pub mod series_csv;
 pub mod write;

@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod forecast;
 mod inspect;
 
 #[derive(Parser)]
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Convert a checkpoint from another project into a goldcrest file.
     Convert(convert::Args),
+    /// Forecast the series in a CSV file with a Toto model.
+    Forecast(forecast::Args),
 }
 
 fn main() {
@@ -32,6 +35,7 @@ fn main() {
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Forecast(args) => forecast::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
