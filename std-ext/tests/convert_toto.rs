@@ -58,10 +58,17 @@ fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
 
 /// The converted bytes, copied into u64 storage so tensors are aligned for zero-copy views.
 fn converted(dir: &Path, weights: Format) -> Vec<u8> {
-    convert(dir, Options { weights })
-        .unwrap()
-        .to_bytes()
-        .unwrap()
+    converted_with(
+        dir,
+        Options {
+            weights,
+            fuse_head: false,
+        },
+    )
+}
+
+fn converted_with(dir: &Path, options: Options) -> Vec<u8> {
+    convert(dir, options).unwrap().to_bytes().unwrap()
 }
 
 fn aligned_forecast(bytes: &[u8]) -> Vec<f64> {
@@ -77,6 +84,24 @@ fn module_names_in_f64() {
         &fixtures().join("checkpoint_sfirst"),
         Format::F32,
     ));
+    let err = max_rel_err(&out, &golden("plain.forecast_mean_kvcache"));
+    assert!(err < 1e-4, "{err}");
+}
+
+/// The fused head is exact: same forecasts, fewer weights.
+#[test]
+fn fused_head() {
+    let dir = fixtures().join("checkpoint_sfirst");
+    let plain = converted(&dir, Format::F32);
+    let fused = converted_with(
+        &dir,
+        Options {
+            weights: Format::F32,
+            fuse_head: true,
+        },
+    );
+    assert!(fused.len() < plain.len());
+    let out = aligned_forecast(&fused);
     let err = max_rel_err(&out, &golden("plain.forecast_mean_kvcache"));
     assert!(err < 1e-4, "{err}");
 }
@@ -150,6 +175,7 @@ fn edited_checkpoint(
 fn strict_about_names_and_rope() {
     let options = Options {
         weights: Format::F32,
+        fuse_head: false,
     };
     let unknown = edited_checkpoint(|t| {
         t.push((

@@ -321,9 +321,23 @@ pub struct Toto<'a> {
     config: TotoConfig,
     kernels: Kernels,
     patch_embed: Linear<'a>,
-    unembed: Linear<'a>,
-    head: [Linear<'a>; 4],
+    output: OutputHead<'a>,
 }
+
+/// The unembedding plus the four mixture projections, or their exact product.
+#[derive(Debug, Clone, Copy)]
+enum OutputHead<'a> {
+    /// `unembed` (`p·d × d`) then `df`, `loc_proj`, `scale_proj`, `mixture_weights` (`k × d`).
+    Separate {
+        unembed: Linear<'a>,
+        projections: [Linear<'a>; 4],
+    },
+    /// `head.fused` (`p·4k × d`): rows by position, then df/loc/scale/weight, then component.
+    Fused(Linear<'a>),
+}
+
+/// Name of the fused output head written by `goldcrest convert toto --fuse-head`.
+pub const FUSED_HEAD: &str = "head.fused";
 
 const LAYER_TENSORS: [&str; 10] = [
     "norm1.scale",
@@ -349,24 +363,37 @@ impl<'a> Toto<'a> {
         let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear<'a>> {
             Self::load_linear(&st, name, rows, cols)
         };
-        let head = [
-            linear("output_distribution.df", k, d)?,
-            linear("output_distribution.loc_proj", k, d)?,
-            linear("output_distribution.scale_proj", k, d)?,
-            linear("output_distribution.mixture_weights", k, d)?,
-        ];
+        let fused_rows = p
+            .checked_mul(4 * k)
+            .ok_or_else(|| bad_meta("goldcrest.toto.k_components"))?;
+        let output = if st.contains(&tensor_name(format_args!("{FUSED_HEAD}.weight"))?) {
+            OutputHead::Fused(linear(FUSED_HEAD, fused_rows, d)?)
+        } else {
+            OutputHead::Separate {
+                unembed: linear("unembed", p * d, d)?,
+                projections: [
+                    linear("output_distribution.df", k, d)?,
+                    linear("output_distribution.loc_proj", k, d)?,
+                    linear("output_distribution.scale_proj", k, d)?,
+                    linear("output_distribution.mixture_weights", k, d)?,
+                ],
+            }
+        };
         let model = Toto {
             st,
             config,
             kernels,
             patch_embed: linear("patch_embed.projection", d, p)?,
-            unembed: linear("unembed", p * d, d)?,
-            head,
+            output,
         };
         for i in 0..config.num_layers {
             model.layer(i)?;
         }
-        let expected = 2 + 2 + 8 + LAYER_TENSORS.len() * config.num_layers;
+        let head_tensors = match output {
+            OutputHead::Fused(_) => 2,
+            OutputHead::Separate { .. } => 2 + 8,
+        };
+        let expected = 2 + head_tensors + LAYER_TENSORS.len() * config.num_layers;
         if st.len() != expected {
             for t in st.tensors() {
                 let mut buf = [0u8; 128];
@@ -382,21 +409,31 @@ impl<'a> Toto<'a> {
     }
 
     fn is_expected(&self, name: &str) -> bool {
-        let fixed = ["patch_embed.projection", "unembed"];
-        for base in fixed {
-            if name
-                .strip_prefix(base)
+        let linear_named = |base: &str| {
+            name.strip_prefix(base)
                 .is_some_and(|r| r == ".weight" || r == ".bias")
-            {
-                return true;
-            }
+        };
+        if linear_named("patch_embed.projection") {
+            return true;
         }
-        for h in HEAD_NAMES {
-            if let Some(r) = name.strip_prefix("output_distribution.")
-                && let Some(r) = r.strip_prefix(h)
-                && (r == ".weight" || r == ".bias")
-            {
-                return true;
+        match self.output {
+            OutputHead::Fused(_) => {
+                if linear_named(FUSED_HEAD) {
+                    return true;
+                }
+            }
+            OutputHead::Separate { .. } => {
+                if linear_named("unembed") {
+                    return true;
+                }
+                for h in HEAD_NAMES {
+                    if let Some(r) = name.strip_prefix("output_distribution.")
+                        && let Some(r) = r.strip_prefix(h)
+                        && (r == ".weight" || r == ".bias")
+                    {
+                        return true;
+                    }
+                }
             }
         }
         if let Some(rest) = name.strip_prefix("transformer.layers.")
@@ -493,6 +530,7 @@ impl<'a> Toto<'a> {
             p,
             tokens,
             chunk: tokens.min(HEAD_CHUNK),
+            fused: matches!(self.output, OutputHead::Fused(_)),
         })
     }
 
@@ -885,22 +923,33 @@ impl<'a> Toto<'a> {
     ) -> Result<()> {
         let (d, p, k) = (dims.d, dims.p, dims.k);
         let kern = &self.kernels;
+        let width = 4 * k;
         let mut t0 = 0;
         while t0 < n {
             let c = dims.chunk.min(n - t0);
-            self.unembed
-                .apply(kern, &hs.h[t0 * d..(t0 + c) * d], c, hs.un)?;
-            for (j, proj) in self.head.iter().enumerate() {
-                let out = &mut hs.proj[j * dims.chunk * p * k..(j + 1) * dims.chunk * p * k];
-                proj.apply(kern, hs.un, c * p, out)?;
-            }
+            let rows = &hs.h[t0 * d..(t0 + c) * d];
+            // Where (token tc, position s, part j) starts in `proj`.
+            let at: &dyn Fn(usize, usize, usize) -> usize = match self.output {
+                OutputHead::Separate {
+                    unembed,
+                    projections,
+                } => {
+                    unembed.apply(kern, rows, c, hs.un)?;
+                    for (j, proj) in projections.iter().enumerate() {
+                        let out =
+                            &mut hs.proj[j * dims.chunk * p * k..(j + 1) * dims.chunk * p * k];
+                        proj.apply(kern, hs.un, c * p, out)?;
+                    }
+                    &|tc, s, j| j * dims.chunk * p * k + (tc * p + s) * k
+                }
+                OutputHead::Fused(fused) => {
+                    fused.apply(kern, rows, c, hs.proj)?;
+                    &|tc, s, j| (tc * p + s) * width + j * k
+                }
+            };
             for tc in 0..c {
                 for s in 0..p {
-                    let row = tc * p + s;
-                    let part = |j: usize| {
-                        let at = j * dims.chunk * p * k + row * k;
-                        &hs.proj[at..at + k]
-                    };
+                    let part = |j: usize| &hs.proj[at(tc, s, j)..at(tc, s, j) + k];
                     let (df, loc, sc, logits) = (part(0), part(1), part(2), part(3));
                     let mix = &mut *hs.mix;
                     for i in 0..k {
@@ -909,7 +958,7 @@ impl<'a> Toto<'a> {
                         mix[2 * k + i] = softplus(sc[i]).max(f32::EPSILON);
                     }
                     softmax_into(logits, &mut mix[3 * k..4 * k]);
-                    each(t0 + tc, s, &mix[..4 * k]);
+                    each(t0 + tc, s, &mix[..width]);
                 }
             }
             t0 += c;
@@ -1000,6 +1049,7 @@ struct Dims {
     p: usize,
     tokens: usize,
     chunk: usize,
+    fused: bool,
 }
 
 struct Bufs<C: Carve> {
@@ -1069,7 +1119,11 @@ fn carve_scratch<C: Carve>(c: &mut C, d: &Dims) -> Result<ScratchBufs<C>> {
         gate: c.take(mul(&[t, d.hid])?)?,
         patch: c.take(mul(&[t, d.p])?)?,
         scores: c.take((d.nc + d.ng).max(d.v))?,
-        un: c.take(mul(&[d.chunk, d.p, d.d])?)?,
+        un: c.take(if d.fused {
+            0
+        } else {
+            mul(&[d.chunk, d.p, d.d])?
+        })?,
         proj: c.take(mul(&[4, d.chunk, d.p, d.k])?)?,
         mix: c.take(4 * d.k)?,
         values: c.take(mul(&[t, d.p])?)?,

@@ -28,6 +28,9 @@ struct TotoArgs {
     /// Format of the transformer matrices and the unembedding: f32, f16, bf16, q8, q4, tq2, tq1.
     #[arg(long, default_value = "f32")]
     weights: String,
+    /// Store the unembedding and mixture head as one exact fused matrix (f32).
+    #[arg(long)]
+    fuse_head: bool,
 }
 
 fn parse_format(name: &str) -> anyhow::Result<Format> {
@@ -53,7 +56,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let weights = parse_format(&a.weights)?;
             let writer = goldcrest_std::convert::toto::convert(
                 &a.dir,
-                goldcrest_std::convert::toto::Options { weights },
+                goldcrest_std::convert::toto::Options {
+                    weights,
+                    fuse_head: a.fuse_head,
+                },
             )?;
             writer
                 .write_file(&a.out)
