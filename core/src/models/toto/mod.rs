@@ -325,6 +325,8 @@ pub struct Toto<'a> {
 }
 
 /// The unembedding plus the four mixture projections, or their exact product.
+// One per model and no allocator to box with: the size difference is harmless.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 enum OutputHead<'a> {
     /// `unembed` (`p·d × d`) then `df`, `loc_proj`, `scale_proj`, `mixture_weights` (`k × d`).
