@@ -322,7 +322,11 @@ pub struct Toto<'a> {
     kernels: Kernels,
     patch_embed: Linear<'a>,
     output: OutputHead<'a>,
+    prefill_chunk: usize,
 }
+
+/// Context patches processed per pass by default (see [`Toto::with_prefill_chunk`]).
+pub const DEFAULT_PREFILL_CHUNK: usize = 8;
 
 /// The unembedding plus the four mixture projections, or their exact product.
 // One per model and no allocator to box with: the size difference is harmless.
@@ -387,6 +391,7 @@ impl<'a> Toto<'a> {
             kernels,
             patch_embed: linear("patch_embed.projection", d, p)?,
             output,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
         };
         for i in 0..config.num_layers {
             model.layer(i)?;
@@ -495,6 +500,15 @@ impl<'a> Toto<'a> {
         })
     }
 
+    /// Sets how many context patches go through the network per pass (at least 1). Larger
+    /// chunks turn matrix-vector products into faster matrix products at the cost of scratch
+    /// memory proportional to the chunk; firmware with little RAM uses 1. Results are the same
+    /// for every chunk size (up to float summation order).
+    pub fn with_prefill_chunk(mut self, patches: usize) -> Self {
+        self.prefill_chunk = patches.max(1);
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &TotoConfig {
         &self.config
@@ -513,8 +527,10 @@ impl<'a> Toto<'a> {
         let p = c.patch_size;
         let nc = spec.context.div_ceil(p);
         let hp = spec.horizon.div_ceil(p);
+        let prefill = self.prefill_chunk.min(nc);
         let tokens = spec
             .batch
+            .max(prefill)
             .checked_mul(spec.variates)
             .ok_or(Error::OutOfRange)?;
         Ok(Dims {
@@ -532,6 +548,7 @@ impl<'a> Toto<'a> {
             p,
             tokens,
             chunk: tokens.min(HEAD_CHUNK),
+            prefill,
             fused: matches!(self.output, OutputHead::Fused(_)),
         })
     }
@@ -640,10 +657,10 @@ impl<'a> Toto<'a> {
             &dims,
             &mut state,
             &mut scratch,
-            &mut |v, patch, s, params| {
+            Some(&mut |v, patch, s, params| {
                 let at = ((v * dims.nc + patch) * dims.p + s) * width;
                 out[at..at + width].copy_from_slice(params);
-            },
+            }),
         )
     }
 
@@ -694,7 +711,7 @@ impl<'a> Toto<'a> {
         dims: &Dims,
         state: &mut State<'_>,
         scratch: &mut Scratch<'_>,
-        each: &mut PositionSink<'_>,
+        mut each: Option<&mut PositionSink<'_>>,
     ) -> Result<()> {
         let (p, v_count, nc) = (dims.p, dims.v, dims.nc);
         let padded = nc * p;
@@ -705,38 +722,55 @@ impl<'a> Toto<'a> {
             state.clamp[2 * v + 1] = clamp.high;
         }
         let center = (nc - 1) / 2;
-        for j in 0..nc {
-            for v in 0..v_count {
-                let input = PaddedInput::new(series, v, steps, padded);
-                let mut stats = RunningStats::from_slice(&state.stats[4 * v..4 * v + 4]);
-                for i in j * p..(j + 1) * p {
-                    let (x, w) = input.at(i);
-                    stats.push(x, w);
-                }
-                state.stats[4 * v..4 * v + 4].copy_from_slice(&stats.to_array());
-                let clamp = ScaleClamp {
-                    low: state.clamp[2 * v],
-                    high: state.clamp[2 * v + 1],
-                };
-                let (loc, scale) = (stats.mean, clamp.apply(stats.scale()));
-                state.affine[2 * v] = loc;
-                state.affine[2 * v + 1] = scale;
-                for i in 0..p {
-                    let (x, _) = input.at(j * p + i);
-                    scratch.patch[v * p + i] = ((x - loc) / scale) as f32;
+        let width = 4 * dims.k;
+        let mut j0 = 0;
+        while j0 < nc {
+            let m = dims.prefill.min(nc - j0);
+            for j in j0..j0 + m {
+                for v in 0..v_count {
+                    let input = PaddedInput::new(series, v, steps, padded);
+                    let mut stats = RunningStats::from_slice(&state.stats[4 * v..4 * v + 4]);
+                    for i in j * p..(j + 1) * p {
+                        let (x, w) = input.at(i);
+                        stats.push(x, w);
+                    }
+                    state.stats[4 * v..4 * v + 4].copy_from_slice(&stats.to_array());
+                    let clamp = ScaleClamp {
+                        low: state.clamp[2 * v],
+                        high: state.clamp[2 * v + 1],
+                    };
+                    let (loc, scale) = (stats.mean, clamp.apply(stats.scale()));
+                    state.affine[2 * v] = loc;
+                    state.affine[2 * v + 1] = scale;
+                    let token = (j - j0) * v_count + v;
+                    for i in 0..p {
+                        let (x, _) = input.at(j * p + i);
+                        scratch.patch[token * p + i] = ((x - loc) / scale) as f32;
+                    }
                 }
             }
-            self.step(dims, state, scratch, series, 1, j, center)?;
-            let last = j + 1 == nc;
-            let width = 4 * dims.k;
+            self.step(dims, state, scratch, series, 1, j0, m, center)?;
+            let last_chunk = j0 + m == nc;
             let next = &mut *state.next;
-            self.head(dims, scratch, v_count, &mut |t, s, params| {
-                each(t, j, s, params);
-                if last {
-                    let at = (t * p + s) * width;
+            if let Some(each) = each.as_mut() {
+                // Every position's distribution (tokens are patch-major, then variate).
+                self.head(dims, scratch, 0, m * v_count, &mut |t, s, params| {
+                    let (j, v) = (j0 + t / v_count, t % v_count);
+                    each(v, j, s, params);
+                    if j + 1 == nc {
+                        let at = (v * p + s) * width;
+                        next[at..at + width].copy_from_slice(params);
+                    }
+                })?;
+            } else if last_chunk {
+                // Only the last patch's distribution: the first forecast patch.
+                let first = (m - 1) * v_count;
+                self.head(dims, scratch, first, v_count, &mut |v, s, params| {
+                    let at = (v * p + s) * width;
                     next[at..at + width].copy_from_slice(params);
-                }
-            })?;
+                })?;
+            }
+            j0 += m;
         }
         Ok(())
     }
@@ -762,14 +796,7 @@ impl<'a> Toto<'a> {
         let mut arena = Arena::new_unaligned(memory);
         let mut state = carve_state(&mut arena, &dims)?;
         let mut scratch = carve_scratch(&mut arena, &dims)?;
-        self.prefill(
-            series,
-            spec.context,
-            &dims,
-            &mut state,
-            &mut scratch,
-            &mut |_, _, _, _| {},
-        )?;
+        self.prefill(series, spec.context, &dims, &mut state, &mut scratch, None)?;
         let (p, v_count, k) = (dims.p, dims.v, dims.k);
         let width = 4 * k;
         let mut first = 0;
@@ -819,7 +846,7 @@ impl<'a> Toto<'a> {
                         }
                     }
                     let pos = dims.nc + s - 1;
-                    self.step(&dims, &mut state, &mut scratch, series, nb, pos, pos / 2)?;
+                    self.step(&dims, &mut state, &mut scratch, series, nb, pos, 1, pos / 2)?;
                     let Scratch {
                         h,
                         un,
@@ -864,11 +891,12 @@ impl<'a> Toto<'a> {
         series: &Series<'_>,
         paths: usize,
         pos: usize,
+        positions: usize,
         center: usize,
     ) -> Result<()> {
         let kern = &self.kernels;
         let (d, hid) = (dims.d, dims.hid);
-        let n = paths * dims.v;
+        let n = positions * paths * dims.v;
         self.patch_embed.apply(kern, scratch.patch, n, scratch.h)?;
         let mut time_layer = 0;
         for l in 0..self.config.num_layers {
@@ -876,9 +904,11 @@ impl<'a> Toto<'a> {
             rms_norm_rows(&scratch.h[..n * d], lw.norm1, &mut scratch.xn[..n * d]);
             lw.qkv.apply(kern, scratch.xn, n, scratch.qkv)?;
             if self.config.is_spacewise(l) {
-                space_attention(dims, scratch, series, paths);
+                space_attention(dims, scratch, series, positions * paths);
             } else {
-                time_attention(dims, state, scratch, time_layer, paths, pos, center);
+                time_attention(
+                    dims, state, scratch, time_layer, paths, pos, positions, center,
+                );
                 time_layer += 1;
             }
             lw.wo.apply(kern, scratch.att, n, scratch.xn)?;
@@ -902,11 +932,12 @@ impl<'a> Toto<'a> {
         &self,
         dims: &Dims,
         scratch: &mut Scratch<'_>,
+        first: usize,
         n: usize,
         each: &mut dyn FnMut(usize, usize, &[f32]),
     ) -> Result<()> {
         let mut hs = HeadScratch {
-            h: scratch.h,
+            h: &scratch.h[first * dims.d..],
             un: scratch.un,
             proj: scratch.proj,
             mix: scratch.mix,
@@ -1051,6 +1082,7 @@ struct Dims {
     p: usize,
     tokens: usize,
     chunk: usize,
+    prefill: usize,
     fused: bool,
 }
 
@@ -1233,20 +1265,27 @@ fn cache_index(dims: &Dims, layer: usize, path: usize, v: usize, pos: usize) -> 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn time_attention(
     dims: &Dims,
     state: &mut State<'_>,
     scratch: &mut Scratch<'_>,
     layer: usize,
     paths: usize,
-    pos: usize,
+    first_pos: usize,
+    positions: usize,
     center: usize,
 ) {
     let (hd, d) = (dims.hd, dims.d);
     let norm = 1.0 / libm::sqrtf(hd as f32);
-    for path in 0..paths {
-        for v in 0..dims.v {
-            let t = path * dims.v + v;
+    // Tokens are position-major, then path, then variate; earlier positions are written to the
+    // cache before later ones attend to them.
+    for (step, path, v) in (0..positions)
+        .flat_map(|j| (0..paths).flat_map(move |b| (0..dims.v).map(move |v| (j, b, v))))
+    {
+        let pos = first_pos + step;
+        {
+            let t = (step * paths + path) * dims.v + v;
             let row = &scratch.qkv[t * 3 * d..(t + 1) * 3 * d];
             let (is_gen, at) = cache_index(dims, layer, path, v, pos);
             for head in 0..dims.heads {
