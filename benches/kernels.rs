@@ -11,8 +11,8 @@
 //! still share the memory bandwidth, so state the load (`uptime`) with the figures.
 //!
 //! `tools/bench/roofline.py` turns criterion's JSON into the table in `docs/performance.md`.
-//! Kernels come from `goldcrest_std::kernels::detect()`; set `GOLDCREST_KERNELS=scalar` to
-//! measure the reference instead.
+//! Kernels come from `goldcrest_std::kernels::detect()`; set `GOLDCREST_KERNELS=scalar` (the
+//! reference) or `GOLDCREST_KERNELS=avx2` (the AVX2 path) to measure those instead.
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -88,12 +88,35 @@ impl ValueFormatter for Nanos {
 
 const SHAPES: [(usize, usize); 4] = [(2048, 2048), (2048, 5632), (5632, 2048), (4096, 4096)];
 const PREFILL_TOKENS: usize = 64;
-/// Bytes of weights a decode benchmark cycles through: four times this machine's 32 MiB L3.
-const DECODE_WORKING_SET: usize = 128 << 20;
+/// Bytes of weights a decode benchmark cycles through: by default four times this machine's
+/// 32 MiB L3; `GOLDCREST_BENCH_WORKING_SET_MIB=0` keeps one copy (cache-resident when it fits).
+fn working_set() -> usize {
+    std::env::var("GOLDCREST_BENCH_WORKING_SET_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(128)
+        << 20
+}
 
+/// The kernels under test: detected by default; `GOLDCREST_KERNELS=scalar` or `=avx2` (the
+/// AVX2 path on an AVX-512 machine, as on CPUs without AVX-512) to compare.
 fn kernels() -> Kernels {
     match std::env::var("GOLDCREST_KERNELS").as_deref() {
         Ok("scalar") => Kernels::scalar(),
+        Ok("avx2") => {
+            let f = goldcrest::std::kernels::cpu_features();
+            let avx2_only = goldcrest::core::kernels::CpuFeatures {
+                avx2: f.avx2,
+                fma: f.fma,
+                f16c: f.f16c,
+                ..Default::default()
+            };
+            // SAFETY: a subset of the features detected on this CPU.
+            #[allow(unsafe_code)]
+            unsafe {
+                Kernels::from_cpu_features(avx2_only)
+            }
+        }
         _ => goldcrest::std::kernels::detect(),
     }
 }
@@ -170,7 +193,7 @@ fn run(c: &mut Criterion<ThreadCpu>, group: &str, tokens: usize) {
             // Decode cycles through enough copies of the weights to overflow the caches, as a
             // model's layers do; prefill reuses one copy (it is compute-bound).
             let copies = if tokens == 1 {
-                DECODE_WORKING_SET.div_ceil(case.len)
+                working_set().div_ceil(case.len).max(1)
             } else {
                 1
             };

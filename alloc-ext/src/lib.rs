@@ -15,3 +15,5 @@ extern crate alloc;
 pub mod quantize;
 
 pub use goldcrest_core as core_api;
+
+pub mod sheet;

@@ -23,6 +23,8 @@
 //! 4. `kernels`: matrix-vector and matrix-matrix products per format; portable scalar reference
 //!    plus SIMD paths that must equal it.
 //! 5. [`arena`]: caller-provided memory and memory plans.
+//! 6. [`ops`]: norms, activations, softmax, samplers ([`ops::sample`]).
+//! 7. [`models`]: model architectures ([`models::rwkv6`]).
 //!
 //! `unsafe` is denied everywhere except the SIMD kernel modules, where each block carries a
 //! `// SAFETY:` comment.
@@ -33,11 +35,15 @@
 // size is deliberate.
 #![allow(clippy::result_large_err)]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod arena;
 pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod models;
+pub mod ops;
 pub mod quant;
 
 pub use error::{Error, Result};

@@ -26,6 +26,7 @@ pub fn cpu_features() -> CpuFeatures {
 }
 
 /// The fastest kernels this CPU supports. Detects once; keep the returned value.
+#[allow(unsafe_code)]
 pub fn detect() -> Kernels {
     // SAFETY: the features were detected on the CPU that runs this process.
     unsafe { Kernels::from_cpu_features(cpu_features()) }

@@ -8,7 +8,6 @@
 // size is deliberate.
 #![allow(clippy::result_large_err)]
 
-#[allow(unsafe_code)]
 pub mod kernels;
 
 pub use goldcrest_alloc as alloc_api;
@@ -18,4 +17,5 @@ pub mod convert;
 pub mod load;
 pub mod plot;
 pub mod series_csv;
+pub mod sheet;
 pub mod write;

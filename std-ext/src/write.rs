@@ -323,13 +323,46 @@ impl ModelWriter {
     }
 
     /// The file as bytes (checked with core's reader and the alignment rule).
+    ///
+    /// The output is deterministic: the same tensors and metadata give the same bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FileError> {
         let (views, metadata) = self.prepared();
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(FileError::Serialize)?;
+        let mut bytes =
+            safetensors::serialize(views, Some(metadata)).map_err(FileError::Serialize)?;
+        self.sort_metadata_in_place(&mut bytes)?;
         let parsed =
             parse_hosted(&bytes).map_err(|source| FileError::Format { path: None, source })?;
         self.verify(&parsed)?;
         Ok(bytes)
+    }
+
+    /// The `safetensors` crate takes metadata as a `HashMap`, so its order changes from run to
+    /// run. The same entries sorted by key serialize to the same number of bytes, so the object
+    /// is rewritten in place, and every offset stays as it was.
+    fn sort_metadata_in_place(&self, bytes: &mut [u8]) -> Result<(), FileError> {
+        let span = {
+            let parsed =
+                parse_hosted(bytes).map_err(|source| FileError::Format { path: None, source })?;
+            let Some(raw) = parsed.metadata().raw() else {
+                return Err(invalid("written file lost its metadata"));
+            };
+            let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + raw.len()
+        };
+        let mut sorted = self.metadata.clone();
+        sorted.insert(KEY_FORMAT_VERSION.to_string(), FORMAT_VERSION.to_string());
+        let text = serde_json::to_string(&sorted)
+            .map_err(|e| invalid(format!("metadata does not serialize: {e}")))?;
+        let Some(target) = bytes.get_mut(span) else {
+            return Err(invalid("metadata span outside the file"));
+        };
+        if target.len() != text.len() {
+            return Err(invalid(
+                "sorted metadata differs in length from the safetensors crate's serialization",
+            ));
+        }
+        target.copy_from_slice(text.as_bytes());
+        Ok(())
     }
 
     /// Writes the file to `path`: to a sibling temporary file first, checked with core's

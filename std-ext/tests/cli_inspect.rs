@@ -104,4 +104,19 @@ fn failures_exit_nonzero_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("header JSON invalid at byte 0"), "{stderr}");
     assert!(out.stdout.is_empty());
+
+    // A file from a newer major format version is refused with a message saying so.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"\"1.0\"")
+        .expect("version value in the header");
+    bytes[at + 1] = b'2';
+    let newer = dir.path().join("newer.safetensors");
+    std::fs::write(&newer, &bytes).unwrap();
+    let out = goldcrest(&["inspect".as_ref(), newer.as_os_str()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("version 2.x is newer"), "{stderr}");
+    assert!(stderr.contains("upgrade goldcrest"), "{stderr}");
 }

@@ -237,6 +237,11 @@ impl<'a> Scanner<'a> {
         Scanner { text, pos: 0 }
     }
 
+    /// A scanner positioned at byte `pos` of `text`.
+    pub(crate) fn at(text: &'a str, pos: usize) -> Self {
+        Scanner { text, pos }
+    }
+
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }

@@ -4,7 +4,7 @@
 //! getters parse through a small stack buffer, so nothing allocates.
 
 use super::json::{JsonStr, Scanner};
-use super::safetensors::{Dtype, SafeTensors, name_of};
+use super::safetensors::{Dtype, SafeTensors, TensorSlot, name_of, slot_name};
 use crate::error::{Error, NAME_CAPACITY, Name, Result, Shape};
 use crate::quant::Format;
 
@@ -32,13 +32,30 @@ const SCALAR_CAPACITY: usize = 64;
 pub struct Metadata<'a> {
     /// Raw text of the validated object, `{...}`.
     object: Option<&'a str>,
+    /// Whether any key contains a JSON escape (which rules out plain substring search).
+    keys_escaped: bool,
 }
 
 impl<'a> Metadata<'a> {
-    pub(crate) const EMPTY: Metadata<'static> = Metadata { object: None };
+    pub(crate) const EMPTY: Metadata<'static> = Metadata {
+        object: None,
+        keys_escaped: false,
+    };
 
+    /// Wraps a validated metadata object.
     pub(crate) fn from_object(object: Option<&'a str>) -> Self {
-        Metadata { object }
+        let mut meta = Metadata {
+            object,
+            keys_escaped: false,
+        };
+        meta.keys_escaped = meta.iter().any(|(k, _)| k.has_escapes());
+        meta
+    }
+
+    /// The metadata object's JSON text as it appears in the header (`None` if the file has no
+    /// `__metadata__` or it is `null`).
+    pub fn raw(&self) -> Option<&'a str> {
+        self.object
     }
 
     /// Every `(key, value)` pair, in file order.
@@ -162,10 +179,50 @@ impl<'a> Metadata<'a> {
 
     /// The packed format and logical shape recorded for tensor `name`, if any.
     pub(crate) fn packed_spec_for(&self, name: JsonStr<'_>) -> Option<(JsonStr<'a>, JsonStr<'a>)> {
+        if let Some(found) = self.packed_spec_by_search(name) {
+            return found;
+        }
         self.iter().find(|(k, _)| {
             k.strip_prefix(TENSOR_KEY_PREFIX)
                 .is_some_and(|rest| rest.eq(name.chars()))
         })
+    }
+
+    /// Fast path for [`Metadata::packed_spec_for`]: when neither the keys nor the name contain
+    /// escapes, the key's raw text is `"goldcrest.tensor.<name>"`, found by substring search.
+    /// In validated JSON such a quoted run followed by `:` can only be a key (a value is followed
+    /// by `,` or `}`, and a quote inside a string is escaped, which `keys_escaped` rules out for
+    /// keys). `None` when the fast path does not apply; `Some(None)` when there is no such key.
+    fn packed_spec_by_search(
+        &self,
+        name: JsonStr<'_>,
+    ) -> Option<Option<(JsonStr<'a>, JsonStr<'a>)>> {
+        let object = self.object?;
+        let name = name.as_str().filter(|_| !self.keys_escaped)?;
+        let mut pattern = [0u8; 256];
+        let len = TENSOR_KEY_PREFIX.len() + name.len() + 2;
+        let dst = pattern.get_mut(..len)?;
+        // Lengths add up by construction: quote, prefix, name, quote.
+        let (open, rest) = dst.split_first_mut()?;
+        *open = b'"';
+        let (prefix, rest) = rest.split_at_mut(TENSOR_KEY_PREFIX.len());
+        prefix.copy_from_slice(TENSOR_KEY_PREFIX.as_bytes());
+        let (name_dst, close) = rest.split_at_mut(name.len());
+        name_dst.copy_from_slice(name.as_bytes());
+        close.copy_from_slice(b"\"");
+        let dst = &pattern[..len];
+        let pattern = core::str::from_utf8(dst).ok()?;
+        let mut from = 0;
+        while let Some(at) = object.get(from..).and_then(|rest| rest.find(pattern)) {
+            let start = from + at;
+            let mut s = Scanner::at(object, start);
+            let key = s.string().ok()?;
+            if s.eat(b':') {
+                return Some(s.string().ok().map(|value| (key, value)));
+            }
+            from = start + 1;
+        }
+        Some(None)
     }
 }
 
@@ -321,20 +378,57 @@ pub(crate) fn check_version(meta: &Metadata<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Rejects duplicate metadata keys, and checks every `goldcrest.tensor.*` key against the
-/// tensor it describes.
+/// Rejects duplicate metadata keys, then checks every `goldcrest.tensor.*` key (in file order)
+/// against the tensor it describes. Without scratch: keys compared pairwise, one header scan
+/// per packed key.
 pub(crate) fn check_keys(file: &SafeTensors<'_>) -> Result<()> {
     let meta = file.metadata();
-    for (i, (key, value)) in meta.iter().enumerate() {
+    for (i, (key, _)) in meta.iter().enumerate() {
         if meta.iter().skip(i + 1).any(|(k, _)| k == key) {
             return Err(Error::BadMetadata { key: name_of(key) });
         }
+    }
+    for (key, value) in meta.iter() {
         if let Some(rest) = key.strip_prefix(TENSOR_KEY_PREFIX) {
             let raw = file
                 .find_raw_chars(rest)
                 .ok_or(Error::BadMetadata { key: name_of(key) })?;
             resolve_packed(key, value, raw.name, raw.dtype, raw.shape.as_slice())?;
         }
+    }
+    Ok(())
+}
+
+/// [`check_keys`] with scratch: `tensors` are the tensor slots sorted by name; `keys` has one
+/// slot per metadata entry. Duplicates by sorting, tensors by binary search.
+pub(crate) fn check_keys_sorted(
+    file: &SafeTensors<'_>,
+    tensors: &[TensorSlot],
+    keys: &mut [TensorSlot],
+) -> Result<()> {
+    let header = file.header();
+    let meta = file.metadata();
+    for (slot, (key, _)) in keys.iter_mut().zip(meta.iter()) {
+        *slot = TensorSlot::for_key(header, key);
+    }
+    keys.sort_unstable_by(|a, b| slot_name(header, a).cmp_decoded(&slot_name(header, b)));
+    for pair in keys.windows(2) {
+        let (a, b) = (slot_name(header, &pair[0]), slot_name(header, &pair[1]));
+        if a == b {
+            return Err(Error::BadMetadata { key: name_of(a) });
+        }
+    }
+    for (key, value) in meta.iter() {
+        let Some(rest) = key.strip_prefix(TENSOR_KEY_PREFIX) else {
+            continue;
+        };
+        let raw = tensors
+            .binary_search_by(|t| slot_name(header, t).chars().cmp(rest.clone()))
+            .ok()
+            .and_then(|i| tensors.get(i))
+            .and_then(|slot| file.raw_at(slot))
+            .ok_or(Error::BadMetadata { key: name_of(key) })?;
+        resolve_packed(key, value, raw.name, raw.dtype, raw.shape.as_slice())?;
     }
     Ok(())
 }

@@ -236,6 +236,8 @@ pub(crate) struct RawTensor<'a> {
     /// Byte range in the data section.
     pub(crate) start: u64,
     pub(crate) end: u64,
+    /// Where the entry's `{...}` starts in the header, to parse it again without a search.
+    pub(crate) entry_offset: usize,
 }
 
 impl RawTensor<'_> {
@@ -359,6 +361,8 @@ fn metadata_object<'a>(s: &mut Scanner<'a>) -> Result<Option<&'a str>> {
 /// Validates one tensor info object `{ "dtype": ..., "shape": [...], "data_offsets": [a, b] }`
 /// (other keys are skipped, as the reference reader does).
 fn tensor_info<'a>(s: &mut Scanner<'a>, name: JsonStr<'a>, data_len: u64) -> Result<RawTensor<'a>> {
+    s.skip_ws();
+    let entry_offset = s.pos();
     s.expect(b'{', "'{' starting a tensor entry")?;
     let mut dtype: Option<Dtype> = None;
     let mut shape: Option<Dims> = None;
@@ -433,24 +437,72 @@ fn tensor_info<'a>(s: &mut Scanner<'a>, name: JsonStr<'a>, data_len: u64) -> Res
         shape,
         start,
         end,
+        entry_offset,
     })
 }
 
-/// Scratch space for [`SafeTensors::parse_with_scratch`]: one slot per tensor lets the
-/// relations between tensors be checked by sorting, in O(n log n), instead of by rescanning
-/// the header.
+/// Most sorted runs of names merged by the scratch-free duplicate check.
+const MAX_NAME_RUNS: usize = 8;
+
+/// Where the strictly increasing runs of tensor names start, in header order.
+#[derive(Default)]
+struct NameRuns<'a> {
+    /// Index (in header order) of the first tensor of each of the first runs.
+    starts: [usize; MAX_NAME_RUNS],
+    /// Number of runs (may exceed `MAX_NAME_RUNS`).
+    count: usize,
+    /// Number of tensors seen.
+    total: usize,
+    last: Option<JsonStr<'a>>,
+}
+
+impl<'a> NameRuns<'a> {
+    fn push(&mut self, name: JsonStr<'a>) {
+        let continues = self
+            .last
+            .is_some_and(|l| l.cmp_decoded(&name) == Ordering::Less);
+        if !continues {
+            if let Some(start) = self.starts.get_mut(self.count) {
+                *start = self.total;
+            }
+            self.count += 1;
+        }
+        self.last = Some(name);
+        self.total += 1;
+    }
+
+    /// `(first index, length)` of run `k`; empty for runs that do not exist.
+    fn bounds(&self, k: usize) -> (usize, usize) {
+        if k >= self.count.min(MAX_NAME_RUNS) {
+            return (0, 0);
+        }
+        let start = self.starts[k];
+        let end = if k + 1 < self.count.min(MAX_NAME_RUNS) {
+            self.starts[k + 1]
+        } else {
+            self.total
+        };
+        (start, end - start)
+    }
+}
+
+/// Scratch space for [`SafeTensors::parse_with_scratch`]: one slot per tensor and per
+/// metadata entry lets the relations between entries (overlaps, duplicate names and keys,
+/// packed keys to tensors) be checked by sorting, in O(n log n), instead of by rescanning the
+/// header.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TensorSlot {
     start: u64,
     end: u64,
     name_offset: u32,
     name_len: u32,
+    entry_offset: u32,
     name_escaped: bool,
 }
 
-/// Smallest possible tensor entry (`"":{"dtype":"U8","shape":[],"data_offsets":[0,0]}` is 49
-/// bytes plus a separator), so `header_len / MIN_ENTRY_BYTES` slots always suffice.
-pub const MIN_ENTRY_BYTES: usize = 50;
+/// Smallest possible header entry (a metadata entry `"":""` plus a separator), so
+/// `header_len / MIN_ENTRY_BYTES + 1` slots always suffice.
+pub const MIN_ENTRY_BYTES: usize = 6;
 
 /// A validated safetensors file borrowed from the caller's bytes.
 ///
@@ -462,6 +514,8 @@ pub struct SafeTensors<'a> {
     data: &'a [u8],
     data_offset: usize,
     tensor_count: usize,
+    /// Whether any `goldcrest.tensor.*` key exists (lookups skip the metadata scan if not).
+    has_packed: bool,
     metadata: Metadata<'a>,
 }
 
@@ -469,21 +523,24 @@ impl<'a> SafeTensors<'a> {
     /// Parses and validates a whole safetensors file.
     ///
     /// Cost: one pass when tensors appear in the header in data order (as the `safetensors`
-    /// crate and goldcrest write them), plus a duplicate-name check that rescans the header once
-    /// per tensor. Hosts with memory to spare can use [`SafeTensors::parse_with_scratch`].
+    /// crate and goldcrest write them) and their names form at most 8 sorted runs (one per
+    /// dtype, for those writers); metadata keys are compared pairwise and each packed key costs
+    /// one header scan. `docs/format.md` has the details and measurements. Hosts with memory to
+    /// spare use [`SafeTensors::parse_with_scratch`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         Self::parse_impl(bytes, &mut [])
     }
 
-    /// Like [`SafeTensors::parse`], but checks overlaps and duplicate names by sorting
-    /// `scratch` (O(n log n)). With fewer slots than tensors it falls back to the scratch-free
-    /// checks; `header_len / MIN_ENTRY_BYTES + 1` slots are always enough.
+    /// Like [`SafeTensors::parse`], but checks overlaps, duplicate names and keys, and packed
+    /// keys by sorting `scratch` (O(n log n)): one slot per tensor plus one per metadata entry.
+    /// With fewer slots it falls back to the scratch-free checks for what does not fit;
+    /// `header_len / MIN_ENTRY_BYTES + 1` slots are always enough.
     pub fn parse_with_scratch(bytes: &'a [u8], scratch: &mut [TensorSlot]) -> Result<Self> {
         Self::parse_impl(bytes, scratch)
     }
 
     /// Reads the 8-byte header length and returns `(header_len, data_offset)`, checked
-    /// against `file_len` and [`MAX_HEADER_LEN`].
+    /// against the input's length and [`MAX_HEADER_LEN`] (use it to size the scratch).
     pub fn header_bounds(bytes: &[u8]) -> Result<(usize, usize)> {
         let Some(prefix) = bytes.first_chunk::<8>() else {
             return Err(Error::Truncated {
@@ -516,6 +573,7 @@ impl<'a> SafeTensors<'a> {
         let mut covered = 0u64;
         let mut in_order = true;
         let mut prev_end = 0u64;
+        let mut runs = NameRuns::default();
         let mut metadata: Option<Metadata<'a>> = None;
         for entry in Entries::new(header, data_len) {
             match entry? {
@@ -534,6 +592,7 @@ impl<'a> SafeTensors<'a> {
                             end: t.end,
                             name_offset: offset_in(header, t.name.raw()),
                             name_len: t.name.raw().len() as u32,
+                            entry_offset: t.entry_offset as u32,
                             name_escaped: t.name.has_escapes(),
                         };
                     }
@@ -545,41 +604,62 @@ impl<'a> SafeTensors<'a> {
                     })?;
                     in_order &= t.start == prev_end;
                     prev_end = t.end;
+                    runs.push(t.name);
                 }
             }
         }
-        let file = SafeTensors {
+        let mut file = SafeTensors {
             header,
             data,
             data_offset,
             tensor_count: count,
+            has_packed: false,
             metadata: metadata.unwrap_or(Metadata::EMPTY),
         };
 
         // Pass 2: relations between tensors.
-        let slots = scratch.get_mut(..count);
         if in_order && prev_end != data_len {
             return Err(Error::DataGap { covered, data_len });
         }
-        match slots {
+        let (tensor_slots, key_slots) = if count <= scratch.len() {
+            let (t, k) = scratch.split_at_mut(count);
+            (Some(t), k)
+        } else {
+            (None, &mut [][..])
+        };
+        match tensor_slots {
             Some(slots) => {
                 if !in_order {
                     check_partition_sorted(header, slots, data_len, covered)?;
                 }
                 check_names_sorted(header, slots)?;
+                // Pass 3: goldcrest conventions in the metadata.
+                meta::check_version(&file.metadata)?;
+                let keys = file.metadata.len();
+                match key_slots.get_mut(..keys) {
+                    Some(key_slots) => meta::check_keys_sorted(&file, slots, key_slots)?,
+                    None => meta::check_keys(&file)?,
+                }
             }
             None => {
                 if !in_order {
                     file.check_partition_by_walk(data_len, covered)?;
                 }
-                file.check_names_pairwise()?;
+                file.check_names_without_scratch(&runs)?;
+                meta::check_version(&file.metadata)?;
+                meta::check_keys(&file)?;
             }
         }
-
-        // Pass 3: goldcrest conventions in the metadata.
-        meta::check_version(&file.metadata)?;
-        meta::check_keys(&file)?;
+        file.has_packed = file
+            .metadata
+            .iter()
+            .any(|(k, _)| k.strip_prefix(meta::TENSOR_KEY_PREFIX).is_some());
         Ok(file)
+    }
+
+    /// Whether the file has packed tensors (`goldcrest.tensor.*` keys).
+    pub fn has_packed(&self) -> bool {
+        self.has_packed
     }
 
     fn raw_tensors(&self) -> impl Iterator<Item = RawTensor<'a>> + 'a {
@@ -591,6 +671,12 @@ impl<'a> SafeTensors<'a> {
                 Err(_) => None,
             })
             .flatten()
+    }
+
+    /// Parses the (validated) tensor entry of a slot again, from its recorded offset.
+    pub(crate) fn raw_at(&self, slot: &TensorSlot) -> Option<RawTensor<'a>> {
+        let mut s = Scanner::at(self.header, slot.entry_offset as usize);
+        tensor_info(&mut s, slot_name(self.header, slot), self.data.len() as u64).ok()
     }
 
     pub(crate) fn find_raw(&self, name: &str) -> Option<RawTensor<'a>> {
@@ -632,7 +718,53 @@ impl<'a> SafeTensors<'a> {
         }
     }
 
-    /// Without scratch: compare every pair of names (one header scan per tensor).
+    /// Without scratch. Writers list names in a few sorted runs (the `safetensors` crate sorts
+    /// by dtype, then name), so duplicates are found by merging up to [`MAX_NAME_RUNS`] runs
+    /// in one pass per run; files with more runs fall back to comparing every pair (one
+    /// header scan per tensor).
+    fn check_names_without_scratch(&self, runs: &NameRuns<'a>) -> Result<()> {
+        match runs.count {
+            0 | 1 => Ok(()),
+            n if n <= MAX_NAME_RUNS => self.check_names_merging(runs),
+            _ => self.check_names_pairwise(),
+        }
+    }
+
+    fn check_names_merging(&self, runs: &NameRuns<'a>) -> Result<()> {
+        let mut heads: [_; MAX_NAME_RUNS] = core::array::from_fn(|k| {
+            let (start, len) = runs.bounds(k);
+            self.raw_tensors()
+                .skip(start)
+                .take(len)
+                .map(|t| t.name)
+                .peekable()
+        });
+        let mut last: Option<JsonStr<'a>> = None;
+        loop {
+            let mut best: Option<(usize, JsonStr<'a>)> = None;
+            for (k, head) in heads.iter_mut().enumerate() {
+                if let Some(&name) = head.peek() {
+                    let smaller = best.is_none_or(|(_, b)| name.cmp_decoded(&b) == Ordering::Less);
+                    if smaller {
+                        best = Some((k, name));
+                    }
+                }
+            }
+            let Some((k, name)) = best else {
+                return Ok(());
+            };
+            if let Some(head) = heads.get_mut(k) {
+                head.next();
+            }
+            if last.is_some_and(|l| l == name) {
+                return Err(Error::DuplicateTensor {
+                    tensor: name_of(name),
+                });
+            }
+            last = Some(name);
+        }
+    }
+
     fn check_names_pairwise(&self) -> Result<()> {
         for (i, t) in self.raw_tensors().enumerate() {
             let dup = self.raw_tensors().skip(i + 1).any(|u| u.name == t.name);
@@ -705,11 +837,23 @@ impl<'a> SafeTensors<'a> {
 }
 
 /// Byte offset of `inner` (a subslice of `outer`) within `outer`.
-fn offset_in(outer: &str, inner: &str) -> u32 {
+pub(crate) fn offset_in(outer: &str, inner: &str) -> u32 {
     (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize) as u32
 }
 
-fn slot_name<'a>(header: &'a str, slot: &TensorSlot) -> JsonStr<'a> {
+impl TensorSlot {
+    /// A slot naming a metadata key.
+    pub(crate) fn for_key(header: &str, key: JsonStr<'_>) -> TensorSlot {
+        TensorSlot {
+            name_offset: offset_in(header, key.raw()),
+            name_len: key.raw().len() as u32,
+            name_escaped: key.has_escapes(),
+            ..TensorSlot::default()
+        }
+    }
+}
+
+pub(crate) fn slot_name<'a>(header: &'a str, slot: &TensorSlot) -> JsonStr<'a> {
     let start = slot.name_offset as usize;
     let raw = header
         .get(start..start + slot.name_len as usize)

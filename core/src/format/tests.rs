@@ -592,3 +592,73 @@ fn long_names_are_truncated_in_errors() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A header of one-byte U8 tensors with these names, in this order.
+fn named(names: &[&str]) -> Vec<u8> {
+    let entries: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            alloc::format!(
+                r#""{n}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{}]}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    file(
+        &alloc::format!("{{{}}}", entries.join(",")),
+        &alloc::vec![0u8; names.len()],
+    )
+}
+
+#[test]
+fn duplicate_checks_for_every_name_order() {
+    // One sorted run, a few runs (merged), more runs than the merge takes (pairwise).
+    let sorted = ["a", "b", "c", "d"];
+    let few_runs = ["b", "d", "a", "c", "e", "d2"];
+    let many_runs = ["j", "i", "h", "g", "f", "e", "d", "c", "b", "a"];
+    for names in [&sorted[..], &few_runs[..], &many_runs[..]] {
+        assert!(parse_both(&named(names)).is_ok(), "{names:?}");
+        for dup in 0..names.len() {
+            let mut with_dup = names.to_vec();
+            with_dup.push(names[dup]);
+            assert!(
+                matches!(parse_both(&named(&with_dup)), Err(Error::DuplicateTensor { tensor }) if tensor.as_str() == names[dup]),
+                "{with_dup:?}"
+            );
+            let mut front = names.to_vec();
+            front.insert(0, names[dup]);
+            assert!(
+                matches!(
+                    parse_both(&named(&front)),
+                    Err(Error::DuplicateTensor { .. })
+                ),
+                "{front:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn packed_lookup_with_and_without_escapes() {
+    // Escaped key for a plain name, plain key for an escaped name, and a value that looks like
+    // the key (must not be taken for it).
+    for (key, name) in [
+        (r"goldcrest.tensor.\u0074", "t"),
+        ("goldcrest.tensor.é", r"\u00e9"),
+        ("goldcrest.tensor.t", "t"),
+    ] {
+        let bytes = file(
+            &alloc::format!(
+                r#"{{"__metadata__":{{"decoy":"{key}","{key}":"tq2_0 1 256","after":"x"}},"{name}":{{"dtype":"U8","shape":[1,66],"data_offsets":[0,66]}}}}"#
+            ),
+            &[0u8; 66],
+        );
+        let st = parse_both(&bytes)
+            .and_then(|()| SafeTensors::parse(&bytes))
+            .unwrap();
+        let t = st.tensors().next().unwrap();
+        assert_eq!(t.format(), Ok(Format::Tq2_0), "{key} / {name}");
+        assert_eq!(t.shape(), &[1, 256]);
+    }
+}

@@ -37,7 +37,12 @@ impl<'a> TensorView<'a> {
             data,
             offset: raw.start,
         };
-        if let Some((key, value)) = file.metadata().packed_spec_for(raw.name) {
+        // Packed keys were checked to name `U8` tensors only.
+        let may_be_packed = file.has_packed() && raw.dtype == Dtype::U8;
+        if let Some((key, value)) = may_be_packed
+            .then(|| file.metadata().packed_spec_for(raw.name))
+            .flatten()
+        {
             let spec = resolve_packed(key, value, raw.name, raw.dtype, raw.shape.as_slice())?;
             view.format = Some(spec.format);
             view.shape = Dims::new(&[spec.rows, spec.cols]).unwrap_or_default();

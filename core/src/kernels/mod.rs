@@ -39,10 +39,38 @@
 //! the scales, and the sum of each block's activations (used by SIMD kernels to undo the `+1`
 //! offset of ternary codes).
 //!
+//! ```
+//! use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
+//! use goldcrest_core::quant::{Format, Matrix, float, tq2_0};
+//!
+//! // One row of 256 weights, all +1, block scale 0.5 (66 bytes of tq2_0).
+//! let block = tq2_0::pack_block(&[1i8; 256], float::f32_to_f16(0.5));
+//! let w = Matrix::new("w", Format::Tq2_0, 1, 256, &block)?;
+//! let x = [1.0f32; 256];
+//! let kernels = Kernels::for_target(); // or goldcrest_std::kernels::detect()
+//!
+//! // f32 activations: exact sums of ±x, then one multiply per block.
+//! let mut y = [0.0f32; 1];
+//! kernels.gemv(&w, &x, &mut y)?;
+//! assert_eq!(y[0], 128.0);
+//!
+//! // int8 activations in caller scratch (no allocation).
+//! let mut scratch = [0u8; Int8Acts::scratch_bytes(1, 256, ActScale::PerToken).unwrap()];
+//! let acts = kernels.quantize_acts(&x, 1, 256, ActScale::PerToken, &mut scratch)?;
+//! kernels.gemv_i8(&w, &acts, &mut y)?;
+//! assert!((y[0] - 128.0).abs() < 1e-3);
+//! # Ok::<(), goldcrest_core::Error>(())
+//! ```
+//!
 //! Integer paths are **exact**: every ISA computes the same integer sum per 256-block and
 //! combines blocks with the same float operations in the same order, so results are
 //! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`.
-#![allow(unsafe_code)]
+//!
+//! # `unsafe`
+//!
+//! Only the ISA modules (`x86`, `aarch64`) contain unsafe code (intrinsics, `asm!`); this
+//! module only calls into them from the two dispatch points below, and
+//! [`Kernels::from_cpu_features`] is `unsafe` because it trusts its caller about the CPU.
 
 use crate::error::{Error, Name, Result};
 use crate::quant::{Format, Matrix};
@@ -135,26 +163,51 @@ pub struct Int8Acts<'a> {
 impl<'a> Int8Acts<'a> {
     /// Scratch bytes [`Kernels::quantize_acts`] needs for `tokens` tokens of `cols` values
     /// (any alignment of the scratch is accepted), or `None` on overflow.
-    pub fn scratch_bytes(tokens: usize, cols: usize, mode: ActScale) -> Option<usize> {
-        let (q, s, sums) = Self::counts(tokens, cols, mode)?;
-        // +4 +4: worst-case padding to align the f32 and i32 parts.
-        q.checked_add(s.checked_mul(4)?)?
-            .checked_add(sums.checked_mul(4)?)?
-            .checked_add(8)
+    ///
+    /// A `const fn`, so firmware can size a `static` buffer at compile time:
+    ///
+    /// ```
+    /// use goldcrest_core::kernels::{ActScale, Int8Acts};
+    /// const SCRATCH: usize = match Int8Acts::scratch_bytes(1, 2048, ActScale::PerToken) {
+    ///     Some(n) => n,
+    ///     None => panic!("too large"),
+    /// };
+    /// static mut ACTS: [u8; SCRATCH] = [0; SCRATCH];
+    /// assert_eq!(SCRATCH, 2048 + 4 + 8 * 4 + 8);
+    /// ```
+    pub const fn scratch_bytes(tokens: usize, cols: usize, mode: ActScale) -> Option<usize> {
+        let Some((q, s, sums)) = Self::counts(tokens, cols, mode) else {
+            return None;
+        };
+        // Scales and sums are 4 bytes each; +8: worst-case padding to align both parts.
+        let Some(four) = s.checked_add(sums) else {
+            return None;
+        };
+        let Some(four_bytes) = four.checked_mul(4) else {
+            return None;
+        };
+        match q.checked_add(four_bytes) {
+            Some(v) => v.checked_add(8),
+            None => None,
+        }
     }
 
-    fn counts(tokens: usize, cols: usize, mode: ActScale) -> Option<(usize, usize, usize)> {
+    const fn counts(tokens: usize, cols: usize, mode: ActScale) -> Option<(usize, usize, usize)> {
         let blocks = cols.div_ceil(QBLOCK);
-        let per_token_q = blocks.checked_mul(QBLOCK)?;
+        let Some(per_token_q) = blocks.checked_mul(QBLOCK) else {
+            return None;
+        };
+        let Some(block_count) = tokens.checked_mul(blocks) else {
+            return None;
+        };
         let scales = match mode {
             ActScale::PerToken => tokens,
-            ActScale::PerBlock => tokens.checked_mul(blocks)?,
+            ActScale::PerBlock => block_count,
         };
-        Some((
-            tokens.checked_mul(per_token_q)?,
-            scales,
-            tokens.checked_mul(blocks)?,
-        ))
+        match tokens.checked_mul(per_token_q) {
+            Some(q) => Some((q, scales, block_count)),
+            None => None,
+        }
     }
 
     /// Number of tokens.
@@ -302,6 +355,7 @@ impl Kernels {
     /// Every feature set to `true` must really be present on every CPU this value is used on
     /// (typically: detected at run time on this machine); otherwise the kernels execute
     /// illegal instructions.
+    #[allow(unsafe_code)]
     pub unsafe fn from_cpu_features(features: CpuFeatures) -> Self {
         let f = features;
         let isa = if cfg!(target_arch = "x86_64") && f.avx2 && f.fma && f.f16c {
@@ -355,6 +409,7 @@ impl Kernels {
         Ok(())
     }
 
+    #[allow(unsafe_code)]
     fn gemm_checked(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
         match self.isa {
             #[cfg(target_arch = "x86_64")]
@@ -429,6 +484,7 @@ impl Kernels {
 
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
     /// (token-major). `w` must be `tq2_0`, `tq1_0` or `i8` with `w.cols() == acts.cols()`.
+    #[allow(unsafe_code)]
     pub fn gemm_i8(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) -> Result<()> {
         if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
             return Err(Error::UnsupportedFormat {

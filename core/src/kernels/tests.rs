@@ -10,6 +10,7 @@ use std::vec;
 use std::vec::Vec;
 
 /// Every implementation this machine can run (the scalar one included).
+#[allow(unsafe_code)]
 pub(crate) fn available() -> Vec<Kernels> {
     let mut v = vec![Kernels::scalar(), Kernels::for_target()];
     #[cfg(target_arch = "x86_64")]
@@ -227,6 +228,9 @@ fn large_shapes_agree() {
     }
     for mode in [ActScale::PerToken, ActScale::PerBlock] {
         check_int8(Format::Tq2_0, 37, 2048 + 100, 9, mode, 11);
+        // Decode (one token) has its own kernels.
+        check_int8(Format::Tq2_0, 37, 2048 + 100, 1, mode, 12);
+        check_int8(Format::Tq1_0, 35, 1024 + 3, 1, mode, 14);
         check_int8(Format::Tq1_0, 33, 1024, 5, mode, 13);
     }
 }

@@ -39,7 +39,14 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
                 }
             }
             Format::Tq2_0 | Format::Tq1_0 => ternary_f32_avx2(w, x, n, y),
-            Format::F32 | Format::F16 | Format::Bf16 => dense_avx2(w, x, n, y),
+            // Monomorphized per element type and per decode/prefill so the inner loops carry
+            // no format branch and prefill no prefetch.
+            Format::F32 if n == 1 => dense_avx2::<F32, true>(w, x, n, y),
+            Format::F32 => dense_avx2::<F32, false>(w, x, n, y),
+            Format::F16 if n == 1 => dense_avx2::<F16, true>(w, x, n, y),
+            Format::F16 => dense_avx2::<F16, false>(w, x, n, y),
+            Format::Bf16 if n == 1 => dense_avx2::<BF16, true>(w, x, n, y),
+            Format::Bf16 => dense_avx2::<BF16, false>(w, x, n, y),
             _ => scalar::gemm(w, x, n, y),
         }
     }
@@ -56,6 +63,16 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
     // SAFETY: the caller guarantees the features of `isa`.
     unsafe {
         match isa {
+            Isa::Avx512Vnni if w.format() == Format::Tq2_0 => {
+                let mut t0 = 0;
+                while t0 + 4 <= acts.tokens {
+                    tq2_gemm4_i8_zmm(w, acts, t0, y);
+                    t0 += 4;
+                }
+                for t in t0..acts.tokens {
+                    tq2_gemv_i8_zmm(w, acts, t, y);
+                }
+            }
             Isa::Avx512Vnni => ternary_i8_vnni(w, acts, y),
             _ => ternary_i8_avx2(w, acts, y),
         }
@@ -112,6 +129,9 @@ macro_rules! ternary_i8_kernel {
             // an 8-lane table row; the caller guarantees the target features.
             unsafe {
                 let rows = w.rows();
+                // Prefetch distance: whole tiles, at least PREFETCH_BYTES ahead.
+                let tile_bytes = (R * w.row_bytes()).max(1);
+                let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
                 let blocks = acts.blocks;
                 let fmt = w.format();
                 let per_block = acts.mode == ActScale::PerBlock;
@@ -124,6 +144,10 @@ macro_rules! ternary_i8_kernel {
                 let kk = (R * T).div_ceil(8);
                 let mut r0 = 0;
                 while r0 < full {
+                    let mut rowp = [core::ptr::null::<u8>(); R];
+                    for (r, p) in rowp.iter_mut().enumerate() {
+                        *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+                    }
                     let mut comb = [_mm256_setzero_ps(); 2];
                     let mut b0 = 0;
                     while b0 < blocks {
@@ -156,16 +180,29 @@ macro_rules! ternary_i8_kernel {
                             let mut acc = [[_mm256_setzero_si256(); T]; R];
                             let mut halves = [[_mm256_setzero_si256(); 2]; R];
                             for r in 0..R {
-                                let row = w.row(r0 + r).unwrap_or(&[]);
                                 if fmt == Format::Tq2_0 {
-                                    let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
+                                    // Block `b` of row `r0 + r`: inside the checked matrix.
+                                    let p = rowp[r].add(b * tq2_0::BLOCK_BYTES);
+                                    // Rows of a tile are short interleaved streams that the
+                                    // hardware prefetcher detects late; fetch the same spot of
+                                    // the next tile's rows. A prefetch never faults, so the
+                                    // address may run past the matrix (wrapping arithmetic).
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
                                     halves[r] = [
-                                        _mm256_loadu_si256(blk.as_ptr().cast()),
-                                        _mm256_loadu_si256(blk.as_ptr().add(32).cast()),
+                                        _mm256_loadu_si256(p.cast()),
+                                        _mm256_loadu_si256(p.add(32).cast()),
                                     ];
                                 } else {
+                                    let p = rowp[r].add(b * tq1_0::BLOCK_BYTES);
+                                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+                                    let row = w.row(r0 + r).unwrap_or(&[]);
                                     let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-                                    tq1_0::unpack_codes(blk, &mut codes_buf[r]);
+                                    for (c, v) in tq1_codes(blk).iter().enumerate() {
+                                        _mm256_storeu_si256(
+                                            codes_buf[r].as_mut_ptr().add(32 * c).cast(),
+                                            *v,
+                                        );
+                                    }
                                 }
                             }
                             for c in 0..8 {
@@ -265,6 +302,268 @@ macro_rules! ternary_i8_kernel {
     };
 }
 
+/// Decode of `tq2_0` against one token on AVX-512 VNNI with 512-bit vectors: one 64-byte load
+/// holds a whole block's codes, so each shift by `2j` yields weights `32j..32j+32` and
+/// `128+32j..128+32j+32` together; the activations are gathered into that order once per block
+/// for all eight rows of a tile. Integer sums and their combination are those of the scalar
+/// reference, so results are bit-identical.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut [f32]) {
+    const R: usize = 8;
+    let rows = w.rows();
+    let blocks = acts.blocks;
+    let full = rows - rows % R;
+    let per_block = acts.mode == ActScale::PerBlock;
+    let a_all = acts.token(t);
+    let sums = acts.token_sums(t);
+    let scales = acts.token_scales(t);
+    let tile_bytes = (R * w.row_bytes()).max(1);
+    let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
+    let mask3 = _mm512_set1_epi8(3);
+    let mut dtab = [[0u16; R]; CHUNK];
+    let mut r0 = 0;
+    while r0 < full {
+        let mut rowp = [core::ptr::null::<u8>(); R];
+        for (r, p) in rowp.iter_mut().enumerate() {
+            *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+        }
+        let mut comb = _mm256_setzero_ps();
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = CHUNK.min(blocks - b0);
+            for (r, p) in rowp.iter().enumerate() {
+                for (j, dt) in dtab.iter_mut().enumerate().take(nb) {
+                    // SAFETY: the scale of block `b0 + j < blocks` of a checked row.
+                    let at = (b0 + j) * tq2_0::BLOCK_BYTES + tq2_0::SCALE_OFFSET;
+                    dt[r] = unsafe { u16::from_le_bytes([*p.add(at), *p.add(at + 1)]) };
+                }
+            }
+            for j in 0..nb {
+                let b = b0 + j;
+                // SAFETY: all loads below stay inside block `b` of a checked row (64 of its 66
+                // bytes) or inside the token's `blocks·256` padded activations; prefetches never
+                // fault.
+                unsafe {
+                    let ab = a_all.as_ptr().add(b * QBLOCK);
+                    let mut a = [_mm512_setzero_si512(); 4];
+                    for (c, av) in a.iter_mut().enumerate() {
+                        let lo = _mm256_loadu_si256(ab.add(32 * c).cast());
+                        let hi = _mm256_loadu_si256(ab.add(128 + 32 * c).cast());
+                        *av = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    }
+                    let mut acc = [_mm256_setzero_si256(); R];
+                    for r in 0..R {
+                        let p = rowp[r].add(b * tq2_0::BLOCK_BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+                        let v = _mm512_loadu_si512(p.cast());
+                        let mut z = _mm512_dpbusd_epi32(
+                            _mm512_setzero_si512(),
+                            _mm512_and_si512(v, mask3),
+                            a[0],
+                        );
+                        z = _mm512_dpbusd_epi32(
+                            z,
+                            _mm512_and_si512(_mm512_srli_epi16::<2>(v), mask3),
+                            a[1],
+                        );
+                        z = _mm512_dpbusd_epi32(
+                            z,
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask3),
+                            a[2],
+                        );
+                        z = _mm512_dpbusd_epi32(
+                            z,
+                            _mm512_and_si512(_mm512_srli_epi16::<6>(v), mask3),
+                            a[3],
+                        );
+                        acc[r] = _mm256_add_epi32(
+                            _mm512_castsi512_si256(z),
+                            _mm512_extracti64x4_epi64::<1>(z),
+                        );
+                    }
+                    let s01 = _mm256_hadd_epi32(acc[0], acc[1]);
+                    let s23 = _mm256_hadd_epi32(acc[2], acc[3]);
+                    let s45 = _mm256_hadd_epi32(acc[4], acc[5]);
+                    let s67 = _mm256_hadd_epi32(acc[6], acc[7]);
+                    let s0123 = _mm256_hadd_epi32(s01, s23);
+                    let s4567 = _mm256_hadd_epi32(s45, s67);
+                    let dot = _mm256_add_epi32(
+                        _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+                        _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+                    );
+                    let isum = _mm256_sub_epi32(dot, _mm256_set1_epi32(sums[b]));
+                    let mut scale = _mm256_cvtph_ps(_mm_loadu_si128(dtab[j].as_ptr().cast()));
+                    if per_block {
+                        scale = _mm256_mul_ps(scale, _mm256_set1_ps(scales[b]));
+                    }
+                    // As `Combine::add`: product, then sum; never fused.
+                    comb = _mm256_add_ps(comb, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
+                }
+            }
+            b0 += nb;
+        }
+        if !per_block {
+            comb = _mm256_mul_ps(comb, _mm256_set1_ps(scales[0]));
+        }
+        // SAFETY: rows `r0..r0 + 8` of output row `t`.
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(t * rows + r0), comb) };
+        r0 += R;
+    }
+    for r in full..rows {
+        let row = w.row(r).unwrap_or(&[]);
+        let mut c = Combine::new();
+        scalar::row_block_isums(Format::Tq2_0, row, a_all, |b, s, d| c.add(acts, t, b, s, d));
+        y[t * rows + r] = c.finish(acts, t);
+    }
+}
+
+/// Prefill of `tq2_0` for tokens `t0..t0+4` on AVX-512 VNNI with 512-bit vectors: tiles of 4
+/// rows × 4 tokens; each row's block is one 64-byte load whose four shifted copies meet four
+/// tokens' activations (gathered into the same order). Lane `l` of combiner `k` is the pair
+/// `8k + l = 4r + t`. Integer sums and their combination are the scalar reference's.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut [f32]) {
+    const R: usize = 4;
+    const T: usize = 4;
+    let rows = w.rows();
+    let blocks = acts.blocks;
+    let full = rows - rows % R;
+    let per_block = acts.mode == ActScale::PerBlock;
+    let mask3 = _mm512_set1_epi8(3);
+    let mut dtab = [[[0u16; 8]; CHUNK]; 2];
+    let mut stab = [[[0i32; 8]; CHUNK]; 2];
+    let mut ftab = [[[0f32; 8]; CHUNK]; 2];
+    let mut ap = [core::ptr::null::<i8>(); T];
+    for (t, p) in ap.iter_mut().enumerate() {
+        *p = acts.token(t0 + t).as_ptr();
+    }
+    let mut r0 = 0;
+    while r0 < full {
+        let mut rowp = [core::ptr::null::<u8>(); R];
+        for (r, p) in rowp.iter_mut().enumerate() {
+            *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+        }
+        let mut comb = [_mm256_setzero_ps(); 2];
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = CHUNK.min(blocks - b0);
+            for k in 0..2 {
+                for l in 0..8 {
+                    let (r, t) = ((8 * k + l) / T, (8 * k + l) % T);
+                    let row = w.row(r0 + r).unwrap_or(&[]);
+                    let sums = acts.token_sums(t0 + t);
+                    let scales = acts.token_scales(t0 + t);
+                    for j in 0..nb {
+                        let at = (b0 + j) * tq2_0::BLOCK_BYTES + tq2_0::SCALE_OFFSET;
+                        dtab[k][j][l] = u16::from_le_bytes([row[at], row[at + 1]]);
+                        stab[k][j][l] = sums[b0 + j];
+                        if per_block {
+                            ftab[k][j][l] = scales[b0 + j];
+                        }
+                    }
+                }
+            }
+            for j in 0..nb {
+                let b = b0 + j;
+                // SAFETY: loads stay inside block `b` of checked rows (64 of 66 bytes), inside
+                // the tokens' `blocks·256` padded activations, or inside 8-lane table rows.
+                unsafe {
+                    let mut v = [_mm512_setzero_si512(); R];
+                    for r in 0..R {
+                        v[r] = _mm512_loadu_si512(rowp[r].add(b * tq2_0::BLOCK_BYTES).cast());
+                    }
+                    let mut acc = [[_mm512_setzero_si512(); T]; R];
+                    for c in 0..4 {
+                        let mut a = [_mm512_setzero_si512(); T];
+                        for t in 0..T {
+                            let ab = ap[t].add(b * QBLOCK);
+                            let lo = _mm256_loadu_si256(ab.add(32 * c).cast());
+                            let hi = _mm256_loadu_si256(ab.add(128 + 32 * c).cast());
+                            a[t] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                        }
+                        for r in 0..R {
+                            let sh = match c {
+                                0 => v[r],
+                                1 => _mm512_srli_epi16::<2>(v[r]),
+                                2 => _mm512_srli_epi16::<4>(v[r]),
+                                _ => _mm512_srli_epi16::<6>(v[r]),
+                            };
+                            let codes = _mm512_and_si512(sh, mask3);
+                            for t in 0..T {
+                                acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], codes, a[t]);
+                            }
+                        }
+                    }
+                    for k in 0..2 {
+                        let mut h = [_mm256_setzero_si256(); 8];
+                        for (l, hl) in h.iter_mut().enumerate() {
+                            let z = acc[(8 * k + l) / T][(8 * k + l) % T];
+                            *hl = _mm256_add_epi32(
+                                _mm512_castsi512_si256(z),
+                                _mm512_extracti64x4_epi64::<1>(z),
+                            );
+                        }
+                        let s01 = _mm256_hadd_epi32(h[0], h[1]);
+                        let s23 = _mm256_hadd_epi32(h[2], h[3]);
+                        let s45 = _mm256_hadd_epi32(h[4], h[5]);
+                        let s67 = _mm256_hadd_epi32(h[6], h[7]);
+                        let s0123 = _mm256_hadd_epi32(s01, s23);
+                        let s4567 = _mm256_hadd_epi32(s45, s67);
+                        let dot = _mm256_add_epi32(
+                            _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+                            _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+                        );
+                        let isum =
+                            _mm256_sub_epi32(dot, _mm256_loadu_si256(stab[k][j].as_ptr().cast()));
+                        let mut scale =
+                            _mm256_cvtph_ps(_mm_loadu_si128(dtab[k][j].as_ptr().cast()));
+                        if per_block {
+                            scale = _mm256_mul_ps(scale, _mm256_loadu_ps(ftab[k][j].as_ptr()));
+                        }
+                        // As `Combine::add`: product, then sum; never fused.
+                        let prod = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
+                        comb[k] = _mm256_add_ps(comb[k], prod);
+                    }
+                }
+            }
+            b0 += nb;
+        }
+        for (k, &ck) in comb.iter().enumerate() {
+            let mut out = [0.0f32; 8];
+            let mut fin = ck;
+            if !per_block {
+                let mut sc = [0.0f32; 8];
+                for (l, sv) in sc.iter_mut().enumerate() {
+                    *sv = acts.token_scales(t0 + (8 * k + l) % T)[0];
+                }
+                // SAFETY: an 8-lane local array.
+                fin = _mm256_mul_ps(fin, unsafe { _mm256_loadu_ps(sc.as_ptr()) });
+            }
+            // SAFETY: an 8-lane local array.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), fin) };
+            for (l, &v) in out.iter().enumerate() {
+                let i = 8 * k + l;
+                y[(t0 + i % T) * rows + r0 + i / T] = v;
+            }
+        }
+        r0 += R;
+    }
+    for r in full..rows {
+        let row = w.row(r).unwrap_or(&[]);
+        for t in t0..t0 + T {
+            let mut c = Combine::new();
+            scalar::row_block_isums(Format::Tq2_0, row, acts.token(t), |b, s, d| {
+                c.add(acts, t, b, s, d)
+            });
+            y[t * rows + r] = c.finish(acts, t);
+        }
+    }
+}
+
+/// Minimum distance of the int8 kernels' software prefetch: about what DRAM latency times one
+/// core's bandwidth needs in flight, with margin.
+const PREFETCH_BYTES: usize = 16384;
+
 /// Blocks whose per-lane scales and sums are gathered into tables at once.
 const CHUNK: usize = 32;
 
@@ -284,11 +583,19 @@ fn dot_vnni(acc: __m256i, codes: __m256i, a: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, codes, a)
 }
 
-ternary_i8_kernel!(ternary_i8_avx2, tile_i8_avx2, "avx2,fma", dot_avx2, 8, 4, 2);
+ternary_i8_kernel!(
+    ternary_i8_avx2,
+    tile_i8_avx2,
+    "avx2,fma,f16c",
+    dot_avx2,
+    8,
+    4,
+    2
+);
 ternary_i8_kernel!(
     ternary_i8_vnni,
     tile_i8_vnni,
-    "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_vnni,
     8,
     4,
@@ -299,7 +606,7 @@ ternary_i8_kernel!(
 // Ternary × f32
 
 /// Expands one ternary row-block into `±d`/`0` f32 values (exact products).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn expand_block(fmt: Format, row: &[u8], b: usize, out: &mut [f32; QBLOCK]) {
     let mut buf = [0u8; QBLOCK];
@@ -326,7 +633,7 @@ const GEMM_MIN_TOKENS: usize = 4;
 
 /// The 256 codes of row-block `b` as eight vectors of 32 bytes (`0..=2`), weights in order.
 /// `tq2_0` unpacks in registers (two loads, shifts, masks); `tq1_0` goes through `buf`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256i; 8], f32) {
     let mut out = [_mm256_setzero_si256(); 8];
@@ -341,16 +648,88 @@ fn codes8(fmt: Format, row: &[u8], b: usize, buf: &mut [u8; QBLOCK]) -> ([__m256
             out[4 * half + 2] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask3);
             out[4 * half + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask3);
         }
-        (out, tq2_0::scale(blk))
+        (
+            out,
+            f16_bits_to_f32([blk[tq2_0::SCALE_OFFSET], blk[tq2_0::SCALE_OFFSET + 1]]),
+        )
     } else {
         let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-        tq1_0::unpack_codes(blk, buf);
-        for (c, o) in out.iter_mut().enumerate() {
-            // SAFETY: 32 bytes inside the 256-byte buffer.
-            *o = unsafe { _mm256_loadu_si256(buf.as_ptr().add(32 * c).cast()) };
-        }
-        (out, tq1_0::scale(blk))
+        let _ = buf;
+        out = tq1_codes(blk);
+        (
+            out,
+            f16_bits_to_f32([blk[tq1_0::SCALE_OFFSET], blk[tq1_0::SCALE_OFFSET + 1]]),
+        )
     }
+}
+
+/// Base-3 digit of each byte: `(v·3) >> 8`, which is `[v ≥ 86] + [v ≥ 171]`; unsigned byte
+/// compares are done as signed compares after flipping the top bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn top_trit(v: __m256i) -> __m256i {
+    let s = _mm256_xor_si256(v, _mm256_set1_epi8(i8::MIN));
+    let ge86 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((85i32 - 128) as i8));
+    let ge171 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((170i32 - 128) as i8));
+    // Each mask is −1 where true.
+    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171))
+}
+
+/// Bytewise `v·3 mod 256`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn times3(v: __m256i) -> __m256i {
+    _mm256_add_epi8(v, _mm256_add_epi8(v, v))
+}
+
+/// The 256 codes of a `tq1_0` block as eight vectors of 32 bytes in weight order, unpacked in
+/// registers: digit `k` of a byte is the top trit of `byte·3^k mod 256`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn tq1_codes(blk: &[u8; tq1_0::BLOCK_BYTES]) -> [__m256i; 8] {
+    let mut out = [_mm256_setzero_si256(); 8];
+    // SAFETY: bytes 0..32 and 32..48 of a 54-byte block.
+    let (q32, q16) = unsafe {
+        (
+            _mm256_loadu_si256(blk.as_ptr().cast()),
+            _mm_loadu_si128(blk.as_ptr().add(32).cast()),
+        )
+    };
+    // qs[0..32]: digit k of byte m is weight 32k + m.
+    let mut v = q32;
+    for o in out.iter_mut().take(5) {
+        *o = top_trit(v);
+        v = times3(v);
+    }
+    // qs[32..48]: digit k of byte m is weight 160 + 16k + m; pair digits (0,1), (2,3), (4,qh).
+    let q16x3 = _mm_add_epi8(q16, _mm_add_epi8(q16, q16));
+    let a = _mm256_set_m128i(q16x3, q16);
+    out[5] = top_trit(a);
+    let b = times3(times3(a));
+    out[6] = top_trit(b);
+    // qh: digit k of byte j is weight 240 + 4k + j; replicate the 4 bytes and scale group k
+    // by 3^k.
+    let qh = u32::from_le_bytes([blk[48], blk[49], blk[50], blk[51]]);
+    let h1 = _mm_set1_epi32(qh as i32);
+    let h3 = _mm_add_epi8(h1, _mm_add_epi8(h1, h1));
+    let h9 = _mm_add_epi8(h3, _mm_add_epi8(h3, h3));
+    let h27 = _mm_add_epi8(h9, _mm_add_epi8(h9, h9));
+    let h = _mm_blend_epi32::<0b1000>(
+        _mm_blend_epi32::<0b0100>(_mm_blend_epi32::<0b0010>(h1, h3), h9),
+        h27,
+    );
+    let b81 = times3(times3(b));
+    out[7] = top_trit(_mm256_set_m128i(h, _mm256_castsi256_si128(b81)));
+    out
+}
+
+/// One f16 → f32 with F16C (exact, like the portable conversion, but one instruction).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_bits_to_f32(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
 }
 
 /// The partial last block of a row, reading only its `valid` activations.
@@ -374,39 +753,42 @@ fn tail_block(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
     s * d
 }
 
-/// Decode with f32 activations on AVX-512: per 16 weights, one masked add of `x` into a
-/// positive and one into a negative accumulator (masks from byte compares of the codes).
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+/// Decode with f32 activations on AVX-512: trits are written to an L1 buffer, then widened
+/// 16 at a time straight from memory (`vpmovsxbd`), converted, and applied with FMA — with a
+/// weight of ±1 or 0 the FMA is exactly the rounded `acc ± x` of the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
     let (cols, fmt) = (w.cols(), w.format());
     let full = cols / QBLOCK;
     let mut buf = [0u8; QBLOCK];
-    let two = _mm256_set1_epi8(2);
-    let zero = _mm256_setzero_si256();
+    let mut trits = [0i8; QBLOCK];
+    let one = _mm256_set1_epi8(1);
     for (r, out) in y.iter_mut().enumerate() {
         let row = w.row(r).unwrap_or(&[]);
         let mut total = _mm512_setzero_ps();
         for b in 0..full {
             let (codes, d) = codes8(fmt, row, b, &mut buf);
-            let mut p = [_mm512_setzero_ps(); 4];
-            let mut q = [_mm512_setzero_ps(); 4];
             for (c, &cv) in codes.iter().enumerate() {
-                let kp = _mm256_cmpeq_epi8_mask(cv, two);
-                let kn = _mm256_cmpeq_epi8_mask(cv, zero);
-                // SAFETY: block `b < full` lies inside `x`: 32 floats at `256b + 32c`.
-                let (x0, x1) = unsafe {
-                    let px = x.as_ptr().add(b * QBLOCK + 32 * c);
-                    (_mm512_loadu_ps(px), _mm512_loadu_ps(px.add(16)))
+                // SAFETY: 32 bytes inside the 256-byte trit buffer.
+                unsafe {
+                    _mm256_storeu_si256(
+                        trits.as_mut_ptr().add(32 * c).cast(),
+                        _mm256_sub_epi8(cv, one),
+                    )
                 };
-                let k = 2 * (c % 2);
-                p[k] = _mm512_mask_add_ps(p[k], kp as u16, p[k], x0);
-                q[k] = _mm512_mask_add_ps(q[k], kn as u16, q[k], x0);
-                p[k + 1] = _mm512_mask_add_ps(p[k + 1], (kp >> 16) as u16, p[k + 1], x1);
-                q[k + 1] = _mm512_mask_add_ps(q[k + 1], (kn >> 16) as u16, q[k + 1], x1);
             }
-            let pos = _mm512_add_ps(_mm512_add_ps(p[0], p[1]), _mm512_add_ps(p[2], p[3]));
-            let neg = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), _mm512_add_ps(q[2], q[3]));
-            total = _mm512_fmadd_ps(_mm512_sub_ps(pos, neg), _mm512_set1_ps(d), total);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for g in 0..QBLOCK / 16 {
+                // SAFETY: 16 trits inside the buffer; block `b < full` lies inside `x`.
+                unsafe {
+                    let t =
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128(trits.as_ptr().add(16 * g).cast()));
+                    let xv = _mm512_loadu_ps(x.as_ptr().add(b * QBLOCK + 16 * g));
+                    acc[g % 4] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), xv, acc[g % 4]);
+                }
+            }
+            let bsum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            total = _mm512_fmadd_ps(bsum, _mm512_set1_ps(d), total);
         }
         let mut s = _mm512_reduce_add_ps(total);
         if full * QBLOCK < cols {
@@ -418,7 +800,7 @@ unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
 
 /// Decode with f32 activations on AVX2: trits widened to f32 (±1/0) and applied with FMA,
 /// which rounds once like the addition or subtraction it stands for.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
     let (cols, fmt) = (w.cols(), w.format());
     let full = cols / QBLOCK;
@@ -460,7 +842,7 @@ unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
 /// reused by every token.
 const EXPAND_BLOCKS: usize = 8;
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ternary_f32_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     const R: usize = 4;
     const T: usize = 3;
@@ -524,7 +906,7 @@ unsafe fn ternary_f32_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -539,26 +921,38 @@ fn hsum(v: __m256) -> f32 {
 /// Loads 8 weights of a dense row as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load8(fmt: Format, row: &[u8], i: usize) -> __m256 {
+unsafe fn load8<const F: u8>(row: *const u8, i: usize) -> __m256 {
     // SAFETY: the caller guarantees elements `i..i+8` exist in `row`.
     unsafe {
-        match fmt {
-            Format::F32 => _mm256_loadu_ps(row.as_ptr().add(4 * i).cast()),
-            Format::F16 => _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(2 * i).cast())),
+        match F {
+            F32 => _mm256_loadu_ps(row.add(4 * i).cast()),
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast())),
             _ => {
-                let h = _mm_loadu_si128(row.as_ptr().add(2 * i).cast());
+                let h = _mm_loadu_si128(row.add(2 * i).cast());
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
             }
         }
     }
 }
 
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
+unsafe fn dense_avx2<const F: u8, const DECODE: bool>(
+    w: &Matrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     const R: usize = 4;
     const T: usize = 3;
     let (rows, cols, fmt) = (w.rows(), w.cols(), w.format());
     let full8 = cols / 8;
+    let esize = fmt.block_bytes();
+    let tile_bytes = (R * w.row_bytes()).max(1);
+    let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
     let mut r0 = 0;
     while r0 < rows {
         let nr = R.min(rows - r0);
@@ -566,11 +960,21 @@ unsafe fn dense_avx2(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
         while t0 < n {
             let nt = T.min(n - t0);
             let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut rs = [core::ptr::null::<u8>(); R];
+            for (r, row) in rs.iter_mut().enumerate().take(nr) {
+                *row = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+            }
             for c in 0..full8 {
                 let mut wv = [_mm256_setzero_ps(); R];
                 for (r, v) in wv.iter_mut().enumerate().take(nr) {
                     // SAFETY: `8c + 8 <= cols` elements of a checked row.
-                    *v = unsafe { load8(fmt, w.row(r0 + r).unwrap_or(&[]), 8 * c) };
+                    *v = unsafe { load8::<F>(rs[r], 8 * c) };
+                    if DECODE {
+                        // Decode streams `nr` rows at once; fetch the next tile's rows early
+                        // (a prefetch never faults, hence wrapping arithmetic).
+                        let p = rs[r].wrapping_add(8 * c * esize + ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    }
                 }
                 for t in 0..nt {
                     // SAFETY: inside token `t0 + t`.

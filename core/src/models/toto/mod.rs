@@ -41,6 +41,7 @@ use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::SafeTensors;
 use crate::kernels::Kernels;
+use crate::ops::{self, Vector};
 use crate::quant::Matrix;
 use core::fmt::Write;
 
@@ -298,8 +299,8 @@ impl Linear<'_> {
 }
 
 struct LayerWeights<'a> {
-    norm1: &'a [f32],
-    norm2: &'a [f32],
+    norm1: Vector<'a>,
+    norm2: Vector<'a>,
     qkv: Linear<'a>,
     wo: Linear<'a>,
     mlp_in: Linear<'a>,
@@ -472,10 +473,10 @@ impl<'a> Toto<'a> {
         })
     }
 
-    fn vector(&self, name: &str, len: usize) -> Result<&'a [f32]> {
+    fn vector(&self, name: &str, len: usize) -> Result<Vector<'a>> {
         let t = self.st.tensor(name)?;
         t.expect_shape(&[len as u64])?;
-        t.f32s()
+        Vector::from_bytes(name, t.format()?, t.bytes())
     }
 
     fn layer(&self, i: usize) -> Result<LayerWeights<'a>> {
@@ -901,25 +902,25 @@ impl<'a> Toto<'a> {
         let mut time_layer = 0;
         for l in 0..self.config.num_layers {
             let lw = self.layer(l)?;
-            rms_norm_rows(&scratch.h[..n * d], lw.norm1, &mut scratch.xn[..n * d]);
+            rms_norm_rows(&scratch.h[..n * d], lw.norm1, &mut scratch.xn[..n * d])?;
             lw.qkv.apply(kern, scratch.xn, n, scratch.qkv)?;
             if self.config.is_spacewise(l) {
-                space_attention(dims, scratch, series, positions * paths);
+                space_attention(dims, scratch, series, positions * paths)?;
             } else {
                 time_attention(
                     dims, state, scratch, time_layer, paths, pos, positions, center,
-                );
+                )?;
                 time_layer += 1;
             }
             lw.wo.apply(kern, scratch.att, n, scratch.xn)?;
             add_rows(&mut scratch.h[..n * d], &scratch.xn[..n * d]);
-            rms_norm_rows(&scratch.h[..n * d], lw.norm2, &mut scratch.xn[..n * d]);
+            rms_norm_rows(&scratch.h[..n * d], lw.norm2, &mut scratch.xn[..n * d])?;
             lw.mlp_in.apply(kern, scratch.xn, n, scratch.up)?;
             for t in 0..n {
                 let u = &scratch.up[t * 2 * hid..(t + 1) * 2 * hid];
                 let g = &mut scratch.gate[t * hid..(t + 1) * hid];
                 for i in 0..hid {
-                    g[i] = silu(u[i]) * u[hid + i];
+                    g[i] = ops::silu(u[i]) * u[hid + i];
                 }
             }
             lw.mlp_out.apply(kern, scratch.gate, n, scratch.xn)?;
@@ -990,7 +991,8 @@ impl<'a> Toto<'a> {
                         mix[k + i] = loc[i];
                         mix[2 * k + i] = softplus(sc[i]).max(f32::EPSILON);
                     }
-                    softmax_into(logits, &mut mix[3 * k..4 * k]);
+                    mix[3 * k..4 * k].copy_from_slice(logits);
+                    ops::softmax(&mut mix[3 * k..4 * k])?;
                     each(t0 + tc, s, &mix[..width]);
                 }
             }
@@ -1174,15 +1176,13 @@ struct HeadScratch<'b> {
     mix: &'b mut [f32],
 }
 
-fn rms_norm_rows(x: &[f32], scale: &[f32], out: &mut [f32]) {
+fn rms_norm_rows(x: &[f32], scale: Vector<'_>, out: &mut [f32]) -> Result<()> {
     let d = scale.len();
     for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        let r = 1.0 / libm::sqrtf(ms + RMS_EPS);
-        for ((o, v), s) in or.iter_mut().zip(xr).zip(scale) {
-            *o = v * r * s;
-        }
+        or.copy_from_slice(xr);
+        ops::rms_norm(or, scale, RMS_EPS)?;
     }
+    Ok(())
 }
 
 fn add_rows(h: &mut [f32], delta: &[f32]) {
@@ -1191,40 +1191,12 @@ fn add_rows(h: &mut [f32], delta: &[f32]) {
     }
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + libm::expf(-x))
-}
-
 /// `torch.nn.functional.softplus` (linear above 20).
 fn softplus(x: f32) -> f32 {
     if x > 20.0 {
         x
     } else {
         libm::log1pf(libm::expf(x))
-    }
-}
-
-fn softmax_into(logits: &[f32], out: &mut [f32]) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for (o, l) in out.iter_mut().zip(logits) {
-        *o = libm::expf(l - max);
-        sum += *o;
-    }
-    for o in out.iter_mut() {
-        *o /= sum;
-    }
-}
-
-fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for x in xs.iter_mut() {
-        *x = libm::expf(*x - max);
-        sum += *x;
-    }
-    for x in xs.iter_mut() {
-        *x /= sum;
     }
 }
 
@@ -1275,7 +1247,7 @@ fn time_attention(
     first_pos: usize,
     positions: usize,
     center: usize,
-) {
+) -> Result<()> {
     let (hd, d) = (dims.hd, dims.d);
     let norm = 1.0 / libm::sqrtf(hd as f32);
     // Tokens are position-major, then path, then variate; earlier positions are written to the
@@ -1310,7 +1282,7 @@ fn time_attention(
                     let key = &keys[base + head * hd..base + (head + 1) * hd];
                     *score = q.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * norm;
                 }
-                softmax_in_place(scores);
+                ops::softmax(scores)?;
                 let out = &mut scratch.att[t * d + head * hd..t * d + (head + 1) * hd];
                 out.fill(0.0);
                 for (s, w) in scores.iter().enumerate() {
@@ -1324,9 +1296,15 @@ fn time_attention(
             }
         }
     }
+    Ok(())
 }
 
-fn space_attention(dims: &Dims, scratch: &mut Scratch<'_>, series: &Series<'_>, paths: usize) {
+fn space_attention(
+    dims: &Dims,
+    scratch: &mut Scratch<'_>,
+    series: &Series<'_>,
+    paths: usize,
+) -> Result<()> {
     let (hd, d, vn) = (dims.hd, dims.d, dims.v);
     let norm = 1.0 / libm::sqrtf(hd as f32);
     for path in 0..paths {
@@ -1347,7 +1325,7 @@ fn space_attention(dims: &Dims, scratch: &mut Scratch<'_>, series: &Series<'_>, 
                     }
                     *score = acc * norm;
                 }
-                softmax_in_place(scores);
+                ops::softmax(scores)?;
                 for j in 0..hd {
                     let mut acc = 0.0;
                     for (v2, w) in scores.iter().enumerate() {
@@ -1359,6 +1337,7 @@ fn space_attention(dims: &Dims, scratch: &mut Scratch<'_>, series: &Series<'_>, 
             }
         }
     }
+    Ok(())
 }
 
 impl core::fmt::Display for TotoConfig {

@@ -1,21 +1,28 @@
-//! `goldcrest convert <arch> DIR OUT [--weights FORMAT]`: checkpoints from other projects to
-//! goldcrest files.
+//! `goldcrest convert <arch> IN OUT [...]`: checkpoints from other layouts into goldcrest files.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, bail};
+use goldcrest_core::models::rwkv6::{Config, Rwkv6};
 use goldcrest_core::quant::Format;
+use goldcrest_std::convert::rwkv6::{self, Options};
+use goldcrest_std::load::ModelFile;
 
 /// Arguments of `goldcrest convert`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    source: Source,
+    arch: Arch,
 }
 
 #[derive(clap::Subcommand)]
-enum Source {
-    /// A Toto checkpoint directory (config.json + model.safetensors, toto-ts or released names).
+enum Arch {
+    /// RWKV-6 "Finch" from safetensors with official (`blocks.N.att.*`) or Hugging Face
+    /// (`rwkv.blocks.N.attention.*`) names; for a `.pth`, run tools/rwkv6/pth_to_safetensors.py
+    /// first.
+    Rwkv6(Rwkv6Args),
+    /// Toto from a checkpoint directory (config.json + model.safetensors) with `toto-ts` module
+    /// names or the released file's names (`mlp.0.w12`, `mlp.0.w3`, `rotary_emb.freqs`).
     Toto(TotoArgs),
 }
 
@@ -23,54 +30,118 @@ enum Source {
 struct TotoArgs {
     /// Directory holding config.json and model.safetensors.
     dir: PathBuf,
-    /// The goldcrest file to write.
-    out: PathBuf,
-    /// Format of the transformer matrices and the unembedding: f32, f16, bf16, q8, q4, tq2, tq1.
-    #[arg(long, default_value = "f32")]
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the transformer matrices and the unembedding (ternary keeps the unembedding q8).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
     weights: String,
-    /// Store the unembedding and mixture head as one exact fused matrix (f32).
+    /// Store the unembedding and the mixture head as one exact fused f32 matrix.
     #[arg(long)]
     fuse_head: bool,
 }
 
-fn parse_format(name: &str) -> anyhow::Result<Format> {
-    let full = match name {
-        "q8" => "q8_0",
-        "q4" => "q4_0",
-        "tq2" => "tq2_0",
-        "tq1" => "tq1_0",
-        other => other,
-    };
-    match Format::from_name(full) {
-        Some(f) if f != Format::U8 && f != Format::I8 => Ok(f),
-        _ => Err(anyhow!(
-            "--weights {name:?}: use f32, f16, bf16, q8, q4, tq2 or tq1"
-        )),
+#[derive(clap::Args)]
+struct Rwkv6Args {
+    /// Input safetensors checkpoint.
+    input: PathBuf,
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the eight large linear layers per block.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
+    weights: String,
+    /// Format of the embedding and the head.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4"])]
+    embeddings: String,
+    /// Undo an fp16 export that divided att.output and ffn.value of layer i by 2^(i / N)
+    /// (6 for llama.cpp GGUF-derived or `rwkv` fp16-converted weights; official and Hugging
+    /// Face checkpoints need nothing).
+    #[arg(long, value_name = "N")]
+    rescale_every: Option<usize>,
+    /// Tokenizer file to embed.
+    #[arg(long, value_name = "PATH", requires = "tokenizer_kind")]
+    tokenizer: Option<PathBuf>,
+    /// Kind of the embedded tokenizer (`goldcrest.tokenizer`), e.g. `world` or `hf-json`.
+    #[arg(long, value_name = "KIND")]
+    tokenizer_kind: Option<String>,
+}
+
+fn format_arg(name: &str) -> anyhow::Result<Format> {
+    Ok(match name {
+        "q8" => Format::Q8_0,
+        "q4" => Format::Q4_0,
+        "tq2" => Format::Tq2_0,
+        "tq1" => Format::Tq1_0,
+        other => match Format::from_name(other) {
+            Some(f) => f,
+            None => bail!("unknown format {other:?}"),
+        },
+    })
+}
+
+/// Runs `goldcrest convert`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.arch {
+        Arch::Rwkv6(a) => rwkv6_command(a),
+        Arch::Toto(a) => toto_command(a),
     }
 }
 
-/// Runs the subcommand.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.source {
-        Source::Toto(a) => {
-            let weights = parse_format(&a.weights)?;
-            let writer = goldcrest_std::convert::toto::convert(
-                &a.dir,
-                goldcrest_std::convert::toto::Options {
-                    weights,
-                    fuse_head: a.fuse_head,
-                },
-            )?;
-            writer
-                .write_file(&a.out)
-                .with_context(|| format!("writing {}", a.out.display()))?;
-            let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
-            eprintln!(
-                "wrote {} ({size} bytes, weights {})",
-                a.out.display(),
-                weights.name()
-            );
-            Ok(())
-        }
-    }
+fn toto_command(a: TotoArgs) -> anyhow::Result<()> {
+    let options = goldcrest_std::convert::toto::Options {
+        weights: format_arg(&a.weights)?,
+        fuse_head: a.fuse_head,
+    };
+    // The converter loads its own output with the model before returning it.
+    let writer = goldcrest_std::convert::toto::convert(&a.dir, options)
+        .with_context(|| format!("converting {}", a.dir.display()))?;
+    writer.write_file(&a.output)?;
+    let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "{}: toto, {size} bytes ({} linear weights{})",
+        a.output.display(),
+        options.weights.name(),
+        if a.fuse_head { ", fused head" } else { "" }
+    );
+    Ok(())
+}
+
+fn rwkv6_command(a: Rwkv6Args) -> anyhow::Result<()> {
+    let input =
+        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let tokenizer = match (&a.tokenizer, a.tokenizer_kind) {
+        (Some(path), Some(kind)) => Some((
+            kind,
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        _ => None,
+    };
+    let options = Options {
+        weights: format_arg(&a.weights)?,
+        embeddings: format_arg(&a.embeddings)?,
+        rescale_every: a.rescale_every,
+        tokenizer,
+    };
+    let converted = rwkv6::convert(&input, &options)
+        .with_context(|| format!("converting {}", a.input.display()))?;
+    converted.writer()?.write_file(&a.output)?;
+
+    // Read back what was written, as a user would, and load it strictly.
+    let file = ModelFile::open(&a.output)?;
+    let st = file.safetensors()?;
+    let config = Config::from_source(&st)?;
+    let mut layers = vec![None; config.n_layer];
+    Rwkv6::load(&st, &mut layers, goldcrest_std::kernels::detect())
+        .with_context(|| format!("loading the written {}", a.output.display()))?;
+    eprintln!(
+        "{}: rwkv6, {} layers, width {}, head size {}, ffn {}, vocabulary {}; {} bytes ({} linear weights)",
+        a.output.display(),
+        config.n_layer,
+        config.n_embd,
+        config.head_size,
+        config.dim_ffn,
+        config.vocab_size,
+        file.bytes().len(),
+        options.weights.name()
+    );
+    Ok(())
 }

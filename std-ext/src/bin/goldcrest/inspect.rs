@@ -128,12 +128,20 @@ fn human_bytes(n: usize) -> String {
     format!("{v:.1} {unit} ({n} B)")
 }
 
+/// Control characters (possible in names and values) escaped, so they cannot garble a terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            let plain = (!c.is_control()).then_some(c);
+            escaped.into_iter().flatten().chain(plain)
+        })
+        .collect()
+}
+
 fn shorten(value: &str) -> String {
     const MAX: usize = 72;
-    let flat: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = printable(value);
     if flat.chars().count() <= MAX {
         return flat;
     }
@@ -164,7 +172,7 @@ fn print_text(r: &Report) {
         .max()
         .unwrap_or(0);
     for (k, v) in &r.metadata {
-        println!("  {k:<key_width$}  {}", shorten(v));
+        println!("  {:<key_width$}  {}", printable(k), shorten(v));
     }
 
     println!("\ntensors ({})", r.tensors.len());
@@ -187,7 +195,8 @@ fn print_text(r: &Report) {
         let shape = format!("{:?}", t.shape);
         println!(
             "  {:<name_width$}  {format:<24}  {shape:<20}  {:>12}",
-            t.name, t.bytes
+            printable(&t.name),
+            t.bytes
         );
     }
 

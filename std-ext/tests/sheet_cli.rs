@@ -1,0 +1,145 @@
+//! End-to-end runs of `goldcrest sheet` on corpus files.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn corpus(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/sheets/corpus")
+        .join(rel)
+}
+
+fn goldcrest(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_goldcrest"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn encode_stats_line_has_the_promised_fields() {
+    let f = corpus("r-cran-readxl-1.4.2-1/datasets.xls");
+    let (ok, out, err) = goldcrest(&[
+        "sheet",
+        "encode",
+        f.to_str().unwrap(),
+        "--sheet",
+        "iris",
+        "--stats",
+    ]);
+    assert!(ok, "{err}");
+    let last = out.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["cells"], 755);
+    let (vt, ct) = (
+        v["vanilla_tokens"].as_u64().unwrap(),
+        v["compressed_tokens"].as_u64().unwrap(),
+    );
+    assert!(ct > 0 && vt > ct);
+    assert!((v["ratio"].as_f64().unwrap() - vt as f64 / ct as f64).abs() < 1e-9);
+    // The encoding keeps the header and the species values.
+    assert!(out.contains("\"Sepal.Length\""));
+    assert!(out.contains("\"setosa\""));
+
+    let (ok, out, _) = goldcrest(&[
+        "sheet",
+        "encode",
+        f.to_str().unwrap(),
+        "--sheet",
+        "iris",
+        "--mode",
+        "vanilla",
+        "--stats",
+    ]);
+    assert!(ok);
+    assert!(out.contains("A1,Sepal.Length|B1,Sepal.Width|"));
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["ratio"], 1.0);
+}
+
+#[test]
+fn tables_json_and_prompts() {
+    let f = corpus("r-cran-readxl-1.4.2-1/geometry.xlsx");
+    let (ok, out, err) = goldcrest(&["sheet", "tables", f.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{"sheet": "Sheet1", "range": "B3:D6"}])
+    );
+
+    // Stage 2: the range is given in the compressed sheet's coordinates (A1 = first kept cell,
+    // here B3) and printed back in the original ones.
+    let (ok, out, err) = goldcrest(&[
+        "sheet",
+        "prompt",
+        f.to_str().unwrap(),
+        "--question",
+        "What is in D6?",
+        "--range",
+        "A1:C4",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("### stage 1"));
+    assert!(out.contains("### stage 2 (B3:D6, part 1 of 1)"));
+    assert!(out.contains("B3,B3|C3,C3|D3,D3\n"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let f = corpus("xlrd-1.2.0/biff4_no_format_no_window2.xls");
+    let (ok, _, err) = goldcrest(&["sheet", "encode", f.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.starts_with("error: reading"), "{err}");
+    assert!(!err.contains("panicked"));
+    let (ok, _, err) = goldcrest(&["sheet", "tables", "/nonexistent.xlsx"]);
+    assert!(!ok && err.contains("cannot read the file"), "{err}");
+}
+
+#[test]
+fn tokenizer_choice_changes_counts_and_bad_files_are_errors() {
+    let f = corpus("r-cran-readxl-1.4.2-1/geometry.xlsx");
+    let f = f.to_str().unwrap();
+    let stats = |tok: &str| {
+        let (ok, out, err) = goldcrest(&["sheet", "encode", f, "--stats", "--tokenizer", tok]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        v["vanilla_tokens"].as_u64().unwrap()
+    };
+    // A vocabulary of the 256 single bytes only: every byte is one token.
+    let dir = std::env::temp_dir().join(format!("goldcrest-sheet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes_only = dir.join("bytes.tiktoken");
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let vocab: String = (0..=255u32)
+        .map(|b| {
+            let (c0, c1) = (A[(b >> 2) as usize], A[((b & 3) << 4) as usize]);
+            format!("{}{}== {b}\n", c0 as char, c1 as char)
+        })
+        .collect();
+    std::fs::write(&bytes_only, vocab).unwrap();
+    let (ok, out, _) = goldcrest(&["sheet", "encode", f, "--mode", "vanilla"]);
+    assert!(ok);
+    let vanilla_bytes: usize = out.lines().skip(1).map(|l| l.len() + 1).sum();
+    assert_eq!(stats(bytes_only.to_str().unwrap()) as usize, vanilla_bytes);
+    assert!(stats("cl100k") < vanilla_bytes as u64);
+    let broken = dir.join("broken.tiktoken");
+    std::fs::write(&broken, "no$base64 0\n").unwrap();
+    let (ok, _, err) = goldcrest(&[
+        "sheet",
+        "encode",
+        f,
+        "--tokenizer",
+        broken.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("bad base64") && !err.contains("panicked"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
