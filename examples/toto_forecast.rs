@@ -24,14 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         groups: None,
     };
     let (horizon, paths, batch) = (24, 256, 32);
-    // One buffer, sized by the model's exact memory plan, serves both calls.
     let spec = ForecastSpec {
         variates: 1,
         context: history.len(),
         horizon,
         batch,
     };
-    let plan = model.memory_plan(&spec)?;
+    let plan = model.memory_plan(&spec)?; // exact: one buffer serves both calls
     println!("{}; RAM {} B", model.config(), plan.ram_bytes());
     let mut memory = vec![0u8; plan.bytes_unaligned()];
     let mut mean = vec![0f64; horizon];
