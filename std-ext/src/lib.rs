@@ -15,6 +15,8 @@ pub use goldcrest_core as core_api;
 
 pub mod convert;
 pub mod load;
+pub mod plot;
+pub mod series_csv;
 pub mod sheet;
 pub mod tokenize;
 pub mod write;

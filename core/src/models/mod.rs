@@ -14,6 +14,7 @@ use crate::quant::{Format, Matrix};
 
 pub mod decoder;
 pub mod rwkv6;
+pub mod toto;
 
 /// Newest major version of the goldcrest file conventions this build reads.
 pub const FORMAT_MAJOR: u16 = 1;

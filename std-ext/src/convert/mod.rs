@@ -23,6 +23,7 @@ use crate::write::ModelWriter;
 pub mod decoder;
 pub mod hf;
 pub mod rwkv6;
+pub mod toto;
 
 /// One output tensor. The bytes are kept in `u64` words so that every in-memory view is
 /// aligned as the core requires (a file writer aligns them in the file).

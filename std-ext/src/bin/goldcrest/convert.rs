@@ -29,6 +29,23 @@ enum Arch {
     Llama(DecoderArgs),
     /// A Hugging Face `Qwen2ForCausalLM` directory (Qwen2, Qwen2.5).
     Qwen2(DecoderArgs),
+    /// Toto from a checkpoint directory (config.json + model.safetensors) with `toto-ts` module
+    /// names or the released file's names (`mlp.0.w12`, `mlp.0.w3`, `rotary_emb.freqs`).
+    Toto(TotoArgs),
+}
+
+#[derive(clap::Args)]
+struct TotoArgs {
+    /// Directory holding config.json and model.safetensors.
+    dir: PathBuf,
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the transformer matrices and the unembedding (ternary keeps the unembedding q8).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
+    weights: String,
+    /// Store the unembedding and the mixture head as one exact fused f32 matrix.
+    #[arg(long)]
+    fuse_head: bool,
 }
 
 #[derive(clap::Args)]
@@ -45,9 +62,13 @@ struct DecoderArgs {
     /// Format of the embedding and untied head (default: f32 for f32 checkpoints, else f16).
     #[arg(long, value_parser = ["f32", "f16", "bf16", "q8", "q4"])]
     head_weights: Option<String>,
-    /// tokenizer.json to embed (kind `hf-json`).
+    /// Tokenizer to embed: a vocabulary file (tokenizer.json, *.tiktoken, *.gguf) or a
+    /// checkpoint directory's tokenizer.json.
     #[arg(long, value_name = "PATH")]
-    tokenizer: Option<PathBuf>,
+    tokenizer: Option<String>,
+    /// Kind of the embedded tokenizer when it cannot be told from the file name.
+    #[arg(long, value_name = "KIND", requires = "tokenizer")]
+    tokenizer_kind: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -96,7 +117,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Arch::Rwkv6(a) => rwkv6_command(a),
         Arch::Llama(a) => decoder_command(decoder::Arch::Llama, a),
         Arch::Qwen2(a) => decoder_command(decoder::Arch::Qwen2, a),
+        Arch::Toto(a) => toto_command(a),
     }
+}
+
+fn toto_command(a: TotoArgs) -> anyhow::Result<()> {
+    let options = goldcrest_std::convert::toto::Options {
+        weights: format_arg(&a.weights)?,
+        fuse_head: a.fuse_head,
+    };
+    // The converter loads its own output with the model before returning it.
+    let writer = goldcrest_std::convert::toto::convert(&a.dir, options)
+        .with_context(|| format!("converting {}", a.dir.display()))?;
+    writer.write_file(&a.output)?;
+    let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "{}: toto, {size} bytes ({} linear weights{})",
+        a.output.display(),
+        options.weights.name(),
+        if a.fuse_head { ", fused head" } else { "" }
+    );
+    Ok(())
 }
 
 fn rwkv6_command(a: Rwkv6Args) -> anyhow::Result<()> {
@@ -156,9 +197,10 @@ fn decoder_command(arch: decoder::Arch, a: DecoderArgs) -> anyhow::Result<()> {
     if terminal {
         eprintln!();
     }
-    if let Some(path) = &a.tokenizer {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        writer.tokenizer("hf-json", bytes)?;
+    if let Some(spec) = &a.tokenizer {
+        let (kind, bytes) = Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
+            .with_context(|| format!("tokenizer {spec}"))?;
+        writer.tokenizer(&kind, bytes)?;
     }
     writer.write_file(&a.output)?;
 

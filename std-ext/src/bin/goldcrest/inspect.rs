@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use goldcrest_core::format::{SafeTensors, TensorView};
-use goldcrest_core::models::decoder;
+use goldcrest_core::models::{decoder, rwkv6};
 use goldcrest_std::load::ModelFile;
 use serde::Serialize;
 
@@ -68,23 +68,25 @@ struct PlanReport {
 /// architecture whose hyperparameters do not load, the reason instead (inspect still works on
 /// broken files).
 fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) {
+    const CHUNK: usize = 64;
     let arch = st.metadata().arch().and_then(|a| a.as_str());
-    if !matches!(arch, Some("llama" | "qwen2")) {
-        return (None, None);
-    }
-    let context_chunk = |config: &decoder::Config| (config.max_positions.min(4096), 64);
-    let planned = decoder::Config::from_safetensors(st).and_then(|config| {
-        let (context, chunk) = context_chunk(&config);
-        decoder::Decoder::plan(&config, context, decoder::KvFormat::F16, chunk, 0)
-            .map(|plan| (plan, context, chunk))
-    });
+    let planned = match arch {
+        Some("llama" | "qwen2") => decoder::Config::from_safetensors(st).and_then(|config| {
+            let context = config.max_positions.min(4096);
+            decoder::Decoder::plan(&config, context, decoder::KvFormat::F16, CHUNK, 0).map(|plan| {
+                let assumes =
+                    format!("context {context}, f16 KV cache, prompt chunks of {CHUNK} tokens");
+                (plan, assumes)
+            })
+        }),
+        Some(rwkv6::ARCH) => rwkv6::Config::from_source(st).and_then(|config| {
+            rwkv6::Rwkv6::plan(&config, CHUNK, st.data().len())
+                .map(|plan| (plan, format!("prompt chunks of {CHUNK} tokens")))
+        }),
+        _ => return (None, None),
+    };
     match planned {
-        Ok((plan, context, chunk)) => (
-            Some((plan.state_bytes, plan.scratch_bytes)),
-            Some(format!(
-                "context {context}, f16 KV cache, prompt chunks of {chunk} tokens"
-            )),
-        ),
+        Ok((plan, assumes)) => (Some((plan.state_bytes, plan.scratch_bytes)), Some(assumes)),
         Err(e) => (None, Some(format!("no plan: {e}"))),
     }
 }
@@ -253,7 +255,7 @@ fn print_text(r: &Report) {
         (p.state_bytes, p.scratch_bytes, &p.assumes)
     {
         println!(
-            "  state (KV cache)                    {}",
+            "  state (caller memory)                 {}",
             human_bytes(state)
         );
         println!(

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod convert;
 mod detokenize;
+mod forecast;
 mod inspect;
 mod logits;
 mod sheet;
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Convert a checkpoint into a goldcrest file.
     Convert(convert::Args),
+    /// Forecast the series in a CSV file with a Toto model.
+    Forecast(forecast::Args),
     /// Print the logits after every position of a prompt of token ids, as JSON lines.
     Logits(logits::Args),
     /// Measure prefill and decode tokens/s on random token ids.
@@ -55,6 +58,7 @@ fn main() {
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Forecast(args) => forecast::run(args),
         Command::Logits(args) => logits::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sheet(c) => sheet::run(c),

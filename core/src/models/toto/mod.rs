@@ -1,0 +1,1357 @@
+//! Toto (Datadog's decoder-only forecaster, `toto-ts` 0.2.0, Toto-Open-Base-1.0 architecture)
+//! for any configuration: causal patch scaler, patch embedding, time-wise causal attention with
+//! interleaved RoPE and xPos, variate-wise attention with group masks, SwiGLU, and a Student-T
+//! mixture head, decoded patch by patch with a KV cache in caller memory.
+//!
+//! # Memory
+//!
+//! [`Toto::memory_plan`] gives the exact bytes for a [`ForecastSpec`]; the caller passes one
+//! buffer of [`MemoryPlan::ram_bytes`] starting on an [`ARENA_ALIGN`] boundary (or
+//! [`MemoryPlan::bytes_unaligned`] anywhere). The context is processed once, patch by patch, into
+//! a shared KV cache; each batch of sample paths then decodes with its own small cache for the
+//! generated patches, so 256 samples cost one context pass plus 256 decodes.
+//!
+//! # Matching the reference
+//!
+//! - The context is computed as one chunk: every context patch uses the xPos centre
+//!   `(N−1)/2` of the chunk; each generated patch at position `n` uses `n/2`, and cached keys keep
+//!   their own centre. This is the reference's KV-cache path, which every published evaluation
+//!   uses (a full recompute differs by about 1e-5 relative).
+//! - The fused QKV projection's output columns are `(qkv, head_dim, n_heads)` with heads fastest;
+//!   heads are concatenated head-major before `wO`.
+//! - Rotary angles are computed in f32, pairs interleaved; the xPos scale vector is the half-split
+//!   `concat(ζ^p, ζ^p)`, so element `j` uses `ζ_{j mod hd/2}`.
+//! - Generated values that are NaN, infinite or at least `f32::MAX / 2` in magnitude become 0,
+//!   as the reference replaces them.
+//!
+//! # Missing values
+//!
+//! NaN or infinite inputs are missing: their weight in the scaler is 0 (like the reference's
+//! padding mask) and the model sees the last observed value of that variate (0 before the first
+//! observation, as for left padding). Magnitudes of 1e30 or more are rejected
+//! ([`Error::OutOfRange`]).
+
+mod sample;
+mod scaler;
+
+pub use sample::{Rng, mixture_mean, quantile_sorted, sample_mixture, sort_samples};
+pub use scaler::{MINIMUM_SCALE, RunningStats, ScaleClamp};
+
+use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
+use crate::error::{Error, Name, Result};
+use crate::format::SafeTensors;
+use crate::kernels::Kernels;
+use crate::ops::{self, Vector};
+use crate::quant::Matrix;
+use core::fmt::Write;
+
+/// `goldcrest.arch` of a Toto file.
+pub const ARCH: &str = "toto";
+
+/// RMSNorm epsilon of Toto's layers.
+pub const RMS_EPS: f32 = 1e-8;
+
+/// RoPE base.
+const ROPE_THETA: f32 = 10000.0;
+
+/// xPos scale base.
+const XPOS_SCALE_BASE: f64 = 512.0;
+
+/// Inputs at or above this magnitude are rejected.
+pub const MAX_INPUT_MAGNITUDE: f64 = 1e30;
+
+/// Toto hyperparameters (`goldcrest.toto.*` metadata).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TotoConfig {
+    /// Steps per patch (the released model: 64). Stride equals the patch size.
+    pub patch_size: usize,
+    /// Model width.
+    pub embed_dim: usize,
+    /// Transformer layers.
+    pub num_layers: usize,
+    /// Attention heads (head size `embed_dim / num_heads`, even).
+    pub num_heads: usize,
+    /// SwiGLU hidden width (the first projection has twice as many outputs).
+    pub mlp_hidden_dim: usize,
+    /// Every this many layers one is variate-wise; `None` (the reference's `-1`): none is.
+    pub spacewise_every_n_layers: Option<usize>,
+    /// Whether the variate-wise layer opens each block instead of closing it.
+    pub spacewise_first: bool,
+    /// Student-T mixture components.
+    pub k_components: usize,
+    /// Whether the scale is clamped around the context's global scale.
+    pub stabilize_with_global: bool,
+    /// Clamp range exponent: the scale stays within `10^±e` of the global scale.
+    pub scale_factor_exponent: f64,
+}
+
+fn bad_meta(key: &str) -> Error {
+    Error::BadMetadata {
+        key: Name::new(key),
+    }
+}
+
+impl TotoConfig {
+    /// Reads and checks the configuration from a file's metadata.
+    pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<TotoConfig> {
+        let meta = st.metadata();
+        if let Some((major, _)) = meta.format_version()?
+            && major > 1
+        {
+            return Err(Error::UnsupportedVersion {
+                found_major: major,
+                supported_major: 1,
+            });
+        }
+        match meta.arch() {
+            Some(a) if a.as_str() == Some(ARCH) => {}
+            _ => return Err(bad_meta("goldcrest.arch")),
+        }
+        let int = |name: &str| meta.hyperparameter_usize(ARCH, name);
+        let every_key = "goldcrest.toto.spacewise_every_n_layers";
+        let every = match meta.get_str(every_key)? {
+            "-1" => None,
+            s => Some(s.parse::<usize>().map_err(|_| bad_meta(every_key))?),
+        };
+        let flag = |name: &str, default: bool| -> Result<bool> {
+            match meta.hyperparameter(ARCH, name) {
+                None => Ok(default),
+                Some(v) => match v.as_str() {
+                    Some("true") => Ok(true),
+                    Some("false") => Ok(false),
+                    _ => Err(bad_meta(name)),
+                },
+            }
+        };
+        let exponent = match meta.hyperparameter(ARCH, "scale_factor_exponent") {
+            None => 10.0,
+            Some(_) => meta.hyperparameter_f32(ARCH, "scale_factor_exponent")? as f64,
+        };
+        let config = TotoConfig {
+            patch_size: int("patch_size")?,
+            embed_dim: int("embed_dim")?,
+            num_layers: int("num_layers")?,
+            num_heads: int("num_heads")?,
+            mlp_hidden_dim: int("mlp_hidden_dim")?,
+            spacewise_every_n_layers: every,
+            spacewise_first: flag("spacewise_first", false)?,
+            k_components: int("k_components")?,
+            stabilize_with_global: flag("stabilize_with_global", true)?,
+            scale_factor_exponent: exponent,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let positive = [
+            ("goldcrest.toto.patch_size", self.patch_size),
+            ("goldcrest.toto.embed_dim", self.embed_dim),
+            ("goldcrest.toto.num_layers", self.num_layers),
+            ("goldcrest.toto.num_heads", self.num_heads),
+            ("goldcrest.toto.mlp_hidden_dim", self.mlp_hidden_dim),
+            ("goldcrest.toto.k_components", self.k_components),
+        ];
+        for (key, v) in positive {
+            // Bounds keep every product below in range on 32-bit targets too.
+            if v == 0 || v > 1 << 16 {
+                return Err(bad_meta(key));
+            }
+        }
+        if !self.embed_dim.is_multiple_of(self.num_heads) || !self.head_dim().is_multiple_of(2) {
+            return Err(bad_meta("goldcrest.toto.num_heads"));
+        }
+        if let Some(n) = self.spacewise_every_n_layers
+            && (n == 0 || !self.num_layers.is_multiple_of(n))
+        {
+            return Err(bad_meta("goldcrest.toto.spacewise_every_n_layers"));
+        }
+        if !self.scale_factor_exponent.is_finite() || self.scale_factor_exponent < 0.0 {
+            return Err(bad_meta("goldcrest.toto.scale_factor_exponent"));
+        }
+        Ok(())
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads
+    }
+
+    /// Whether layer `i` attends across variates (otherwise across time).
+    pub fn is_spacewise(&self, i: usize) -> bool {
+        match self.spacewise_every_n_layers {
+            None => false,
+            Some(n) if self.spacewise_first => i.is_multiple_of(n),
+            Some(n) => i % n == n - 1,
+        }
+    }
+
+    /// Number of time-wise layers (the ones with a KV cache).
+    pub fn time_layers(&self) -> usize {
+        (0..self.num_layers)
+            .filter(|&i| !self.is_spacewise(i))
+            .count()
+    }
+}
+
+/// What a forecast call will look like, for [`Toto::memory_plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForecastSpec {
+    /// Number of series forecast jointly.
+    pub variates: usize,
+    /// Steps of context per variate.
+    pub context: usize,
+    /// Steps to forecast.
+    pub horizon: usize,
+    /// Sample paths decoded together (1 for [`Mode::Mean`]); more uses more memory and runs the
+    /// matrix products over more rows at once.
+    pub batch: usize,
+}
+
+/// How forecast values are produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The reference's deterministic mean mode: each patch's mixture mean is fed back.
+    Mean,
+    /// `paths` sampled trajectories from `seed`, decoded `batch` at a time.
+    Samples {
+        /// Number of trajectories.
+        paths: usize,
+        /// Trajectories decoded together (must equal the plan's `batch`).
+        batch: usize,
+        /// Seed; path `i` uses stream `i`, so results do not depend on `batch`.
+        seed: u64,
+    },
+}
+
+/// One multivariate input series.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'s> {
+    /// `variates × steps` values, variate-major; NaN or infinite marks a missing value.
+    pub values: &'s [f64],
+    /// Number of variates.
+    pub variates: usize,
+    /// Group id per variate: variates attend to each other only within a group. `None`: one group.
+    pub groups: Option<&'s [u32]>,
+}
+
+impl Series<'_> {
+    fn steps(&self) -> Result<usize> {
+        if self.variates == 0 || self.values.is_empty() {
+            return Err(Error::OutOfRange);
+        }
+        if !self.values.len().is_multiple_of(self.variates) {
+            return Err(Error::LengthMismatch {
+                expected: (self.values.len() / self.variates * self.variates) as u64,
+                found: self.values.len() as u64,
+            });
+        }
+        if let Some(g) = self.groups
+            && g.len() != self.variates
+        {
+            return Err(Error::LengthMismatch {
+                expected: self.variates as u64,
+                found: g.len() as u64,
+            });
+        }
+        if self
+            .values
+            .iter()
+            .any(|x| x.is_finite() && x.abs() >= MAX_INPUT_MAGNITUDE)
+        {
+            return Err(Error::OutOfRange);
+        }
+        Ok(self.values.len() / self.variates)
+    }
+
+    fn group(&self, v: usize) -> u32 {
+        self.groups.and_then(|g| g.get(v).copied()).unwrap_or(0)
+    }
+}
+
+/// Receives `(variate, patch, step in patch, head parameters)` for each context position.
+type PositionSink<'f> = dyn FnMut(usize, usize, usize, &[f32]) + 'f;
+
+/// A linear layer: weights in any matrix format, f32 bias.
+#[derive(Debug, Clone, Copy)]
+struct Linear<'a> {
+    w: Matrix<'a>,
+    b: &'a [f32],
+}
+
+impl Linear<'_> {
+    fn apply(&self, k: &Kernels, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        let rows = self.w.rows();
+        let y = y.get_mut(..n * rows).ok_or(Error::OutOfRange)?;
+        k.gemm(
+            &self.w,
+            x.get(..n * self.w.cols()).ok_or(Error::OutOfRange)?,
+            n,
+            y,
+        )?;
+        for row in y.chunks_exact_mut(rows) {
+            for (v, b) in row.iter_mut().zip(self.b) {
+                *v += *b;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct LayerWeights<'a> {
+    norm1: Vector<'a>,
+    norm2: Vector<'a>,
+    qkv: Linear<'a>,
+    wo: Linear<'a>,
+    mlp_in: Linear<'a>,
+    mlp_out: Linear<'a>,
+}
+
+type NameBuf = heapless::String<128>;
+
+fn tensor_name(parts: core::fmt::Arguments<'_>) -> Result<NameBuf> {
+    let mut s = NameBuf::new();
+    s.write_fmt(parts).map_err(|_| Error::OutOfRange)?;
+    Ok(s)
+}
+
+/// A Toto model reading its weights in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Toto<'a> {
+    st: SafeTensors<'a>,
+    config: TotoConfig,
+    kernels: Kernels,
+    patch_embed: Linear<'a>,
+    output: OutputHead<'a>,
+    prefill_chunk: usize,
+}
+
+/// Context patches processed per pass by default (see [`Toto::with_prefill_chunk`]).
+pub const DEFAULT_PREFILL_CHUNK: usize = 8;
+
+/// The unembedding plus the four mixture projections, or their exact product.
+// One per model and no allocator to box with: the size difference is harmless.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy)]
+enum OutputHead<'a> {
+    /// `unembed` (`p·d × d`) then `df`, `loc_proj`, `scale_proj`, `mixture_weights` (`k × d`).
+    Separate {
+        unembed: Linear<'a>,
+        projections: [Linear<'a>; 4],
+    },
+    /// `head.fused` (`p·4k × d`): rows by position, then df/loc/scale/weight, then component.
+    Fused(Linear<'a>),
+}
+
+/// Name of the fused output head written by `goldcrest convert toto --fuse-head`.
+pub const FUSED_HEAD: &str = "head.fused";
+
+const LAYER_TENSORS: [&str; 10] = [
+    "norm1.scale",
+    "norm2.scale",
+    "attention.wQKV.weight",
+    "attention.wQKV.bias",
+    "attention.wO.weight",
+    "attention.wO.bias",
+    "mlp.0.weight",
+    "mlp.0.bias",
+    "mlp.2.weight",
+    "mlp.2.bias",
+];
+
+const HEAD_NAMES: [&str; 4] = ["df", "loc_proj", "scale_proj", "mixture_weights"];
+
+impl<'a> Toto<'a> {
+    /// Opens a goldcrest Toto file: reads the config and checks every tensor's presence and
+    /// shape, and that the file has no other tensors.
+    pub fn new(st: SafeTensors<'a>, kernels: Kernels) -> Result<Toto<'a>> {
+        let config = TotoConfig::from_safetensors(&st)?;
+        let (d, p, k) = (config.embed_dim, config.patch_size, config.k_components);
+        let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear<'a>> {
+            Self::load_linear(&st, name, rows, cols)
+        };
+        let fused_rows = p
+            .checked_mul(4 * k)
+            .ok_or_else(|| bad_meta("goldcrest.toto.k_components"))?;
+        let output = if st.contains(&tensor_name(format_args!("{FUSED_HEAD}.weight"))?) {
+            OutputHead::Fused(linear(FUSED_HEAD, fused_rows, d)?)
+        } else {
+            OutputHead::Separate {
+                unembed: linear("unembed", p * d, d)?,
+                projections: [
+                    linear("output_distribution.df", k, d)?,
+                    linear("output_distribution.loc_proj", k, d)?,
+                    linear("output_distribution.scale_proj", k, d)?,
+                    linear("output_distribution.mixture_weights", k, d)?,
+                ],
+            }
+        };
+        let model = Toto {
+            st,
+            config,
+            kernels,
+            patch_embed: linear("patch_embed.projection", d, p)?,
+            output,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+        };
+        for i in 0..config.num_layers {
+            model.layer(i)?;
+        }
+        let head_tensors = match output {
+            OutputHead::Fused(_) => 2,
+            OutputHead::Separate { .. } => 2 + 8,
+        };
+        let expected = 2 + head_tensors + LAYER_TENSORS.len() * config.num_layers;
+        if st.len() != expected {
+            for t in st.tensors() {
+                let mut buf = [0u8; 128];
+                let name = t.name().unescape(&mut buf).unwrap_or("?");
+                if !model.is_expected(name) {
+                    return Err(Error::UnexpectedTensor {
+                        tensor: Name::new(name),
+                    });
+                }
+            }
+        }
+        Ok(model)
+    }
+
+    fn is_expected(&self, name: &str) -> bool {
+        let linear_named = |base: &str| {
+            name.strip_prefix(base)
+                .is_some_and(|r| r == ".weight" || r == ".bias")
+        };
+        if linear_named("patch_embed.projection") {
+            return true;
+        }
+        match self.output {
+            OutputHead::Fused(_) => {
+                if linear_named(FUSED_HEAD) {
+                    return true;
+                }
+            }
+            OutputHead::Separate { .. } => {
+                if linear_named("unembed") {
+                    return true;
+                }
+                for h in HEAD_NAMES {
+                    if let Some(r) = name.strip_prefix("output_distribution.")
+                        && let Some(r) = r.strip_prefix(h)
+                        && (r == ".weight" || r == ".bias")
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        if let Some(rest) = name.strip_prefix("transformer.layers.")
+            && let Some((idx, field)) = rest.split_once('.')
+            && idx
+                .parse::<usize>()
+                .is_ok_and(|i| i < self.config.num_layers)
+        {
+            return LAYER_TENSORS.contains(&field);
+        }
+        false
+    }
+
+    fn load_linear(
+        st: &SafeTensors<'a>,
+        base: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Linear<'a>> {
+        let wname = tensor_name(format_args!("{base}.weight"))?;
+        let bname = tensor_name(format_args!("{base}.bias"))?;
+        let w = st.tensor(&wname)?;
+        w.expect_shape(&[rows as u64, cols as u64])?;
+        let b = st.tensor(&bname)?;
+        b.expect_shape(&[rows as u64])?;
+        Ok(Linear {
+            w: w.matrix()?,
+            b: b.f32s()?,
+        })
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vector<'a>> {
+        let t = self.st.tensor(name)?;
+        t.expect_shape(&[len as u64])?;
+        Vector::from_bytes(name, t.format()?, t.bytes())
+    }
+
+    fn layer(&self, i: usize) -> Result<LayerWeights<'a>> {
+        let c = &self.config;
+        let (d, h) = (c.embed_dim, c.mlp_hidden_dim);
+        let base = tensor_name(format_args!("transformer.layers.{i}"))?;
+        let lin = |field: &str, rows, cols| -> Result<Linear<'a>> {
+            Self::load_linear(
+                &self.st,
+                &tensor_name(format_args!("{base}.{field}"))?,
+                rows,
+                cols,
+            )
+        };
+        Ok(LayerWeights {
+            norm1: self.vector(&tensor_name(format_args!("{base}.norm1.scale"))?, d)?,
+            norm2: self.vector(&tensor_name(format_args!("{base}.norm2.scale"))?, d)?,
+            qkv: lin("attention.wQKV", 3 * d, d)?,
+            wo: lin("attention.wO", d, d)?,
+            mlp_in: lin("mlp.0", 2 * h, d)?,
+            mlp_out: lin("mlp.2", d, h)?,
+        })
+    }
+
+    /// Sets how many context patches go through the network per pass (at least 1). Larger
+    /// chunks turn matrix-vector products into faster matrix products at the cost of scratch
+    /// memory proportional to the chunk; firmware with little RAM uses 1. Results are the same
+    /// for every chunk size (up to float summation order).
+    pub fn with_prefill_chunk(mut self, patches: usize) -> Self {
+        self.prefill_chunk = patches.max(1);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TotoConfig {
+        &self.config
+    }
+
+    /// Bytes of weights (read in place, never copied).
+    pub fn weight_bytes(&self) -> usize {
+        self.st.data().len()
+    }
+
+    fn dims(&self, spec: &ForecastSpec) -> Result<Dims> {
+        let c = &self.config;
+        if spec.variates == 0 || spec.context == 0 || spec.horizon == 0 || spec.batch == 0 {
+            return Err(Error::OutOfRange);
+        }
+        let p = c.patch_size;
+        let nc = spec.context.div_ceil(p);
+        let hp = spec.horizon.div_ceil(p);
+        let prefill = self.prefill_chunk.min(nc);
+        let tokens = spec
+            .batch
+            .max(prefill)
+            .checked_mul(spec.variates)
+            .ok_or(Error::OutOfRange)?;
+        Ok(Dims {
+            v: spec.variates,
+            batch: spec.batch,
+            nc,
+            ng: hp - 1,
+            hp,
+            lt: c.time_layers(),
+            d: c.embed_dim,
+            hd: c.head_dim(),
+            heads: c.num_heads,
+            hid: c.mlp_hidden_dim,
+            k: c.k_components,
+            p,
+            tokens,
+            chunk: tokens.min(HEAD_CHUNK),
+            prefill,
+            fused: matches!(self.output, OutputHead::Fused(_)),
+        })
+    }
+
+    /// Exact memory for a forecast of this shape: state (KV caches, scaler statistics, the
+    /// context's next-patch distribution) and scratch.
+    pub fn memory_plan(&self, spec: &ForecastSpec) -> Result<MemoryPlan> {
+        let dims = self.dims(spec)?;
+        let mut planner = Planner::new();
+        carve_state(&mut planner, &dims)?;
+        let state = planner
+            .bytes()
+            .checked_next_multiple_of(ARENA_ALIGN)
+            .ok_or(Error::OutOfRange)?;
+        carve_scratch(&mut planner, &dims)?;
+        Ok(MemoryPlan {
+            weight_bytes: self.weight_bytes(),
+            state_bytes: state,
+            scratch_bytes: planner.bytes() - state.min(planner.bytes()),
+        })
+    }
+
+    /// Mean-mode forecast (deterministic): `out[v·horizon + t]`.
+    pub fn forecast_mean(
+        &self,
+        series: &Series<'_>,
+        horizon: usize,
+        memory: &mut [u8],
+        out: &mut [f64],
+    ) -> Result<()> {
+        let steps = series.steps()?;
+        check_len(out.len(), series.variates * horizon)?;
+        let spec = ForecastSpec {
+            variates: series.variates,
+            context: steps,
+            horizon,
+            batch: 1,
+        };
+        self.run(series, &spec, Mode::Mean, memory, &mut |v, t, _, x| {
+            out[v * horizon + t] = x;
+        })
+    }
+
+    /// Sampled forecast: `paths` trajectories into `out[(v·horizon + t)·paths + path]`.
+    /// Use [`sort_samples`] and [`quantile_sorted`] on each `paths`-long run for quantiles.
+    pub fn forecast_samples(
+        &self,
+        series: &Series<'_>,
+        horizon: usize,
+        mode: Mode,
+        memory: &mut [u8],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let steps = series.steps()?;
+        let Mode::Samples { paths, batch, .. } = mode else {
+            return Err(Error::OutOfRange);
+        };
+        if paths == 0 || batch == 0 {
+            return Err(Error::OutOfRange);
+        }
+        check_len(
+            out.len(),
+            series
+                .variates
+                .checked_mul(horizon)
+                .and_then(|n| n.checked_mul(paths))
+                .ok_or(Error::OutOfRange)?,
+        )?;
+        let spec = ForecastSpec {
+            variates: series.variates,
+            context: steps,
+            horizon,
+            batch,
+        };
+        self.run(series, &spec, mode, memory, &mut |v, t, path, x| {
+            out[(v * horizon + t) * paths + path] = x as f32;
+        })
+    }
+
+    /// The model's distribution for every step of the context given the patches before it
+    /// (useful for anomaly scores): per variate and padded step, `[df; k], [loc; k], [scale; k],
+    /// [weight; k]` in scaled space, into `out[(v·padded + step)·4k ..]` where `padded` is the
+    /// context rounded up to whole patches. Memory as for a forecast with horizon 1.
+    pub fn context_distributions(
+        &self,
+        series: &Series<'_>,
+        memory: &mut [u8],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let steps = series.steps()?;
+        let spec = ForecastSpec {
+            variates: series.variates,
+            context: steps,
+            horizon: 1,
+            batch: 1,
+        };
+        let dims = self.dims(&spec)?;
+        let width = 4 * dims.k;
+        check_len(out.len(), dims.v * dims.nc * dims.p * width)?;
+        let mut arena = Arena::new_unaligned(memory);
+        let mut state = carve_state(&mut arena, &dims)?;
+        let mut scratch = carve_scratch(&mut arena, &dims)?;
+        self.prefill(
+            series,
+            steps,
+            &dims,
+            &mut state,
+            &mut scratch,
+            Some(&mut |v, patch, s, params| {
+                let at = ((v * dims.nc + patch) * dims.p + s) * width;
+                out[at..at + width].copy_from_slice(params);
+            }),
+        )
+    }
+
+    /// Per-patch scaler statistics of the context (f64): `loc[v·patches + j]`,
+    /// `scale[v·patches + j]`, `patches = ceil(steps / patch_size)`.
+    pub fn context_statistics(
+        &self,
+        series: &Series<'_>,
+        loc: &mut [f64],
+        scale: &mut [f64],
+    ) -> Result<()> {
+        let steps = series.steps()?;
+        let p = self.config.patch_size;
+        let nc = steps.div_ceil(p);
+        check_len(loc.len(), series.variates * nc)?;
+        check_len(scale.len(), series.variates * nc)?;
+        for v in 0..series.variates {
+            let input = PaddedInput::new(series, v, steps, nc * p);
+            let clamp = self.clamp(&input, nc * p);
+            let mut stats = RunningStats::default();
+            for j in 0..nc {
+                for i in j * p..(j + 1) * p {
+                    let (x, w) = input.at(i);
+                    stats.push(x, w);
+                }
+                loc[v * nc + j] = stats.mean;
+                scale[v * nc + j] = clamp.apply(stats.scale());
+            }
+        }
+        Ok(())
+    }
+
+    fn clamp(&self, input: &PaddedInput<'_>, steps: usize) -> ScaleClamp {
+        if self.config.stabilize_with_global {
+            ScaleClamp::from_context(steps, |i| input.at(i), self.config.scale_factor_exponent)
+        } else {
+            ScaleClamp::NONE
+        }
+    }
+
+    /// Runs the context through the model, patch by patch, into the shared KV cache; leaves the
+    /// next patch's distribution in `state.next`. `each` sees every position's head parameters
+    /// (`None` skips the per-patch heads).
+    fn prefill(
+        &self,
+        series: &Series<'_>,
+        steps: usize,
+        dims: &Dims,
+        state: &mut State<'_>,
+        scratch: &mut Scratch<'_>,
+        mut each: Option<&mut PositionSink<'_>>,
+    ) -> Result<()> {
+        let (p, v_count, nc) = (dims.p, dims.v, dims.nc);
+        let padded = nc * p;
+        for v in 0..v_count {
+            let input = PaddedInput::new(series, v, steps, padded);
+            let clamp = self.clamp(&input, padded);
+            state.clamp[2 * v] = clamp.low;
+            state.clamp[2 * v + 1] = clamp.high;
+        }
+        let center = (nc - 1) / 2;
+        let width = 4 * dims.k;
+        let mut j0 = 0;
+        while j0 < nc {
+            let m = dims.prefill.min(nc - j0);
+            for j in j0..j0 + m {
+                for v in 0..v_count {
+                    let input = PaddedInput::new(series, v, steps, padded);
+                    let mut stats = RunningStats::from_slice(&state.stats[4 * v..4 * v + 4]);
+                    for i in j * p..(j + 1) * p {
+                        let (x, w) = input.at(i);
+                        stats.push(x, w);
+                    }
+                    state.stats[4 * v..4 * v + 4].copy_from_slice(&stats.to_array());
+                    let clamp = ScaleClamp {
+                        low: state.clamp[2 * v],
+                        high: state.clamp[2 * v + 1],
+                    };
+                    let (loc, scale) = (stats.mean, clamp.apply(stats.scale()));
+                    state.affine[2 * v] = loc;
+                    state.affine[2 * v + 1] = scale;
+                    let token = (j - j0) * v_count + v;
+                    for i in 0..p {
+                        let (x, _) = input.at(j * p + i);
+                        scratch.patch[token * p + i] = ((x - loc) / scale) as f32;
+                    }
+                }
+            }
+            self.step(dims, state, scratch, series, 1, j0, m, center)?;
+            let last_chunk = j0 + m == nc;
+            let next = &mut *state.next;
+            if let Some(each) = each.as_mut() {
+                // Every position's distribution (tokens are patch-major, then variate).
+                self.head(dims, scratch, 0, m * v_count, &mut |t, s, params| {
+                    let (j, v) = (j0 + t / v_count, t % v_count);
+                    each(v, j, s, params);
+                    if j + 1 == nc {
+                        let at = (v * p + s) * width;
+                        next[at..at + width].copy_from_slice(params);
+                    }
+                })?;
+            } else if last_chunk {
+                // Only the last patch's distribution: the first forecast patch.
+                let first = (m - 1) * v_count;
+                self.head(dims, scratch, first, v_count, &mut |v, s, params| {
+                    let at = (v * p + s) * width;
+                    next[at..at + width].copy_from_slice(params);
+                })?;
+            }
+            j0 += m;
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        series: &Series<'_>,
+        spec: &ForecastSpec,
+        mode: Mode,
+        memory: &mut [u8],
+        emit: &mut dyn FnMut(usize, usize, usize, f64),
+    ) -> Result<()> {
+        let dims = self.dims(spec)?;
+        let (paths, seed) = match mode {
+            Mode::Mean => (1, 0),
+            Mode::Samples { paths, batch, seed } => {
+                if batch != spec.batch {
+                    return Err(Error::OutOfRange);
+                }
+                (paths, seed)
+            }
+        };
+        let mut arena = Arena::new_unaligned(memory);
+        let mut state = carve_state(&mut arena, &dims)?;
+        let mut scratch = carve_scratch(&mut arena, &dims)?;
+        self.prefill(series, spec.context, &dims, &mut state, &mut scratch, None)?;
+        let (p, v_count, k) = (dims.p, dims.v, dims.k);
+        let width = 4 * k;
+        let mut first = 0;
+        while first < paths {
+            let nb = dims.batch.min(paths - first);
+            let n = nb * v_count;
+            for b in 0..nb {
+                let rng = Rng::new(seed, (first + b) as u64);
+                scratch.rng[4 * b..4 * b + 4].copy_from_slice(&rng.to_array());
+                for v in 0..v_count {
+                    let t = b * v_count + v;
+                    scratch.stats[4 * t..4 * t + 4].copy_from_slice(&state.stats[4 * v..4 * v + 4]);
+                    scratch.affine[2 * t..2 * t + 2]
+                        .copy_from_slice(&state.affine[2 * v..2 * v + 2]);
+                }
+            }
+            for s in 0..dims.hp {
+                if s == 0 {
+                    for t in 0..n {
+                        let v = t % v_count;
+                        for i in 0..p {
+                            let at = (v * p + i) * width;
+                            let params = &state.next[at..at + width];
+                            let x = generate(mode, scratch.rng, t / v_count, params, k);
+                            let x = unscale(&scratch.affine[2 * t..2 * t + 2], x);
+                            scratch.values[t * p + i] = x;
+                        }
+                    }
+                } else {
+                    for t in 0..n {
+                        let v = t % v_count;
+                        let mut stats = RunningStats::from_slice(&scratch.stats[4 * t..4 * t + 4]);
+                        for i in 0..p {
+                            stats.push(scratch.values[t * p + i], 1.0);
+                        }
+                        scratch.stats[4 * t..4 * t + 4].copy_from_slice(&stats.to_array());
+                        let clamp = ScaleClamp {
+                            low: state.clamp[2 * v],
+                            high: state.clamp[2 * v + 1],
+                        };
+                        let (loc, scale) = (stats.mean, clamp.apply(stats.scale()));
+                        scratch.affine[2 * t] = loc;
+                        scratch.affine[2 * t + 1] = scale;
+                        for i in 0..p {
+                            scratch.patch[t * p + i] =
+                                ((scratch.values[t * p + i] - loc) / scale) as f32;
+                        }
+                    }
+                    let pos = dims.nc + s - 1;
+                    self.step(&dims, &mut state, &mut scratch, series, nb, pos, 1, pos / 2)?;
+                    let Scratch {
+                        h,
+                        un,
+                        proj,
+                        mix,
+                        values,
+                        affine,
+                        rng,
+                        ..
+                    } = &mut scratch;
+                    let mut hs = HeadScratch { h, un, proj, mix };
+                    let (values, affine, rng) = (&mut **values, &**affine, &mut **rng);
+                    let mut generate_value = |t: usize, i: usize, params: &[f32]| {
+                        let x = generate(mode, rng, t / v_count, params, k);
+                        values[t * p + i] = unscale(&affine[2 * t..2 * t + 2], x);
+                    };
+                    self.head_split(&dims, &mut hs, n, &mut generate_value)?;
+                }
+                for t in 0..n {
+                    let (b, v) = (t / v_count, t % v_count);
+                    for i in 0..p {
+                        let step = s * p + i;
+                        if step < spec.horizon {
+                            emit(v, step, first + b, scratch.values[t * p + i]);
+                        }
+                    }
+                }
+            }
+            first += nb;
+        }
+        Ok(())
+    }
+
+    /// One patch position for `paths × variates` tokens: `scratch.patch` (scaled) in,
+    /// `scratch.h` (final hidden states) out, KV cache written at `pos`.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        dims: &Dims,
+        state: &mut State<'_>,
+        scratch: &mut Scratch<'_>,
+        series: &Series<'_>,
+        paths: usize,
+        pos: usize,
+        positions: usize,
+        center: usize,
+    ) -> Result<()> {
+        let kern = &self.kernels;
+        let (d, hid) = (dims.d, dims.hid);
+        let n = positions * paths * dims.v;
+        self.patch_embed.apply(kern, scratch.patch, n, scratch.h)?;
+        let mut time_layer = 0;
+        for l in 0..self.config.num_layers {
+            let lw = self.layer(l)?;
+            rms_norm_rows(&scratch.h[..n * d], lw.norm1, &mut scratch.xn[..n * d])?;
+            lw.qkv.apply(kern, scratch.xn, n, scratch.qkv)?;
+            if self.config.is_spacewise(l) {
+                space_attention(dims, scratch, series, positions * paths)?;
+            } else {
+                time_attention(
+                    dims, state, scratch, time_layer, paths, pos, positions, center,
+                )?;
+                time_layer += 1;
+            }
+            lw.wo.apply(kern, scratch.att, n, scratch.xn)?;
+            add_rows(&mut scratch.h[..n * d], &scratch.xn[..n * d]);
+            rms_norm_rows(&scratch.h[..n * d], lw.norm2, &mut scratch.xn[..n * d])?;
+            lw.mlp_in.apply(kern, scratch.xn, n, scratch.up)?;
+            for t in 0..n {
+                let u = &scratch.up[t * 2 * hid..(t + 1) * 2 * hid];
+                let g = &mut scratch.gate[t * hid..(t + 1) * hid];
+                for i in 0..hid {
+                    g[i] = ops::silu(u[i]) * u[hid + i];
+                }
+            }
+            lw.mlp_out.apply(kern, scratch.gate, n, scratch.xn)?;
+            add_rows(&mut scratch.h[..n * d], &scratch.xn[..n * d]);
+        }
+        Ok(())
+    }
+
+    fn head(
+        &self,
+        dims: &Dims,
+        scratch: &mut Scratch<'_>,
+        first: usize,
+        n: usize,
+        each: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Result<()> {
+        let mut hs = HeadScratch {
+            h: &scratch.h[first * dims.d..],
+            un: scratch.un,
+            proj: scratch.proj,
+            mix: scratch.mix,
+        };
+        self.head_split(dims, &mut hs, n, each)
+    }
+
+    /// Unembeds `n` tokens' hidden states and evaluates the mixture head at each of their `p`
+    /// positions, `chunk` tokens at a time.
+    fn head_split(
+        &self,
+        dims: &Dims,
+        hs: &mut HeadScratch<'_>,
+        n: usize,
+        each: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Result<()> {
+        let (d, p, k) = (dims.d, dims.p, dims.k);
+        let kern = &self.kernels;
+        let width = 4 * k;
+        let mut t0 = 0;
+        while t0 < n {
+            let c = dims.chunk.min(n - t0);
+            let rows = &hs.h[t0 * d..(t0 + c) * d];
+            // Where (token tc, position s, part j) starts in `proj`.
+            let at: &dyn Fn(usize, usize, usize) -> usize = match self.output {
+                OutputHead::Separate {
+                    unembed,
+                    projections,
+                } => {
+                    unembed.apply(kern, rows, c, hs.un)?;
+                    for (j, proj) in projections.iter().enumerate() {
+                        let out =
+                            &mut hs.proj[j * dims.chunk * p * k..(j + 1) * dims.chunk * p * k];
+                        proj.apply(kern, hs.un, c * p, out)?;
+                    }
+                    &|tc, s, j| j * dims.chunk * p * k + (tc * p + s) * k
+                }
+                OutputHead::Fused(fused) => {
+                    fused.apply(kern, rows, c, hs.proj)?;
+                    &|tc, s, j| (tc * p + s) * width + j * k
+                }
+            };
+            for tc in 0..c {
+                for s in 0..p {
+                    let part = |j: usize| &hs.proj[at(tc, s, j)..at(tc, s, j) + k];
+                    let (df, loc, sc, logits) = (part(0), part(1), part(2), part(3));
+                    let mix = &mut *hs.mix;
+                    for i in 0..k {
+                        mix[i] = 2.0 + softplus(df[i]).max(f32::EPSILON);
+                        mix[k + i] = loc[i];
+                        mix[2 * k + i] = softplus(sc[i]).max(f32::EPSILON);
+                    }
+                    mix[3 * k..4 * k].copy_from_slice(logits);
+                    ops::softmax(&mut mix[3 * k..4 * k])?;
+                    each(t0 + tc, s, &mix[..width]);
+                }
+            }
+            t0 += c;
+        }
+        Ok(())
+    }
+}
+
+fn check_len(found: usize, expected: usize) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            expected: expected as u64,
+            found: found as u64,
+        })
+    }
+}
+
+/// Feeds back a value as the reference does: the mixture mean or a draw, unscaled.
+fn generate(mode: Mode, rng_state: &mut [u64], path: usize, params: &[f32], k: usize) -> f64 {
+    match mode {
+        Mode::Mean => mixture_mean(params, k),
+        Mode::Samples { .. } => {
+            let slot = &mut rng_state[4 * path..4 * path + 4];
+            let mut rng = Rng::from_array([slot[0], slot[1], slot[2], slot[3]]);
+            let x = sample_mixture(&mut rng, params, k);
+            slot.copy_from_slice(&rng.to_array());
+            x
+        }
+    }
+}
+
+fn unscale(affine: &[f64], z: f64) -> f64 {
+    let x = affine[0] + affine[1] * z;
+    if !x.is_finite() || x.abs() >= (f32::MAX / 2.0) as f64 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// The input of one variate as the reference sees it after left padding: `(value, weight)`.
+struct PaddedInput<'s> {
+    row: &'s [f64],
+    pad: usize,
+}
+
+impl<'s> PaddedInput<'s> {
+    fn new(series: &Series<'s>, v: usize, steps: usize, padded: usize) -> Self {
+        PaddedInput {
+            row: &series.values[v * steps..(v + 1) * steps],
+            pad: padded - steps,
+        }
+    }
+
+    /// Missing values carry the last observed value forward (0 before the first).
+    fn at(&self, i: usize) -> (f64, f64) {
+        if i < self.pad {
+            return (0.0, 0.0);
+        }
+        let j = i - self.pad;
+        let x = self.row[j];
+        if x.is_finite() {
+            return (x, 1.0);
+        }
+        let last = self.row[..j].iter().rev().find(|x| x.is_finite());
+        (last.copied().unwrap_or(0.0), 0.0)
+    }
+}
+
+/// Tokens whose head runs in one matrix product (bounds the unembedding scratch).
+const HEAD_CHUNK: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    v: usize,
+    batch: usize,
+    nc: usize,
+    ng: usize,
+    hp: usize,
+    lt: usize,
+    d: usize,
+    hd: usize,
+    heads: usize,
+    hid: usize,
+    k: usize,
+    p: usize,
+    tokens: usize,
+    chunk: usize,
+    prefill: usize,
+    fused: bool,
+}
+
+struct Bufs<C: Carve> {
+    k_ctx: C::Out<f32>,
+    v_ctx: C::Out<f32>,
+    k_gen: C::Out<f32>,
+    v_gen: C::Out<f32>,
+    stats: C::Out<f64>,
+    clamp: C::Out<f64>,
+    affine: C::Out<f64>,
+    next: C::Out<f32>,
+}
+
+type State<'m> = Bufs<Arena<'m>>;
+
+fn mul(xs: &[usize]) -> Result<usize> {
+    xs.iter()
+        .try_fold(1usize, |a, &x| a.checked_mul(x))
+        .ok_or(Error::OutOfRange)
+}
+
+fn carve_state<C: Carve>(c: &mut C, d: &Dims) -> Result<Bufs<C>> {
+    let ctx = mul(&[d.lt, d.v, d.nc, d.d])?;
+    let generated = mul(&[d.lt, d.batch, d.v, d.ng, d.d])?;
+    Ok(Bufs {
+        k_ctx: c.take(ctx)?,
+        v_ctx: c.take(ctx)?,
+        k_gen: c.take(generated)?,
+        v_gen: c.take(generated)?,
+        stats: c.take(4 * d.v)?,
+        clamp: c.take(2 * d.v)?,
+        affine: c.take(2 * d.v)?,
+        next: c.take(mul(&[d.v, d.p, 4, d.k])?)?,
+    })
+}
+
+struct ScratchBufs<C: Carve> {
+    h: C::Out<f32>,
+    xn: C::Out<f32>,
+    att: C::Out<f32>,
+    qkv: C::Out<f32>,
+    q: C::Out<f32>,
+    up: C::Out<f32>,
+    gate: C::Out<f32>,
+    patch: C::Out<f32>,
+    scores: C::Out<f32>,
+    un: C::Out<f32>,
+    proj: C::Out<f32>,
+    mix: C::Out<f32>,
+    values: C::Out<f64>,
+    stats: C::Out<f64>,
+    affine: C::Out<f64>,
+    rng: C::Out<u64>,
+}
+
+type Scratch<'m> = ScratchBufs<Arena<'m>>;
+
+fn carve_scratch<C: Carve>(c: &mut C, d: &Dims) -> Result<ScratchBufs<C>> {
+    let t = d.tokens;
+    Ok(ScratchBufs {
+        h: c.take(mul(&[t, d.d])?)?,
+        xn: c.take(mul(&[t, d.d])?)?,
+        att: c.take(mul(&[t, d.d])?)?,
+        qkv: c.take(mul(&[t, 3, d.d])?)?,
+        q: c.take(d.hd)?,
+        up: c.take(mul(&[t, 2, d.hid])?)?,
+        gate: c.take(mul(&[t, d.hid])?)?,
+        patch: c.take(mul(&[t, d.p])?)?,
+        scores: c.take((d.nc + d.ng).max(d.v))?,
+        un: c.take(if d.fused {
+            0
+        } else {
+            mul(&[d.chunk, d.p, d.d])?
+        })?,
+        proj: c.take(mul(&[4, d.chunk, d.p, d.k])?)?,
+        mix: c.take(4 * d.k)?,
+        values: c.take(mul(&[t, d.p])?)?,
+        stats: c.take(mul(&[t, 4])?)?,
+        affine: c.take(mul(&[t, 2])?)?,
+        rng: c.take(mul(&[d.batch, 4])?)?,
+    })
+}
+
+struct HeadScratch<'b> {
+    h: &'b [f32],
+    un: &'b mut [f32],
+    proj: &'b mut [f32],
+    mix: &'b mut [f32],
+}
+
+fn rms_norm_rows(x: &[f32], scale: Vector<'_>, out: &mut [f32]) -> Result<()> {
+    let d = scale.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        or.copy_from_slice(xr);
+        ops::rms_norm(or, scale, RMS_EPS)?;
+    }
+    Ok(())
+}
+
+fn add_rows(h: &mut [f32], delta: &[f32]) {
+    for (a, b) in h.iter_mut().zip(delta) {
+        *a += *b;
+    }
+}
+
+/// `torch.nn.functional.softplus` (linear above 20).
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        libm::log1pf(libm::expf(x))
+    }
+}
+
+/// Rotates and xPos-scales one head vector in place; `inverse` divides by the scale (keys).
+fn rope_xpos(x: &mut [f32], pos: usize, center: usize, inverse: bool) {
+    let hd = x.len();
+    let half = hd / 2;
+    let power = (pos as f64 - center as f64) / XPOS_SCALE_BASE;
+    for i in 0..half {
+        // f32 angles as rotary-embedding-torch computes them.
+        let freq = 1.0 / libm::powf(ROPE_THETA, (2 * i) as f32 / hd as f32);
+        let angle = pos as f32 * freq;
+        let (sin, cos) = (libm::sinf(angle), libm::cosf(angle));
+        let zeta = |j: usize| -> f32 {
+            let base = ((2 * (j % half)) as f64 + 0.4 * hd as f64) / (1.4 * hd as f64);
+            let s = libm::pow(base, power);
+            (if inverse { 1.0 / s } else { s }) as f32
+        };
+        let (a, b) = (x[2 * i], x[2 * i + 1]);
+        x[2 * i] = (a * cos - b * sin) * zeta(2 * i);
+        x[2 * i + 1] = (b * cos + a * sin) * zeta(2 * i + 1);
+    }
+}
+
+/// Column of element `dim` of `head` in part `part` (0 q, 1 k, 2 v) of the fused QKV output.
+fn qkv_col(dims: &Dims, part: usize, head: usize, dim: usize) -> usize {
+    part * dims.d + dim * dims.heads + head
+}
+
+fn cache_index(dims: &Dims, layer: usize, path: usize, v: usize, pos: usize) -> (bool, usize) {
+    if pos < dims.nc {
+        (false, ((layer * dims.v + v) * dims.nc + pos) * dims.d)
+    } else {
+        (
+            true,
+            (((layer * dims.batch + path) * dims.v + v) * dims.ng + (pos - dims.nc)) * dims.d,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn time_attention(
+    dims: &Dims,
+    state: &mut State<'_>,
+    scratch: &mut Scratch<'_>,
+    layer: usize,
+    paths: usize,
+    first_pos: usize,
+    positions: usize,
+    center: usize,
+) -> Result<()> {
+    let (hd, d) = (dims.hd, dims.d);
+    let norm = 1.0 / libm::sqrtf(hd as f32);
+    // Tokens are position-major, then path, then variate; earlier positions are written to the
+    // cache before later ones attend to them.
+    for (step, path, v) in (0..positions)
+        .flat_map(|j| (0..paths).flat_map(move |b| (0..dims.v).map(move |v| (j, b, v))))
+    {
+        let pos = first_pos + step;
+        {
+            let t = (step * paths + path) * dims.v + v;
+            let row = &scratch.qkv[t * 3 * d..(t + 1) * 3 * d];
+            let (is_gen, at) = cache_index(dims, layer, path, v, pos);
+            for head in 0..dims.heads {
+                let q = &mut *scratch.q;
+                let (kc, vc) = if is_gen {
+                    (&mut *state.k_gen, &mut *state.v_gen)
+                } else {
+                    (&mut *state.k_ctx, &mut *state.v_ctx)
+                };
+                let kslot = &mut kc[at + head * hd..at + (head + 1) * hd];
+                for j in 0..hd {
+                    q[j] = row[qkv_col(dims, 0, head, j)];
+                    kslot[j] = row[qkv_col(dims, 1, head, j)];
+                    vc[at + head * hd + j] = row[qkv_col(dims, 2, head, j)];
+                }
+                rope_xpos(q, pos, center, false);
+                rope_xpos(kslot, pos, center, true);
+                let scores = &mut scratch.scores[..=pos];
+                for (s, score) in scores.iter_mut().enumerate() {
+                    let (g, base) = cache_index(dims, layer, path, v, s);
+                    let keys: &[f32] = if g { state.k_gen } else { state.k_ctx };
+                    let key = &keys[base + head * hd..base + (head + 1) * hd];
+                    *score = q.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * norm;
+                }
+                ops::softmax(scores)?;
+                let out = &mut scratch.att[t * d + head * hd..t * d + (head + 1) * hd];
+                out.fill(0.0);
+                for (s, w) in scores.iter().enumerate() {
+                    let (g, base) = cache_index(dims, layer, path, v, s);
+                    let values: &[f32] = if g { state.v_gen } else { state.v_ctx };
+                    let value = &values[base + head * hd..base + (head + 1) * hd];
+                    for (o, x) in out.iter_mut().zip(value) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn space_attention(
+    dims: &Dims,
+    scratch: &mut Scratch<'_>,
+    series: &Series<'_>,
+    paths: usize,
+) -> Result<()> {
+    let (hd, d, vn) = (dims.hd, dims.d, dims.v);
+    let norm = 1.0 / libm::sqrtf(hd as f32);
+    for path in 0..paths {
+        for v1 in 0..vn {
+            let t1 = path * vn + v1;
+            for head in 0..dims.heads {
+                let scores = &mut scratch.scores[..vn];
+                for (v2, score) in scores.iter_mut().enumerate() {
+                    if series.group(v1) != series.group(v2) {
+                        *score = f32::NEG_INFINITY;
+                        continue;
+                    }
+                    let t2 = path * vn + v2;
+                    let mut acc = 0.0;
+                    for j in 0..hd {
+                        acc += scratch.qkv[t1 * 3 * d + qkv_col(dims, 0, head, j)]
+                            * scratch.qkv[t2 * 3 * d + qkv_col(dims, 1, head, j)];
+                    }
+                    *score = acc * norm;
+                }
+                ops::softmax(scores)?;
+                for j in 0..hd {
+                    let mut acc = 0.0;
+                    for (v2, w) in scores.iter().enumerate() {
+                        acc +=
+                            w * scratch.qkv[(path * vn + v2) * 3 * d + qkv_col(dims, 2, head, j)];
+                    }
+                    scratch.att[t1 * d + head * hd + j] = acc;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl core::fmt::Display for TotoConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "toto: patch {}, width {}, {} layers ({} time-wise), {} heads, hidden {}, {} components",
+            self.patch_size,
+            self.embed_dim,
+            self.num_layers,
+            self.time_layers(),
+            self.num_heads,
+            self.mlp_hidden_dim,
+            self.k_components
+        )
+    }
+}

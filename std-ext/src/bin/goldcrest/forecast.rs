@@ -1,0 +1,257 @@
+//! `goldcrest forecast --input series.csv --model toto.gc --horizon H [--mean | --samples S
+//! --seed N] [--quantiles 0.1,0.5,0.9] [--output forecast.csv] [--plot forecast.svg]`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail, ensure};
+use goldcrest_core::models::toto::{
+    ForecastSpec, Mode, Series, Toto, quantile_sorted, sort_samples,
+};
+use goldcrest_std::load::ModelFile;
+use goldcrest_std::plot::{PlotSeries, svg};
+use goldcrest_std::series_csv::{self, format_timestamp, future_timestamps, quantile_label};
+
+/// Arguments of `goldcrest forecast`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// CSV file: a header row, an optional timestamp first column, one column per variate;
+    /// empty cells or NA are missing values.
+    #[arg(long)]
+    input: PathBuf,
+    /// A goldcrest Toto model file (`goldcrest convert toto`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Steps to forecast.
+    #[arg(long)]
+    horizon: usize,
+    /// The reference's deterministic mean mode (one `<name>_mean` column per variate).
+    #[arg(long, conflicts_with_all = ["samples", "seed", "quantiles"])]
+    mean: bool,
+    /// Sampled trajectories.
+    #[arg(long, default_value_t = 256)]
+    samples: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Quantiles to write, comma-separated, each in (0, 1).
+    #[arg(long, default_value = "0.1,0.5,0.9")]
+    quantiles: String,
+    /// Trajectories decoded together (memory grows with it).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Use at most this many of the latest steps as context.
+    #[arg(long, default_value_t = 4096)]
+    context: usize,
+    /// Output CSV (default: stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Plot file; `.svg`.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn parse_quantiles(text: &str) -> anyhow::Result<Vec<f64>> {
+    text.split(',')
+        .map(|q| {
+            let v: f64 = q
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("--quantiles: {q:?} is not a number"))?;
+            ensure!(v > 0.0 && v < 1.0, "--quantiles: {v} is not in (0, 1)");
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(args.horizon > 0, "--horizon must be at least 1");
+    ensure!(args.context > 0, "--context must be at least 1");
+    let quantiles = if args.mean {
+        Vec::new()
+    } else {
+        ensure!(args.samples > 0, "--samples must be at least 1");
+        ensure!(args.batch > 0, "--batch must be at least 1");
+        parse_quantiles(&args.quantiles)?
+    };
+    if let Some(plot) = &args.plot {
+        let ext = plot.extension().and_then(|e| e.to_str()).unwrap_or("");
+        ensure!(
+            ext.eq_ignore_ascii_case("svg"),
+            "--plot {}: only .svg is written so far",
+            plot.display()
+        );
+    }
+    let Some(model_path) = &args.model else {
+        bail!(
+            "no bundled default model yet: pass --model with a goldcrest Toto file (goldcrest convert toto DIR OUT)"
+        );
+    };
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let csv = series_csv::parse(&text).with_context(|| format!("{}", args.input.display()))?;
+
+    let file = ModelFile::open(model_path)?;
+    let st = file.safetensors()?;
+    let model = Toto::new(st, goldcrest_std::kernels::detect())
+        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+
+    // The latest `context` steps of every variate.
+    let v_count = csv.names.len();
+    let start = csv.steps.saturating_sub(args.context);
+    let steps = csv.steps - start;
+    let mut values = Vec::with_capacity(v_count * steps);
+    for v in 0..v_count {
+        values.extend_from_slice(&csv.values[v * csv.steps + start..(v + 1) * csv.steps]);
+    }
+    let series = Series {
+        values: &values,
+        variates: v_count,
+        groups: None,
+    };
+    let h = args.horizon;
+    let batch = if args.mean {
+        1
+    } else {
+        args.batch.min(args.samples)
+    };
+    let spec = ForecastSpec {
+        variates: v_count,
+        context: steps,
+        horizon: h,
+        batch,
+    };
+    let plan = model.memory_plan(&spec).map_err(|e| anyhow!("{e}"))?;
+    let mut memory = vec![0u8; plan.bytes_unaligned()];
+
+    // Per variate: columns of (label, values per step); the first is the point forecast.
+    let mut columns: Vec<Vec<(String, Vec<f64>)>> = Vec::with_capacity(v_count);
+    if args.mean {
+        let mut out = vec![0f64; v_count * h];
+        model
+            .forecast_mean(&series, h, &mut memory, &mut out)
+            .map_err(|e| anyhow!("forecast: {e}"))?;
+        for (v, name) in csv.names.iter().enumerate() {
+            columns.push(vec![(
+                format!("{name}_mean"),
+                out[v * h..(v + 1) * h].to_vec(),
+            )]);
+        }
+    } else {
+        let paths = args.samples;
+        let mut out = vec![0f32; v_count * h * paths];
+        let mode = Mode::Samples {
+            paths,
+            batch,
+            seed: args.seed,
+        };
+        model
+            .forecast_samples(&series, h, mode, &mut memory, &mut out)
+            .map_err(|e| anyhow!("forecast: {e}"))?;
+        for (v, name) in csv.names.iter().enumerate() {
+            let mut cols = vec![(format!("{name}_median"), Vec::with_capacity(h))];
+            for q in &quantiles {
+                cols.push((
+                    format!("{name}_{}", quantile_label(*q)),
+                    Vec::with_capacity(h),
+                ));
+            }
+            for t in 0..h {
+                let run = &mut out[(v * h + t) * paths..(v * h + t + 1) * paths];
+                sort_samples(run);
+                let at = |q: f64| quantile_sorted(run, q).map(f64::from).unwrap_or(f64::NAN);
+                cols[0].1.push(at(0.5));
+                for (i, q) in quantiles.iter().enumerate() {
+                    cols[i + 1].1.push(at(*q));
+                }
+            }
+            columns.push(cols);
+        }
+    }
+
+    let stamps = match &csv.time {
+        Some((stamps, format)) => Some((future_timestamps(stamps, h)?, *format)),
+        None => None,
+    };
+    let mut text = String::from("step");
+    if stamps.is_some() {
+        text.push_str(",timestamp");
+    }
+    for cols in &columns {
+        for (label, _) in cols {
+            text.push(',');
+            text.push_str(label);
+        }
+    }
+    text.push('\n');
+    for t in 0..h {
+        text.push_str(&(t + 1).to_string());
+        if let Some((future, format)) = &stamps {
+            text.push(',');
+            text.push_str(&format_timestamp(future[t], *format));
+        }
+        for cols in &columns {
+            for (_, vals) in cols {
+                text.push(',');
+                text.push_str(&format!("{}", vals[t] as f32));
+            }
+        }
+        text.push('\n');
+    }
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+
+    if let Some(plot) = &args.plot {
+        let shown = csv.steps.min((4 * h).max(256));
+        // The band spans the lowest and highest requested quantiles.
+        let by = |better: fn(f64, f64) -> bool| {
+            (0..quantiles.len())
+                .reduce(|a, b| {
+                    if better(quantiles[b], quantiles[a]) {
+                        b
+                    } else {
+                        a
+                    }
+                })
+                .unwrap_or(0)
+        };
+        let band_columns = (by(|x, y| x < y), by(|x, y| x > y));
+        let plots: Vec<PlotSeries<'_>> = columns
+            .iter()
+            .enumerate()
+            .map(|(v, cols)| {
+                let hist = &csv.values[v * csv.steps..(v + 1) * csv.steps];
+                let band = if quantiles.len() >= 2 {
+                    let (lo, hi) = (band_columns.0 + 1, band_columns.1 + 1);
+                    (&cols[lo].1[..], &cols[hi].1[..])
+                } else {
+                    (&[][..], &[][..])
+                };
+                PlotSeries {
+                    name: &csv.names[v],
+                    history: &hist[hist.len() - shown..],
+                    center: &cols[0].1,
+                    band,
+                }
+            })
+            .collect();
+        let title = if args.mean {
+            format!("Toto mean forecast, {h} steps")
+        } else {
+            format!(
+                "Toto forecast, {h} steps: median and {}–{} band ({} samples)",
+                quantile_label(quantiles.get(band_columns.0).copied().unwrap_or(0.5)),
+                quantile_label(quantiles.get(band_columns.1).copied().unwrap_or(0.5)),
+                args.samples
+            )
+        };
+        std::fs::write(plot, svg(&plots, &title, 900.0, 420.0))
+            .with_context(|| format!("writing {}", plot.display()))?;
+    }
+    Ok(())
+}
