@@ -6,13 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
-use goldcrest_core::arena::Arena;
-use goldcrest_core::format::SafeTensors;
-use goldcrest_core::kernels::{ActScale, Kernels};
-use goldcrest_core::models::decoder::{self, Decoder, KvCache, KvFormat};
-use goldcrest_core::models::rwkv6::{self, Config, Rwkv6, Scratch, State};
 use goldcrest_core::ops::sample::Rng;
-use goldcrest_std::load::ModelFile;
+
+use crate::session::{self, LanguageModel, Options, with_model};
 
 /// Arguments of `goldcrest bench`.
 #[derive(clap::Args)]
@@ -64,37 +60,19 @@ fn random_ids(args: &Args, vocab: usize) -> (Vec<u32>, Vec<u32>) {
     (prompt, generated)
 }
 
-fn bench_decoder(args: &Args, st: &SafeTensors<'_>, kernels: Kernels) -> anyhow::Result<Measured> {
-    let config = decoder::Config::from_safetensors(st)?;
-    let mut layers = vec![None; config.n_layer];
-    let mut model = Decoder::new(decoder::Weights::load(st, &mut layers)?, kernels);
-    if args.int8_acts {
-        model = model.with_int8_activations(ActScale::PerBlock);
-    }
-    let kv = KvFormat::from_name(&args.kv).unwrap_or(KvFormat::F16);
-    let context = args.prompt_tokens + args.gen_tokens;
-    if context > config.max_positions {
-        bail!(
-            "--prompt-tokens + --gen-tokens = {context} exceeds the model's {} positions",
-            config.max_positions
-        );
-    }
-    let plan = model.memory_plan(context, kv, args.chunk)?;
-    let mut ram = vec![0u8; plan.bytes_unaligned()];
-    let mut arena = Arena::new_unaligned(&mut ram);
-    let mut cache = KvCache::carve(&config, context, kv, &mut arena)?;
-    let mut scratch = decoder::Scratch::carve(&config, context, args.chunk, &mut arena)?;
-    let mut logits = vec![0.0f32; config.vocab];
-    let (prompt, generated) = random_ids(args, config.vocab);
+/// Times prefill of the prompt and decode of the generated ids, `repeat` times after a warm-up.
+fn measure(args: &Args, model: &mut dyn LanguageModel) -> anyhow::Result<Measured> {
+    let (prompt, generated) = random_ids(args, model.vocab());
+    let mut logits = vec![0.0f32; model.vocab()];
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     for run in 0..=args.repeat {
-        cache.clear();
+        model.reset();
         let t = Instant::now();
-        model.forward(&mut cache, &mut scratch, &prompt, &mut logits)?;
+        model.forward(&prompt, &mut logits)?;
         let p = args.prompt_tokens as f64 / t.elapsed().as_secs_f64();
         let t = Instant::now();
         for &tok in &generated {
-            model.forward(&mut cache, &mut scratch, &[tok], &mut logits)?;
+            model.forward(&[tok], &mut logits)?;
         }
         let d = args.gen_tokens as f64 / t.elapsed().as_secs_f64();
         if run > 0 {
@@ -105,13 +83,10 @@ fn bench_decoder(args: &Args, st: &SafeTensors<'_>, kernels: Kernels) -> anyhow:
     Ok(Measured {
         prefill: median(prefill),
         decode: median(decode),
-        weight_bytes: plan.weight_bytes,
+        weight_bytes: model.plan().weight_bytes,
         describe: format!(
-            "{} {}x{}, {} KV cache{}",
-            config.arch.name(),
-            config.n_layer,
-            config.hidden,
-            kv.name(),
+            "{}{}",
+            model.describe(),
             if args.int8_acts {
                 ", int8 activations"
             } else {
@@ -131,19 +106,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.repeat == 0 || args.chunk == 0 {
         bail!("--prompt-tokens, --gen-tokens, --chunk and --repeat must be positive");
     }
-    let file = ModelFile::open(&args.model)?;
-    let weights = file.safetensors()?;
-    let arch = weights
-        .metadata()
-        .arch()
-        .and_then(|a| a.as_str())
-        .unwrap_or("");
-    let kernels = goldcrest_std::kernels::detect();
-    let measured = match arch {
-        "llama" | "qwen2" => bench_decoder(&args, &weights, kernels)?,
-        a if a == rwkv6::ARCH => bench_rwkv6(&args, &weights, kernels)?,
-        _ => bail!("bench: architecture {arch:?} is not supported (rwkv6, llama, qwen2 are)"),
+    let options = Options {
+        positions: args.prompt_tokens + args.gen_tokens,
+        chunk: args.chunk,
+        kv: session::kv_format(&args.kv)?,
+        int8_acts: args.int8_acts,
     };
+    let kernels = session::kernels();
+    let (arch, measured) = with_model(&args.model, &options, |model, _| {
+        if let Some(context) = model.context()
+            && context < options.positions
+        {
+            bail!(
+                "--prompt-tokens + --gen-tokens = {} exceeds the model's {context} positions",
+                options.positions
+            );
+        }
+        Ok((model.arch(), measure(&args, model)?))
+    })?;
     let (p, d) = (measured.prefill, measured.decode);
     let weight_mib = measured.weight_bytes as f64 / (1 << 20) as f64;
     if args.json {
@@ -174,48 +154,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("decode  {:>5} tokens: {d:10.1} tokens/s", args.gen_tokens);
     }
     Ok(())
-}
-
-fn bench_rwkv6(
-    args: &Args,
-    weights: &SafeTensors<'_>,
-    kernels: Kernels,
-) -> anyhow::Result<Measured> {
-    let config = Config::from_source(weights)?;
-    let mut layers = vec![None; config.n_layer];
-    let model = Rwkv6::load(weights, &mut layers, kernels)?;
-    let plan = model.memory_plan(args.chunk)?;
-    let mut state_mem = vec![0u8; plan.bytes_unaligned()];
-    let mut scratch_mem = vec![0u8; plan.bytes_unaligned()];
-    let mut state = State::carve(&config, &mut Arena::new_unaligned(&mut state_mem))?;
-    let mut scratch = Scratch::carve(
-        &config,
-        args.chunk,
-        &mut Arena::new_unaligned(&mut scratch_mem),
-    )?;
-    let mut logits = vec![0.0f32; config.vocab_size];
-    let (prompt, generated) = random_ids(args, config.vocab_size);
-
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for run in 0..=args.repeat {
-        state.reset();
-        let t = Instant::now();
-        model.prefill(&mut state, &mut scratch, &prompt, &mut logits)?;
-        let p = args.prompt_tokens as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        for &tok in &generated {
-            model.step(&mut state, &mut scratch, tok, &mut logits)?;
-        }
-        let d = args.gen_tokens as f64 / t.elapsed().as_secs_f64();
-        if run > 0 {
-            prefill.push(p);
-            decode.push(d);
-        }
-    }
-    Ok(Measured {
-        prefill: median(prefill),
-        decode: median(decode),
-        weight_bytes: plan.weight_bytes,
-        describe: format!("rwkv6 {}x{}", config.n_layer, config.n_embd),
-    })
 }

@@ -5,12 +5,9 @@
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use goldcrest_core::arena::Arena;
-use goldcrest_core::format::SafeTensors;
-use goldcrest_core::models::decoder::{self, Decoder, KvCache, KvFormat};
-use goldcrest_core::models::rwkv6::{self, Config, Rwkv6, Scratch, State};
-use goldcrest_std::load::ModelFile;
+use goldcrest_core::models::decoder::KvFormat;
+
+use crate::session::{Options, check_ids, with_model};
 
 /// Arguments of `goldcrest logits`.
 #[derive(clap::Args)]
@@ -35,18 +32,20 @@ struct Line<'a> {
 
 /// Runs `goldcrest logits`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let file = ModelFile::open(&args.model)?;
-    let weights = file.safetensors()?;
-    let arch = weights
-        .metadata()
-        .arch()
-        .and_then(|a| a.as_str())
-        .unwrap_or("");
-    let (logits, v) = match arch {
-        "llama" | "qwen2" => decoder_logits(&args, &weights)?,
-        a if a == rwkv6::ARCH => rwkv6_logits(&args, &weights)?,
-        _ => bail!("logits: architecture {arch:?} is not supported (rwkv6, llama, qwen2 are)"),
+    // An f32 KV cache, so the output is the model's exact function.
+    let options = Options {
+        positions: args.ids.len(),
+        chunk: args.chunk.max(1),
+        kv: KvFormat::F32,
+        int8_acts: false,
     };
+    let (logits, v) = with_model(&args.model, &options, |model, _| {
+        let v = model.vocab();
+        check_ids(&args.ids, v)?;
+        let mut logits = vec![0.0f32; args.ids.len() * v];
+        model.forward(&args.ids, &mut logits)?;
+        Ok((logits, v))
+    })?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     for (pos, logits) in logits.chunks_exact(v).enumerate() {
         serde_json::to_writer(&mut out, &Line { pos, logits })?;
@@ -54,61 +53,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-fn check_ids(ids: &[u32], vocab: usize) -> anyhow::Result<()> {
-    if let Some((pos, id)) = ids
-        .iter()
-        .enumerate()
-        .find(|(_, id)| **id as usize >= vocab)
-    {
-        bail!("token id {id} at position {pos} is outside the vocabulary (0..{vocab})");
-    }
-    Ok(())
-}
-
-/// Every position's logits (f32 KV cache, so the output is the model's exact function).
-fn decoder_logits(args: &Args, st: &SafeTensors<'_>) -> anyhow::Result<(Vec<f32>, usize)> {
-    let config = decoder::Config::from_safetensors(st)?;
-    let mut layers = vec![None; config.n_layer];
-    let model = Decoder::new(
-        decoder::Weights::load(st, &mut layers)
-            .with_context(|| format!("loading {}", args.model.display()))?,
-        goldcrest_std::kernels::detect(),
-    );
-    check_ids(&args.ids, config.vocab)?;
-    let context = args.ids.len();
-    if context > config.max_positions {
-        bail!(
-            "{context} ids exceed the model's {} positions",
-            config.max_positions
-        );
-    }
-    let chunk = args.chunk.max(1);
-    let plan = model.memory_plan(context, KvFormat::F32, chunk)?;
-    let mut ram = vec![0u8; plan.bytes_unaligned()];
-    let mut arena = Arena::new_unaligned(&mut ram);
-    let mut cache = KvCache::carve(&config, context, KvFormat::F32, &mut arena)?;
-    let mut scratch = decoder::Scratch::carve(&config, context, chunk, &mut arena)?;
-    let mut logits = vec![0.0f32; args.ids.len() * config.vocab];
-    model.forward(&mut cache, &mut scratch, &args.ids, &mut logits)?;
-    Ok((logits, config.vocab))
-}
-
-fn rwkv6_logits(args: &Args, weights: &SafeTensors<'_>) -> anyhow::Result<(Vec<f32>, usize)> {
-    let config = Config::from_source(weights)?;
-    let mut layers = vec![None; config.n_layer];
-    let model = Rwkv6::load(weights, &mut layers, goldcrest_std::kernels::detect())
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    check_ids(&args.ids, config.vocab_size)?;
-    let chunk = args.chunk.max(1);
-    let plan = model.memory_plan(chunk)?;
-    let mut state_mem = vec![0u8; plan.bytes_unaligned()];
-    let mut scratch_mem = vec![0u8; plan.bytes_unaligned()];
-    let mut state = State::carve(&config, &mut Arena::new_unaligned(&mut state_mem))?;
-    let mut scratch = Scratch::carve(&config, chunk, &mut Arena::new_unaligned(&mut scratch_mem))?;
-    let v = config.vocab_size;
-    let mut logits = vec![0.0f32; args.ids.len() * v];
-    model.prefill(&mut state, &mut scratch, &args.ids, &mut logits)?;
-    Ok((logits, v))
 }

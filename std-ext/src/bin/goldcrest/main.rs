@@ -9,8 +9,11 @@ mod bench;
 mod convert;
 mod detokenize;
 mod forecast;
+mod generate;
 mod inspect;
 mod logits;
+mod perplexity;
+mod session;
 mod sheet;
 mod tokenize;
 mod train_bpe;
@@ -37,6 +40,10 @@ enum Command {
     Forecast(forecast::Args),
     /// Print the logits after every position of a prompt of token ids, as JSON lines.
     Logits(logits::Args),
+    /// Generate text from a prompt with a language model, streamed to stdout.
+    Generate(generate::Args),
+    /// Score a text with a language model: perplexity and bits per byte, as JSON.
+    Perplexity(perplexity::Args),
     /// Measure prefill and decode tokens/s on random token ids.
     Bench(bench::Args),
     /// Spreadsheet encodings for language models (SpreadsheetLLM).
@@ -60,6 +67,8 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::Forecast(args) => forecast::run(args),
         Command::Logits(args) => logits::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Sheet(c) => sheet::run(c),
         Command::Tokenize(a) => tokenize::run(a),
