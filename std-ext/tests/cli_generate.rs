@@ -197,6 +197,25 @@ fn rwkv6_greedy_generation_follows_the_model_and_streams_text() {
     )
     .unwrap();
     assert_eq!(text, tok.decode_lossy(&expected).unwrap());
+
+    // --stop: the output ends right before the first occurrence of the stop string.
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 3, "{text:?}");
+    let stop: String = chars[chars.len() - 2..].iter().collect();
+    let cut = text.find(&stop).unwrap();
+    let stopped = ok(goldcrest(&[
+        "generate",
+        "--model",
+        path(rwkv),
+        "--greedy",
+        "--max-tokens",
+        "6",
+        "--ids",
+        &join(&prompt),
+        "--stop",
+        &stop,
+    ]));
+    assert_eq!(stopped, text[..cut]);
 }
 
 #[test]

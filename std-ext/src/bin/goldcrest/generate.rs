@@ -310,7 +310,7 @@ impl<'t> Output<'t> {
     }
 
     fn flush_held(&mut self, n: usize) -> anyhow::Result<()> {
-        self.stdout.write_all(self.held[..n].as_bytes())?;
+        self.stdout.write_all(&self.held.as_bytes()[..n])?;
         self.stdout.flush()?;
         self.held.drain(..n);
         Ok(())
