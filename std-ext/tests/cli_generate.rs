@@ -159,6 +159,38 @@ fn decoder_greedy_generation_equals_the_transformers_tokens() {
         let got = greedy_ids(model, &ids("prompt"), 16, &["--kv", "f32"]);
         assert_eq!(got, ids("generated"), "{name}");
     }
+
+    // A window in every layer: the cache is a ring, so generation runs past the 64 trained
+    // positions, and its first 16 tokens are still transformers' (whatever the chunk size).
+    let fixture = root().join("tests/fixtures/decoder/qwen2_swa");
+    let swa = std::env::temp_dir().join(format!(
+        "goldcrest-cli-swa-{}.safetensors",
+        std::process::id()
+    ));
+    ok(goldcrest(&[
+        "convert",
+        "qwen2",
+        path(&fixture),
+        path(&swa),
+        "--weights",
+        "f32",
+    ]));
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("golden.json")).unwrap()).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        golden[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    for chunk in ["3", "64"] {
+        let got = greedy_ids(&swa, &ids("prompt"), 80, &["--kv", "f32", "--chunk", chunk]);
+        assert_eq!(got.len(), 80, "chunk {chunk}");
+        assert_eq!(got[..16], ids("generated")[..], "chunk {chunk}");
+    }
+    std::fs::remove_file(&swa).ok();
 }
 
 #[test]

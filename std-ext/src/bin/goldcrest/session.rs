@@ -87,12 +87,12 @@ pub fn with_model<R>(
             if options.int8_acts {
                 model = model.with_int8_activations(ActScale::PerBlock);
             }
-            let (context, ring) = decoder_context(&config, options);
-            let plan = model.memory_plan(context, options.kv, options.chunk)?;
+            let (context, chunk, ring) = decoder_context(&config, options);
+            let plan = model.memory_plan(context, options.kv, chunk)?;
             let mut ram = vec![0u8; plan.bytes_unaligned()];
             let mut arena = Arena::new_unaligned(&mut ram);
             let cache = KvCache::carve(&config, context, options.kv, &mut arena)?;
-            let scratch = decoder::Scratch::carve(&config, context, options.chunk, &mut arena)?;
+            let scratch = decoder::Scratch::carve(&config, context, chunk, &mut arena)?;
             let mut session = DecoderSession {
                 model,
                 cache,
@@ -134,18 +134,21 @@ pub fn with_model<R>(
     }
 }
 
-/// The cache length for `options` and whether it is a ring that never fills: a model with a
-/// sliding window in every layer only needs `window - 1 + chunk` positions however long the
-/// sequence; any other is clamped to its trained positions.
-fn decoder_context(config: &decoder::Config, options: &Options) -> (usize, bool) {
+/// The cache length, prefill chunk and whether the cache is a ring that never fills: a model
+/// with a sliding window in every layer only needs `window - 1 + chunk` positions however long
+/// the sequence (the chunk shrinks if that would exceed the trained positions, which bound
+/// every cache); any other cache is clamped to the trained positions.
+fn decoder_context(config: &decoder::Config, options: &Options) -> (usize, usize, bool) {
     let wanted = options.positions.max(1);
-    if config.slides_everywhere() {
-        let ring = config.sliding_window - 1 + options.chunk;
+    let mut chunk = options.chunk;
+    if config.slides_everywhere() && config.sliding_window <= config.max_positions {
+        chunk = chunk.min(config.max_positions + 1 - config.sliding_window);
+        let ring = config.sliding_window - 1 + chunk;
         if wanted > ring {
-            return (ring, true);
+            return (ring, chunk, true);
         }
     }
-    (wanted.min(config.max_positions), false)
+    (wanted.min(config.max_positions), chunk, false)
 }
 
 struct DecoderSession<'w, 'a, 's> {
