@@ -264,10 +264,7 @@ unsafe fn q32_block<const F: u8>(blk: *const u8) -> ([float32x4_t; 8], f32) {
     unsafe {
         let d = crate::quant::float::f16_to_f32([*blk, *blk.add(1)]);
         let (a, b) = if F == Q8 {
-            (
-                vld1q_s8(blk.add(2).cast()),
-                vld1q_s8(blk.add(18).cast()),
-            )
+            (vld1q_s8(blk.add(2).cast()), vld1q_s8(blk.add(18).cast()))
         } else {
             let v = vld1q_u8(blk.add(2));
             let eight = vdupq_n_s8(8);
