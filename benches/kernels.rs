@@ -168,18 +168,29 @@ struct Case {
 
 fn cases(rows: usize, cols: usize) -> Vec<Case> {
     let w = values(rows * cols, (rows * 31 + cols) as u64);
-    [Format::Tq2_0, Format::Tq1_0, Format::F32, Format::F16]
-        .into_iter()
-        .map(|format| {
-            let b = quantize::quantize("w", &w, rows, cols, format).expect("quantize");
-            let len = b.len();
-            Case {
-                format,
-                bytes: aligned(b),
-                len,
-            }
-        })
-        .collect()
+    // Dense i8 stores integers: the same values scaled to -127..=127.
+    let w_int: Vec<f32> = w.iter().map(|v| (v * 127.0).round()).collect();
+    [
+        Format::Tq2_0,
+        Format::Tq1_0,
+        Format::F32,
+        Format::F16,
+        Format::Q8_0,
+        Format::Q4_0,
+        Format::I8,
+    ]
+    .into_iter()
+    .map(|format| {
+        let src = if format == Format::I8 { &w_int } else { &w };
+        let b = quantize::quantize("w", src, rows, cols, format).expect("quantize");
+        let len = b.len();
+        Case {
+            format,
+            bytes: aligned(b),
+            len,
+        }
+    })
+    .collect()
 }
 
 fn run(c: &mut Criterion<ThreadCpu>, group: &str, tokens: usize) {
@@ -223,7 +234,7 @@ fn run(c: &mut Criterion<ThreadCpu>, group: &str, tokens: usize) {
                         .expect("gemm")
                 })
             });
-            if matches!(case.format, Format::Tq2_0 | Format::Tq1_0) {
+            if matches!(case.format, Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
                 for (mode, tag) in [(ActScale::PerToken, "i8tok"), (ActScale::PerBlock, "i8blk")] {
                     let need = Int8Acts::scratch_bytes(tokens, cols, mode).expect("size");
                     let mut scratch = vec![0u8; need];

@@ -202,6 +202,15 @@ fn check_int8(format: Format, rows: usize, cols: usize, n: usize, mode: ActScale
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
+    /// The 32-block and dense int8 formats, with tails of any length and 1–9 tokens (every
+    /// register-tile shape and its leftovers).
+    #[test]
+    fn block32_and_i8_float_paths_within_bound(fi in 0usize..3, rows in 1usize..12,
+                                               cols in 1usize..300, n in 1usize..10,
+                                               seed in any::<u64>()) {
+        check_float([Format::Q8_0, Format::Q4_0, Format::I8][fi], rows, cols, n, seed);
+    }
+
     #[test]
     fn float_paths_within_bound(fi in 0usize..8, rows in 1usize..19, cols in 1usize..700,
                                 n in 1usize..8, seed in any::<u64>()) {
@@ -223,7 +232,15 @@ fn large_shapes_agree() {
     // -cpu cortex-a53).
     let isas: Vec<&str> = available().iter().map(|k| k.isa().name()).collect();
     std::eprintln!("kernels under test: {isas:?}");
-    for f in [Format::Tq2_0, Format::Tq1_0, Format::F16, Format::F32] {
+    for f in [
+        Format::Tq2_0,
+        Format::Tq1_0,
+        Format::F16,
+        Format::F32,
+        Format::Q8_0,
+        Format::Q4_0,
+        Format::I8,
+    ] {
         check_float(f, 37, 2048 + 256 + 5, 5, 7);
     }
     for mode in [ActScale::PerToken, ActScale::PerBlock] {
@@ -231,6 +248,8 @@ fn large_shapes_agree() {
         // Decode (one token) has its own kernels.
         check_int8(Format::Tq2_0, 37, 2048 + 100, 1, mode, 12);
         check_int8(Format::Tq1_0, 35, 1024 + 3, 1, mode, 14);
+        check_int8(Format::I8, 37, 2048 + 100, 9, mode, 15);
+        check_int8(Format::I8, 37, 2048, 1, mode, 16);
         check_int8(Format::Tq1_0, 33, 1024, 5, mode, 13);
     }
 }

@@ -47,6 +47,12 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
             Format::F16 => dense_avx2::<F16, false>(w, x, n, y),
             Format::Bf16 if n == 1 => dense_avx2::<BF16, true>(w, x, n, y),
             Format::Bf16 => dense_avx2::<BF16, false>(w, x, n, y),
+            Format::I8 if n == 1 => dense_avx2::<I8, true>(w, x, n, y),
+            Format::I8 => dense_avx2::<I8, false>(w, x, n, y),
+            Format::Q8_0 if n == 1 => q32_avx2::<Q8, 4, 1>(w, x, n, y),
+            Format::Q8_0 => q32_avx2::<Q8, 2, 4>(w, x, n, y),
+            Format::Q4_0 if n == 1 => q32_avx2::<Q4, 4, 1>(w, x, n, y),
+            Format::Q4_0 => q32_avx2::<Q4, 2, 4>(w, x, n, y),
             _ => scalar::gemm(w, x, n, y),
         }
     }
@@ -57,6 +63,17 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
 /// # Safety
 /// As [`gemm`].
 pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+    if w.format() == Format::I8 {
+        // SAFETY: the caller guarantees the features of `isa`.
+        unsafe {
+            if isa == Isa::Avx512Vnni {
+                i8_i8_vnni(w, acts, y)
+            } else {
+                i8_i8_avx2(w, acts, y)
+            }
+        }
+        return;
+    }
     if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0) {
         return scalar::gemm_i8(w, acts, y);
     }
@@ -927,6 +944,7 @@ unsafe fn load8<const F: u8>(row: *const u8, i: usize) -> __m256 {
         match F {
             F32 => _mm256_loadu_ps(row.add(4 * i).cast()),
             F16 => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i).cast())),
+            I8 => _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.add(i).cast()))),
             _ => {
                 let h = _mm_loadu_si128(row.add(2 * i).cast());
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
@@ -938,6 +956,7 @@ unsafe fn load8<const F: u8>(row: *const u8, i: usize) -> __m256 {
 const F32: u8 = 0;
 const F16: u8 = 1;
 const BF16: u8 = 2;
+const I8: u8 = 3;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dense_avx2<const F: u8, const DECODE: bool>(
@@ -1002,3 +1021,248 @@ unsafe fn dense_avx2<const F: u8, const DECODE: bool>(
 fn elem_bytes(fmt: Format) -> usize {
     fmt.block_bytes()
 }
+
+// ---------------------------------------------------------------------------------------------
+// q8_0 / q4_0 × f32
+
+const Q8: u8 = 0;
+const Q4: u8 = 1;
+
+/// The 32 signed values of a 32-block (`q8_0`: `i8`; `q4_0`: nibble − 8) as four vectors of
+/// eight exact f32, in weight order, and the block scale.
+///
+/// # Safety
+/// `blk` must point to a whole block (34 bytes for `q8_0`, 18 for `q4_0`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q32_block<const F: u8>(blk: *const u8) -> ([__m256; 4], f32) {
+    // SAFETY: the caller guarantees the block's bytes are readable.
+    unsafe {
+        let d = f16_bits_to_f32([*blk, *blk.add(1)]);
+        let q = if F == Q8 {
+            _mm256_loadu_si256(blk.add(2).cast())
+        } else {
+            let packed = _mm_loadu_si128(blk.add(2).cast());
+            let mask = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(packed, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), mask);
+            _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+        };
+        let lo = _mm256_castsi256_si128(q);
+        let hi = _mm256_extracti128_si256::<1>(q);
+        let f = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        (
+            [
+                f(lo),
+                f(_mm_srli_si128::<8>(lo)),
+                f(hi),
+                f(_mm_srli_si128::<8>(hi)),
+            ],
+            d,
+        )
+    }
+}
+
+/// `q8_0`/`q4_0` with f32 activations: tiles of `R` rows × `T` tokens. Each 32-block is
+/// widened to f32 once per tile (values in `-128..=127`, exact) and applied to `T` tokens:
+/// four FMAs give the block's partial sum (each FMA rounds once, like the scalar reference's
+/// multiply-then-add of an exact product), then one FMA by the block scale, as the scalar
+/// reference's `acc += partial·d`; the bound in [`super`] holds. The partial last block of a
+/// row (`cols % 32 != 0`) goes through the scalar reference so only `cols` activations are read.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q32_avx2<const F: u8, const R: usize, const T: usize>(
+    w: &Matrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
+    let (rows, cols, fmt) = (w.rows(), w.cols(), w.format());
+    let bb = fmt.block_bytes();
+    let full = cols / 32;
+    let tile_bytes = (R * w.row_bytes()).max(1);
+    let ahead = PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes;
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = R.min(rows - r0);
+        let mut rs = [core::ptr::null::<u8>(); R];
+        for (r, p) in rs.iter_mut().enumerate().take(nr) {
+            *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+        }
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = T.min(n - t0);
+            let mut total = [[_mm256_setzero_ps(); T]; R];
+            for b in 0..full {
+                for r in 0..nr {
+                    let p = rs[r].wrapping_add(b * bb);
+                    if T == 1 {
+                        // Decode streams `nr` rows at once; fetch the next tile's rows early
+                        // (a prefetch never faults, hence wrapping arithmetic).
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+                    }
+                    // SAFETY: block `b < full` of a checked row of `nr` rows.
+                    let (wv, d) = unsafe { q32_block::<F>(p) };
+                    let dv = _mm256_set1_ps(d);
+                    for t in 0..nt {
+                        // SAFETY: weights `32b..32b + 32 <= cols` of token `t0 + t`.
+                        let xp = unsafe { x.as_ptr().add((t0 + t) * cols + 32 * b) };
+                        // SAFETY: as above, four groups of eight.
+                        let part = unsafe {
+                            let mut s = _mm256_mul_ps(wv[0], _mm256_loadu_ps(xp));
+                            s = _mm256_fmadd_ps(wv[1], _mm256_loadu_ps(xp.add(8)), s);
+                            s = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(xp.add(16)), s);
+                            _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(xp.add(24)), s)
+                        };
+                        total[r][t] = _mm256_fmadd_ps(part, dv, total[r][t]);
+                    }
+                }
+            }
+            for r in 0..nr {
+                let row = w.row(r0 + r).unwrap_or(&[]);
+                for t in 0..nt {
+                    let xt = &x[(t0 + t) * cols..(t0 + t + 1) * cols];
+                    let tail = scalar::dot_row(fmt, &row[full * bb..], &xt[full * 32..]);
+                    y[(t0 + t) * rows + r0 + r] = hsum(total[r][t]) + tail;
+                }
+            }
+            t0 += nt;
+        }
+        r0 += nr;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// i8 × int8
+
+/// `acc += Σ₄ w·a` per i32 lane for signed `w` and `a`, via `vpmaddubsw`: `|w|` is unsigned
+/// and `a` takes `w`'s sign. A pair sum is at most `2·128·127 = 32512`, so it never saturates.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sdot_avx2(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// As [`sdot_avx2`] with one `vpdpbusd` after the sign transfer.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sdot_vnni(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
+}
+
+macro_rules! i8_i8_kernel {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// Dense `i8` weights × int8 activations: tiles of 2 rows × 4 tokens (1 × 1 for the
+        /// rest) share each weight and activation load. Each 256-block's integer sum is exact
+        /// in any order, and blocks are combined with [`Combine`] in block order, so results
+        /// are bit-identical to the scalar reference. A partial last block (`cols % 256`) is
+        /// summed in scalar code because the row has no padding.
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn tile<const R: usize, const T: usize>(
+                w: &Matrix,
+                acts: &Int8Acts,
+                r0: usize,
+                t0: usize,
+                y: &mut [f32],
+            ) {
+                let (rows, cols) = (w.rows(), w.cols());
+                let full = cols / QBLOCK;
+                let mut comb = [[Combine::new(); T]; R];
+                let mut rs = [core::ptr::null::<u8>(); R];
+                for (r, p) in rs.iter_mut().enumerate() {
+                    *p = w.row(r0 + r).unwrap_or(&[]).as_ptr();
+                }
+                let mut ap = [core::ptr::null::<i8>(); T];
+                for (t, p) in ap.iter_mut().enumerate() {
+                    *p = acts.token(t0 + t).as_ptr();
+                }
+                for b in 0..acts.blocks {
+                    let mut isum = [[0i32; T]; R];
+                    if b < full {
+                        let mut acc = [[_mm256_setzero_si256(); T]; R];
+                        for c in 0..QBLOCK / 32 {
+                            let off = b * QBLOCK + 32 * c;
+                            // SAFETY: `off + 32 <= full·256 <= cols` bytes of each row and of
+                            // each token's padded activations.
+                            unsafe {
+                                let mut a = [_mm256_setzero_si256(); T];
+                                for t in 0..T {
+                                    a[t] = _mm256_loadu_si256(ap[t].add(off).cast());
+                                }
+                                for r in 0..R {
+                                    let wv = _mm256_loadu_si256(rs[r].add(off).cast());
+                                    for t in 0..T {
+                                        acc[r][t] = $dot(acc[r][t], wv, a[t]);
+                                    }
+                                }
+                            }
+                        }
+                        for r in 0..R {
+                            for t in 0..T {
+                                let v = acc[r][t];
+                                let s = _mm_add_epi32(
+                                    _mm256_castsi256_si128(v),
+                                    _mm256_extracti128_si256::<1>(v),
+                                );
+                                let s = _mm_hadd_epi32(s, s);
+                                isum[r][t] = _mm_cvtsi128_si32(_mm_hadd_epi32(s, s));
+                            }
+                        }
+                    } else {
+                        for r in 0..R {
+                            let row = w.row(r0 + r).unwrap_or(&[]);
+                            for t in 0..T {
+                                let a = &acts.token(t0 + t)[b * QBLOCK..];
+                                isum[r][t] = row[b * QBLOCK..]
+                                    .iter()
+                                    .zip(a)
+                                    .fold(0i32, |s, (&w, &v)| s + (w as i8) as i32 * v as i32);
+                            }
+                        }
+                    }
+                    for r in 0..R {
+                        for t in 0..T {
+                            comb[r][t].add(acts, t0 + t, b, isum[r][t], 1.0);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for t in 0..T {
+                        y[(t0 + t) * rows + r0 + r] = comb[r][t].finish(acts, t0 + t);
+                    }
+                }
+            }
+
+            let rows = w.rows();
+            let (full_r, full_t) = (rows - rows % 2, acts.tokens - acts.tokens % 4);
+            // SAFETY: same features as this function; tiles stay inside rows and tokens.
+            unsafe {
+                for r0 in (0..full_r).step_by(2) {
+                    for t0 in (0..full_t).step_by(4) {
+                        tile::<2, 4>(w, acts, r0, t0, y);
+                    }
+                }
+                for t in full_t..acts.tokens {
+                    for r in 0..full_r {
+                        tile::<1, 1>(w, acts, r, t, y);
+                    }
+                }
+                for t in 0..acts.tokens {
+                    for r in full_r..rows {
+                        tile::<1, 1>(w, acts, r, t, y);
+                    }
+                }
+            }
+        }
+    };
+}
+
+i8_i8_kernel!(i8_i8_avx2, "avx2,fma,f16c", sdot_avx2);
+i8_i8_kernel!(
+    i8_i8_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    sdot_vnni
+);
