@@ -89,6 +89,7 @@ fn check(name: &str) -> f32 {
     let mut worst = 0.0f32;
     let mut compare = |what: &str, got: &[f32], want: &[f32]| {
         let d = max_abs_diff(got, want);
+        eprintln!("{name} {what}: max |diff| {d:.2e}");
         assert!(d <= TOLERANCE, "{name} {what}: max |diff| {d}");
         worst = worst.max(d);
     };
