@@ -13,6 +13,7 @@ use crate::ops::Vector;
 use crate::quant::{Format, Matrix};
 
 pub mod decoder;
+pub mod goldfinch;
 pub mod rwkv6;
 pub mod toto;
 

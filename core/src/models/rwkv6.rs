@@ -403,11 +403,7 @@ impl<'w, 'a> Weights<'w, 'a> {
 fn load_layer<'a>(src: &dyn TensorSource<'a>, cfg: &Config, i: usize) -> Result<Layer<'a>> {
     let (c, n, h) = (cfg.n_embd, cfg.head_size, cfg.n_head());
     let (f, dm, dd) = (cfg.dim_ffn, cfg.lora_mix, cfg.lora_decay);
-    let get = |leaf: &str| -> Result<(TensorRef<'a>, NameBuf)> {
-        let mut buf = NameBuf::new();
-        let tensor = src.tensor(format_name(&mut buf, format_args!("blocks.{i}.{leaf}")))?;
-        Ok((tensor, buf))
-    };
+    let get = |leaf: &str| block_tensor(src, i, leaf);
     let vec_c = |leaf: &str| -> Result<Vector<'a>> {
         let (t, name) = get(leaf)?;
         t.vector(&name, &[c as u64])
@@ -427,8 +423,6 @@ fn load_layer<'a>(src: &dyn TensorSource<'a>, cfg: &Config, i: usize) -> Result<
         mix("att.time_maa_g")?,
     ];
     let decay = mix("att.time_decay")?;
-    let ffn_maa_k = mix("ffn.time_maa_k")?;
-    let ffn_maa_r = mix("ffn.time_maa_r")?;
     let lora = |leaf: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
         let (t, name) = get(leaf)?;
         t.float_matrix(&name, rows, cols)
@@ -438,23 +432,7 @@ fn load_layer<'a>(src: &dyn TensorSource<'a>, cfg: &Config, i: usize) -> Result<
     let decay_w2 = lora("att.time_decay_w2", dd, c)?;
     let maa_w2 = {
         let (t, name) = get("att.time_maa_w2")?;
-        t.expect_shape(&name, &[5, dm as u64, c as u64])?;
-        let all = TensorRef {
-            shape: Shape::new(&[(5 * dm) as u64, c as u64]).unwrap_or_default(),
-            ..t
-        }
-        .float_matrix(&name, 5 * dm, c)?;
-        let part = all.row_bytes() * dm;
-        let sub = |k: usize| {
-            Matrix::new(
-                &name,
-                all.format(),
-                dm,
-                c,
-                &all.data()[k * part..(k + 1) * part],
-            )
-        };
-        [sub(0)?, sub(1)?, sub(2)?, sub(3)?, sub(4)?]
+        stacked_adapters::<5>(t, &name, dm, c)?
     };
     let bonus = {
         let (t, name) = get("att.time_faaaa")?;
@@ -481,14 +459,73 @@ fn load_layer<'a>(src: &dyn TensorSource<'a>, cfg: &Config, i: usize) -> Result<
         ln_x_weight: vec_c("att.ln_x.weight")?,
         ln_x_bias: vec_c("att.ln_x.bias")?,
     };
-    let ffn = ChannelMix {
-        maa_k: ffn_maa_k,
-        maa_r: ffn_maa_r,
-        key: linear("ffn.key.weight", f, c)?,
-        receptance: linear("ffn.receptance.weight", c, c)?,
-        value: linear("ffn.value.weight", c, f)?,
-    };
+    let ffn = load_channel_mix(src, i, c, f)?;
     Ok(Layer { ln1, ln2, att, ffn })
+}
+
+/// Tensor `blocks.{i}.{leaf}` and its full name (for error messages).
+pub(crate) fn block_tensor<'a>(
+    src: &dyn TensorSource<'a>,
+    i: usize,
+    leaf: &str,
+) -> Result<(TensorRef<'a>, NameBuf)> {
+    let mut buf = NameBuf::new();
+    let tensor = src.tensor(format_name(&mut buf, format_args!("blocks.{i}.{leaf}")))?;
+    Ok((tensor, buf))
+}
+
+/// A `[P, rank, c]` float tensor as P `[rank, c]` adapter matrices (`time_maa_w2`).
+pub(crate) fn stacked_adapters<'a, const P: usize>(
+    t: TensorRef<'a>,
+    name: &str,
+    rank: usize,
+    c: usize,
+) -> Result<[Matrix<'a>; P]> {
+    t.expect_shape(name, &[P as u64, rank as u64, c as u64])?;
+    let all = TensorRef {
+        shape: Shape::new(&[(P * rank) as u64, c as u64]).unwrap_or_default(),
+        ..t
+    }
+    .float_matrix(name, P * rank, c)?;
+    let part = all.row_bytes() * rank;
+    let mut out = [all; P];
+    for (k, m) in out.iter_mut().enumerate() {
+        *m = Matrix::new(
+            name,
+            all.format(),
+            rank,
+            c,
+            &all.data()[k * part..(k + 1) * part],
+        )?;
+    }
+    Ok(out)
+}
+
+/// Block `i`'s `ffn.*` tensors (width `c`, hidden width `f`), shared with GoldFinch.
+pub(crate) fn load_channel_mix<'a>(
+    src: &dyn TensorSource<'a>,
+    i: usize,
+    c: usize,
+    f: usize,
+) -> Result<ChannelMix<'a>> {
+    let get = |leaf: &str| block_tensor(src, i, leaf);
+    let (t, name) = get("ffn.time_maa_k")?;
+    let maa_k = t.vector(&name, &[1, 1, c as u64])?;
+    let (t, name) = get("ffn.time_maa_r")?;
+    let maa_r = t.vector(&name, &[1, 1, c as u64])?;
+    let (t, name) = get("ffn.key.weight")?;
+    let key = t.matrix(&name, f, c)?;
+    let (t, name) = get("ffn.receptance.weight")?;
+    let receptance = t.matrix(&name, c, c)?;
+    let (t, name) = get("ffn.value.weight")?;
+    let value = t.matrix(&name, c, f)?;
+    Ok(ChannelMix {
+        maa_k,
+        maa_r,
+        key,
+        receptance,
+        value,
+    })
 }
 
 /// The recurrent state, a plain view over caller memory: per layer, in this order,
@@ -1054,20 +1091,24 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         for t in 0..t_n {
             let row = t * c..(t + 1) * c;
             let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
-            let base = &mut b.y[row.clone()];
-            for j in 0..c {
-                base[j] = xx_t[j] + sx_t[j] * att.maa_x.get(j);
-            }
             let lora = &mut b.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
-            ops::vecmat(base, &att.maa_w1, lora)?;
-            ops::map_in_place(lora, libm::tanhf);
+            mix_adapter_hidden(
+                xx_t,
+                sx_t,
+                att.maa_x,
+                &att.maa_w1,
+                &mut b.y[row.clone()],
+                lora,
+            )?;
             for (k, mixed) in b.mixed.iter_mut().enumerate() {
-                let correction = &mut b.out[row.clone()];
-                ops::vecmat(&lora[k * dm..(k + 1) * dm], &att.maa_w2[k], correction)?;
-                let dst = &mut mixed[row.clone()];
-                for j in 0..c {
-                    dst[j] = xx_t[j] + sx_t[j] * (att.maa[k].get(j) + correction[j]);
-                }
+                shift_mix(
+                    xx_t,
+                    sx_t,
+                    att.maa[k],
+                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
+                    &mut b.out[row.clone()],
+                    &mut mixed[row.clone()],
+                )?;
             }
         }
         let [xw, xk, xv, xr, xg] = &b.mixed;
@@ -1083,36 +1124,34 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         for t in 0..t_n {
             let row = t * c..(t + 1) * c;
             let hidden = &mut b.lora_decay[t * dd..(t + 1) * dd];
-            ops::vecmat(&xw[row.clone()], &att.decay_w1, hidden)?;
-            ops::map_in_place(hidden, libm::tanhf);
-            let decay = &mut b.decay[row];
-            ops::vecmat(hidden, &att.decay_w2, decay)?;
-            for (j, d) in decay.iter_mut().enumerate() {
-                *d = libm::expf(-libm::expf(att.decay.get(j) + *d));
-            }
+            let decay = &mut b.decay[row.clone()];
+            data_dependent_decay(
+                &xw[row],
+                att.decay,
+                &att.decay_w1,
+                &att.decay_w2,
+                hidden,
+                decay,
+            )?;
         }
 
         // WKV recurrence, per head with state S[key i][value j]:
         //   y[j] = sum_i r[i] * (u[i] * k[i] * v[j] + S[i][j])
         //   S[i][j] = decay[i] * S[i][j] + k[i] * v[j]
         for t in 0..t_n {
-            for (h, s) in wkv.chunks_exact_mut(n * n).enumerate() {
-                let head = t * c + h * n..t * c + (h + 1) * n;
-                let (r, k, v) = (&b.r[head.clone()], &b.k[head.clone()], &b.v[head.clone()]);
-                let decay = &b.decay[head.clone()];
-                let y = &mut b.y[head];
-                y.fill(0.0);
-                for i in 0..n {
-                    let (ri, ki, wi) = (r[i], k[i], decay[i]);
-                    let ui = att.bonus.get(h * n + i);
-                    let s_row = &mut s[i * n..(i + 1) * n];
-                    for j in 0..n {
-                        let kv = ki * v[j];
-                        y[j] += ri * (ui * kv + s_row[j]);
-                        s_row[j] = wi * s_row[j] + kv;
-                    }
-                }
-            }
+            let row = t * c..(t + 1) * c;
+            wkv_step(
+                WkvInputs {
+                    r: &b.r[row.clone()],
+                    k: &b.k[row.clone()],
+                    v: &b.v[row.clone()],
+                    decay: &b.decay[row.clone()],
+                    bonus: Some(att.bonus),
+                },
+                n,
+                wkv,
+                &mut b.y[row],
+            );
         }
 
         // GroupNorm per head, gate, output projection, residual.
@@ -1144,38 +1183,174 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         b: &mut Buffers<Arena>,
         t_n: usize,
     ) -> Result<()> {
-        let cfg = self.config();
-        let (c, f) = (cfg.n_embd, cfg.dim_ffn);
-        let ffn = &layer.ffn;
-        let tc = t_n * c;
-        let (xx, sx) = (&mut b.xx[..tc], &mut b.sx[..tc]);
-        norm_and_shift(&b.x[..tc], xx, sx, layer.ln2, shift)?;
+        let tc = t_n * self.config().n_embd;
         let [_, xk, _, xr, _] = &mut b.mixed;
-        for t in 0..t_n {
-            let row = t * c..(t + 1) * c;
-            let (xk, xr) = (&mut xk[row.clone()], &mut xr[row.clone()]);
-            let (xx, sx) = (&xx[row.clone()], &sx[row]);
+        channel_mix(
+            &self.kernels,
+            &layer.ffn,
+            layer.ln2,
+            shift,
+            &mut b.x[..tc],
+            ChannelMixBuffers {
+                xx: &mut b.xx[..tc],
+                sx: &mut b.sx[..tc],
+                xk: &mut xk[..tc],
+                xr: &mut xr[..tc],
+                hidden: &mut b.hidden[..t_n * self.config().dim_ffn],
+                out: &mut b.out[..tc],
+                r: &mut b.r[..tc],
+            },
+        )
+    }
+}
+
+/// Working slices of [`channel_mix`], each `[T, width]` for the same T.
+pub(crate) struct ChannelMixBuffers<'b> {
+    pub(crate) xx: &'b mut [f32],
+    pub(crate) sx: &'b mut [f32],
+    pub(crate) xk: &'b mut [f32],
+    pub(crate) xr: &'b mut [f32],
+    pub(crate) hidden: &'b mut [f32],
+    pub(crate) out: &'b mut [f32],
+    pub(crate) r: &'b mut [f32],
+}
+
+/// RWKV-6 channel mix, `x += sigmoid(W_r x_r) * (W_v relu(W_k x_k)^2)` over the token-shifted
+/// LN(x; ln2), for every token row of `x` (shared by RWKV-6 and GoldFinch).
+pub(crate) fn channel_mix(
+    kern: &Kernels,
+    ffn: &ChannelMix,
+    ln2: (Vector, Vector),
+    shift: &mut [f32],
+    x: &mut [f32],
+    b: ChannelMixBuffers,
+) -> Result<()> {
+    let c = shift.len();
+    let t_n = x.len() / c;
+    norm_and_shift(x, b.xx, b.sx, ln2, shift)?;
+    shift_mix(b.xx, b.sx, ffn.maa_k, None, &mut [], b.xk)?;
+    shift_mix(b.xx, b.sx, ffn.maa_r, None, &mut [], b.xr)?;
+    kern.gemm(&ffn.key, b.xk, t_n, b.hidden)?;
+    ops::map_in_place(b.hidden, ops::relu_squared);
+    kern.gemm(&ffn.value, b.hidden, t_n, b.out)?;
+    kern.gemm(&ffn.receptance, b.xr, t_n, b.r)?;
+    for ((xj, oj), rj) in x.iter_mut().zip(&*b.out).zip(&*b.r) {
+        *xj += ops::sigmoid(*rj) * oj;
+    }
+    Ok(())
+}
+
+/// The hidden values of a data-dependent token-shift adapter for one token:
+/// `lora = tanh((xx + sx * maa_x) @ w1)`, using `base` ([C]) as room.
+pub(crate) fn mix_adapter_hidden(
+    xx: &[f32],
+    sx: &[f32],
+    maa_x: Vector,
+    w1: &Matrix,
+    base: &mut [f32],
+    lora: &mut [f32],
+) -> Result<()> {
+    for (j, b) in base.iter_mut().enumerate() {
+        *b = xx[j] + sx[j] * maa_x.get(j);
+    }
+    ops::vecmat(base, w1, lora)?;
+    ops::map_in_place(lora, libm::tanhf);
+    Ok(())
+}
+
+/// `dst = xx + sx * (maa + lora_hidden @ w2)` row by row (the adapter term only when given,
+/// one token then: `correction` is [C] room). Rows are whole multiples of `maa`'s length.
+pub(crate) fn shift_mix(
+    xx: &[f32],
+    sx: &[f32],
+    maa: Vector,
+    adapter: Option<(&[f32], &Matrix)>,
+    correction: &mut [f32],
+    dst: &mut [f32],
+) -> Result<()> {
+    let c = maa.len();
+    match adapter {
+        Some((hidden, w2)) => {
+            ops::vecmat(hidden, w2, correction)?;
             for j in 0..c {
-                xk[j] = xx[j] + sx[j] * ffn.maa_k.get(j);
-                xr[j] = xx[j] + sx[j] * ffn.maa_r.get(j);
+                dst[j] = xx[j] + sx[j] * (maa.get(j) + correction[j]);
             }
         }
-        let kern = &self.kernels;
-        let hidden = &mut b.hidden[..t_n * f];
-        kern.gemm(&ffn.key, &xk[..tc], t_n, hidden)?;
-        ops::map_in_place(hidden, ops::relu_squared);
-        kern.gemm(&ffn.value, hidden, t_n, &mut b.out[..tc])?;
-        kern.gemm(&ffn.receptance, &xr[..tc], t_n, &mut b.r[..tc])?;
-        for ((xj, oj), rj) in b.x[..tc].iter_mut().zip(&b.out[..tc]).zip(&b.r[..tc]) {
-            *xj += ops::sigmoid(*rj) * oj;
+        None => {
+            for (t, row) in dst.chunks_exact_mut(c).enumerate() {
+                for (j, d) in row.iter_mut().enumerate() {
+                    *d = xx[t * c + j] + sx[t * c + j] * maa.get(j);
+                }
+            }
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// `out = tanh(x @ w1) @ w2`, a low-rank adapter; `hidden` is [rank] room.
+pub(crate) fn low_rank(
+    x: &[f32],
+    w1: &Matrix,
+    w2: &Matrix,
+    hidden: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
+    ops::vecmat(x, w1, hidden)?;
+    ops::map_in_place(hidden, libm::tanhf);
+    ops::vecmat(hidden, w2, out)
+}
+
+/// Data-dependent decay of one token, kept in f32: `exp(-exp(time_decay + adapter(xw)))`.
+pub(crate) fn data_dependent_decay(
+    xw: &[f32],
+    time_decay: Vector,
+    w1: &Matrix,
+    w2: &Matrix,
+    hidden: &mut [f32],
+    decay: &mut [f32],
+) -> Result<()> {
+    low_rank(xw, w1, w2, hidden, decay)?;
+    for (j, d) in decay.iter_mut().enumerate() {
+        *d = libm::expf(-libm::expf(time_decay.get(j) + *d));
+    }
+    Ok(())
+}
+
+/// One token's receptance, key, value and decay ([C] each) and the optional bonus `u`.
+pub(crate) struct WkvInputs<'b, 'a> {
+    pub(crate) r: &'b [f32],
+    pub(crate) k: &'b [f32],
+    pub(crate) v: &'b [f32],
+    pub(crate) decay: &'b [f32],
+    pub(crate) bonus: Option<Vector<'a>>,
+}
+
+/// One token of the WKV recurrence, per head of `n` with state S[key i][value j]:
+///   y[j] = sum_i r[i] * (u[i] * k[i] * v[j] + S[i][j])    (u = 0 without a bonus)
+///   S[i][j] = decay[i] * S[i][j] + k[i] * v[j]
+pub(crate) fn wkv_step(x: WkvInputs, n: usize, state: &mut [f32], y: &mut [f32]) {
+    for (h, s) in state.chunks_exact_mut(n * n).enumerate() {
+        let head = h * n..(h + 1) * n;
+        let (r, k, v) = (&x.r[head.clone()], &x.k[head.clone()], &x.v[head.clone()]);
+        let decay = &x.decay[head.clone()];
+        let y = &mut y[head];
+        y.fill(0.0);
+        for i in 0..n {
+            let (ri, ki, wi) = (r[i], k[i], decay[i]);
+            let ui = x.bonus.map_or(0.0, |u| u.get(h * n + i));
+            let s_row = &mut s[i * n..(i + 1) * n];
+            for j in 0..n {
+                let kv = ki * v[j];
+                y[j] += ri * (ui * kv + s_row[j]);
+                s_row[j] = wi * s_row[j] + kv;
+            }
+        }
     }
 }
 
 /// `xx[t] = LN(x[t])` and `sx[t] = xx[t-1] - xx[t]`, where `xx[-1]` is the `shift` state;
 /// then the state keeps the post-LN value of the last token.
-fn norm_and_shift(
+pub(crate) fn norm_and_shift(
     x: &[f32],
     xx: &mut [f32],
     sx: &mut [f32],

@@ -1,6 +1,7 @@
 //! Converters from other checkpoint layouts into goldcrest files.
 //!
 //! - [`rwkv6`]: RWKV-6 safetensors checkpoints.
+//! - [`goldfinch`]: GoldFinch safetensors checkpoints (official names).
 //! - [`decoder`]: Hugging Face `LlamaForCausalLM` (incl. Spectra TriLM) and `Qwen2ForCausalLM`
 //!   directories (`config.json` + `model.safetensors`, or shards listed in
 //!   `model.safetensors.index.json`), read through [`hf`]; it writes with
@@ -21,6 +22,7 @@ use crate::load::FileError;
 use crate::write::ModelWriter;
 
 pub mod decoder;
+pub mod goldfinch;
 pub mod hf;
 pub mod rwkv6;
 pub mod toto;

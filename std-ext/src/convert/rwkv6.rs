@@ -108,7 +108,10 @@ fn layer_of(name: &str) -> Option<usize> {
         .ok()
 }
 
-fn to_f32(name: &str, view: &safetensors::tensor::TensorView) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn to_f32(
+    name: &str,
+    view: &safetensors::tensor::TensorView,
+) -> anyhow::Result<Vec<f32>> {
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
         Dtype::F32 => data

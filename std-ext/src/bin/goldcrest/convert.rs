@@ -25,6 +25,9 @@ enum Arch {
     /// (`rwkv.blocks.N.attention.*`) names; for a `.pth`, run tools/rwkv6/pth_to_safetensors.py
     /// first.
     Rwkv6(Rwkv6Args),
+    /// GoldFinch (Finch-C2 + GOLD layers) from safetensors with the official names
+    /// (`w_kv_cache_a.weight`, `blocks.N.att.time_maa_q_w1`, ...).
+    Goldfinch(GoldfinchArgs),
     /// A Hugging Face `LlamaForCausalLM` directory (Llama-2-style, Spectra TriLM "Unpacked").
     Llama(DecoderArgs),
     /// A Hugging Face `Qwen2ForCausalLM` directory (Qwen2, Qwen2.5).
@@ -65,6 +68,26 @@ struct DecoderArgs {
     /// Tokenizer to embed: a vocabulary file (tokenizer.json, *.tiktoken, *.gguf) or a
     /// checkpoint directory's tokenizer.json.
     #[arg(long, value_name = "PATH")]
+    tokenizer: Option<String>,
+    /// Kind of the embedded tokenizer when it cannot be told from the file name.
+    #[arg(long, value_name = "KIND", requires = "tokenizer")]
+    tokenizer_kind: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct GoldfinchArgs {
+    /// Input safetensors checkpoint.
+    input: PathBuf,
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the large matrices (block projections, channel mix, key compression).
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
+    weights: String,
+    /// Format of the embedding and the head.
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8", "q4"])]
+    embeddings: String,
+    /// Tokenizer to embed (as for `convert rwkv6`).
+    #[arg(long, value_name = "PATH|world")]
     tokenizer: Option<String>,
     /// Kind of the embedded tokenizer when it cannot be told from the file name.
     #[arg(long, value_name = "KIND", requires = "tokenizer")]
@@ -115,6 +138,7 @@ fn format_arg(name: &str) -> anyhow::Result<Format> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.arch {
         Arch::Rwkv6(a) => rwkv6_command(a),
+        Arch::Goldfinch(a) => goldfinch_command(a),
         Arch::Llama(a) => decoder_command(decoder::Arch::Llama, a),
         Arch::Qwen2(a) => decoder_command(decoder::Arch::Qwen2, a),
         Arch::Toto(a) => toto_command(a),
@@ -136,6 +160,48 @@ fn toto_command(a: TotoArgs) -> anyhow::Result<()> {
         a.output.display(),
         options.weights.name(),
         if a.fuse_head { ", fused head" } else { "" }
+    );
+    Ok(())
+}
+
+fn goldfinch_command(a: GoldfinchArgs) -> anyhow::Result<()> {
+    use goldcrest_core::models::goldfinch;
+    let input =
+        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let tokenizer = match &a.tokenizer {
+        Some(spec) => Some(
+            Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
+                .with_context(|| format!("tokenizer {spec}"))?,
+        ),
+        None => None,
+    };
+    let options = goldcrest_std::convert::goldfinch::Options {
+        weights: format_arg(&a.weights)?,
+        embeddings: format_arg(&a.embeddings)?,
+        tokenizer,
+    };
+    let converted = goldcrest_std::convert::goldfinch::convert(&input, &options)
+        .with_context(|| format!("converting {}", a.input.display()))?;
+    converted.writer()?.write_file(&a.output)?;
+    let file = ModelFile::open(&a.output)?;
+    let st = file.safetensors()?;
+    let config = goldfinch::Config::from_source(&st)?;
+    let mut layers = vec![None; config.n_layer];
+    goldfinch::GoldFinch::load(&st, &mut layers, goldcrest_std::kernels::detect())
+        .with_context(|| format!("loading the written {}", a.output.display()))?;
+    eprintln!(
+        "{}: goldfinch, {} layers ({} Finch-C2, {} GOLD), width {}, compressed key {}, vocabulary {}; {} bytes ({} weights); cache {} bytes/token at rest, {} working",
+        a.output.display(),
+        config.n_layer,
+        config.first_gold,
+        config.n_gold(),
+        config.n_embd,
+        config.c_dim,
+        config.vocab_size,
+        file.bytes().len(),
+        options.weights.name(),
+        config.at_rest_bytes_per_token(),
+        4 + 4 * config.working_floats_per_token(),
     );
     Ok(())
 }

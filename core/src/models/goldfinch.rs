@@ -1,0 +1,1398 @@
+//! GoldFinch (arXiv 2407.12077): RWKV-6 "Finch-C2" layers below, GOLD attention layers above,
+//! and a key cache compressed to `n_embd / 16` floats per token.
+//!
+//! ```text
+//! x = LN(emb[token]; ln0)                                  (x0, kept for the keys and values)
+//! layers 0 .. G-1 (G = floor(2 n_layer / 3)), Finch-C2:
+//!     x += FinchC2(LN(x; ln1));  x += ChannelMix(LN(x; ln2))
+//! c    = W_a x                                             compressed key, n_embd/16 floats
+//! khat = rms(W_b [x0; c])    xo = rms(x0)                  rms(x) = x / (sqrt(mean x²) + 1e-8)
+//! layers G .. n_layer-1, GOLD:
+//!     x += Gold(LN(x; ln1), cache);  x += ChannelMix(LN(x; ln2))
+//! logits = head @ LN(x; ln_out)
+//! ```
+//!
+//! Finch-C2 is the RWKV-6 time mix with five adapter mixes in the order r, k, v, w, v2, no gate,
+//! no bonus (`time_faaaa` is in checkpoints but unused), keys scaled by `1 - decay`, a second
+//! value `v2 = W_v x_v2 + adapter(x_v2)` added to the WKV output, and `ln_x` a LayerNorm over
+//! the whole width. The RWKV-6 pieces (channel mix, token shift, adapters, decay, WKV) are the
+//! functions of [`crate::models::rwkv6`], not copies.
+//!
+//! GOLD attention: the query is a token-shifted, adapter-mixed `ln_q(W_q x)`; for every cached
+//! position s the key mixes `khat_s` with `khat_{s-1}` and the value mixes `xo_s` with `xo_{s-1}`
+//! (zero before position 0), each plus a low-rank adapter and a LayerNorm (`ln_k`, `ln_v`);
+//! causal softmax attention per head, `ln_x`, output projection. No positional encoding.
+//!
+//! # The cache
+//! - **At rest** ([`GoldFinch::save`]): per token its id and its compressed key `c`
+//!   (1 + n_embd/16 entries; goldcrest stores both as 4 bytes), plus the constant-size Finch-C2
+//!   states and token shifts. Everything else is recomputed from these on [`GoldFinch::restore`].
+//! - **Working** ([`Context`]): because a position's key and value in a GOLD layer depend only on
+//!   that position and the previous one, they are computed once when the token enters the
+//!   cache and kept per GOLD layer (f32, `2 · n_embd` floats per GOLD layer per token). Decode
+//!   then costs one dot product and one axpy per cached position and head, instead of the
+//!   reference code's recomputation of every key and value on every step.
+//!
+//! Prefill runs the Finch-C2 layers and the compression over every prompt token, and the GOLD
+//! layers only over the last `2 · n_gold + 1` tokens: a GOLD layer's output at position p
+//! depends on its inputs at p, p-1 and p-2 only (token shifts of the query and the channel mix),
+//! so starting the GOLD stack that far back with stale shifts is exact at the last token.
+//!
+//! Memory: everything lives in caller memory. [`GoldFinch::memory_plan`] gives the exact bytes
+//! of the [`Context`] (for a given context length) and of the [`Scratch`].
+
+use crate::arena::{Arena, Carve, MemoryPlan, Planner};
+use crate::error::{Error, Name, Result, Shape};
+use crate::kernels::Kernels;
+use crate::models::rwkv6::{
+    self, ChannelMix, ChannelMixBuffers, WkvInputs, block_tensor, channel_mix,
+    data_dependent_decay, load_channel_mix, low_rank, mix_adapter_hidden, norm_and_shift,
+    shift_mix, stacked_adapters, wkv_step,
+};
+use crate::models::{NameBuf, TensorSource, check_header, format_name, metadata_usize};
+use crate::ops::{self, Vector};
+use crate::quant::{self, Matrix};
+
+/// Value of `goldcrest.arch` for this model.
+pub const ARCH: &str = "goldfinch";
+/// Epsilon of every LayerNorm (torch's default), `ln_x` of both layer kinds included.
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+/// Added to the root mean square (outside the square root) by the weightless RMS norm.
+pub const RMS_EPS: f32 = 1e-8;
+
+/// Upper bound on every dimension (keeps products of dimensions in range on 32-bit targets).
+const MAX_DIM: usize = 1 << 20;
+
+/// Hyperparameters from the `goldcrest.goldfinch.*` metadata plus adapter ranks read from the
+/// tensor shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Width C of the residual stream (also the attention width).
+    pub n_embd: usize,
+    /// Head size N of both layer kinds (64 in released models).
+    pub head_size: usize,
+    /// Channel-mix hidden width.
+    pub dim_ffn: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Index of the first GOLD layer, `floor(2 · n_layer / 3)`.
+    pub first_gold: usize,
+    /// Width of the compressed key (`w_kv_cache_a` is [c_dim, C]).
+    pub c_dim: usize,
+    /// Finch-C2 mix adapter rank (`time_maa_w1` is [C, 5 · rank]).
+    pub lora_mix: usize,
+    /// Finch-C2 decay adapter rank.
+    pub lora_decay: usize,
+    /// Finch-C2 second-value adapter rank.
+    pub lora_value2: usize,
+    /// GOLD query mix adapter rank (`time_maa_q_w1` is [C, rank]).
+    pub lora_query: usize,
+    /// GOLD key/value mix adapter rank (`time_maa_kv_w1` is [C, 2 · rank]).
+    pub lora_kv_mix: usize,
+    /// GOLD key and value adapter rank (`time_key_w1` is [C, rank]).
+    pub lora_kv: usize,
+}
+
+fn shape_error(name: &str, expected: &[u64], found: Shape) -> Error {
+    Error::ShapeMismatch {
+        tensor: Name::new(name),
+        expected: Shape::new(expected).unwrap_or_default(),
+        found,
+    }
+}
+
+impl Config {
+    /// Reads and checks the configuration of the model in `src`.
+    pub fn from_source(src: &dyn TensorSource<'_>) -> Result<Config> {
+        check_header(src, ARCH)?;
+        let key = |k: &str| {
+            let mut buf = NameBuf::new();
+            let name = format_name(&mut buf, format_args!("goldcrest.goldfinch.{k}"));
+            let v = metadata_usize(src, name)?;
+            if v > MAX_DIM {
+                return Err(Error::BadMetadata {
+                    key: Name::new(name),
+                });
+            }
+            Ok(v)
+        };
+        let (n_layer, n_embd, head_size) = (key("n_layer")?, key("n_embd")?, key("head_size")?);
+        let (dim_ffn, vocab_size) = (key("dim_ffn")?, key("vocab_size")?);
+        if n_embd % head_size != 0 {
+            return Err(Error::BadMetadata {
+                key: Name::new("goldcrest.goldfinch.head_size"),
+            });
+        }
+        let first_gold = n_layer * 2 / 3;
+        if first_gold == 0 || first_gold >= n_layer {
+            return Err(Error::BadMetadata {
+                key: Name::new("goldcrest.goldfinch.n_layer"),
+            });
+        }
+        let c = n_embd as u64;
+        // Columns of a [C, cols] tensor, a multiple of `parts`.
+        let rank_of = |name: &str, parts: u64| -> Result<usize> {
+            let t = src.tensor(name)?;
+            match t.shape.dims() {
+                [rows, cols] if *rows == c && *cols > 0 && cols % parts == 0 => {
+                    let r = (cols / parts) as usize;
+                    if r > MAX_DIM {
+                        return Err(Error::OutOfRange);
+                    }
+                    Ok(r)
+                }
+                _ => Err(shape_error(name, &[c, parts], t.shape)),
+            }
+        };
+        let mut buf = NameBuf::new();
+        let mut gold = |leaf: &str| -> NameBuf {
+            let name = format_name(&mut buf, format_args!("blocks.{first_gold}.att.{leaf}"));
+            NameBuf::try_from(name).unwrap_or_default()
+        };
+        let (q_name, kv_name, key_name) = (
+            gold("time_maa_q_w1"),
+            gold("time_maa_kv_w1"),
+            gold("time_key_w1"),
+        );
+        let compress = src.tensor("w_kv_cache_a.weight")?;
+        let c_dim = match compress.shape.dims() {
+            [rows, cols] if *cols == c && *rows > 0 && (*rows as usize) <= n_embd => *rows as usize,
+            _ => {
+                return Err(shape_error(
+                    "w_kv_cache_a.weight",
+                    &[c / 16, c],
+                    compress.shape,
+                ));
+            }
+        };
+        let config = Config {
+            n_layer,
+            n_embd,
+            head_size,
+            dim_ffn,
+            vocab_size,
+            first_gold,
+            c_dim,
+            lora_mix: rank_of("blocks.0.att.time_maa_w1", 5)?,
+            lora_decay: rank_of("blocks.0.att.time_decay_w1", 1)?,
+            lora_value2: rank_of("blocks.0.att.time_value2_w1", 1)?,
+            lora_query: rank_of(&q_name, 1)?,
+            lora_kv_mix: rank_of(&kv_name, 2)?,
+            lora_kv: rank_of(&key_name, 1)?,
+        };
+        config.fixed_floats()?;
+        Ok(config)
+    }
+
+    /// Number of heads.
+    pub fn n_head(&self) -> usize {
+        self.n_embd / self.head_size
+    }
+
+    /// Number of GOLD layers.
+    pub fn n_gold(&self) -> usize {
+        self.n_layer - self.first_gold
+    }
+
+    /// Floats of the constant-size part of a context: per Finch-C2 layer its RWKV state
+    /// (att shift C, WKV C·N, ffn shift C), per GOLD layer its two token shifts (2C).
+    pub fn fixed_floats(&self) -> Result<usize> {
+        let c = self.n_embd;
+        let finch = c
+            .checked_mul(self.head_size + 2)
+            .and_then(|p| p.checked_mul(self.first_gold));
+        let gold = (2 * c).checked_mul(self.n_gold());
+        finch
+            .zip(gold)
+            .and_then(|(f, g)| f.checked_add(g))
+            .ok_or(Error::OutOfRange)
+    }
+
+    /// Working-cache floats per token: the compressed key plus every GOLD layer's key and value.
+    pub fn working_floats_per_token(&self) -> usize {
+        self.c_dim + 2 * self.n_embd * self.n_gold()
+    }
+
+    /// Bytes per token of the at-rest form: a u32 token id and `c_dim` f32.
+    pub fn at_rest_bytes_per_token(&self) -> usize {
+        4 + 4 * self.c_dim
+    }
+}
+
+/// Finch-C2 time-mix weights.
+#[derive(Debug, Clone, Copy)]
+pub struct FinchC2Mix<'a> {
+    /// Static mix feeding the adapter.
+    pub maa_x: Vector<'a>,
+    /// Static mixes, in order r, k, v, w, v2.
+    pub maa: [Vector<'a>; 5],
+    /// [C, 5·D].
+    pub maa_w1: Matrix<'a>,
+    /// Five [D, C], in order r, k, v, w, v2.
+    pub maa_w2: [Matrix<'a>; 5],
+    /// Static log-log decay.
+    pub decay: Vector<'a>,
+    /// [C, D'].
+    pub decay_w1: Matrix<'a>,
+    /// [D', C].
+    pub decay_w2: Matrix<'a>,
+    /// [C, D''].
+    pub value2_w1: Matrix<'a>,
+    /// [D'', C].
+    pub value2_w2: Matrix<'a>,
+    /// [C, C].
+    pub receptance: Matrix<'a>,
+    /// [C, C].
+    pub key: Matrix<'a>,
+    /// [C, C], also used for the second value.
+    pub value: Matrix<'a>,
+    /// [C, C].
+    pub output: Matrix<'a>,
+    /// LayerNorm over the whole width.
+    pub ln_x: (Vector<'a>, Vector<'a>),
+}
+
+/// GOLD attention weights.
+#[derive(Debug, Clone, Copy)]
+pub struct GoldMix<'a> {
+    /// Static mix feeding the query adapter.
+    pub maa_x: Vector<'a>,
+    /// Static query mix.
+    pub maa_q: Vector<'a>,
+    /// Static mix feeding the key/value adapter (over the cache).
+    pub maa_v_cache: Vector<'a>,
+    /// Static key mix.
+    pub maa_k: Vector<'a>,
+    /// Static value mix.
+    pub maa_v: Vector<'a>,
+    /// [C, Dq].
+    pub maa_q_w1: Matrix<'a>,
+    /// [Dq, C].
+    pub maa_q_w2: Matrix<'a>,
+    /// [C, 2·Dkv].
+    pub maa_kv_w1: Matrix<'a>,
+    /// Two [Dkv, C]: key then value.
+    pub maa_kv_w2: [Matrix<'a>; 2],
+    /// Key adapter [C, R] and [R, C].
+    pub key_w: (Matrix<'a>, Matrix<'a>),
+    /// Value adapter [C, R] and [R, C].
+    pub value_w: (Matrix<'a>, Matrix<'a>),
+    /// [C, C].
+    pub query: Matrix<'a>,
+    /// [C, C].
+    pub output: Matrix<'a>,
+    /// LayerNorms of query, key, value and output.
+    pub ln_q: (Vector<'a>, Vector<'a>),
+    /// Key LayerNorm.
+    pub ln_k: (Vector<'a>, Vector<'a>),
+    /// Value LayerNorm.
+    pub ln_v: (Vector<'a>, Vector<'a>),
+    /// Output LayerNorm.
+    pub ln_x: (Vector<'a>, Vector<'a>),
+}
+
+/// The time mix of a block: Finch-C2 below, GOLD above.
+#[derive(Debug, Clone, Copy)]
+pub enum Mix<'a> {
+    /// A Finch-C2 (RWKV-6 variant) layer.
+    FinchC2(FinchC2Mix<'a>),
+    /// A GOLD attention layer.
+    Gold(GoldMix<'a>),
+}
+
+/// All weights of one block.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    /// LayerNorm before the time mix.
+    pub ln1: (Vector<'a>, Vector<'a>),
+    /// LayerNorm before the channel mix.
+    pub ln2: (Vector<'a>, Vector<'a>),
+    /// Time mix.
+    pub att: Mix<'a>,
+    /// RWKV-6 channel mix.
+    pub ffn: ChannelMix<'a>,
+}
+
+const COMMON_TENSORS: [&str; 9] = [
+    "ln1.weight",
+    "ln1.bias",
+    "ln2.weight",
+    "ln2.bias",
+    "ffn.time_maa_k",
+    "ffn.time_maa_r",
+    "ffn.key.weight",
+    "ffn.receptance.weight",
+    "ffn.value.weight",
+];
+
+const FINCH_TENSORS: [&str; 20] = [
+    "att.time_maa_x",
+    "att.time_maa_r",
+    "att.time_maa_k",
+    "att.time_maa_v",
+    "att.time_maa_w",
+    "att.time_maa_v2",
+    "att.time_maa_w1",
+    "att.time_maa_w2",
+    "att.time_decay",
+    "att.time_decay_w1",
+    "att.time_decay_w2",
+    "att.time_value2_w1",
+    "att.time_value2_w2",
+    "att.time_faaaa",
+    "att.receptance.weight",
+    "att.key.weight",
+    "att.value.weight",
+    "att.output.weight",
+    "att.ln_x.weight",
+    "att.ln_x.bias",
+];
+
+const GOLD_TENSORS: [&str; 23] = [
+    "att.time_maa_x",
+    "att.time_maa_q",
+    "att.time_maa_v_cache",
+    "att.time_maa_k",
+    "att.time_maa_v",
+    "att.time_maa_q_w1",
+    "att.time_maa_q_w2",
+    "att.time_maa_kv_w1",
+    "att.time_maa_kv_w2",
+    "att.time_key_w1",
+    "att.time_key_w2",
+    "att.time_value_w1",
+    "att.time_value_w2",
+    "att.query.weight",
+    "att.output.weight",
+    "att.ln_q.weight",
+    "att.ln_q.bias",
+    "att.ln_k.weight",
+    "att.ln_k.bias",
+    "att.ln_v.weight",
+    "att.ln_v.bias",
+    "att.ln_x.weight",
+    "att.ln_x.bias",
+];
+
+const GLOBAL_TENSORS: [&str; 9] = [
+    "emb.weight",
+    "blocks.0.ln0.weight",
+    "blocks.0.ln0.bias",
+    "ln_out.weight",
+    "ln_out.bias",
+    "head.weight",
+    "w_kv_cache_a.weight",
+    "w_kv_cache_b.weight",
+    "tokenizer",
+];
+
+fn is_known_tensor(name: &str, cfg: &Config) -> bool {
+    if GLOBAL_TENSORS.contains(&name) {
+        return true;
+    }
+    let Some((index, leaf)) = name.strip_prefix("blocks.").and_then(|r| r.split_once('.')) else {
+        return false;
+    };
+    let canonical = !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+        && (index == "0" || !index.starts_with('0'));
+    let Some(i) = index
+        .parse::<usize>()
+        .ok()
+        .filter(|&i| canonical && i < cfg.n_layer)
+    else {
+        return false;
+    };
+    COMMON_TENSORS.contains(&leaf)
+        || if i < cfg.first_gold {
+            FINCH_TENSORS.contains(&leaf)
+        } else {
+            GOLD_TENSORS.contains(&leaf)
+        }
+}
+
+fn load_layer<'a>(src: &dyn TensorSource<'a>, cfg: &Config, i: usize) -> Result<Layer<'a>> {
+    let (c, cu) = (cfg.n_embd, cfg.n_embd as u64);
+    let get = |leaf: &str| block_tensor(src, i, leaf);
+    let vec_c = |leaf: &str| -> Result<Vector<'a>> {
+        let (t, name) = get(leaf)?;
+        t.vector(&name, &[cu])
+    };
+    let norm = |prefix: &str| -> Result<(Vector<'a>, Vector<'a>)> {
+        let mut w = NameBuf::new();
+        let mut b = NameBuf::new();
+        Ok((
+            vec_c(format_name(&mut w, format_args!("{prefix}.weight")))?,
+            vec_c(format_name(&mut b, format_args!("{prefix}.bias")))?,
+        ))
+    };
+    let mix = |leaf: &str| -> Result<Vector<'a>> {
+        let (t, name) = get(leaf)?;
+        t.vector(&name, &[1, 1, cu])
+    };
+    let lora = |leaf: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
+        let (t, name) = get(leaf)?;
+        t.float_matrix(&name, rows, cols)
+    };
+    let linear = |leaf: &str| -> Result<Matrix<'a>> {
+        let (t, name) = get(leaf)?;
+        t.matrix(&name, c, c)
+    };
+    let att = if i < cfg.first_gold {
+        let (dm, dd, dv) = (cfg.lora_mix, cfg.lora_decay, cfg.lora_value2);
+        let (t, name) = get("att.time_maa_w2")?;
+        let maa_w2 = stacked_adapters::<5>(t, &name, dm, c)?;
+        // Unused by Finch-C2, but checked so a malformed file is refused.
+        let (t, name) = get("att.time_faaaa")?;
+        t.vector(&name, &[cfg.n_head() as u64, cfg.head_size as u64])?;
+        Mix::FinchC2(FinchC2Mix {
+            maa_x: mix("att.time_maa_x")?,
+            maa: [
+                mix("att.time_maa_r")?,
+                mix("att.time_maa_k")?,
+                mix("att.time_maa_v")?,
+                mix("att.time_maa_w")?,
+                mix("att.time_maa_v2")?,
+            ],
+            maa_w1: lora("att.time_maa_w1", c, 5 * dm)?,
+            maa_w2,
+            decay: mix("att.time_decay")?,
+            decay_w1: lora("att.time_decay_w1", c, dd)?,
+            decay_w2: lora("att.time_decay_w2", dd, c)?,
+            value2_w1: lora("att.time_value2_w1", c, dv)?,
+            value2_w2: lora("att.time_value2_w2", dv, c)?,
+            receptance: linear("att.receptance.weight")?,
+            key: linear("att.key.weight")?,
+            value: linear("att.value.weight")?,
+            output: linear("att.output.weight")?,
+            ln_x: norm("att.ln_x")?,
+        })
+    } else {
+        let (dq, dkv, r) = (cfg.lora_query, cfg.lora_kv_mix, cfg.lora_kv);
+        let (t, name) = get("att.time_maa_kv_w2")?;
+        let maa_kv_w2 = stacked_adapters::<2>(t, &name, dkv, c)?;
+        Mix::Gold(GoldMix {
+            maa_x: mix("att.time_maa_x")?,
+            maa_q: mix("att.time_maa_q")?,
+            maa_v_cache: mix("att.time_maa_v_cache")?,
+            maa_k: mix("att.time_maa_k")?,
+            maa_v: mix("att.time_maa_v")?,
+            maa_q_w1: lora("att.time_maa_q_w1", c, dq)?,
+            maa_q_w2: lora("att.time_maa_q_w2", dq, c)?,
+            maa_kv_w1: lora("att.time_maa_kv_w1", c, 2 * dkv)?,
+            maa_kv_w2,
+            key_w: (
+                lora("att.time_key_w1", c, r)?,
+                lora("att.time_key_w2", r, c)?,
+            ),
+            value_w: (
+                lora("att.time_value_w1", c, r)?,
+                lora("att.time_value_w2", r, c)?,
+            ),
+            query: linear("att.query.weight")?,
+            output: linear("att.output.weight")?,
+            ln_q: norm("att.ln_q")?,
+            ln_k: norm("att.ln_k")?,
+            ln_v: norm("att.ln_v")?,
+            ln_x: norm("att.ln_x")?,
+        })
+    };
+    Ok(Layer {
+        ln1: norm("ln1")?,
+        ln2: norm("ln2")?,
+        att,
+        ffn: load_channel_mix(src, i, c, cfg.dim_ffn)?,
+    })
+}
+
+/// The model's weights, views into the source's bytes, checked once.
+#[derive(Clone, Copy)]
+pub struct Weights<'w, 'a> {
+    config: Config,
+    layers: &'w [Option<Layer<'a>>],
+    /// Token embeddings [V, C].
+    pub emb: Matrix<'a>,
+    /// `ln0`.
+    pub ln0: (Vector<'a>, Vector<'a>),
+    /// Final LayerNorm.
+    pub ln_out: (Vector<'a>, Vector<'a>),
+    /// Output head [V, C].
+    pub head: Matrix<'a>,
+    /// Key compression `W_a` [c_dim, C].
+    pub compress: Matrix<'a>,
+    /// Key decompression `W_b` [C, C + c_dim].
+    pub decompress: Matrix<'a>,
+    /// Total bytes of all weight tensors.
+    pub bytes: usize,
+}
+
+impl core::fmt::Debug for Weights<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Weights")
+            .field("config", &self.config)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w, 'a> Weights<'w, 'a> {
+    /// Loads and checks every tensor (strict: unknown tensors are refused). `layers` must hold
+    /// at least `n_layer` entries.
+    pub fn load(
+        source: &dyn TensorSource<'a>,
+        layers: &'w mut [Option<Layer<'a>>],
+    ) -> Result<Self> {
+        let config = Config::from_source(source)?;
+        let (c, v) = (config.n_embd, config.vocab_size);
+        let provided = layers.len();
+        let layers = layers
+            .get_mut(..config.n_layer)
+            .ok_or(Error::BufferTooSmall {
+                needed: config.n_layer as u64,
+                provided: provided as u64,
+            })?;
+        for (i, slot) in layers.iter_mut().enumerate() {
+            *slot = Some(load_layer(source, &config, i)?);
+        }
+        let vector = |name: &str| source.tensor(name)?.vector(name, &[c as u64]);
+        let matrix = |name: &str, rows, cols| source.tensor(name)?.matrix(name, rows, cols);
+        let mut bytes = 0usize;
+        source.for_each_tensor_name(&mut |name| {
+            if !is_known_tensor(name, &config) {
+                return Err(Error::UnexpectedTensor {
+                    tensor: Name::new(name),
+                });
+            }
+            if name != "tokenizer" {
+                bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
+            }
+            Ok(())
+        })?;
+        Ok(Weights {
+            config,
+            layers,
+            emb: matrix("emb.weight", v, c)?,
+            ln0: (vector("blocks.0.ln0.weight")?, vector("blocks.0.ln0.bias")?),
+            ln_out: (vector("ln_out.weight")?, vector("ln_out.bias")?),
+            head: matrix("head.weight", v, c)?,
+            compress: matrix("w_kv_cache_a.weight", config.c_dim, c)?,
+            decompress: matrix("w_kv_cache_b.weight", c, c + config.c_dim)?,
+            bytes,
+        })
+    }
+
+    /// The configuration the weights were checked against.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Views of block `i`'s weights.
+    pub fn layer(&self, i: usize) -> Result<&Layer<'a>> {
+        self.layers
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or(Error::OutOfRange)
+    }
+}
+
+/// A GoldFinch context in caller memory: the constant-size recurrent state and the cache for up
+/// to `capacity` tokens, in its working form.
+///
+/// Float layout: per Finch-C2 layer (att shift C, WKV [head][key][value], ffn shift C); per GOLD
+/// layer (att shift C, ffn shift C); previous `khat` (C) and previous `xo` (C); compressed keys
+/// [capacity, c_dim]; per GOLD layer keys [capacity, C] then values [capacity, C].
+#[derive(Debug)]
+pub struct Context<'s> {
+    config: Config,
+    capacity: usize,
+    len: usize,
+    tokens: &'s mut [u32],
+    floats: &'s mut [f32],
+}
+
+fn context_floats(cfg: &Config, capacity: usize) -> Result<usize> {
+    let per_token = capacity
+        .checked_mul(cfg.working_floats_per_token())
+        .ok_or(Error::OutOfRange)?;
+    cfg.fixed_floats()?
+        .checked_add(2 * cfg.n_embd)
+        .and_then(|f| f.checked_add(per_token))
+        .ok_or(Error::OutOfRange)
+}
+
+fn carve_context<C: Carve>(
+    arena: &mut C,
+    cfg: &Config,
+    capacity: usize,
+) -> Result<(C::Out<u32>, C::Out<f32>)> {
+    if capacity == 0 {
+        return Err(Error::OutOfRange);
+    }
+    let tokens = arena.take::<u32>(capacity)?;
+    let floats = arena.take::<f32>(context_floats(cfg, capacity)?)?;
+    Ok((tokens, floats))
+}
+
+/// Disjoint views of a context's parts.
+struct Parts<'c> {
+    fixed: &'c mut [f32],
+    prev_khat: &'c mut [f32],
+    prev_xo: &'c mut [f32],
+    compressed: &'c mut [f32],
+    kv: &'c mut [f32],
+}
+
+impl<'s> Context<'s> {
+    /// An empty context for up to `capacity` tokens, carved from `arena` (see
+    /// [`GoldFinch::memory_plan`] for its size).
+    pub fn carve(config: &Config, capacity: usize, arena: &mut Arena<'s>) -> Result<Self> {
+        let (tokens, floats) = carve_context(arena, config, capacity)?;
+        floats.fill(0.0);
+        Ok(Context {
+            config: *config,
+            capacity,
+            len: 0,
+            tokens,
+            floats,
+        })
+    }
+
+    /// Tokens in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no token has been run yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most tokens the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens[..self.len]
+    }
+
+    /// Back to an empty sequence.
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.floats.fill(0.0);
+    }
+
+    /// Bytes of the working cache in use (compressed keys, token ids and per-layer keys and
+    /// values of the cached tokens), excluding the constant-size state.
+    pub fn working_cache_bytes(&self) -> usize {
+        self.len * (4 + 4 * self.config.working_floats_per_token())
+    }
+
+    fn parts(&mut self) -> Parts<'_> {
+        let cfg = &self.config;
+        let c = cfg.n_embd;
+        let fixed_len = cfg.fixed_floats().unwrap_or(0);
+        let (fixed, rest) = self.floats.split_at_mut(fixed_len);
+        let (prev_khat, rest) = rest.split_at_mut(c);
+        let (prev_xo, rest) = rest.split_at_mut(c);
+        let (compressed, kv) = rest.split_at_mut(self.capacity * cfg.c_dim);
+        Parts {
+            fixed,
+            prev_khat,
+            prev_xo,
+            compressed,
+            kv,
+        }
+    }
+}
+
+/// Offsets of layer `i`'s parts in the fixed state.
+fn finch_state<'f>(
+    cfg: &Config,
+    fixed: &'f mut [f32],
+    i: usize,
+) -> (&'f mut [f32], &'f mut [f32], &'f mut [f32]) {
+    let c = cfg.n_embd;
+    let per = c * (cfg.head_size + 2);
+    let layer = &mut fixed[i * per..(i + 1) * per];
+    let (att, rest) = layer.split_at_mut(c);
+    let (wkv, ffn) = rest.split_at_mut(per - 2 * c);
+    (att, wkv, ffn)
+}
+
+fn gold_shifts<'f>(cfg: &Config, fixed: &'f mut [f32], g: usize) -> (&'f mut [f32], &'f mut [f32]) {
+    let c = cfg.n_embd;
+    let base = cfg.first_gold * c * (cfg.head_size + 2) + g * 2 * c;
+    fixed[base..base + 2 * c].split_at_mut(c)
+}
+
+/// One-token working buffers.
+struct Buffers<C: Carve> {
+    x: C::Out<f32>,
+    x0: C::Out<f32>,
+    xx: C::Out<f32>,
+    sx: C::Out<f32>,
+    mixed: [C::Out<f32>; 5],
+    base: C::Out<f32>,
+    adapter: C::Out<f32>,
+    hidden_small: C::Out<f32>,
+    r: C::Out<f32>,
+    k: C::Out<f32>,
+    v: C::Out<f32>,
+    decay: C::Out<f32>,
+    y: C::Out<f32>,
+    out: C::Out<f32>,
+    hidden: C::Out<f32>,
+    cat: C::Out<f32>,
+    khat: C::Out<f32>,
+    xo: C::Out<f32>,
+    scores: C::Out<f32>,
+}
+
+fn carve_buffers<C: Carve>(a: &mut C, cfg: &Config, capacity: usize) -> Result<Buffers<C>> {
+    let c = cfg.n_embd;
+    let adapter = (5 * cfg.lora_mix)
+        .max(cfg.lora_query)
+        .max(2 * cfg.lora_kv_mix);
+    let small = cfg.lora_decay.max(cfg.lora_value2).max(cfg.lora_kv);
+    Ok(Buffers {
+        x: a.take(c)?,
+        x0: a.take(c)?,
+        xx: a.take(c)?,
+        sx: a.take(c)?,
+        mixed: [a.take(c)?, a.take(c)?, a.take(c)?, a.take(c)?, a.take(c)?],
+        base: a.take(c)?,
+        adapter: a.take(adapter)?,
+        hidden_small: a.take(small)?,
+        r: a.take(c)?,
+        k: a.take(c)?,
+        v: a.take(c)?,
+        decay: a.take(c)?,
+        y: a.take(c)?,
+        out: a.take(c)?,
+        hidden: a.take(cfg.dim_ffn)?,
+        cat: a.take(c + cfg.c_dim)?,
+        khat: a.take(c)?,
+        xo: a.take(c)?,
+        scores: a.take(capacity)?,
+    })
+}
+
+/// Scratch memory for one token at a time, with room for attention over `capacity` positions.
+pub struct Scratch<'s> {
+    config: Config,
+    capacity: usize,
+    b: Buffers<Arena<'s>>,
+}
+
+impl core::fmt::Debug for Scratch<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s> Scratch<'s> {
+    /// Scratch for contexts of up to `capacity` tokens, carved from `arena`.
+    pub fn carve(config: &Config, capacity: usize, arena: &mut Arena<'s>) -> Result<Self> {
+        if capacity == 0 {
+            return Err(Error::OutOfRange);
+        }
+        Ok(Scratch {
+            config: *config,
+            capacity,
+            b: carve_buffers(arena, config, capacity)?,
+        })
+    }
+}
+
+/// `x / (sqrt(mean(x²)) + 1e-8)`, no weight.
+fn rms_normalize(x: &mut [f32]) {
+    let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (libm::sqrtf(mean) + RMS_EPS);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Magic bytes at the start of a saved GoldFinch context.
+pub const CONTEXT_MAGIC: [u8; 8] = *b"GCGOLDF\0";
+/// Version of the saved-context format.
+pub const CONTEXT_VERSION: u16 = 1;
+/// Payload layout id: fixed state f32, token ids u32, compressed keys f32.
+pub const CONTEXT_LAYOUT: u16 = 1;
+const CONTEXT_HEADER: usize = 40;
+
+/// A GoldFinch model ready to run.
+#[derive(Debug, Clone, Copy)]
+pub struct GoldFinch<'w, 'a> {
+    weights: Weights<'w, 'a>,
+    kernels: Kernels,
+}
+
+impl<'w, 'a> GoldFinch<'w, 'a> {
+    /// Loads (strictly) the model in `source`; `layers` holds at least `n_layer` entries.
+    pub fn load(
+        source: &dyn TensorSource<'a>,
+        layers: &'w mut [Option<Layer<'a>>],
+        kernels: Kernels,
+    ) -> Result<Self> {
+        Ok(GoldFinch {
+            weights: Weights::load(source, layers)?,
+            kernels,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Config {
+        &self.weights.config
+    }
+
+    /// The model's weights.
+    pub fn weights(&self) -> &Weights<'w, 'a> {
+        &self.weights
+    }
+
+    /// Exact bytes of weights, context (state + working cache for `capacity` tokens) and
+    /// scratch, each in its own aligned buffer.
+    pub fn memory_plan(&self, capacity: usize) -> Result<MemoryPlan> {
+        Self::plan(self.config(), capacity, self.weights.bytes)
+    }
+
+    /// [`GoldFinch::memory_plan`] from a configuration alone.
+    pub fn plan(config: &Config, capacity: usize, weight_bytes: usize) -> Result<MemoryPlan> {
+        let mut state = Planner::new();
+        carve_context(&mut state, config, capacity)?;
+        let mut scratch = Planner::new();
+        carve_buffers(&mut scratch, config, capacity)?;
+        Ok(MemoryPlan {
+            weight_bytes,
+            state_bytes: state.bytes(),
+            scratch_bytes: scratch.bytes(),
+        })
+    }
+
+    fn check(&self, ctx: &Context, scratch: &Scratch) -> Result<()> {
+        if ctx.config != *self.config()
+            || scratch.config != *self.config()
+            || scratch.capacity < ctx.capacity
+        {
+            return Err(Error::LengthMismatch {
+                expected: ctx.capacity as u64,
+                found: scratch.capacity as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes one token and writes the next-token logits ([V]).
+    pub fn step(
+        &self,
+        ctx: &mut Context,
+        scratch: &mut Scratch,
+        token: u32,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        self.prefill(ctx, scratch, &[token], logits)
+    }
+
+    /// Runs `tokens` after the context. `logits` is [V] (after the last token: the GOLD layers
+    /// then run only over the last `2 · n_gold + 1` tokens) or [T, V] (after every token).
+    pub fn prefill(
+        &self,
+        ctx: &mut Context,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        logits: &mut [f32],
+    ) -> Result<()> {
+        self.check(ctx, scratch)?;
+        let cfg = *self.config();
+        let v = cfg.vocab_size;
+        let t_n = tokens.len();
+        if t_n == 0 {
+            return Err(Error::OutOfRange);
+        }
+        let all = t_n.checked_mul(v).ok_or(Error::OutOfRange)?;
+        let want_all = logits.len() == all && t_n > 1;
+        if !want_all && logits.len() != v {
+            return Err(Error::LengthMismatch {
+                expected: v as u64,
+                found: logits.len() as u64,
+            });
+        }
+        if ctx.len + t_n > ctx.capacity {
+            return Err(Error::ContextFull {
+                capacity: ctx.capacity as u64,
+            });
+        }
+        // Checked before anything runs, so a bad token leaves the context unchanged.
+        if tokens.iter().any(|&t| t as usize >= v) {
+            return Err(Error::OutOfRange);
+        }
+        let window = if want_all { t_n } else { 2 * cfg.n_gold() + 1 };
+        for (p, &token) in tokens.iter().enumerate() {
+            let b = &mut scratch.b;
+            self.embed(token, b.x0)?;
+            b.x.copy_from_slice(b.x0);
+            for i in 0..cfg.first_gold {
+                self.finch_block(ctx, b, i)?;
+            }
+            let pos = ctx.len;
+            self.kernels
+                .gemv(&self.weights.compress, b.x, &mut b.cat[cfg.n_embd..])?;
+            {
+                let parts = ctx.parts();
+                parts.compressed[pos * cfg.c_dim..(pos + 1) * cfg.c_dim]
+                    .copy_from_slice(&b.cat[cfg.n_embd..]);
+            }
+            ctx.tokens[pos] = token;
+            self.append_keys_values(ctx, b, pos)?;
+            ctx.len = pos + 1;
+            if p + window >= t_n {
+                for g in 0..cfg.n_gold() {
+                    self.gold_block(ctx, b, g)?;
+                }
+                if want_all || p + 1 == t_n {
+                    let out = if want_all {
+                        &mut logits[p * v..(p + 1) * v]
+                    } else {
+                        &mut *logits
+                    };
+                    b.xx.copy_from_slice(b.x);
+                    ops::layer_norm(
+                        b.xx,
+                        self.weights.ln_out.0,
+                        self.weights.ln_out.1,
+                        LAYER_NORM_EPS,
+                    )?;
+                    self.kernels.gemv(&self.weights.head, b.xx, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `out = LN(emb[token]; ln0)`.
+    fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
+        let w = &self.weights;
+        let row = w.emb.row(token as usize).ok_or(Error::OutOfRange)?;
+        quant::dequantize_row(w.emb.format(), row, self.config().n_embd, out)?;
+        ops::layer_norm(out, w.ln0.0, w.ln0.1, LAYER_NORM_EPS)
+    }
+
+    /// The keys and values of cache position `pos` in every GOLD layer, from the token's
+    /// normalised embedding (`b.x0`) and compressed key (`b.cat[C..]`); shifts from the previous
+    /// position's `khat` and `xo` in the context, which then move on to this position.
+    fn append_keys_values(
+        &self,
+        ctx: &mut Context,
+        b: &mut Buffers<Arena>,
+        pos: usize,
+    ) -> Result<()> {
+        let cfg = *self.config();
+        let c = cfg.n_embd;
+        let cap = ctx.capacity;
+        b.cat[..c].copy_from_slice(b.x0);
+        self.kernels.gemv(&self.weights.decompress, b.cat, b.khat)?;
+        rms_normalize(b.khat);
+        b.xo.copy_from_slice(b.x0);
+        rms_normalize(b.xo);
+        let parts = ctx.parts();
+        // sx = previous - current, for the values (xo) and the keys (khat).
+        for j in 0..c {
+            b.sx[j] = parts.prev_xo[j] - b.xo[j];
+            b.base[j] = parts.prev_khat[j] - b.khat[j];
+        }
+        for g in 0..cfg.n_gold() {
+            let Mix::Gold(att) = &self.weights.layer(cfg.first_gold + g)?.att else {
+                return Err(Error::OutOfRange);
+            };
+            let rk = cfg.lora_kv_mix;
+            let hidden = &mut b.adapter[..2 * rk];
+            mix_adapter_hidden(b.xo, b.sx, att.maa_v_cache, &att.maa_kv_w1, b.y, hidden)?;
+            // Key: khat mixed with the previous khat, plus its adapter, LayerNorm.
+            shift_mix(
+                b.khat,
+                b.base,
+                att.maa_k,
+                Some((&hidden[..rk], &att.maa_kv_w2[0])),
+                b.out,
+                b.k,
+            )?;
+            low_rank(
+                b.k,
+                &att.key_w.0,
+                &att.key_w.1,
+                &mut b.hidden_small[..cfg.lora_kv],
+                b.out,
+            )?;
+            for (kj, oj) in b.k.iter_mut().zip(b.out.iter()) {
+                *kj += oj;
+            }
+            ops::layer_norm(b.k, att.ln_k.0, att.ln_k.1, LAYER_NORM_EPS)?;
+            shift_mix(
+                b.xo,
+                b.sx,
+                att.maa_v,
+                Some((&hidden[rk..], &att.maa_kv_w2[1])),
+                b.out,
+                b.v,
+            )?;
+            low_rank(
+                b.v,
+                &att.value_w.0,
+                &att.value_w.1,
+                &mut b.hidden_small[..cfg.lora_kv],
+                b.out,
+            )?;
+            for (vj, oj) in b.v.iter_mut().zip(b.out.iter()) {
+                *vj += oj;
+            }
+            ops::layer_norm(b.v, att.ln_v.0, att.ln_v.1, LAYER_NORM_EPS)?;
+            let layer_base = g * 2 * cap * c;
+            parts.kv[layer_base + pos * c..layer_base + (pos + 1) * c].copy_from_slice(b.k);
+            let values = layer_base + cap * c;
+            parts.kv[values + pos * c..values + (pos + 1) * c].copy_from_slice(b.v);
+        }
+        parts.prev_khat.copy_from_slice(b.khat);
+        parts.prev_xo.copy_from_slice(b.xo);
+        Ok(())
+    }
+
+    /// `x += FinchC2(LN(x; ln1)); x += ChannelMix(LN(x; ln2))` for one token.
+    fn finch_block(&self, ctx: &mut Context, b: &mut Buffers<Arena>, i: usize) -> Result<()> {
+        let cfg = *self.config();
+        let layer = self.weights.layer(i)?;
+        let Mix::FinchC2(att) = &layer.att else {
+            return Err(Error::OutOfRange);
+        };
+        let parts = ctx.parts();
+        let (att_shift, wkv, ffn_shift) = finch_state(&cfg, parts.fixed, i);
+        norm_and_shift(b.x, b.xx, b.sx, layer.ln1, att_shift)?;
+        let dm = cfg.lora_mix;
+        let lora = &mut b.adapter[..5 * dm];
+        mix_adapter_hidden(b.xx, b.sx, att.maa_x, &att.maa_w1, b.base, lora)?;
+        for (k, mixed) in b.mixed.iter_mut().enumerate() {
+            shift_mix(
+                b.xx,
+                b.sx,
+                att.maa[k],
+                Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
+                b.out,
+                mixed,
+            )?;
+        }
+        let [xr, xk, xv, xw, xv2] = &b.mixed;
+        let kern = &self.kernels;
+        kern.gemv(&att.receptance, xr, b.r)?;
+        kern.gemv(&att.key, xk, b.k)?;
+        kern.gemv(&att.value, xv, b.v)?;
+        data_dependent_decay(
+            xw,
+            att.decay,
+            &att.decay_w1,
+            &att.decay_w2,
+            &mut b.hidden_small[..cfg.lora_decay],
+            b.decay,
+        )?;
+        for (kj, dj) in b.k.iter_mut().zip(b.decay.iter()) {
+            *kj *= 1.0 - dj;
+        }
+        wkv_step(
+            WkvInputs {
+                r: b.r,
+                k: b.k,
+                v: b.v,
+                decay: b.decay,
+                bonus: None,
+            },
+            cfg.head_size,
+            wkv,
+            b.y,
+        );
+        // The second value stands in for the bonus: v2 = W_v x_v2 + adapter(x_v2).
+        kern.gemv(&att.value, xv2, b.v)?;
+        low_rank(
+            xv2,
+            &att.value2_w1,
+            &att.value2_w2,
+            &mut b.hidden_small[..cfg.lora_value2],
+            b.out,
+        )?;
+        for ((yj, vj), oj) in b.y.iter_mut().zip(b.v.iter()).zip(b.out.iter()) {
+            *yj += vj + oj;
+        }
+        ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
+        kern.gemv(&att.output, b.y, b.out)?;
+        for (xj, oj) in b.x.iter_mut().zip(b.out.iter()) {
+            *xj += oj;
+        }
+        self.ffn(layer, ffn_shift, b)
+    }
+
+    fn ffn(&self, layer: &Layer, shift: &mut [f32], b: &mut Buffers<Arena>) -> Result<()> {
+        let [_, xk, _, xr, _] = &mut b.mixed;
+        channel_mix(
+            &self.kernels,
+            &layer.ffn,
+            layer.ln2,
+            shift,
+            b.x,
+            ChannelMixBuffers {
+                xx: b.xx,
+                sx: b.sx,
+                xk,
+                xr,
+                hidden: b.hidden,
+                out: b.out,
+                r: b.r,
+            },
+        )
+    }
+
+    /// GOLD block `g` (0-based among the GOLD layers) for the newest cached token.
+    fn gold_block(&self, ctx: &mut Context, b: &mut Buffers<Arena>, g: usize) -> Result<()> {
+        let cfg = *self.config();
+        let (c, n) = (cfg.n_embd, cfg.head_size);
+        let layer = self.weights.layer(cfg.first_gold + g)?;
+        let Mix::Gold(att) = &layer.att else {
+            return Err(Error::OutOfRange);
+        };
+        let (cap, len) = (ctx.capacity, ctx.len);
+        let parts = ctx.parts();
+        let (att_shift, ffn_shift) = gold_shifts(&cfg, parts.fixed, g);
+        norm_and_shift(b.x, b.xx, b.sx, layer.ln1, att_shift)?;
+        let hidden = &mut b.adapter[..cfg.lora_query];
+        mix_adapter_hidden(b.xx, b.sx, att.maa_x, &att.maa_q_w1, b.base, hidden)?;
+        shift_mix(
+            b.xx,
+            b.sx,
+            att.maa_q,
+            Some((hidden, &att.maa_q_w2)),
+            b.out,
+            b.mixed[0],
+        )?;
+        self.kernels.gemv(&att.query, b.mixed[0], b.r)?;
+        ops::layer_norm(b.r, att.ln_q.0, att.ln_q.1, LAYER_NORM_EPS)?;
+        let layer_base = g * 2 * cap * c;
+        let keys = &parts.kv[layer_base..layer_base + len * c];
+        let values = &parts.kv[layer_base + cap * c..layer_base + cap * c + len * c];
+        let scale = 1.0 / libm::sqrtf(n as f32);
+        let scores = &mut b.scores[..len];
+        for h in 0..cfg.n_head() {
+            let head = h * n..(h + 1) * n;
+            let q = &b.r[head.clone()];
+            for (s, score) in scores.iter_mut().enumerate() {
+                let k = &keys[s * c + h * n..s * c + (h + 1) * n];
+                *score = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+            }
+            ops::softmax(scores)?;
+            let y = &mut b.y[head];
+            y.fill(0.0);
+            for (s, &p) in scores.iter().enumerate() {
+                let v = &values[s * c + h * n..s * c + (h + 1) * n];
+                for (yj, vj) in y.iter_mut().zip(v) {
+                    *yj += p * vj;
+                }
+            }
+        }
+        ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
+        self.kernels.gemv(&att.output, b.y, b.out)?;
+        for (xj, oj) in b.x.iter_mut().zip(b.out.iter()) {
+            *xj += oj;
+        }
+        self.ffn(layer, ffn_shift, b)
+    }
+
+    /// Bytes [`GoldFinch::save`] writes for a context of `len` tokens.
+    pub fn saved_len(&self, len: usize) -> Result<usize> {
+        let cfg = self.config();
+        cfg.fixed_floats()?
+            .checked_mul(4)
+            .and_then(|f| f.checked_add(len.checked_mul(cfg.at_rest_bytes_per_token())?))
+            .and_then(|f| f.checked_add(CONTEXT_HEADER + 4))
+            .ok_or(Error::OutOfRange)
+    }
+
+    fn header(&self, len: usize) -> [u8; CONTEXT_HEADER] {
+        let cfg = self.config();
+        let mut h = [0u8; CONTEXT_HEADER];
+        h[0..8].copy_from_slice(&CONTEXT_MAGIC);
+        h[8..10].copy_from_slice(&CONTEXT_VERSION.to_le_bytes());
+        h[10..12].copy_from_slice(&CONTEXT_LAYOUT.to_le_bytes());
+        let dims = [
+            cfg.n_layer,
+            cfg.n_embd,
+            cfg.head_size,
+            cfg.first_gold,
+            cfg.c_dim,
+        ];
+        for (k, d) in dims.iter().enumerate() {
+            h[12 + 4 * k..16 + 4 * k].copy_from_slice(&(*d as u32).to_le_bytes());
+        }
+        h[32..40].copy_from_slice(&(len as u64).to_le_bytes());
+        h
+    }
+
+    /// Saves `ctx` in the at-rest form (little-endian, versioned, CRC-32 checked) and returns
+    /// the bytes written, [`GoldFinch::saved_len`]:
+    ///
+    /// | bytes | content |
+    /// |---|---|
+    /// | 0..8 | `GCGOLDF\0` |
+    /// | 8..10 | format version (u16, 1) |
+    /// | 10..12 | payload layout (u16, 1) |
+    /// | 12..32 | n_layer, n_embd, head_size, first GOLD layer, c_dim (u32 each) |
+    /// | 32..40 | tokens in the context (u64) |
+    /// | 40.. | fixed state (f32, [`Context`] order), token ids (u32), compressed keys (f32) |
+    /// | last 4 | CRC-32 (IEEE) of everything before it |
+    pub fn save(&self, ctx: &Context, out: &mut [u8]) -> Result<usize> {
+        if ctx.config != *self.config() {
+            return Err(Error::OutOfRange);
+        }
+        let len = self.saved_len(ctx.len)?;
+        let provided = out.len() as u64;
+        let out = out.get_mut(..len).ok_or(Error::BufferTooSmall {
+            needed: len as u64,
+            provided,
+        })?;
+        let n = ctx.len;
+        let c_dim = self.config().c_dim;
+        out[..CONTEXT_HEADER].copy_from_slice(&self.header(n));
+        let mut at = CONTEXT_HEADER;
+        let mut put = |bytes: [u8; 4]| {
+            out[at..at + 4].copy_from_slice(&bytes);
+            at += 4;
+        };
+        let fixed_len = self.config().fixed_floats()?;
+        let compressed_at = fixed_len + 2 * self.config().n_embd;
+        for v in &ctx.floats[..fixed_len] {
+            put(v.to_le_bytes());
+        }
+        for t in &ctx.tokens[..n] {
+            put(t.to_le_bytes());
+        }
+        for v in &ctx.floats[compressed_at..compressed_at + n * c_dim] {
+            put(v.to_le_bytes());
+        }
+        let crc = rwkv6::crc32(&out[..at]);
+        out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        Ok(len)
+    }
+
+    /// Replaces `ctx` with a context saved by [`GoldFinch::save`], rebuilding the working
+    /// cache (every GOLD layer's keys and values) from the token ids and compressed keys. The
+    /// bytes are fully checked (header, length, checksum, finite values, token ids, capacity)
+    /// before `ctx` is touched.
+    pub fn restore(&self, ctx: &mut Context, scratch: &mut Scratch, bytes: &[u8]) -> Result<()> {
+        self.check(ctx, scratch)?;
+        let cfg = *self.config();
+        if bytes.len() < CONTEXT_HEADER + 4 {
+            return Err(Error::Truncated {
+                needed: (CONTEXT_HEADER + 4) as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        if bytes[0..8] != CONTEXT_MAGIC {
+            return Err(Error::BadMetadata {
+                key: Name::new("context magic"),
+            });
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != CONTEXT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found_major: version,
+                supported_major: CONTEXT_VERSION,
+            });
+        }
+        let mut n_bytes = [0u8; 8];
+        n_bytes.copy_from_slice(&bytes[32..40]);
+        let n = u64::from_le_bytes(n_bytes);
+        if n > ctx.capacity as u64 {
+            return Err(Error::ContextFull {
+                capacity: ctx.capacity as u64,
+            });
+        }
+        let n = n as usize;
+        if bytes[10..CONTEXT_HEADER] != self.header(n)[10..] {
+            return Err(Error::BadMetadata {
+                key: Name::new("context layout or dimensions"),
+            });
+        }
+        let len = self.saved_len(n)?;
+        if bytes.len() != len {
+            return Err(Error::Truncated {
+                needed: len as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let word = |b: &[u8]| [b[0], b[1], b[2], b[3]];
+        if rwkv6::crc32(&bytes[..len - 4]) != u32::from_le_bytes(word(&bytes[len - 4..])) {
+            return Err(Error::Checksum);
+        }
+        let fixed_len = cfg.fixed_floats()?;
+        let payload = &bytes[CONTEXT_HEADER..len - 4];
+        let (fixed, rest) = payload.split_at(4 * fixed_len);
+        let (tokens, compressed) = rest.split_at(4 * n);
+        let float = |b: &[u8]| f32::from_le_bytes(word(b));
+        if !fixed
+            .chunks_exact(4)
+            .chain(compressed.chunks_exact(4))
+            .all(|b| float(b).is_finite())
+        {
+            return Err(Error::NonFinite);
+        }
+        if !tokens
+            .chunks_exact(4)
+            .all(|b| (u32::from_le_bytes(word(b)) as usize) < cfg.vocab_size)
+        {
+            return Err(Error::OutOfRange);
+        }
+        ctx.reset();
+        for (dst, b) in ctx.floats[..fixed_len]
+            .iter_mut()
+            .zip(fixed.chunks_exact(4))
+        {
+            *dst = float(b);
+        }
+        let c = cfg.n_embd;
+        for (pos, (t, key)) in tokens
+            .chunks_exact(4)
+            .zip(compressed.chunks_exact(4 * cfg.c_dim))
+            .enumerate()
+        {
+            let token = u32::from_le_bytes(word(t));
+            let b = &mut scratch.b;
+            self.embed(token, b.x0)?;
+            for (dst, src) in b.cat[c..].iter_mut().zip(key.chunks_exact(4)) {
+                *dst = float(src);
+            }
+            ctx.tokens[pos] = token;
+            ctx.parts().compressed[pos * cfg.c_dim..(pos + 1) * cfg.c_dim]
+                .copy_from_slice(&b.cat[c..]);
+            self.append_keys_values(ctx, b, pos)?;
+            ctx.len = pos + 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_normalize_puts_eps_outside_the_root() {
+        let mut x = [3.0f32, 4.0];
+        rms_normalize(&mut x);
+        let rms = libm::sqrtf(12.5);
+        assert!((x[0] - 3.0 / (rms + 1e-8)).abs() < 1e-7);
+        let mut zero = [0.0f32; 4];
+        rms_normalize(&mut zero);
+        assert_eq!(zero, [0.0; 4]);
+    }
+}

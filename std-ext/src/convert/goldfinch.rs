@@ -1,0 +1,244 @@
+//! GoldFinch checkpoints (official names: `emb.weight`, `blocks.N.att.time_maa_q_w1`,
+//! `w_kv_cache_a.weight`, ...) from safetensors into a goldcrest file.
+//!
+//! Hyperparameters come from the tensor shapes. The large matrices (every block's attention
+//! projections, the channel mix, and the key compression `w_kv_cache_a` / decompression
+//! `w_kv_cache_b`) take the requested weight format; embedding and head take the embedding
+//! format; norms, mixing vectors, decays and low-rank adapters stay f32. Strict: the output is
+//! loaded with the core model before it is returned, and errors name the tensor.
+
+use anyhow::{Context, bail, ensure};
+use goldcrest_core::kernels::Kernels;
+use goldcrest_core::models::goldfinch::{ARCH, GoldFinch};
+use goldcrest_core::quant::Format;
+use safetensors::SafeTensors;
+
+use super::rwkv6::{encode, to_f32};
+use super::{Converted, Tensor};
+
+/// What the converter writes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Format of the large matrices.
+    pub weights: Format,
+    /// Format of `emb.weight` and `head.weight`.
+    pub embeddings: Format,
+    /// A tokenizer to embed: its kind (`goldcrest.tokenizer`) and bytes.
+    pub tokenizer: Option<(String, Vec<u8>)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            weights: Format::F16,
+            embeddings: Format::F16,
+            tokenizer: None,
+        }
+    }
+}
+
+/// Whether `name` is one of the large matrices that take the weight format.
+fn is_large(name: &str) -> bool {
+    const LINEAR: [&str; 8] = [
+        ".att.receptance.weight",
+        ".att.key.weight",
+        ".att.value.weight",
+        ".att.query.weight",
+        ".att.output.weight",
+        ".ffn.key.weight",
+        ".ffn.receptance.weight",
+        ".ffn.value.weight",
+    ];
+    (name.starts_with("blocks.") && LINEAR.iter().any(|s| name.ends_with(s)))
+        || name == "w_kv_cache_a.weight"
+        || name == "w_kv_cache_b.weight"
+}
+
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blocks.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Converts a GoldFinch safetensors checkpoint (`input` is the whole file).
+pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
+    let file = SafeTensors::deserialize(input).context("reading the input safetensors")?;
+    let shape_of = |name: &str| -> anyhow::Result<Vec<usize>> {
+        Ok(file
+            .tensor(name)
+            .with_context(|| format!("missing tensor '{name}'"))?
+            .shape()
+            .to_vec())
+    };
+    let emb = shape_of("emb.weight")?;
+    let faaaa = shape_of("blocks.0.att.time_faaaa")?;
+    let ffn_key = shape_of("blocks.0.ffn.key.weight")?;
+    ensure!(
+        emb.len() == 2,
+        "emb.weight must be [vocab, n_embd], is {emb:?}"
+    );
+    ensure!(
+        faaaa.len() == 2,
+        "blocks.0.att.time_faaaa must be [n_head, head_size], is {faaaa:?}"
+    );
+    ensure!(
+        ffn_key.len() == 2,
+        "blocks.0.ffn.key.weight must be [dim_ffn, n_embd], is {ffn_key:?}"
+    );
+    let n_layer = file
+        .names()
+        .into_iter()
+        .filter_map(layer_of)
+        .max()
+        .map_or(0, |m| m + 1);
+    ensure!(
+        n_layer >= 2,
+        "a GoldFinch model needs at least 2 blocks, found {n_layer}"
+    );
+    let (vocab_size, n_embd, head_size, dim_ffn) = (emb[0], emb[1], faaaa[1], ffn_key[0]);
+
+    let mut out = Converted::default();
+    for name in file.names() {
+        let view = file.tensor(name)?;
+        let values = to_f32(name, &view)?;
+        let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+        let format = if is_large(name) {
+            options.weights
+        } else if name == "emb.weight" || name == "head.weight" {
+            options.embeddings
+        } else {
+            Format::F32
+        };
+        let tensor = encode(&values, &shape, format).with_context(|| format!("tensor '{name}'"))?;
+        out.tensors.insert(name.to_string(), tensor);
+    }
+    let meta = [
+        ("goldcrest.format_version", "1.0".to_string()),
+        ("goldcrest.arch", ARCH.to_string()),
+        ("goldcrest.goldfinch.n_layer", n_layer.to_string()),
+        ("goldcrest.goldfinch.n_embd", n_embd.to_string()),
+        ("goldcrest.goldfinch.head_size", head_size.to_string()),
+        ("goldcrest.goldfinch.dim_ffn", dim_ffn.to_string()),
+        ("goldcrest.goldfinch.vocab_size", vocab_size.to_string()),
+    ];
+    for (k, v) in meta {
+        out.metadata.insert(k.to_string(), v);
+    }
+    if let Some((kind, bytes)) = &options.tokenizer {
+        out.tensors.insert(
+            "tokenizer".to_string(),
+            Tensor::new(Format::U8, vec![bytes.len() as u64], bytes),
+        );
+        out.metadata
+            .insert("goldcrest.tokenizer".to_string(), kind.clone());
+    }
+    let check = &out;
+    if let Err(e) = GoldFinch::load(&check, &mut vec![None; n_layer], Kernels::for_target()) {
+        bail!("not a valid GoldFinch checkpoint: {e}");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goldcrest_core::arena::Arena;
+    use goldcrest_core::models::goldfinch::{Context as GoldContext, Scratch};
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../tests/fixtures/goldfinch/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(path).unwrap()
+    }
+
+    fn step_logits(converted: &Converted, tokens: &[u32]) -> Vec<f32> {
+        let mut layers = vec![None; 8];
+        let model = GoldFinch::load(&converted, &mut layers, Kernels::for_target()).unwrap();
+        let cfg = *model.config();
+        let plan = model.memory_plan(tokens.len()).unwrap();
+        let (mut a, mut b) = (
+            vec![0u8; plan.state_bytes + 64],
+            vec![0u8; plan.scratch_bytes + 64],
+        );
+        let mut ctx =
+            GoldContext::carve(&cfg, tokens.len(), &mut Arena::new_unaligned(&mut a)).unwrap();
+        let mut scratch =
+            Scratch::carve(&cfg, tokens.len(), &mut Arena::new_unaligned(&mut b)).unwrap();
+        let v = cfg.vocab_size;
+        let mut logits = vec![0.0; tokens.len() * v];
+        model
+            .prefill(&mut ctx, &mut scratch, tokens, &mut logits)
+            .unwrap();
+        logits
+    }
+
+    /// The reference's checkpoint (official names, f16) converts in every weight format; f32
+    /// and f16 keep the logits (the weights are f16 values), the others stay close.
+    #[test]
+    fn converts_the_reference_checkpoint_in_every_format() {
+        let input = fixture("tiny_a.safetensors");
+        let tokens = [3u32, 17, 40, 2, 9, 63];
+        let exact = step_logits(
+            &convert(
+                &input,
+                &Options {
+                    weights: Format::F32,
+                    ..Options::default()
+                },
+            )
+            .unwrap(),
+            &tokens,
+        );
+        for (format, bound) in [
+            (Format::F16, 1e-5),
+            (Format::Bf16, 0.5),
+            (Format::Q8_0, 0.5),
+            (Format::Q4_0, 2.0),
+            (Format::Tq2_0, 10.0),
+            (Format::Tq1_0, 10.0),
+        ] {
+            let converted = convert(
+                &input,
+                &Options {
+                    weights: format,
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                converted.tensors["blocks.2.att.query.weight"].format,
+                format
+            );
+            assert_eq!(converted.tensors["w_kv_cache_b.weight"].format, format);
+            assert_eq!(
+                converted.tensors["blocks.2.att.time_key_w1"].format,
+                Format::F32
+            );
+            let logits = step_logits(&converted, &tokens);
+            let d = logits
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d.is_finite() && d <= bound, "{}: {d}", format.name());
+        }
+    }
+
+    #[test]
+    fn refuses_a_checkpoint_without_the_compression() {
+        let input = fixture("tiny_a.safetensors");
+        let file = SafeTensors::deserialize(&input).unwrap();
+        let kept: Vec<(String, safetensors::tensor::TensorView)> = file
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n != "w_kv_cache_a.weight")
+            .collect();
+        let bytes = safetensors::serialize(kept, None).unwrap();
+        let err = convert(&bytes, &Options::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("w_kv_cache_a"), "{err:#}");
+    }
+}
