@@ -38,6 +38,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+/* Opaque handles (their layout is private; see each function for where they live). */
+typedef struct GoldcrestLm GoldcrestLm;
+typedef struct GoldcrestSession GoldcrestSession;
+typedef struct GoldcrestForecaster GoldcrestForecaster;
+typedef struct GoldcrestTokenizer GoldcrestTokenizer;
+typedef struct GoldcrestDecodeStream GoldcrestDecodeStream;
+
 
 // Major version of the library (and of the ABI: a new major may break it).
 #define GOLDCREST_VERSION_MAJOR 0
@@ -112,25 +119,6 @@ typedef enum GoldcrestLmKind {
   // Qwen2 decoder (KV cache).
   GOLDCREST_LM_KIND_QWEN2 = 3,
 } GoldcrestLmKind;
-
-// An incremental decoder (opaque): turns ids arriving one at a time into whole UTF-8
-// characters. One thread at a time; its tokenizer must outlive it.
-typedef struct GoldcrestDecodeStream GoldcrestDecodeStream;
-
-// An open forecaster (opaque). Read-only once open: may serve forecasts on several threads
-// at once, each with its own memory. Free with `goldcrest_forecaster_free()`.
-typedef struct GoldcrestForecaster GoldcrestForecaster;
-
-// An open language model (opaque). Read-only once open: one model may serve sessions on
-// several threads at once. Free with `goldcrest_lm_free()`.
-typedef struct GoldcrestLm GoldcrestLm;
-
-// A generation session (opaque), living entirely in the caller's memory. Not thread-safe:
-// use it from one thread at a time (different sessions may run on different threads).
-typedef struct GoldcrestSession GoldcrestSession;
-
-// A tokenizer (opaque, heap-allocated). Read-only: may be shared between threads.
-typedef struct GoldcrestTokenizer GoldcrestTokenizer;
 
 // One forecast call. Fill it after `memset(0)` and set `struct_size = sizeof(...)`; a newer
 // library reads only the fields your `struct_size` covers.
@@ -232,30 +220,29 @@ enum GoldcrestStatus goldcrest_forecaster_open_in(const uint8_t *bytes,
                                                   size_t len,
                                                   uint8_t *memory,
                                                   size_t memory_len,
-                                                  struct GoldcrestForecaster **out);
+                                                  GoldcrestForecaster **out);
 
 // Opens a forecaster from a caller buffer (zero-copy; keep it alive). std flavour.
 enum GoldcrestStatus goldcrest_forecaster_open_buffer(const uint8_t *bytes,
                                                       size_t len,
-                                                      struct GoldcrestForecaster **out);
+                                                      GoldcrestForecaster **out);
 
 // Opens a forecaster file (memory-mapped). `path` is NUL-terminated UTF-8. std flavour.
-enum GoldcrestStatus goldcrest_forecaster_open_file(const char *path,
-                                                    struct GoldcrestForecaster **out);
+enum GoldcrestStatus goldcrest_forecaster_open_file(const char *path, GoldcrestForecaster **out);
 
 // Frees a forecaster (NULL is a no-op).
-enum GoldcrestStatus goldcrest_forecaster_free(struct GoldcrestForecaster *f);
+enum GoldcrestStatus goldcrest_forecaster_free(GoldcrestForecaster *f);
 
 // Memory `goldcrest_forecast()` needs for requests of this shape (`variates`, `context`,
 // `horizon`, `samples`, `batch`; the pointers are not read).
-enum GoldcrestStatus goldcrest_forecaster_memory_plan(const struct GoldcrestForecaster *f,
+enum GoldcrestStatus goldcrest_forecaster_memory_plan(const GoldcrestForecaster *f,
                                                       const struct GoldcrestForecastRequest *req,
                                                       struct GoldcrestMemoryPlan *out);
 
 // Forecasts `req` using `memory` (`goldcrest_forecaster_memory_plan()`'s `total_bytes`, any
 // alignment) and writes the outputs `out` asks for. Missing values (NaN, infinite, or masked)
 // are skipped, not propagated; a magnitude of 1e30 or more is `INVALID_ARGUMENT`.
-enum GoldcrestStatus goldcrest_forecast(const struct GoldcrestForecaster *f,
+enum GoldcrestStatus goldcrest_forecast(const GoldcrestForecaster *f,
                                         const struct GoldcrestForecastRequest *req,
                                         uint8_t *memory,
                                         size_t memory_len,
@@ -276,28 +263,26 @@ enum GoldcrestStatus goldcrest_lm_open_in(const uint8_t *bytes,
                                           size_t len,
                                           uint8_t *memory,
                                           size_t memory_len,
-                                          struct GoldcrestLm **out);
+                                          GoldcrestLm **out);
 
 // Opens a model from a caller buffer (zero-copy: keep it alive and unchanged until
 // `goldcrest_lm_free()`); the handle is heap-allocated. std flavour.
-enum GoldcrestStatus goldcrest_lm_open_buffer(const uint8_t *bytes,
-                                              size_t len,
-                                              struct GoldcrestLm **out);
+enum GoldcrestStatus goldcrest_lm_open_buffer(const uint8_t *bytes, size_t len, GoldcrestLm **out);
 
 // Opens a model file (memory-mapped, read in place). `path` is NUL-terminated UTF-8.
 // std flavour.
-enum GoldcrestStatus goldcrest_lm_open_file(const char *path, struct GoldcrestLm **out);
+enum GoldcrestStatus goldcrest_lm_open_file(const char *path, GoldcrestLm **out);
 
 // Frees a model (NULL is a no-op). Free its sessions first.
-enum GoldcrestStatus goldcrest_lm_free(struct GoldcrestLm *lm);
+enum GoldcrestStatus goldcrest_lm_free(GoldcrestLm *lm);
 
 // Describes the model.
-enum GoldcrestStatus goldcrest_lm_info(const struct GoldcrestLm *lm, struct GoldcrestLmInfo *out);
+enum GoldcrestStatus goldcrest_lm_info(const GoldcrestLm *lm, struct GoldcrestLmInfo *out);
 
 // Memory for a session that feeds up to `max_tokens` tokens per call (prompt chunking;
 // 1 is enough for token-by-token use) and, for decoders, holds `context` positions (ignored
 // by RWKV-6). Pass `out->total_bytes` to `goldcrest_session_create()`.
-enum GoldcrestStatus goldcrest_lm_memory_plan(const struct GoldcrestLm *lm,
+enum GoldcrestStatus goldcrest_lm_memory_plan(const GoldcrestLm *lm,
                                               size_t max_tokens,
                                               size_t context,
                                               struct GoldcrestMemoryPlan *out);
@@ -305,52 +290,50 @@ enum GoldcrestStatus goldcrest_lm_memory_plan(const struct GoldcrestLm *lm,
 // Creates a session in `memory` (`goldcrest_lm_memory_plan()`'s `total_bytes`, any
 // alignment). The memory and the model must outlive the session; `*out` points into
 // `memory`. The sampler's random stream starts from seed 0 (see `goldcrest_session_seed()`).
-enum GoldcrestStatus goldcrest_session_create(const struct GoldcrestLm *lm,
+enum GoldcrestStatus goldcrest_session_create(const GoldcrestLm *lm,
                                               size_t max_tokens,
                                               size_t context,
                                               uint8_t *memory,
                                               size_t memory_len,
-                                              struct GoldcrestSession **out);
+                                              GoldcrestSession **out);
 
 // Frees a session (NULL is a no-op). Its memory is the caller's to reuse afterwards.
-enum GoldcrestStatus goldcrest_session_free(struct GoldcrestSession *s);
+enum GoldcrestStatus goldcrest_session_free(GoldcrestSession *s);
 
 // Feeds `n` tokens (a prompt or one sampled token): advances the state and computes the
 // logits after the last one. On `GOLDCREST_STATUS_CONTEXT_FULL` the session is unchanged.
-enum GoldcrestStatus goldcrest_session_feed(struct GoldcrestSession *s,
-                                            const uint32_t *tokens,
-                                            size_t n);
+enum GoldcrestStatus goldcrest_session_feed(GoldcrestSession *s, const uint32_t *tokens, size_t n);
 
 // Copies the logits after the last fed token into `out` (`cap` must equal the vocabulary).
-enum GoldcrestStatus goldcrest_session_logits(struct GoldcrestSession *s, float *out, size_t cap);
+enum GoldcrestStatus goldcrest_session_logits(GoldcrestSession *s, float *out, size_t cap);
 
 // Picks the next token from the current logits (which stay unchanged, so sampling twice
 // draws twice). Does not feed it: call `goldcrest_session_feed()` with it next.
-enum GoldcrestStatus goldcrest_session_sample(struct GoldcrestSession *s,
+enum GoldcrestStatus goldcrest_session_sample(GoldcrestSession *s,
                                               const struct GoldcrestSampler *params,
                                               uint32_t *out_token);
 
 // Restarts the sampler's random stream from `seed`.
-enum GoldcrestStatus goldcrest_session_seed(struct GoldcrestSession *s, uint64_t seed);
+enum GoldcrestStatus goldcrest_session_seed(GoldcrestSession *s, uint64_t seed);
 
 // Forgets everything fed: back to the state of a new session (the random stream continues).
-enum GoldcrestStatus goldcrest_session_reset(struct GoldcrestSession *s);
+enum GoldcrestStatus goldcrest_session_reset(GoldcrestSession *s);
 
 // Bytes `goldcrest_session_save_state()` writes (RWKV-6 only; decoders give
 // `GOLDCREST_STATUS_UNSUPPORTED`).
-enum GoldcrestStatus goldcrest_session_state_size(struct GoldcrestSession *s, size_t *out_size);
+enum GoldcrestStatus goldcrest_session_state_size(GoldcrestSession *s, size_t *out_size);
 
 // Saves the recurrent state (with a checksum and the model's shape) into `out`, so a later
 // `goldcrest_session_restore_state()` resumes exactly here. The logits are not saved: feed
 // the next token after restoring.
-enum GoldcrestStatus goldcrest_session_save_state(struct GoldcrestSession *s,
+enum GoldcrestStatus goldcrest_session_save_state(GoldcrestSession *s,
                                                   uint8_t *out,
                                                   size_t cap,
                                                   size_t *written);
 
 // Restores a state saved by `goldcrest_session_save_state()` for the same model. On
 // failure (`BAD_STATE`, `LENGTH_MISMATCH`) the session is unchanged.
-enum GoldcrestStatus goldcrest_session_restore_state(struct GoldcrestSession *s,
+enum GoldcrestStatus goldcrest_session_restore_state(GoldcrestSession *s,
                                                      const uint8_t *bytes,
                                                      size_t len);
 
@@ -367,20 +350,19 @@ const char *goldcrest_last_error(void);
 // buffer may be freed afterwards). `GOLDCREST_STATUS_TOKENIZER` if it carries none.
 enum GoldcrestStatus goldcrest_tokenizer_open_model_buffer(const uint8_t *bytes,
                                                            size_t len,
-                                                           struct GoldcrestTokenizer **out);
+                                                           GoldcrestTokenizer **out);
 
 // Opens a tokenizer from a file: a goldcrest model (`.safetensors`, its embedded
 // tokenizer) or a tokenizer file (`tokenizer.json`, RWKV World vocabulary…).
-enum GoldcrestStatus goldcrest_tokenizer_open_file(const char *path,
-                                                   struct GoldcrestTokenizer **out);
+enum GoldcrestStatus goldcrest_tokenizer_open_file(const char *path, GoldcrestTokenizer **out);
 
 // Frees a tokenizer (NULL is a no-op). Free its decode streams first.
-enum GoldcrestStatus goldcrest_tokenizer_free(struct GoldcrestTokenizer *t);
+enum GoldcrestStatus goldcrest_tokenizer_free(GoldcrestTokenizer *t);
 
 // Encodes `len` bytes of UTF-8 `text` (special tokens written in the text are matched when
 // `special` is non-zero) into `out` (`cap` ids). `*n_out` gets the count; when it exceeds
 // `cap` the status is `BUFFER_TOO_SMALL` and nothing is written to `out`.
-enum GoldcrestStatus goldcrest_tokenizer_encode(const struct GoldcrestTokenizer *t,
+enum GoldcrestStatus goldcrest_tokenizer_encode(const GoldcrestTokenizer *t,
                                                 const char *text,
                                                 size_t len,
                                                 int32_t special,
@@ -391,7 +373,7 @@ enum GoldcrestStatus goldcrest_tokenizer_encode(const struct GoldcrestTokenizer 
 // Decodes `n` ids into `out` (`cap` bytes, NUL-terminated; invalid UTF-8 kept as bytes).
 // `*written` gets the text length without the NUL; `BUFFER_TOO_SMALL` when `cap` is not
 // at least `*written + 1`.
-enum GoldcrestStatus goldcrest_tokenizer_decode(const struct GoldcrestTokenizer *t,
+enum GoldcrestStatus goldcrest_tokenizer_decode(const GoldcrestTokenizer *t,
                                                 const uint32_t *ids,
                                                 size_t n,
                                                 char *out,
@@ -399,13 +381,13 @@ enum GoldcrestStatus goldcrest_tokenizer_decode(const struct GoldcrestTokenizer 
                                                 size_t *written);
 
 // Starts an incremental decode. The tokenizer must outlive the stream.
-enum GoldcrestStatus goldcrest_decode_stream_create(const struct GoldcrestTokenizer *t,
-                                                    struct GoldcrestDecodeStream **out);
+enum GoldcrestStatus goldcrest_decode_stream_create(const GoldcrestTokenizer *t,
+                                                    GoldcrestDecodeStream **out);
 
 // Adds one id and writes the text completed so far (possibly "") to `out`, NUL-terminated.
 // On `BUFFER_TOO_SMALL` the text is kept: fetch it with `goldcrest_decode_stream_push()`
 // of the next id or `goldcrest_decode_stream_finish()` with a bigger buffer.
-enum GoldcrestStatus goldcrest_decode_stream_push(struct GoldcrestDecodeStream *s,
+enum GoldcrestStatus goldcrest_decode_stream_push(GoldcrestDecodeStream *s,
                                                   uint32_t id,
                                                   char *out,
                                                   size_t cap,
@@ -413,13 +395,13 @@ enum GoldcrestStatus goldcrest_decode_stream_push(struct GoldcrestDecodeStream *
 
 // Ends the stream: writes the remaining text (an unfinished character becomes U+FFFD).
 // The stream may be reused afterwards.
-enum GoldcrestStatus goldcrest_decode_stream_finish(struct GoldcrestDecodeStream *s,
+enum GoldcrestStatus goldcrest_decode_stream_finish(GoldcrestDecodeStream *s,
                                                     char *out,
                                                     size_t cap,
                                                     size_t *written);
 
 // Frees a decode stream (NULL is a no-op).
-enum GoldcrestStatus goldcrest_decode_stream_free(struct GoldcrestDecodeStream *s);
+enum GoldcrestStatus goldcrest_decode_stream_free(GoldcrestDecodeStream *s);
 
 #ifdef __cplusplus
 }  // extern "C"

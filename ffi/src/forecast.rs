@@ -58,6 +58,8 @@ pub struct GoldcrestForecastOutput {
 
 /// An open forecaster (opaque). Read-only once open: may serve forecasts on several threads
 /// at once, each with its own memory. Free with `goldcrest_forecaster_free()`.
+// repr(C) puts the tag first, where check_tag reads it; the header keeps it opaque.
+#[repr(C)]
 pub struct GoldcrestForecaster {
     tag: u32,
     model: Toto<'static>,

@@ -102,6 +102,8 @@ enum Model {
 
 /// An open language model (opaque). Read-only once open: one model may serve sessions on
 /// several threads at once. Free with `goldcrest_lm_free()`.
+// repr(C) puts the tag first, where check_tag reads it; the header keeps it opaque.
+#[repr(C)]
 pub struct GoldcrestLm {
     tag: u32,
     model: Model,
@@ -529,6 +531,8 @@ enum Run {
 
 /// A generation session (opaque), living entirely in the caller's memory. Not thread-safe:
 /// use it from one thread at a time (different sessions may run on different threads).
+// repr(C) puts the tag first, where check_tag reads it; the header keeps it opaque.
+#[repr(C)]
 pub struct GoldcrestSession {
     tag: u32,
     lm: *const GoldcrestLm,
@@ -901,7 +905,13 @@ pub unsafe extern "C" fn goldcrest_session_restore_state(
                 "only RWKV-6 sessions restore a state",
             );
         };
-        state.restore(bytes)?;
+        state.restore(bytes).map_err(|e| match e {
+            goldcrest_core::Error::LengthMismatch { .. } => Failure::Core(e),
+            _ => Failure::Status(
+                GoldcrestStatus::BadState,
+                "not a state saved by goldcrest_session_save_state() for this model",
+            ),
+        })?;
         session.has_logits = false;
         session.recent_len = 0;
         Ok(())

@@ -11,6 +11,8 @@ const TOKENIZER_TAG: u32 = u32::from_le_bytes(*b"GCTK");
 const STREAM_TAG: u32 = u32::from_le_bytes(*b"GCDS");
 
 /// A tokenizer (opaque, heap-allocated). Read-only: may be shared between threads.
+// repr(C) puts the tag first, where check_tag reads it; the header keeps it opaque.
+#[repr(C)]
 pub struct GoldcrestTokenizer {
     tag: u32,
     tokenizer: Tokenizer,
@@ -18,6 +20,8 @@ pub struct GoldcrestTokenizer {
 
 /// An incremental decoder (opaque): turns ids arriving one at a time into whole UTF-8
 /// characters. One thread at a time; its tokenizer must outlive it.
+// repr(C) puts the tag first, where check_tag reads it; the header keeps it opaque.
+#[repr(C)]
 pub struct GoldcrestDecodeStream {
     tag: u32,
     stream: StreamDecoder<'static>,
