@@ -40,8 +40,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    if let Err(e) = std::fs::create_dir_all(root.join("include"))
-        .and_then(|()| std::fs::write(&header, &fresh))
+    if let Err(e) =
+        std::fs::create_dir_all(root.join("include")).and_then(|()| std::fs::write(&header, &fresh))
     {
         eprintln!("gen-header: writing {}: {e}", header.display());
         return ExitCode::FAILURE;
