@@ -371,3 +371,25 @@ fn corrupt_gguf_is_an_error() {
     bad[0] = b'X';
     assert!(Tokenizer::from_bytes("gguf", &bad).is_err());
 }
+
+#[test]
+fn batch_encoding_equals_encoding_each_text() {
+    let rows = golden_rows();
+    let texts: Vec<&str> = rows.iter().map(text_of).collect();
+    for (tok, special) in [
+        (qwen2_json(), true),
+        (qwen2_json(), false),
+        (world(), false),
+    ] {
+        let batch = tok.encode_batch(&texts, special);
+        assert_eq!(batch.len(), texts.len());
+        for (text, got) in texts.iter().zip(&batch) {
+            let want = if special {
+                tok.encode_with_special(text).unwrap()
+            } else {
+                tok.encode(text).unwrap()
+            };
+            assert_eq!(got, &want, "{text:?}");
+        }
+    }
+}
