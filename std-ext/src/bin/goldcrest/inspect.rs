@@ -255,7 +255,7 @@ fn print_text(r: &Report) {
         (p.state_bytes, p.scratch_bytes, &p.assumes)
     {
         println!(
-            "  state (caller memory)                 {}",
+            "  state (caller memory)               {}",
             human_bytes(state)
         );
         println!(
