@@ -13,8 +13,8 @@ use goldcrest_core::models::goldfinch::{ARCH, GoldFinch};
 use goldcrest_core::quant::Format;
 use safetensors::SafeTensors;
 
+use super::Converted;
 use super::rwkv6::{encode, to_f32};
-use super::{Converted, Tensor};
 
 /// What the converter writes.
 #[derive(Debug, Clone)]
@@ -114,26 +114,17 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
         let tensor = encode(&values, &shape, format).with_context(|| format!("tensor '{name}'"))?;
         out.tensors.insert(name.to_string(), tensor);
     }
-    let meta = [
-        ("goldcrest.format_version", "1.0".to_string()),
-        ("goldcrest.arch", ARCH.to_string()),
-        ("goldcrest.goldfinch.n_layer", n_layer.to_string()),
-        ("goldcrest.goldfinch.n_embd", n_embd.to_string()),
-        ("goldcrest.goldfinch.head_size", head_size.to_string()),
-        ("goldcrest.goldfinch.dim_ffn", dim_ffn.to_string()),
-        ("goldcrest.goldfinch.vocab_size", vocab_size.to_string()),
-    ];
-    for (k, v) in meta {
-        out.metadata.insert(k.to_string(), v);
-    }
-    if let Some((kind, bytes)) = &options.tokenizer {
-        out.tensors.insert(
-            "tokenizer".to_string(),
-            Tensor::new(Format::U8, vec![bytes.len() as u64], bytes),
-        );
-        out.metadata
-            .insert("goldcrest.tokenizer".to_string(), kind.clone());
-    }
+    out.set_header(
+        ARCH,
+        &[
+            ("n_layer", n_layer),
+            ("n_embd", n_embd),
+            ("head_size", head_size),
+            ("dim_ffn", dim_ffn),
+            ("vocab_size", vocab_size),
+        ],
+        options.tokenizer.as_ref(),
+    );
     let check = &out;
     if let Err(e) = GoldFinch::load(&check, &mut vec![None; n_layer], Kernels::for_target()) {
         bail!("not a valid GoldFinch checkpoint: {e}");

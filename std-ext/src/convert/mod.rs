@@ -19,6 +19,7 @@ use goldcrest_core::models::{TensorRef, TensorSource};
 use goldcrest_core::quant::Format;
 
 use crate::load::FileError;
+use crate::tokenize::{TOKENIZER_KIND_KEY, TOKENIZER_TENSOR};
 use crate::write::ModelWriter;
 
 pub mod decoder;
@@ -68,6 +69,32 @@ pub struct Converted {
 }
 
 impl Converted {
+    /// Records the header every converted file carries: format version, architecture, its
+    /// `goldcrest.<arch>.<name>` hyperparameters, and the tokenizer to embed (kind and bytes).
+    pub fn set_header(
+        &mut self,
+        arch: &str,
+        hyperparameters: &[(&str, usize)],
+        tokenizer: Option<&(String, Vec<u8>)>,
+    ) {
+        self.metadata
+            .insert("goldcrest.format_version".to_string(), "1.0".to_string());
+        self.metadata
+            .insert("goldcrest.arch".to_string(), arch.to_string());
+        for (name, value) in hyperparameters {
+            self.metadata
+                .insert(format!("goldcrest.{arch}.{name}"), value.to_string());
+        }
+        if let Some((kind, bytes)) = tokenizer {
+            self.tensors.insert(
+                TOKENIZER_TENSOR.to_string(),
+                Tensor::new(Format::U8, vec![bytes.len() as u64], bytes),
+            );
+            self.metadata
+                .insert(TOKENIZER_KIND_KEY.to_string(), kind.clone());
+        }
+    }
+
     /// A writer holding this model: the architecture, its `goldcrest.<arch>.*`
     /// hyperparameters, other metadata, the tokenizer and every tensor (block formats packed).
     pub fn writer(&self) -> std::result::Result<ModelWriter, FileError> {

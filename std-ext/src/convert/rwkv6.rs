@@ -291,26 +291,17 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
         out.tensors.insert(official.clone(), tensor);
     }
 
-    let meta = [
-        ("goldcrest.format_version", "1.0".to_string()),
-        ("goldcrest.arch", ARCH.to_string()),
-        ("goldcrest.rwkv6.n_layer", n_layer.to_string()),
-        ("goldcrest.rwkv6.n_embd", n_embd.to_string()),
-        ("goldcrest.rwkv6.head_size", head_size.to_string()),
-        ("goldcrest.rwkv6.dim_ffn", dim_ffn.to_string()),
-        ("goldcrest.rwkv6.vocab_size", vocab_size.to_string()),
-    ];
-    for (k, v) in meta {
-        out.metadata.insert(k.to_string(), v);
-    }
-    if let Some((kind, bytes)) = &options.tokenizer {
-        out.tensors.insert(
-            "tokenizer".to_string(),
-            Tensor::new(Format::U8, vec![bytes.len() as u64], bytes),
-        );
-        out.metadata
-            .insert("goldcrest.tokenizer".to_string(), kind.clone());
-    }
+    out.set_header(
+        ARCH,
+        &[
+            ("n_layer", n_layer),
+            ("n_embd", n_embd),
+            ("head_size", head_size),
+            ("dim_ffn", dim_ffn),
+            ("vocab_size", vocab_size),
+        ],
+        options.tokenizer.as_ref(),
+    );
 
     // The core model is the judge of completeness and shapes.
     let check = &out;
