@@ -336,3 +336,29 @@ fn int8_matches_bitnet_definition() {
         assert_eq!(y[0], expect);
     }
 }
+
+#[test]
+fn empty_matrices_give_zeros() {
+    for format in FORMATS {
+        for (rows, cols) in [(0usize, 5usize), (3, 0), (0, 0)] {
+            let bytes = random_matrix(format, rows, cols, 3);
+            let store = aligned(&bytes);
+            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            let x = vec![1.0f32; 4 * cols];
+            for k in available() {
+                let mut y = vec![f32::NAN; 4 * rows];
+                k.gemm(&w, &x, 4, &mut y).unwrap();
+                assert!(y.iter().all(|&v| v == 0.0), "{:?} {format:?}", k.isa());
+                if matches!(format, Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
+                    let mode = ActScale::PerToken;
+                    let mut s = vec![0u8; Int8Acts::scratch_bytes(4, cols, mode).unwrap()];
+                    let acts = k.quantize_acts(&x, 4, cols, mode, &mut s).unwrap();
+                    let mut y = vec![f32::NAN; 4 * rows];
+                    k.gemm_i8(&w, &acts, &mut y).unwrap();
+                    assert!(y.iter().all(|&v| v == 0.0), "{:?} {format:?} int8", k.isa());
+                }
+            }
+        }
+    }
+}
