@@ -23,6 +23,7 @@ pub mod q4_0;
 pub mod q8_0;
 pub mod tq1_0;
 pub mod tq2_0;
+mod trits;
 
 /// Checks a stored row of a block format against `cols` and an output buffer; returns the number
 /// of blocks that hold the row.

@@ -11,10 +11,10 @@
 //! - `qh[0..4]`: byte `j`, digit `k < 4` is weight `240 + j + 4k`; the fifth digit is 0.
 
 use super::float::{f16_to_f32, f32_to_f16};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Weights per block.
-pub const BLOCK_ELEMS: usize = 256;
+pub const BLOCK_ELEMS: usize = super::trits::BLOCK_ELEMS;
 /// Bytes per block.
 pub const BLOCK_BYTES: usize = 54;
 /// Byte offset of the f16 scale inside a block.
@@ -87,38 +87,19 @@ pub fn unpack_codes(block: &[u8; BLOCK_BYTES], codes: &mut [u8; BLOCK_ELEMS]) {
 pub fn unpack_trits(block: &[u8; BLOCK_BYTES]) -> (f32, [i8; BLOCK_ELEMS]) {
     let mut codes = [0u8; BLOCK_ELEMS];
     unpack_codes(block, &mut codes);
-    let mut t = [0i8; BLOCK_ELEMS];
-    for (o, c) in t.iter_mut().zip(codes) {
-        *o = c as i8 - 1;
-    }
-    (scale(block), t)
+    (scale(block), super::trits::from_codes(&codes))
 }
 
 /// Quantizes 256 weights the way llama.cpp's reference quantizer does (`d = max|x|`,
 /// `trit = round(x / d)`); lossless for blocks that already are `d·{-1, 0, 1}`.
 pub fn quantize_block(x: &[f32; BLOCK_ELEMS]) -> [u8; BLOCK_BYTES] {
-    let d = x.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)));
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let mut trits = [0i8; BLOCK_ELEMS];
-    for (t, v) in trits.iter_mut().zip(x) {
-        *t = libm::roundf(v * id).clamp(-1.0, 1.0) as i8;
-    }
+    let (trits, d) = super::trits::round_to_max(x);
     pack_block(&trits, f32_to_f16(d))
 }
 
 /// Dequantizes the first `cols` weights of a stored row into `out`.
 pub fn dequantize_row(row: &[u8], cols: usize, out: &mut [f32]) -> Result<()> {
-    let blocks = super::check_block_row(row, cols, BLOCK_ELEMS, BLOCK_BYTES, out)?;
-    for (b, chunk) in row.chunks_exact(BLOCK_BYTES).take(blocks).enumerate() {
-        let block: &[u8; BLOCK_BYTES] = chunk.try_into().map_err(|_| Error::OutOfRange)?;
-        let (d, t) = unpack_trits(block);
-        let start = b * BLOCK_ELEMS;
-        let n = cols.saturating_sub(start).min(BLOCK_ELEMS);
-        for (o, &v) in out[start..start + n].iter_mut().zip(&t) {
-            *o = v as f32 * d;
-        }
-    }
-    Ok(())
+    super::trits::dequantize_row(row, cols, out, unpack_trits)
 }
 
 #[cfg(test)]
