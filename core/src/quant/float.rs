@@ -3,7 +3,7 @@
 //! Conversions from f16 and bf16 to f32 are exact, so every kernel that widens weights before
 //! multiplying computes on the same values as the scalar reference.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Decodes one little-endian IEEE binary16 value.
 #[inline(always)]
@@ -30,20 +30,7 @@ pub fn f32_to_bf16(x: f32) -> [u8; 2] {
 }
 
 fn check(row: &[u8], cols: usize, elem: usize, out: &[f32]) -> Result<()> {
-    let need = cols.checked_mul(elem).ok_or(Error::OutOfRange)?;
-    if row.len() < need {
-        return Err(Error::Truncated {
-            needed: need as u64,
-            available: row.len() as u64,
-        });
-    }
-    if out.len() < cols {
-        return Err(Error::BufferTooSmall {
-            needed: cols as u64,
-            provided: out.len() as u64,
-        });
-    }
-    Ok(())
+    super::check_block_row(row, cols, 1, elem, out).map(|_| ())
 }
 
 /// Widens `cols` stored f32 values (little-endian bytes, any alignment) into `out`.

@@ -51,6 +51,27 @@ pub(crate) fn check_block_row(
     Ok(blocks)
 }
 
+/// Dequantizes the first `cols` weights of a stored row of a block format whose blocks `unpack`
+/// into a scale and `ELEMS` small integers (weight = integer · scale).
+pub(crate) fn dequantize_blocks<const ELEMS: usize, const BYTES: usize>(
+    row: &[u8],
+    cols: usize,
+    out: &mut [f32],
+    unpack: fn(&[u8; BYTES]) -> (f32, [i8; ELEMS]),
+) -> Result<()> {
+    let blocks = check_block_row(row, cols, ELEMS, BYTES, out)?;
+    for (b, chunk) in row.chunks_exact(BYTES).take(blocks).enumerate() {
+        let block: &[u8; BYTES] = chunk.try_into().map_err(|_| Error::OutOfRange)?;
+        let (d, q) = unpack(block);
+        let start = b * ELEMS;
+        let n = cols.saturating_sub(start).min(ELEMS);
+        for (o, &v) in out[start..start + n].iter_mut().zip(&q) {
+            *o = v as f32 * d;
+        }
+    }
+    Ok(())
+}
+
 /// Dequantizes the first `cols` weights of one stored row of `format` into `out[..cols]`.
 ///
 /// `u8` is not a matrix format and gives [`Error::UnsupportedFormat`].

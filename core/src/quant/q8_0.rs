@@ -5,7 +5,7 @@
 //! exactly as ggml's reference quantizer.
 
 use super::float::{f16_to_f32, f32_to_f16};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Weights per block.
 pub const BLOCK_ELEMS: usize = 32;
@@ -37,18 +37,7 @@ pub fn unpack_block(block: &[u8; BLOCK_BYTES]) -> (f32, [i8; BLOCK_ELEMS]) {
 
 /// Dequantizes the first `cols` weights of a stored row into `out`.
 pub fn dequantize_row(row: &[u8], cols: usize, out: &mut [f32]) -> Result<()> {
-    let blocks = super::check_block_row(row, cols, BLOCK_ELEMS, BLOCK_BYTES, out)?;
-    for (b, chunk) in row.chunks_exact(BLOCK_BYTES).take(blocks).enumerate() {
-        let block: &[u8; BLOCK_BYTES] = chunk.try_into().map_err(|_| Error::OutOfRange)?;
-        let (d, q) = unpack_block(block);
-        let start = b * BLOCK_ELEMS;
-        for (i, &v) in q.iter().enumerate() {
-            if let Some(o) = out.get_mut(start + i).filter(|_| start + i < cols) {
-                *o = v as f32 * d;
-            }
-        }
-    }
-    Ok(())
+    super::dequantize_blocks(row, cols, out, unpack_block)
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub fn quantize_block(x: &[f32; BLOCK_ELEMS]) -> [u8; BLOCK_BYTES] {
 
 /// Dequantizes the first `cols` weights of a stored row into `out`.
 pub fn dequantize_row(row: &[u8], cols: usize, out: &mut [f32]) -> Result<()> {
-    super::trits::dequantize_row(row, cols, out, unpack_trits)
+    super::dequantize_blocks(row, cols, out, unpack_trits)
 }
 
 #[cfg(test)]
