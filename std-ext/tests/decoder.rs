@@ -934,3 +934,74 @@ fn cli_convert_then_inspect_reports_the_plan() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not ternary"));
 }
+
+/// `convert_to_file` (the CLI's streaming path: header from the planned sizes, then each
+/// tensor as it is converted) writes exactly the bytes of the in-memory conversion, for every
+/// weight format, with and without an embedded tokenizer.
+#[test]
+fn streaming_conversion_is_byte_identical() {
+    use goldcrest_std::convert::decoder::convert_to_file;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, arch, weights, head) in [
+        ("llama", Arch::Llama, Format::F32, None),
+        ("qwen2", Arch::Qwen2, Format::Q4_0, None),
+        ("qwen2", Arch::Qwen2, Format::Q8_0, Some(Format::Q8_0)),
+        ("trilm", Arch::Llama, Format::Tq1_0, None),
+        ("trilm", Arch::Llama, Format::F16, Some(Format::Bf16)),
+    ] {
+        let options = Options {
+            weights,
+            head_weights: head,
+        };
+        for tokenizer in [
+            None,
+            Some(("hf-json".to_string(), b"{\"model\":{}}".to_vec())),
+        ] {
+            let mut memory = convert(&fixture(name), arch, options, &mut |_, _, _| {}).unwrap();
+            if let Some((kind, bytes)) = &tokenizer {
+                memory.tokenizer(kind, bytes.clone()).unwrap();
+            }
+            let want = memory.to_bytes().unwrap();
+            let out = dir.path().join("streamed.gc");
+            let mut calls = 0;
+            convert_to_file(
+                &fixture(name),
+                arch,
+                options,
+                tokenizer,
+                &out,
+                &mut |done, total, _| {
+                    calls += 1;
+                    assert!(done <= total);
+                },
+            )
+            .unwrap();
+            let got = std::fs::read(&out).unwrap();
+            assert!(
+                got == want,
+                "{name} {}: streamed file differs",
+                weights.name()
+            );
+            assert!(calls > 0);
+        }
+    }
+    // A tensor that fails mid-stream (not ternary) leaves no file behind.
+    let out = dir.path().join("refused.gc");
+    let options = Options {
+        weights: Format::Tq2_0,
+        head_weights: None,
+    };
+    let err = convert_to_file(
+        &fixture("qwen2"),
+        Arch::Qwen2,
+        options,
+        None,
+        &out,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not ternary"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
