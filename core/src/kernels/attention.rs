@@ -98,7 +98,7 @@ pub mod scalar {
 }
 
 fn check_u4(codes: usize, values: usize) -> Result<()> {
-    check_len(codes.checked_mul(2).unwrap_or(usize::MAX), values)
+    check_len(codes.saturating_mul(2), values)
 }
 
 /// Calls the ISA module's version of `$f` when this `Kernels` has one, else the scalar one.
