@@ -36,7 +36,40 @@ pub const DATA_ALIGN: usize = 8;
 struct Pending {
     dtype: safetensors::Dtype,
     shape: Vec<usize>,
+    /// Empty for a planned tensor (see [`ModelWriter::planned`]).
     bytes: Vec<u8>,
+    /// Byte length in the file.
+    len: usize,
+    planned: bool,
+}
+
+/// A tensor as the `safetensors` crate sees it; `header_only` hides the bytes so that
+/// serializing gives just the header, with the offsets of the declared lengths.
+struct PendingView<'a> {
+    pending: &'a Pending,
+    header_only: bool,
+}
+
+impl safetensors::View for PendingView<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.pending.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.pending.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.header_only {
+            std::borrow::Cow::Borrowed(&[])
+        } else {
+            std::borrow::Cow::Borrowed(&self.pending.bytes)
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        self.pending.len
+    }
 }
 
 /// Collects tensors and metadata, then writes one goldcrest file.
@@ -58,6 +91,11 @@ pub struct ModelWriter {
 
 fn invalid(msg: impl Into<String>) -> FileError {
     FileError::Invalid(msg.into())
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + use<> {
+    let path = path.to_path_buf();
+    move |source| FileError::Io { path, source }
 }
 
 fn reference_dtype(format: Format) -> Option<safetensors::Dtype> {
@@ -151,6 +189,17 @@ impl ModelWriter {
         shape: Vec<usize>,
         bytes: Vec<u8>,
     ) -> Result<(), FileError> {
+        self.insert_with(name, dtype, shape, Some(bytes))
+    }
+
+    /// [`ModelWriter::insert`], or a planned tensor when `bytes` is `None`.
+    fn insert_with(
+        &mut self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        shape: Vec<usize>,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<(), FileError> {
         if name == "__metadata__" {
             return Err(invalid(
                 "'__metadata__' is reserved and cannot name a tensor",
@@ -170,7 +219,9 @@ impl ModelWriter {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .and_then(|n| n.checked_mul(dtype.bitsize() / 8))
             .ok_or_else(|| invalid(format!("tensor {name:?}: shape {shape:?} overflows")))?;
-        if bytes.len() != expected {
+        if let Some(bytes) = &bytes
+            && bytes.len() != expected
+        {
             return Err(invalid(format!(
                 "tensor {name:?}: {} bytes given, shape {shape:?} of {dtype} needs {expected}",
                 bytes.len()
@@ -181,7 +232,9 @@ impl ModelWriter {
             Pending {
                 dtype,
                 shape,
-                bytes,
+                planned: bytes.is_none(),
+                bytes: bytes.unwrap_or_default(),
+                len: expected,
             },
         );
         Ok(())
@@ -196,14 +249,46 @@ impl ModelWriter {
         shape: &[usize],
         bytes: Vec<u8>,
     ) -> Result<&mut Self, FileError> {
+        self.plain_with(name, format, shape, Some(bytes))
+    }
+
+    fn plain_with(
+        &mut self,
+        name: &str,
+        format: Format,
+        shape: &[usize],
+        bytes: Option<Vec<u8>>,
+    ) -> Result<&mut Self, FileError> {
         let dtype = reference_dtype(format).ok_or_else(|| {
             invalid(format!(
                 "tensor {name:?}: {} is a block format; use ModelWriter::packed",
                 format.name()
             ))
         })?;
-        self.insert(name, dtype, shape.to_vec(), bytes)?;
+        self.insert_with(name, dtype, shape.to_vec(), bytes)?;
         Ok(self)
+    }
+
+    /// Declares a tensor whose bytes [`ModelWriter::write_file_streaming`] asks for when it
+    /// reaches it in the file: `shape` is the logical shape (`[rows, cols]` for block formats,
+    /// stored packed as by [`ModelWriter::packed`]). The header is written from these
+    /// declarations first, so a converter never holds the whole output in memory.
+    pub fn planned(
+        &mut self,
+        name: &str,
+        format: Format,
+        shape: &[usize],
+    ) -> Result<&mut Self, FileError> {
+        if format.is_blocked() {
+            let &[rows, cols] = shape else {
+                return Err(invalid(format!(
+                    "tensor {name:?}: block formats are 2-D, got shape {shape:?}"
+                )));
+            };
+            self.packed_with(name, format, rows, cols, None)
+        } else {
+            self.plain_with(name, format, shape, None)
+        }
     }
 
     /// Adds an f32 tensor.
@@ -271,6 +356,17 @@ impl ModelWriter {
         cols: usize,
         bytes: Vec<u8>,
     ) -> Result<&mut Self, FileError> {
+        self.packed_with(name, format, rows, cols, Some(bytes))
+    }
+
+    fn packed_with(
+        &mut self,
+        name: &str,
+        format: Format,
+        rows: usize,
+        cols: usize,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<&mut Self, FileError> {
         if !format.is_blocked() {
             return Err(invalid(format!(
                 "tensor {name:?}: {} is not a block format; use ModelWriter::plain",
@@ -280,7 +376,7 @@ impl ModelWriter {
         let row_bytes = format
             .row_bytes(cols)
             .ok_or_else(|| invalid(format!("tensor {name:?}: {cols} columns overflow")))?;
-        self.insert(name, safetensors::Dtype::U8, vec![rows, row_bytes], bytes)?;
+        self.insert_with(name, safetensors::Dtype::U8, vec![rows, row_bytes], bytes)?;
         self.metadata.insert(
             format!("{TENSOR_KEY_PREFIX}{name}"),
             format!("{} {rows} {cols}", format.name()),
@@ -299,18 +395,17 @@ impl ModelWriter {
 
     fn prepared(
         &self,
-    ) -> (
-        Vec<(String, safetensors::tensor::TensorView<'_>)>,
-        HashMap<String, String>,
-    ) {
+        header_only: bool,
+    ) -> (Vec<(String, PendingView<'_>)>, HashMap<String, String>) {
         let views = self
             .tensors
             .iter()
-            .filter_map(|(name, p)| {
-                // Lengths were checked in `insert`, so construction cannot fail.
-                safetensors::tensor::TensorView::new(p.dtype, p.shape.clone(), &p.bytes)
-                    .ok()
-                    .map(|v| (name.clone(), v))
+            .map(|(name, pending)| {
+                let view = PendingView {
+                    pending,
+                    header_only,
+                };
+                (name.clone(), view)
             })
             .collect();
         let mut metadata: HashMap<String, String> = self
@@ -326,7 +421,12 @@ impl ModelWriter {
     ///
     /// The output is deterministic: the same tensors and metadata give the same bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FileError> {
-        let (views, metadata) = self.prepared();
+        if let Some((name, _)) = self.tensors.iter().find(|(_, p)| p.planned) {
+            return Err(invalid(format!(
+                "tensor {name:?} is only planned: use ModelWriter::write_file_streaming"
+            )));
+        }
+        let (views, metadata) = self.prepared(false);
         let mut bytes =
             safetensors::serialize(views, Some(metadata)).map_err(FileError::Serialize)?;
         self.sort_metadata_in_place(&mut bytes)?;
@@ -373,19 +473,111 @@ impl ModelWriter {
     /// creates files readable by their owner only); the new file gets the usual permissions
     /// for the process's umask.
     pub fn write_file(&self, path: impl AsRef<Path>) -> Result<(), FileError> {
-        let path = path.as_ref();
+        let bytes = self.to_bytes()?;
+        self.write_checked(path.as_ref(), &mut |f, tmp| {
+            f.write_all(&bytes).map_err(io_error(tmp))
+        })
+    }
+
+    /// Writes the file to `path` like [`ModelWriter::write_file`], but the header first and
+    /// then each tensor as it comes: `produce(name)` gives the bytes of every tensor declared
+    /// with [`ModelWriter::planned`], in file order, and each is dropped once written. Memory
+    /// stays at one tensor (plus the tensors added with their bytes), whatever the model size.
+    /// The file is byte-identical to what [`ModelWriter::to_bytes`] gives for the same tensors.
+    pub fn write_file_streaming(
+        &self,
+        path: impl AsRef<Path>,
+        produce: &mut dyn FnMut(&str) -> Result<Vec<u8>, FileError>,
+    ) -> Result<(), FileError> {
+        let (views, metadata) = self.prepared(true);
+        let mut header =
+            safetensors::serialize(views, Some(metadata)).map_err(FileError::Serialize)?;
+        let order = self.sort_header_metadata(&mut header)?;
+        self.write_checked(path.as_ref(), &mut |f, tmp| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut *f);
+            out.write_all(&header).map_err(io_error(tmp))?;
+            for name in &order {
+                let pending = &self.tensors[name];
+                if pending.planned {
+                    let bytes = produce(name)?;
+                    if bytes.len() != pending.len {
+                        return Err(invalid(format!(
+                            "tensor {name:?}: {} bytes produced, {} planned",
+                            bytes.len(),
+                            pending.len
+                        )));
+                    }
+                    out.write_all(&bytes).map_err(io_error(tmp))?;
+                } else {
+                    out.write_all(&pending.bytes).map_err(io_error(tmp))?;
+                }
+            }
+            out.flush().map_err(io_error(tmp))
+        })
+    }
+
+    /// Sorts the `__metadata__` object of a header-only serialization (as
+    /// [`ModelWriter::sort_metadata_in_place`] does for a whole file) and returns the tensor
+    /// names in data order.
+    fn sort_header_metadata(&self, header: &mut [u8]) -> Result<Vec<String>, FileError> {
+        let json = header
+            .get(8..)
+            .ok_or_else(|| invalid("header shorter than its length prefix"))?;
+        let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json)
+            .map_err(|e| invalid(format!("header does not parse: {e}")))?;
+        let mut order: Vec<(u64, String)> = Vec::new();
+        for (name, info) in &parsed {
+            if name != "__metadata__" {
+                let begin = info["data_offsets"][0]
+                    .as_u64()
+                    .ok_or_else(|| invalid(format!("tensor {name:?} has no offsets")))?;
+                order.push((begin, name.clone()));
+            }
+        }
+        order.sort();
+        let mut sorted = self.metadata.clone();
+        sorted.insert(KEY_FORMAT_VERSION.to_string(), FORMAT_VERSION.to_string());
+        let text = serde_json::to_string(&sorted)
+            .map_err(|e| invalid(format!("metadata does not serialize: {e}")))?;
+        let key = b"\"__metadata__\":";
+        let start = json
+            .windows(key.len())
+            .position(|w| w == key)
+            .map(|p| 8 + p + key.len())
+            .ok_or_else(|| invalid("header has no __metadata__"))?;
+        let target = header
+            .get_mut(start..start + text.len())
+            .ok_or_else(|| invalid("metadata span outside the header"))?;
+        if target.first() != Some(&b'{') || target.last() != Some(&b'}') {
+            return Err(invalid(
+                "sorted metadata differs in length from the safetensors crate's serialization",
+            ));
+        }
+        target.copy_from_slice(text.as_bytes());
+        let check: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&header[8..])
+                .map_err(|e| invalid(format!("sorted header does not parse: {e}")))?;
+        if check != parsed {
+            return Err(invalid("sorting the metadata changed the header"));
+        }
+        Ok(order.into_iter().map(|(_, name)| name).collect())
+    }
+
+    /// Creates a sibling temporary file, lets `fill` write it, syncs it, checks it with core's
+    /// reader through a memory map, then renames it over `path` (so existing maps of an old
+    /// file stay valid and a failed write leaves no half-written model behind).
+    fn write_checked(
+        &self,
+        path: &Path,
+        fill: &mut dyn FnMut(&mut File, &Path) -> Result<(), FileError>,
+    ) -> Result<(), FileError> {
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(".goldcrest-tmp");
         let tmp: PathBuf = path.with_file_name(tmp_name);
-        let bytes = self.to_bytes()?;
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| FileError::Io { path: p, source }
-        };
         let written = (|| {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&bytes).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+            let mut f = File::create(&tmp).map_err(io_error(&tmp))?;
+            fill(&mut f, &tmp)?;
+            f.sync_all().map_err(io_error(&tmp))?;
             drop(f);
             let m = ModelFile::open(&tmp)?;
             self.verify(&m.safetensors()?)
@@ -394,7 +586,7 @@ impl ModelWriter {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, path).map_err(io(path))
+        std::fs::rename(&tmp, path).map_err(io_error(path))
     }
 
     /// Every tensor present with its declared bytes, and the alignment rule.

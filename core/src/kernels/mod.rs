@@ -75,6 +75,7 @@
 use crate::error::{Error, Name, Result};
 use crate::quant::{Format, Matrix};
 
+pub mod attention;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]

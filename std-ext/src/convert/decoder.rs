@@ -289,14 +289,15 @@ enum Role {
     Small,
 }
 
-/// Converts the checkpoint in `dir`; `progress` is called after each tensor with
-/// `(done, total, name)`.
-pub fn convert(
-    dir: &Path,
-    arch: Arch,
-    options: Options,
-    progress: &mut dyn FnMut(usize, usize, &str),
-) -> Result<ModelWriter, FileError> {
+/// A checked checkpoint and the file it converts to: metadata set, and every tensor's name,
+/// shape, role and output format decided (nothing converted yet).
+struct Plan {
+    ckpt: HfCheckpoint,
+    writer: ModelWriter,
+    tensors: Vec<(String, Vec<usize>, Role, Format)>,
+}
+
+fn plan(dir: &Path, arch: Arch, options: Options) -> Result<Plan, FileError> {
     let ckpt = HfCheckpoint::open(dir)?;
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|source| FileError::Io {
@@ -336,63 +337,125 @@ pub fn convert(
         w.hyperparameter("sliding_window", cfg.sliding_window)?
             .hyperparameter("first_sliding_layer", cfg.first_sliding_layer)?;
     }
-    let total = expected.len();
-    for (done, (name, shape, role)) in expected.iter().enumerate() {
-        ckpt.with_tensor(name, |view| {
+    let mut tensors = Vec::with_capacity(expected.len());
+    // Shapes and source formats are checked here, from the mapped headers only, so a bad
+    // checkpoint fails before anything is converted or written.
+    for (name, shape, role) in expected {
+        let source_format = ckpt.with_tensor(&name, |view| {
             let found: Vec<usize> = view.shape().iter().map(|&d| d as usize).collect();
-            if &found != shape {
+            if found != shape {
                 return Err(invalid(format!(
                     "tensor '{name}': expected shape {shape:?}, found {found:?}"
                 )));
             }
-            let source_format = view
-                .format()
-                .map_err(|source| FileError::Format { path: None, source })?;
-            let values = to_f32(view)?;
-            match role {
-                Role::Small => {
-                    w.f32(name, shape, &values)?;
-                }
-                Role::Linear => store_matrix(&mut w, name, &values, shape, options.weights, true)?,
-                Role::Embedding => {
-                    let format = options
-                        .head_weights
-                        .unwrap_or(if source_format == Format::F32 {
-                            Format::F32
-                        } else {
-                            Format::F16
-                        });
-                    store_matrix(&mut w, name, &values, shape, format, false)?;
-                }
-            }
-            Ok(())
+            view.format()
+                .map_err(|source| FileError::Format { path: None, source })
         })?;
-        progress(done + 1, total, name);
+        let format = match role {
+            Role::Small => Format::F32,
+            Role::Linear => options.weights,
+            Role::Embedding => options
+                .head_weights
+                .unwrap_or(if source_format == Format::F32 {
+                    Format::F32
+                } else {
+                    Format::F16
+                }),
+        };
+        tensors.push((name, shape, role, format));
     }
-    Ok(w)
+    Ok(Plan {
+        ckpt,
+        writer: w,
+        tensors,
+    })
 }
 
-fn store_matrix(
-    w: &mut ModelWriter,
+/// The stored bytes of one planned tensor.
+fn convert_tensor(
+    ckpt: &HfCheckpoint,
     name: &str,
-    values: &[f32],
     shape: &[usize],
+    role: Role,
     format: Format,
-    exact_ternary: bool,
-) -> Result<(), FileError> {
-    let (rows, cols) = (shape[0], shape[1]);
-    let core = |source| FileError::Format { path: None, source };
-    let bytes = if exact_ternary && matches!(format, Format::Tq2_0 | Format::Tq1_0) {
-        import_ternary(name, values, rows, cols, format).map_err(core)?
-    } else {
-        quantize(name, values, rows, cols, format).map_err(core)?
-    };
-    if format.is_blocked() {
-        w.packed(name, format, rows, cols, bytes)?;
-    } else {
-        w.plain(name, format, shape, bytes)?;
+) -> Result<Vec<u8>, FileError> {
+    ckpt.with_tensor(name, |view| {
+        let values = to_f32(view)?;
+        let core = |source| FileError::Format { path: None, source };
+        if role == Role::Small {
+            return Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        if role == Role::Linear && matches!(format, Format::Tq2_0 | Format::Tq1_0) {
+            import_ternary(name, &values, rows, cols, format).map_err(core)
+        } else {
+            quantize(name, &values, rows, cols, format).map_err(core)
+        }
+    })
+}
+
+/// Converts the checkpoint in `dir` in memory; `progress` is called after each tensor with
+/// `(done, total, name)`. [`convert_to_file`] writes the same file without holding it.
+pub fn convert(
+    dir: &Path,
+    arch: Arch,
+    options: Options,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<ModelWriter, FileError> {
+    let Plan {
+        ckpt,
+        mut writer,
+        tensors,
+    } = plan(dir, arch, options)?;
+    let total = tensors.len();
+    for (done, (name, shape, role, format)) in tensors.iter().enumerate() {
+        let bytes = convert_tensor(&ckpt, name, shape, *role, *format)?;
+        if format.is_blocked() {
+            writer.packed(name, *format, shape[0], shape[1], bytes)?;
+        } else {
+            writer.plain(name, *format, shape, bytes)?;
+        }
+        progress(done + 1, total, name);
     }
-    Ok(())
+    Ok(writer)
+}
+
+/// Converts the checkpoint in `dir` straight into the file `out`, embedding `tokenizer`
+/// (kind, bytes) if given: the header is written from the planned sizes, then each tensor as
+/// soon as it is converted, so memory holds one tensor rather than the whole output (the
+/// input shards are memory-mapped). The file is byte-identical to [`convert`]'s. `progress`
+/// is called after each tensor with `(done, total, name)`, in file order.
+pub fn convert_to_file(
+    dir: &Path,
+    arch: Arch,
+    options: Options,
+    tokenizer: Option<(String, Vec<u8>)>,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(), FileError> {
+    let Plan {
+        ckpt,
+        mut writer,
+        tensors,
+    } = plan(dir, arch, options)?;
+    for (name, shape, _, format) in &tensors {
+        writer.planned(name, *format, shape)?;
+    }
+    if let Some((kind, bytes)) = tokenizer {
+        writer.tokenizer(&kind, bytes)?;
+    }
+    let total = tensors.len();
+    let mut done = 0;
+    writer.write_file_streaming(out, &mut |name| {
+        let (_, shape, role, format) = tensors
+            .iter()
+            .find(|(n, ..)| n == name)
+            .ok_or_else(|| invalid(format!("tensor '{name}' was not planned")))?;
+        let bytes = convert_tensor(&ckpt, name, shape, *role, *format)?;
+        done += 1;
+        progress(done, total, name);
+        Ok(bytes)
+    })
 }
 
 /// Parses a `--weights` value: a format name (`f32`, `q8_0`, `tq2_0`, …) or a short alias

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// KV cache storage (llama, qwen2).
-    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "i8"])]
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
     /// Int8 activations for ternary layers (llama, qwen2).
     #[arg(long)]

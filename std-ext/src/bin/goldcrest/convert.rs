@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use goldcrest_core::models::decoder::{self, Weights};
 use goldcrest_core::models::rwkv6::{Config, Rwkv6};
 use goldcrest_core::quant::Format;
-use goldcrest_std::convert::decoder::{Options as DecoderOptions, convert as convert_decoder};
+use goldcrest_std::convert::decoder::{Options as DecoderOptions, convert_to_file};
 use goldcrest_std::convert::rwkv6::{self, Options};
 use goldcrest_std::load::ModelFile;
 use goldcrest_std::tokenize::Tokenizer;
@@ -258,17 +258,19 @@ fn decoder_command(arch: decoder::Arch, a: DecoderArgs) -> anyhow::Result<()> {
             eprint!("\r\x1b[K[{done}/{total}] {name}");
         }
     };
-    let mut writer = convert_decoder(&a.input, arch, options, &mut progress)
+    let tokenizer = match &a.tokenizer {
+        Some(spec) => Some(
+            Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
+                .with_context(|| format!("tokenizer {spec}"))?,
+        ),
+        None => None,
+    };
+    // Streams: header first, then each tensor as it is converted.
+    convert_to_file(&a.input, arch, options, tokenizer, &a.output, &mut progress)
         .with_context(|| format!("converting {}", a.input.display()))?;
     if terminal {
         eprintln!();
     }
-    if let Some(spec) = &a.tokenizer {
-        let (kind, bytes) = Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
-            .with_context(|| format!("tokenizer {spec}"))?;
-        writer.tokenizer(&kind, bytes)?;
-    }
-    writer.write_file(&a.output)?;
 
     // Read back what was written, as a user would, and load it strictly.
     let file = ModelFile::open(&a.output)?;

@@ -76,7 +76,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     chunk: usize,
     /// KV cache storage (llama, qwen2).
-    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "i8"])]
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
 }
 

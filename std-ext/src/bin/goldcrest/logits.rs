@@ -5,9 +5,7 @@
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use goldcrest_core::models::decoder::KvFormat;
-
-use crate::session::{Options, check_ids, with_model};
+use crate::session::{Options, check_ids, kv_format, with_model};
 
 /// Arguments of `goldcrest logits`.
 #[derive(clap::Args)]
@@ -21,6 +19,10 @@ pub struct Args {
     /// Tokens per prefill chunk (results do not depend on it).
     #[arg(long, default_value_t = 64)]
     chunk: usize,
+    /// KV cache storage (llama, qwen2); the default f32 gives the model's exact function, the
+    /// others show what a reduced cache changes.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
+    kv: String,
 }
 
 /// One output line; f32 values go through serde_json's shortest round-trip formatting.
@@ -32,11 +34,10 @@ struct Line<'a> {
 
 /// Runs `goldcrest logits`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // An f32 KV cache, so the output is the model's exact function.
     let options = Options {
         positions: args.ids.len(),
         chunk: args.chunk.max(1),
-        kv: KvFormat::F32,
+        kv: kv_format(&args.kv)?,
         int8_acts: false,
     };
     let (logits, v) = with_model(&args.model, &options, |model, _| {
