@@ -12,7 +12,8 @@
     } while (0)
 
 unsigned char *region_take(Region *r, size_t n) {
-    size_t start = (r->used + 15u) & ~(size_t)15u;
+    size_t misaligned = (uintptr_t)(r->base + r->used) % GOLDCREST_MEMORY_ALIGN;
+    size_t start = r->used + (misaligned ? GOLDCREST_MEMORY_ALIGN - misaligned : 0);
     if (start > r->cap || n > r->cap - start) return NULL;
     r->used = start + n;
     return r->base + start;

@@ -20,7 +20,8 @@ typedef struct {
     size_t used;
 } Region;
 
-/* Carves `n` bytes aligned to 16 from `r`, or returns NULL when the region is exhausted. */
+/* Carves `n` bytes starting on a GOLDCREST_MEMORY_ALIGN boundary (where session plans are
+ * exact) from `r`, or returns NULL when the region is exhausted. */
 unsigned char *region_take(Region *r, size_t n);
 
 typedef struct {
