@@ -123,6 +123,8 @@ typedef enum GoldcrestLmKind {
   GOLDCREST_LM_KIND_LLAMA = 2,
   // Qwen2 decoder (KV cache).
   GOLDCREST_LM_KIND_QWEN2 = 3,
+  // GoldFinch (RWKV-6 layers, then GOLD attention over a compressed key cache).
+  GOLDCREST_LM_KIND_GOLD_FINCH = 4,
 } GoldcrestLmKind;
 
 // One forecast call. Fill it after `memset(0)` and set `struct_size = sizeof(...)`; a newer
@@ -202,7 +204,8 @@ typedef struct GoldcrestLmInfo {
   size_t vocab_size;
   // Number of blocks.
   size_t n_layer;
-  // Longest context a session may ask for (0: unbounded, as for RWKV-6).
+  // Longest context a session may ask for (0: no limit from the model, as for RWKV-6 and
+  // GoldFinch).
   size_t max_context;
   // Bytes of weights read in place from the model buffer.
   size_t weight_bytes;
@@ -288,8 +291,9 @@ enum GoldcrestStatus goldcrest_lm_free(GoldcrestLm *lm);
 enum GoldcrestStatus goldcrest_lm_info(const GoldcrestLm *lm, struct GoldcrestLmInfo *out);
 
 // Memory for a session that feeds up to `max_tokens` tokens per call (prompt chunking;
-// 1 is enough for token-by-token use) and, for decoders, holds `context` positions (ignored
-// by RWKV-6). Pass `out->total_bytes` to `goldcrest_session_create()`.
+// 1 is enough for token-by-token use) and, for decoders and GoldFinch, holds `context`
+// positions (ignored by RWKV-6; GoldFinch runs any feed up to `context` at once, so only
+// `max_tokens >= 1` matters for it). Pass `out->total_bytes` to `goldcrest_session_create()`.
 enum GoldcrestStatus goldcrest_lm_memory_plan(const GoldcrestLm *lm,
                                               size_t max_tokens,
                                               size_t context,

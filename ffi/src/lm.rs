@@ -1,4 +1,4 @@
-//! Language models (RWKV-6 and the LLaMA/Qwen2 decoder): open, plan, sessions, sampling.
+//! Language models (RWKV-6, the LLaMA/Qwen2 decoder, GoldFinch): open, plan, sessions, sampling.
 
 use core::mem::{align_of, size_of};
 
@@ -6,7 +6,7 @@ use goldcrest_core::arena::{ARENA_ALIGN, Arena, Carve, Planner};
 use goldcrest_core::format::KEY_ARCH;
 use goldcrest_core::format::SafeTensors;
 use goldcrest_core::kernels::Kernels;
-use goldcrest_core::models::{decoder, rwkv6};
+use goldcrest_core::models::{decoder, goldfinch, rwkv6};
 use goldcrest_core::ops::sample::{Rng, SamplerConfig, sample};
 
 use crate::status::*;
@@ -31,6 +31,8 @@ pub enum GoldcrestLmKind {
     Llama = 2,
     /// Qwen2 decoder (KV cache).
     Qwen2 = 3,
+    /// GoldFinch (RWKV-6 layers, then GOLD attention over a compressed key cache).
+    GoldFinch = 4,
 }
 
 /// Facts about an open language model.
@@ -43,7 +45,8 @@ pub struct GoldcrestLmInfo {
     pub vocab_size: usize,
     /// Number of blocks.
     pub n_layer: usize,
-    /// Longest context a session may ask for (0: unbounded, as for RWKV-6).
+    /// Longest context a session may ask for (0: no limit from the model, as for RWKV-6 and
+    /// GoldFinch).
     pub max_context: usize,
     /// Bytes of weights read in place from the model buffer.
     pub weight_bytes: usize,
@@ -106,6 +109,7 @@ pub unsafe extern "C" fn goldcrest_sampler_default(out: *mut GoldcrestSampler) -
 enum Model {
     Rwkv6(rwkv6::Rwkv6<'static, 'static>),
     Decoder(decoder::Decoder<'static, 'static>),
+    GoldFinch(goldfinch::GoldFinch<'static, 'static>),
 }
 
 /// An open language model (opaque). Read-only once open: one model may serve sessions on
@@ -130,6 +134,7 @@ struct Owned {
 enum OwnedLayers {
     Rwkv6(*mut [Option<rwkv6::Layer<'static>>]),
     Decoder(*mut [Option<decoder::Layer<'static>>]),
+    GoldFinch(*mut [Option<goldfinch::Layer<'static>>]),
 }
 
 #[cfg(feature = "std")]
@@ -141,6 +146,7 @@ impl Drop for Owned {
             match self.layers {
                 OwnedLayers::Rwkv6(p) => drop(Box::from_raw(p)),
                 OwnedLayers::Decoder(p) => drop(Box::from_raw(p)),
+                OwnedLayers::GoldFinch(p) => drop(Box::from_raw(p)),
             }
         }
     }
@@ -171,6 +177,7 @@ fn parse(bytes: &'static [u8]) -> Result<SafeTensors<'static>, Failure> {
 enum Arch {
     Rwkv6(rwkv6::Config),
     Decoder(decoder::Config),
+    GoldFinch(goldfinch::Config),
 }
 
 fn arch_of(st: &SafeTensors<'static>) -> Result<Arch, Failure> {
@@ -178,9 +185,10 @@ fn arch_of(st: &SafeTensors<'static>) -> Result<Arch, Failure> {
     match arch {
         rwkv6::ARCH => Ok(Arch::Rwkv6(rwkv6::Config::from_source(st)?)),
         "llama" | "qwen2" => Ok(Arch::Decoder(decoder::Config::from_safetensors(st)?)),
+        goldfinch::ARCH => Ok(Arch::GoldFinch(goldfinch::Config::from_source(st)?)),
         _ => fail(
             GoldcrestStatus::WrongModelKind,
-            "not a language model (goldcrest.arch is not rwkv6, llama or qwen2)",
+            "not a language model (goldcrest.arch is not rwkv6, llama, qwen2 or goldfinch)",
         ),
     }
 }
@@ -221,6 +229,7 @@ fn layers_needed(arch: &Arch) -> usize {
     match arch {
         Arch::Rwkv6(c) => c.n_layer * size_of::<Option<rwkv6::Layer<'static>>>(),
         Arch::Decoder(c) => c.n_layer * size_of::<Option<decoder::Layer<'static>>>(),
+        Arch::GoldFinch(c) => c.n_layer * size_of::<Option<goldfinch::Layer<'static>>>(),
     }
 }
 
@@ -265,6 +274,15 @@ fn load(
             let weights = decoder::Weights::load(st, layers)?;
             (
                 Model::Decoder(decoder::Decoder::new(weights, kernels())),
+                rest,
+            )
+        }
+        Arch::GoldFinch(c) => {
+            let (ptr, rest) = carve_raw::<Option<goldfinch::Layer<'static>>>(mem, c.n_layer)?;
+            // SAFETY: as above.
+            let layers = unsafe { none_slots(ptr, c.n_layer) };
+            (
+                Model::GoldFinch(goldfinch::GoldFinch::load(st, layers, kernels())?),
                 rest,
             )
         }
@@ -340,6 +358,19 @@ fn open_owned(
                     Model::Decoder(decoder::Decoder::new(w, kernels())),
                     OwnedLayers::Decoder(raw),
                 ),
+                Err(e) => {
+                    // SAFETY: as above.
+                    drop(unsafe { Box::from_raw(raw) });
+                    return Err(e.into());
+                }
+            }
+        }
+        Arch::GoldFinch(c) => {
+            let raw = Box::into_raw(vec![None; c.n_layer].into_boxed_slice());
+            // SAFETY: as above.
+            let layers: &'static mut [Option<goldfinch::Layer<'static>>] = unsafe { &mut *raw };
+            match goldfinch::GoldFinch::load(&st, layers, kernels()) {
+                Ok(m) => (Model::GoldFinch(m), OwnedLayers::GoldFinch(raw)),
                 Err(e) => {
                     // SAFETY: as above.
                     drop(unsafe { Box::from_raw(raw) });
@@ -453,6 +484,13 @@ impl GoldcrestLm {
                 max_context: m.config().max_positions,
                 weight_bytes: m.weights().bytes(),
             },
+            Model::GoldFinch(m) => GoldcrestLmInfo {
+                kind: GoldcrestLmKind::GoldFinch,
+                vocab_size: m.config().vocab_size,
+                n_layer: m.config().n_layer,
+                max_context: 0,
+                weight_bytes: m.weights().bytes,
+            },
         }
     }
 
@@ -477,6 +515,15 @@ impl GoldcrestLm {
                     );
                 }
                 m.memory_plan(context, decoder::KvFormat::F16, max_tokens)?
+            }
+            Model::GoldFinch(m) => {
+                if context == 0 {
+                    return fail(
+                        GoldcrestStatus::InvalidArgument,
+                        "context must be at least 1 for GoldFinch (tokens its cache holds)",
+                    );
+                }
+                m.memory_plan(context)?
             }
         };
         // The same sequence of carves as `build_session`, counted from an aligned start: each
@@ -512,8 +559,9 @@ pub unsafe extern "C" fn goldcrest_lm_info(
 }
 
 /// Memory for a session that feeds up to `max_tokens` tokens per call (prompt chunking;
-/// 1 is enough for token-by-token use) and, for decoders, holds `context` positions (ignored
-/// by RWKV-6). Pass `out->total_bytes` to `goldcrest_session_create()`.
+/// 1 is enough for token-by-token use) and, for decoders and GoldFinch, holds `context`
+/// positions (ignored by RWKV-6; GoldFinch runs any feed up to `context` at once, so only
+/// `max_tokens >= 1` matters for it). Pass `out->total_bytes` to `goldcrest_session_create()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goldcrest_lm_memory_plan(
     lm: *const GoldcrestLm,
@@ -530,6 +578,8 @@ pub unsafe extern "C" fn goldcrest_lm_memory_plan(
     })
 }
 
+// One per session, in the caller's memory: there is no heap to box the larger variant into.
+#[allow(clippy::large_enum_variant)]
 enum Run {
     Rwkv6 {
         state: rwkv6::State<'static>,
@@ -538,6 +588,10 @@ enum Run {
     Decoder {
         cache: decoder::KvCache<'static>,
         scratch: decoder::Scratch<'static>,
+    },
+    GoldFinch {
+        context: goldfinch::Context<'static>,
+        scratch: goldfinch::Scratch<'static>,
     },
 }
 
@@ -636,6 +690,10 @@ fn build_session(
             )?,
             scratch: decoder::Scratch::carve(m.config(), context, max_tokens, &mut arena)?,
         },
+        Model::GoldFinch(m) => Run::GoldFinch {
+            context: goldfinch::Context::carve(m.config(), context, &mut arena)?,
+            scratch: goldfinch::Scratch::carve(m.config(), context, &mut arena)?,
+        },
     };
     let v = model.vocab();
     let session = GoldcrestSession {
@@ -692,6 +750,9 @@ impl GoldcrestSession {
                 for chunk in tokens.chunks(scratch.max_tokens()) {
                     m.forward(cache, scratch, chunk, self.logits)?;
                 }
+            }
+            (Model::GoldFinch(m), Run::GoldFinch { context, scratch }) => {
+                m.prefill(context, scratch, tokens, self.logits)?
             }
             _ => {
                 return fail(
@@ -864,6 +925,7 @@ pub unsafe extern "C" fn goldcrest_session_reset(s: *mut GoldcrestSession) -> Go
         match &mut session.run {
             Run::Rwkv6 { state, .. } => state.reset(),
             Run::Decoder { cache, .. } => cache.clear(),
+            Run::GoldFinch { context, .. } => context.reset(),
         }
         session.recent_len = 0;
         session.has_logits = false;
@@ -890,12 +952,28 @@ pub unsafe extern "C" fn goldcrest_session_state_size(
 }
 
 impl GoldcrestSession {
+    /// The session's model.
+    fn model(&self) -> &'static GoldcrestLm {
+        // SAFETY: the model outlives its sessions (documented) and `session_mut` checked its
+        // tag; it is read-only and not inside the session's memory.
+        unsafe { &*self.lm }
+    }
+
     fn saved_len(&self) -> Result<usize, Failure> {
-        Ok(match &self.run {
-            Run::Rwkv6 { state, .. } => rwkv6::State::saved_len(state.config())?,
-            Run::Decoder { cache, .. } => cache.saved_len()?,
+        Ok(match (&self.model().model, &self.run) {
+            (_, Run::Rwkv6 { state, .. }) => rwkv6::State::saved_len(state.config())?,
+            (_, Run::Decoder { cache, .. }) => cache.saved_len()?,
+            (Model::GoldFinch(m), Run::GoldFinch { context, .. }) => m.saved_len(context.len())?,
+            _ => return mismatch(),
         })
     }
+}
+
+fn mismatch<T>() -> Result<T, Failure> {
+    fail(
+        GoldcrestStatus::WrongHandle,
+        "session does not match its model",
+    )
 }
 
 /// Saves the session's sequence so far (RWKV-6: the recurrent state; decoders: the KV cache
@@ -925,9 +1003,11 @@ pub unsafe extern "C" fn goldcrest_session_save_state(
         }
         // SAFETY: `cap` writable bytes.
         let out = unsafe { slice_mut(out, cap)? };
-        let n = match &session.run {
-            Run::Rwkv6 { state, .. } => state.save(out)?,
-            Run::Decoder { cache, .. } => cache.save(out)?,
+        let n = match (&session.model().model, &session.run) {
+            (_, Run::Rwkv6 { state, .. }) => state.save(out)?,
+            (_, Run::Decoder { cache, .. }) => cache.save(out)?,
+            (Model::GoldFinch(m), Run::GoldFinch { context, .. }) => m.save(context, out)?,
+            _ => return mismatch(),
         };
         // SAFETY: checked non-null.
         unsafe { write_out(written, n) }
@@ -950,9 +1030,14 @@ pub unsafe extern "C" fn goldcrest_session_restore_state(
         let session = unsafe { session_mut(s)? };
         // SAFETY: `len` readable bytes.
         let bytes = unsafe { slice(bytes, len)? };
-        let restored = match &mut session.run {
-            Run::Rwkv6 { state, .. } => state.restore(bytes),
-            Run::Decoder { cache, .. } => cache.restore(bytes),
+        let model = session.model();
+        let restored = match (&model.model, &mut session.run) {
+            (_, Run::Rwkv6 { state, .. }) => state.restore(bytes),
+            (_, Run::Decoder { cache, .. }) => cache.restore(bytes),
+            (Model::GoldFinch(m), Run::GoldFinch { context, scratch }) => {
+                m.restore(context, scratch, bytes)
+            }
+            _ => return mismatch(),
         };
         restored.map_err(|e| match e {
             goldcrest_core::Error::LengthMismatch { .. }

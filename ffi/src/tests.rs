@@ -655,3 +655,115 @@ fn session_plans_are_exact() {
         }
     }
 }
+
+const GOLDFINCH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/goldfinch/tiny_a.safetensors"
+);
+
+#[test]
+fn goldfinch_through_the_abi_matches_the_reference_and_resumes_from_its_at_rest_state() {
+    let bytes = std::fs::read(GOLDFINCH).unwrap();
+    let golden_bytes =
+        std::fs::read(GOLDFINCH.replace(".safetensors", ".golden.safetensors")).unwrap();
+    let golden = goldcrest_std::load::parse_hosted(&golden_bytes).unwrap();
+    let floats = |name: &str| -> Vec<f32> {
+        bytemuck::cast_slice::<u8, f32>(golden.tensor(name).unwrap().bytes()).to_vec()
+    };
+    let tokens: Vec<u32> =
+        bytemuck::cast_slice::<u8, i32>(golden.tensor("tokens").unwrap().bytes())
+            .iter()
+            .map(|&t| t as u32)
+            .collect();
+    let full = floats("full_logits");
+    // SAFETY: valid buffers for every call; handles used only while alive.
+    unsafe {
+        let mut lm = null_mut();
+        assert_eq!(
+            goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm),
+            GoldcrestStatus::Ok
+        );
+        let mut info = GoldcrestLmInfo {
+            kind: GoldcrestLmKind::Rwkv6,
+            vocab_size: 0,
+            n_layer: 0,
+            max_context: 0,
+            weight_bytes: 0,
+        };
+        assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
+        assert_eq!(info.kind, GoldcrestLmKind::GoldFinch);
+        let vocab = info.vocab_size;
+        let mut plan = GoldcrestMemoryPlan::default();
+        assert_eq!(
+            goldcrest_lm_memory_plan(lm, 1, 0, &mut plan),
+            GoldcrestStatus::InvalidArgument
+        );
+        assert_eq!(
+            goldcrest_lm_memory_plan(lm, 1, 32, &mut plan),
+            GoldcrestStatus::Ok
+        );
+        let mut mem = AlignedMemory::new(plan.total_bytes);
+        let mut s = null_mut();
+        assert_eq!(
+            goldcrest_session_create(lm, 1, 32, mem.ptr(), plan.total_bytes - 1, &mut s),
+            GoldcrestStatus::BufferTooSmall
+        );
+        assert_eq!(
+            goldcrest_session_create(lm, 1, 32, mem.ptr(), plan.total_bytes, &mut s),
+            GoldcrestStatus::Ok
+        );
+        // Every position's logits against the float64 reference (f16-rounded weights run in
+        // f32): 1e-4 absolute, the tolerance of core/tests/goldfinch.rs.
+        let mut got = vec![0f32; vocab];
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(goldcrest_session_feed(s, t, 1), GoldcrestStatus::Ok);
+            assert_eq!(
+                goldcrest_session_logits(s, got.as_mut_ptr(), vocab),
+                GoldcrestStatus::Ok
+            );
+            let want = &full[i * vocab..(i + 1) * vocab];
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(err <= 1e-4, "position {i}: logits off by {err}");
+        }
+
+        // Save after a prefix, decode on; restore into a new session and decode the same.
+        assert_eq!(goldcrest_session_reset(s), GoldcrestStatus::Ok);
+        let (head, _) = decode(s, &tokens[..5], 3, vocab);
+        let mut size = 0usize;
+        assert_eq!(
+            goldcrest_session_state_size(s, &mut size),
+            GoldcrestStatus::Ok
+        );
+        let mut saved = vec![0u8; size];
+        let mut written = 0usize;
+        assert_eq!(
+            goldcrest_session_save_state(s, saved.as_mut_ptr(), size, &mut written),
+            GoldcrestStatus::Ok
+        );
+        let (tail, tail_logits) = decode(s, &[head[2]], 6, vocab);
+        let mut other = AlignedMemory::new(plan.total_bytes);
+        let mut r = null_mut();
+        assert_eq!(
+            goldcrest_session_create(lm, 1, 32, other.ptr(), plan.total_bytes, &mut r),
+            GoldcrestStatus::Ok
+        );
+        assert_eq!(
+            goldcrest_session_restore_state(r, saved.as_ptr(), size - 1),
+            GoldcrestStatus::BadState
+        );
+        assert_eq!(
+            goldcrest_session_restore_state(r, saved.as_ptr(), size),
+            GoldcrestStatus::Ok
+        );
+        let (again, again_logits) = decode(r, &[head[2]], 6, vocab);
+        assert_eq!(again, tail);
+        assert_eq!(again_logits, tail_logits);
+        for x in [s, r] {
+            assert_eq!(goldcrest_session_free(x), GoldcrestStatus::Ok);
+        }
+        assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
+    }
+}
