@@ -19,8 +19,11 @@ static inline double case_value(size_t t) {
     return cycle[t % 12] + 0.03 * (double)t;
 }
 
-/* Text generation with RWKV-6: feed a prompt, then pick CASE_STEPS tokens greedily. Halfway,
- * the state is saved; restoring it and decoding again must repeat the second half. */
+/* Text generation with RWKV-6 and with a Qwen2 decoder (KV cache of CASE_DECODER_CONTEXT
+ * positions): feed a prompt, then pick CASE_STEPS tokens greedily. Halfway, the state (RWKV-6's
+ * recurrent state, the decoder's KV cache) is saved; restoring it and decoding again must
+ * repeat the second half. */
+#define CASE_DECODER_CONTEXT 32
 #define CASE_PROMPT_LEN 4
 #define CASE_STEPS 12
 static const uint32_t case_prompt[CASE_PROMPT_LEN] = {1, 2, 3, 7};

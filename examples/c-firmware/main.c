@@ -1,8 +1,8 @@
 /* Bare-metal C firmware for a Cortex-M4F (QEMU mps2-an386): no libc, no heap, no RTOS. It links
  * the firmware flavour of goldcrest (libgoldcrest.a built for thumbv7em-none-eabihf, no_std, no
- * allocator), reads two models in place from flash, runs a Toto forecast and an RWKV-6 greedy
- * generation in one static arena, and checks both against the results the host computed with
- * the same code (expected.h, written by host_expected.c). Output and the exit status go through
+ * allocator), reads three models in place from flash, runs a Toto forecast and greedy
+ * generations with RWKV-6 and a Qwen2 decoder (each saving and restoring its state) in one
+ * static arena, and checks them against the results the host computed with the same code (expected.h, written by host_expected.c). Output and the exit status go through
  * semihosting; any mismatch exits with status 1.
  *
  * Tolerance: the firmware runs goldcrest's scalar kernels, the host its SIMD kernels, which sum
@@ -19,8 +19,8 @@
 #define STACK_PAINT 0x5AA5C33Cu
 
 int semihost_call(int operation, const void *argument);
-extern const uint8_t toto_model[], rwkv_model[];
-extern const uint32_t toto_model_len, rwkv_model_len;
+extern const uint8_t toto_model[], rwkv_model[], decoder_model[];
+extern const uint32_t toto_model_len, rwkv_model_len, decoder_model_len;
 extern uint32_t _ebss[], _estack[];
 
 static unsigned char arena[ARENA_BYTES];
@@ -98,6 +98,34 @@ static int report(WorkResult r) {
     return 0;
 }
 
+static void check_generation(const char *label, const GenerateResult *g, const uint32_t *tokens,
+                             const float *logits, size_t vocab) {
+    size_t i;
+    put(label);
+    put(" greedy tokens:");
+    for (i = 0; i < CASE_STEPS; i++) {
+        put(" ");
+        put_uint(g->tokens[i]);
+        if (g->tokens[i] != tokens[i]) {
+            put(" (host: ");
+            put_uint(tokens[i]);
+            put(")");
+            failures++;
+        }
+    }
+    put("\n");
+    if (!g->resumed_equal) { put("MISMATCH: decoding from the restored state differs\n"); failures++; }
+    if (g->vocab != vocab) { put("MISMATCH: vocabulary size\n"); failures++; }
+    for (i = 0; i < g->vocab && i < vocab; i++) check_close("logits", i, g->last_logits[i], logits[i]);
+    put("  memory: model handle ");
+    put_uint(g->model_bytes);
+    put(" B, session ");
+    put_uint(g->session_bytes);
+    put(" B, saved state ");
+    put_uint(g->state_bytes);
+    put(" B\n");
+}
+
 /* Fills the free stack below the current frame with a pattern; the untouched part is counted
  * at the end to measure the deepest stack use. */
 static void paint_stack(void) {
@@ -114,9 +142,9 @@ static size_t stack_used(void) {
 
 int main(void) {
     static ForecastResult forecast;
-    static GenerateResult generate;
+    static GenerateResult rwkv, decoder;
     Region region;
-    size_t i, forecast_used;
+    size_t i, forecast_used, rwkv_used;
 
     paint_stack();
     put("goldcrest ");
@@ -141,52 +169,43 @@ int main(void) {
     }
     put("\n");
 
-    region.used = 0; /* the forecast is done: its memory is free again */
-    if (!report(work_generate(rwkv_model, rwkv_model_len, &region, &generate))) return 1;
-    put("RWKV-6 greedy tokens:");
-    for (i = 0; i < CASE_STEPS; i++) {
-        put(" ");
-        put_uint(generate.tokens[i]);
-        if (generate.tokens[i] != expected_tokens[i]) {
-            put(" (host: ");
-            put_uint(expected_tokens[i]);
-            put(")");
-            failures++;
-        }
-    }
-    put("\n");
-    if (!generate.resumed_equal) { put("MISMATCH: decoding from the restored state differs\n"); failures++; }
-    if (generate.vocab != EXPECTED_VOCAB) { put("MISMATCH: vocabulary size\n"); failures++; }
-    for (i = 0; i < generate.vocab && i < EXPECTED_VOCAB; i++)
-        check_close("logits", i, generate.last_logits[i], expected_logits[i]);
-
-    put("memory: forecast ");
-    put_uint(forecast_used);
-    put(" B (plan ");
+    put("  memory: plan ");
     put_uint(forecast.plan_bytes);
-    put(" + handle ");
+    put(" B + handle ");
     put_uint(GOLDCREST_FORECASTER_SIZE);
-    put("); generation ");
-    put_uint(region.used);
-    put(" B (model handle ");
-    put_uint(generate.model_bytes);
-    put(", session ");
-    put_uint(generate.session_bytes);
-    put(", saved state ");
-    put_uint(generate.state_bytes);
-    put("); arena ");
+    put(" B\n");
+
+    region.used = 0; /* each run reuses the arena: the previous one is done with it */
+    if (!report(work_generate(rwkv_model, rwkv_model_len, 0, &region, &rwkv))) return 1;
+    rwkv_used = region.used;
+    check_generation("RWKV-6", &rwkv, expected_rwkv_tokens, expected_rwkv_logits, EXPECTED_RWKV_VOCAB);
+
+    region.used = 0;
+    if (!report(work_generate(decoder_model, decoder_model_len, CASE_DECODER_CONTEXT, &region, &decoder))) return 1;
+    check_generation("Qwen2 decoder", &decoder, expected_decoder_tokens, expected_decoder_logits,
+                     EXPECTED_DECODER_VOCAB);
+
+    put("arena ");
     put_uint(sizeof arena);
+    put(" B, used at most: forecast ");
+    put_uint(forecast_used);
+    put(" B, RWKV-6 ");
+    put_uint(rwkv_used);
+    put(" B, decoder ");
+    put_uint(region.used);
     put(" B; deepest stack ");
     put_uint(stack_used());
     put(" B\nmodels in flash: Toto ");
     put_uint(toto_model_len);
     put(" B, RWKV-6 ");
     put_uint(rwkv_model_len);
+    put(" B, Qwen2 ");
+    put_uint(decoder_model_len);
     put(" B\nlargest deviation from the host: ");
     put_fixed(worst, 12);
     put(" (relative, tolerance ");
     put_fixed(TOLERANCE, 6);
     put(")\n");
-    put(failures ? "FAIL: results differ from the host's\n" : "PASS: forecast, tokens and logits match the host\n");
+    put(failures ? "FAIL: results differ from the host's\n" : "PASS: forecast, tokens and logits match the host's\n");
     return failures ? 1 : 0;
 }

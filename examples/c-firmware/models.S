@@ -14,6 +14,12 @@ rwkv_model:
     .incbin RWKV_MODEL_PATH
 rwkv_model_end:
 
+    .balign 16
+    .globl decoder_model
+decoder_model:
+    .incbin DECODER_MODEL_PATH
+decoder_model_end:
+
     .balign 4
     .globl toto_model_len
 toto_model_len:
@@ -21,3 +27,6 @@ toto_model_len:
     .globl rwkv_model_len
 rwkv_model_len:
     .word rwkv_model_end - rwkv_model
+    .globl decoder_model_len
+decoder_model_len:
+    .word decoder_model_end - decoder_model

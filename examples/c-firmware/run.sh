@@ -9,18 +9,21 @@ out=target/c-firmware; mkdir -p "$out"
 here=examples/c-firmware
 toto=tests/fixtures/toto/small.model.safetensors
 rwkv=tests/fixtures/rwkv6/tiny_a.safetensors
+qwen2=$out/tiny_qwen2.safetensors
 
 cargo build -q --release -p goldcrest-ffi
 cargo rustc -q --release -p goldcrest-ffi --no-default-features --target thumbv7em-none-eabihf \
   --crate-type staticlib
 
+cargo run -q --release -p goldcrest-std --bin goldcrest -- convert qwen2 \
+  tests/fixtures/decoder/qwen2 "$qwen2" --weights f32 > /dev/null
 W=(-std=c99 -Wall -Wextra -Werror -pedantic -O2 -Iinclude -I"$here")
 gcc "${W[@]}" "$here/host_expected.c" "$here/work.c" target/release/libgoldcrest.a -lm -o "$out/host_expected"
-"$out/host_expected" "$toto" "$rwkv" > "$out/expected.h"
+"$out/host_expected" "$toto" "$rwkv" "$qwen2" > "$out/expected.h"
 
 ARM=(-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16)
 arm-none-eabi-gcc "${ARM[@]}" "${W[@]}" -I"$out" -ffreestanding -ffunction-sections -fdata-sections \
-  -DTOTO_MODEL_PATH="\"$toto\"" -DRWKV_MODEL_PATH="\"$rwkv\"" \
+  -DTOTO_MODEL_PATH="\"$toto\"" -DRWKV_MODEL_PATH="\"$rwkv\"" -DDECODER_MODEL_PATH="\"$qwen2\"" \
   -nostdlib -T "$here/link.ld" -Wl,--gc-sections -Wl,--no-warn-rwx-segments -Wl,--no-warn-execstack -Wl,-Map="$out/firmware.map" \
   "$here/startup.S" "$here/models.S" "$here/main.c" "$here/work.c" \
   target/thumbv7em-none-eabihf/release/libgoldcrest.a -lgcc -o "$out/firmware.elf"

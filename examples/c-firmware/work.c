@@ -69,14 +69,14 @@ WorkResult work_forecast(const uint8_t *model, size_t len, Region *memory, Forec
     return result;
 }
 
-WorkResult work_generate(const uint8_t *model, size_t len, Region *memory, GenerateResult *out) {
+WorkResult work_generate(const uint8_t *model, size_t len, size_t context, Region *memory, GenerateResult *out) {
     WorkResult result = ok();
     GoldcrestLm *lm = 0;
     GoldcrestSession *session = 0;
     GoldcrestLmInfo info;
     GoldcrestMemoryPlan plan;
     GoldcrestSampler greedy;
-    unsigned char *model_memory, *session_memory, *saved;
+    unsigned char *model_memory, *session_memory, *saved = 0;
     size_t written = 0, i, half = CASE_STEPS / 2;
     uint32_t token;
 
@@ -87,24 +87,25 @@ WorkResult work_generate(const uint8_t *model, size_t len, Region *memory, Gener
     if (info.vocab_size > WORK_MAX_VOCAB) return out_of_memory("vocabulary larger than WORK_MAX_VOCAB");
     out->vocab = info.vocab_size;
 
-    TRY(goldcrest_lm_memory_plan(lm, CASE_PROMPT_LEN, 0, &plan), "goldcrest_lm_memory_plan");
+    TRY(goldcrest_lm_memory_plan(lm, CASE_PROMPT_LEN, context, &plan), "goldcrest_lm_memory_plan");
     out->session_bytes = plan.total_bytes;
     if (!(session_memory = region_take(memory, plan.total_bytes))) return out_of_memory("session memory");
-    TRY(goldcrest_session_create(lm, CASE_PROMPT_LEN, 0, session_memory, plan.total_bytes, &session),
+    TRY(goldcrest_session_create(lm, CASE_PROMPT_LEN, context, session_memory, plan.total_bytes, &session),
         "goldcrest_session_create");
     TRY(goldcrest_sampler_default(&greedy), "goldcrest_sampler_default");
     greedy.temperature = 0.0f;
-
-    TRY(goldcrest_session_state_size(session, &out->state_bytes), "goldcrest_session_state_size");
-    if (!(saved = region_take(memory, out->state_bytes))) return out_of_memory("saved state");
 
     TRY(goldcrest_session_feed(session, case_prompt, CASE_PROMPT_LEN), "goldcrest_session_feed(prompt)");
     for (i = 0; i < CASE_STEPS; i++) {
         TRY(goldcrest_session_sample(session, &greedy, &token), "goldcrest_session_sample");
         out->tokens[i] = token;
-        if (i == half - 1) /* the state before this token goes in: a checkpoint */
+        if (i == half - 1) { /* the state before this token goes in: a checkpoint */
+            /* A decoder's saved size grows with its positions: ask now, not at the start. */
+            TRY(goldcrest_session_state_size(session, &out->state_bytes), "goldcrest_session_state_size");
+            if (!(saved = region_take(memory, out->state_bytes))) return out_of_memory("saved state");
             TRY(goldcrest_session_save_state(session, saved, out->state_bytes, &written),
                 "goldcrest_session_save_state");
+        }
         TRY(goldcrest_session_feed(session, &token, 1), "goldcrest_session_feed");
     }
     TRY(goldcrest_session_logits(session, out->last_logits, out->vocab), "goldcrest_session_logits");

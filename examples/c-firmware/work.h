@@ -47,7 +47,8 @@ typedef struct {
 /* Mean forecast of the case series with the Toto model at `model` (`len` bytes). */
 WorkResult work_forecast(const uint8_t *model, size_t len, Region *memory, ForecastResult *out);
 
-/* Greedy RWKV-6 generation from the case prompt, with a save/restore round trip halfway. */
-WorkResult work_generate(const uint8_t *model, size_t len, Region *memory, GenerateResult *out);
+/* Greedy generation from the case prompt, with a save/restore round trip halfway. `context`:
+ * positions a decoder's KV cache holds (0 for RWKV-6). */
+WorkResult work_generate(const uint8_t *model, size_t len, size_t context, Region *memory, GenerateResult *out);
 
 #endif
