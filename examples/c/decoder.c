@@ -1,8 +1,9 @@
 /* A LLaMA/Qwen2 decoder through the C ABI, from C99: open from a buffer, plan, a session in
  * exactly the planned memory, greedy decoding, and saving/restoring the KV cache to a caller
  * buffer; restoring then decoding must equal decoding without interruption. Then the error
- * paths of these calls. Exits non-zero on any failure.
- * usage: decoder DECODER_MODEL RWKV6_MODEL */
+ * paths of these calls; then the same round trip with GoldFinch, whose state is its at-rest
+ * cache. Exits non-zero on any failure.
+ * usage: decoder DECODER_MODEL RWKV6_MODEL GOLDFINCH_MODEL */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,9 +80,47 @@ static void decode(GoldcrestSession *s, const uint32_t *feed, size_t n, uint32_t
     }
 }
 
+/* GoldFinch: the same save/restore round trip; its saved state is the at-rest cache (token ids
+ * and compressed keys), from which restore rebuilds the working cache. */
+static void goldfinch(const unsigned char *bytes, size_t len, const unsigned char *decoder_state, size_t decoder_size) {
+    GoldcrestLm *lm = NULL;
+    GoldcrestLmInfo info;
+    GoldcrestMemoryPlan plan;
+    GoldcrestSession *s = NULL, *r = NULL;
+    Memory m1 = {0, 0}, m2 = {0, 0};
+    uint32_t gf_prompt[5] = {3, 1, 4, 1, 5}, head[3], tail[STEPS], again[STEPS];
+    unsigned char *saved;
+    size_t size = 0, written = 0;
+
+    expect(goldcrest_lm_open_buffer(bytes, len, &lm), GOLDCREST_STATUS_OK, "open GoldFinch from a buffer");
+    expect(goldcrest_lm_info(lm, &info), GOLDCREST_STATUS_OK, "GoldFinch info");
+    expect_true(info.kind == GOLDCREST_LM_KIND_GOLD_FINCH, "kind is GoldFinch");
+    expect(goldcrest_lm_memory_plan(lm, 1, 0, &plan), GOLDCREST_STATUS_INVALID_ARGUMENT, "GoldFinch plan with context 0");
+    s = session_for(lm, 32, &m1);
+    r = session_for(lm, 32, &m2);
+    if (!s || !r) { failures++; return; }
+    decode(s, gf_prompt, 5, head, 3);
+    expect(goldcrest_session_state_size(s, &size), GOLDCREST_STATUS_OK, "GoldFinch state size");
+    printf("     GoldFinch at-rest state after 7 tokens: %zu B\n", size);
+    saved = malloc(size);
+    if (!saved) { failures++; return; }
+    expect(goldcrest_session_save_state(s, saved, size, &written), GOLDCREST_STATUS_OK, "save GoldFinch state");
+    decode(s, &head[2], 1, tail, STEPS);
+    expect(goldcrest_session_restore_state(r, saved, size - 4), GOLDCREST_STATUS_BAD_STATE, "truncated GoldFinch state");
+    expect(goldcrest_session_restore_state(r, decoder_state, decoder_size), GOLDCREST_STATUS_BAD_STATE,
+           "decoder state into GoldFinch");
+    expect(goldcrest_session_restore_state(r, saved, size), GOLDCREST_STATUS_OK, "restore into another session");
+    decode(r, &head[2], 1, again, STEPS);
+    expect_true(memcmp(again, tail, sizeof tail) == 0, "GoldFinch: restore, then decode = uninterrupted decoding");
+    goldcrest_session_free(s);
+    goldcrest_session_free(r);
+    expect(goldcrest_lm_free(lm), GOLDCREST_STATUS_OK, "free GoldFinch");
+    free(saved); free(m1.block); free(m2.block);
+}
+
 int main(int argc, char **argv) {
-    size_t dec_len = 0, rwkv_len = 0, size = 0, written = 0, rwkv_size = 0, grown = 0, i;
-    unsigned char *dec_bytes, *rwkv_bytes, *saved = NULL, *rwkv_saved = NULL;
+    size_t dec_len = 0, rwkv_len = 0, gf_len = 0, size = 0, written = 0, rwkv_size = 0, grown = 0, i;
+    unsigned char *dec_bytes, *rwkv_bytes, *gf_bytes, *saved = NULL, *rwkv_saved = NULL;
     GoldcrestLm *lm = NULL, *rwkv = NULL;
     GoldcrestSession *s = NULL, *longer = NULL, *short_ctx = NULL, *rs = NULL;
     GoldcrestLmInfo info;
@@ -90,10 +129,11 @@ int main(int argc, char **argv) {
     Memory m1 = {0, 0}, m2 = {0, 0}, m3 = {0, 0}, m4 = {0, 0};
     uint32_t head[4], tail[STEPS], again[STEPS], resumed[STEPS], token;
 
-    if (argc < 3) { fprintf(stderr, "usage: decoder DECODER_MODEL RWKV6_MODEL\n"); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: decoder DECODER_MODEL RWKV6_MODEL GOLDFINCH_MODEL\n"); return 2; }
     dec_bytes = slurp(argv[1], &dec_len);
     rwkv_bytes = slurp(argv[2], &rwkv_len);
-    if (!dec_bytes || !rwkv_bytes) { fprintf(stderr, "cannot read the models\n"); return 2; }
+    gf_bytes = slurp(argv[3], &gf_len);
+    if (!dec_bytes || !rwkv_bytes || !gf_bytes) { fprintf(stderr, "cannot read the models\n"); return 2; }
 
     expect(goldcrest_lm_open_buffer(dec_bytes, dec_len, &lm), GOLDCREST_STATUS_OK, "open decoder from a buffer");
     expect(goldcrest_lm_info(lm, &info), GOLDCREST_STATUS_OK, "info");
@@ -183,6 +223,8 @@ int main(int argc, char **argv) {
     decode(s, &head[3], 1, again, STEPS);
     expect_true(memcmp(again, tail, sizeof tail) == 0, "still decodes the same tokens");
 
+    goldfinch(gf_bytes, gf_len, saved, size);
+
     goldcrest_session_free(s);
     goldcrest_session_free(longer);
     goldcrest_session_free(short_ctx);
@@ -190,7 +232,7 @@ int main(int argc, char **argv) {
     expect(goldcrest_lm_free(rwkv), GOLDCREST_STATUS_OK, "free RWKV-6");
     expect(goldcrest_lm_free(lm), GOLDCREST_STATUS_OK, "free decoder");
     free(m1.block); free(m2.block); free(m3.block); free(m4.block);
-    free(saved); free(rwkv_saved); free(dec_bytes); free(rwkv_bytes);
+    free(saved); free(rwkv_saved); free(dec_bytes); free(rwkv_bytes); free(gf_bytes);
     if (failures) { fprintf(stderr, "%d failure(s)\n", failures); return 1; }
     printf("decoder through the C ABI: PASS\n");
     return 0;

@@ -32,12 +32,11 @@ VG=(valgrind -q --leak-check=full --errors-for-leak-kinds=all --error-exitcode=1
 "${VG[@]}" "$out/generate" "$out/tiny_rwkv6.safetensors" A 8
 "$out/errors" "$out/tiny_rwkv6.safetensors" tests/fixtures/toto/small.model.safetensors
 "${VG[@]}" "$out/errors" "$out/tiny_rwkv6.safetensors" tests/fixtures/toto/small.model.safetensors
-"$out/decoder" "$out/tiny_qwen2.safetensors" "$out/tiny_rwkv6.safetensors"
-"${VG[@]}" "$out/decoder" "$out/tiny_qwen2.safetensors" "$out/tiny_rwkv6.safetensors" > /dev/null
+gf=tests/fixtures/goldfinch/tiny_a.safetensors
+"$out/decoder" "$out/tiny_qwen2.safetensors" "$out/tiny_rwkv6.safetensors" "$gf"
+"${VG[@]}" "$out/decoder" "$out/tiny_qwen2.safetensors" "$out/tiny_rwkv6.safetensors" "$gf" > /dev/null
 "$out/forecast" tests/fixtures/toto/small.model.safetensors examples/c/hourly.csv 6
-"${VG[@]}" "$out/decoder" "$out/tiny_qwen2.safetensors" "$out/tiny_rwkv6.safetensors"
-"${VG[@]}" "$out/decoder" "$out/tiny_qwen2.safetensors" "$out/tiny_rwkv6.safetensors" > /dev/null
-"$out/forecast" tests/fixtures/toto/small.model.safetensors examples/c/hourly.csv 6
+"${VG[@]}" "$out/forecast" tests/fixtures/toto/small.model.safetensors examples/c/hourly.csv 6
 "$out/generate_cpp" "$out/tiny_rwkv6.safetensors" A 12
 "${VG[@]}" "$out/generate_cpp" "$out/tiny_rwkv6.safetensors" A 4
 echo "C/C++ examples: PASS"
