@@ -65,6 +65,11 @@ typedef struct GoldcrestDecodeStream GoldcrestDecodeStream;
 // Bytes `goldcrest_forecaster_open_in()` needs (a constant of this build).
 #define GOLDCREST_FORECASTER_SIZE 1024
 
+// Alignment at which a session plan's `total_bytes` is exact: pass memory starting on this
+// boundary (e.g. `_Alignas(64)` / `__attribute__((aligned(64)))` for a static array,
+// `posix_memalign`), or add `GOLDCREST_MEMORY_ALIGN - 1` bytes for any other address.
+#define GOLDCREST_MEMORY_ALIGN 64
+
 // Tokens remembered per session for the repetition penalty.
 #define GOLDCREST_REPETITION_WINDOW 64
 
@@ -98,7 +103,7 @@ typedef enum GoldcrestStatus {
   GOLDCREST_STATUS_CONTEXT_FULL = 11,
   // A saved state does not belong to this model or is corrupted (checksum).
   GOLDCREST_STATUS_BAD_STATE = 12,
-  // The operation does not exist for this model (e.g. saving a decoder's KV cache).
+  // The operation does not exist for this model or build.
   GOLDCREST_STATUS_UNSUPPORTED = 13,
   // A file could not be opened or mapped (std flavour).
   GOLDCREST_STATUS_IO = 14,
@@ -118,6 +123,8 @@ typedef enum GoldcrestLmKind {
   GOLDCREST_LM_KIND_LLAMA = 2,
   // Qwen2 decoder (KV cache).
   GOLDCREST_LM_KIND_QWEN2 = 3,
+  // GoldFinch (RWKV-6 layers, then GOLD attention over a compressed key cache).
+  GOLDCREST_LM_KIND_GOLD_FINCH = 4,
 } GoldcrestLmKind;
 
 // One forecast call. Fill it after `memset(0)` and set `struct_size = sizeof(...)`; a newer
@@ -157,7 +164,10 @@ typedef struct GoldcrestMemoryPlan {
   // Scratch reused by every call.
   size_t scratch_bytes;
   // What to pass to the session/forecast call: state, scratch, the handle itself and the
-  // logits buffers, plus slack so the buffer may start at any address.
+  // logits buffers. For sessions it is exact for memory starting on a
+  // `GOLDCREST_MEMORY_ALIGN` boundary (every byte is used, one byte less fails); memory at
+  // any other address needs up to `GOLDCREST_MEMORY_ALIGN - 1` more bytes. Forecasts accept
+  // `total_bytes` at any address.
   size_t total_bytes;
 } GoldcrestMemoryPlan;
 
@@ -194,7 +204,8 @@ typedef struct GoldcrestLmInfo {
   size_t vocab_size;
   // Number of blocks.
   size_t n_layer;
-  // Longest context a session may ask for (0: unbounded, as for RWKV-6).
+  // Longest context a session may ask for (0: no limit from the model, as for RWKV-6 and
+  // GoldFinch).
   size_t max_context;
   // Bytes of weights read in place from the model buffer.
   size_t weight_bytes;
@@ -280,16 +291,19 @@ enum GoldcrestStatus goldcrest_lm_free(GoldcrestLm *lm);
 enum GoldcrestStatus goldcrest_lm_info(const GoldcrestLm *lm, struct GoldcrestLmInfo *out);
 
 // Memory for a session that feeds up to `max_tokens` tokens per call (prompt chunking;
-// 1 is enough for token-by-token use) and, for decoders, holds `context` positions (ignored
-// by RWKV-6). Pass `out->total_bytes` to `goldcrest_session_create()`.
+// 1 is enough for token-by-token use) and, for decoders and GoldFinch, holds `context`
+// positions (ignored by RWKV-6; GoldFinch runs any feed up to `context` at once, so only
+// `max_tokens >= 1` matters for it). Pass `out->total_bytes` to `goldcrest_session_create()`.
 enum GoldcrestStatus goldcrest_lm_memory_plan(const GoldcrestLm *lm,
                                               size_t max_tokens,
                                               size_t context,
                                               struct GoldcrestMemoryPlan *out);
 
-// Creates a session in `memory` (`goldcrest_lm_memory_plan()`'s `total_bytes`, any
-// alignment). The memory and the model must outlive the session; `*out` points into
-// `memory`. The sampler's random stream starts from seed 0 (see `goldcrest_session_seed()`).
+// Creates a session in `memory`: `goldcrest_lm_memory_plan()`'s `total_bytes` from a
+// `GOLDCREST_MEMORY_ALIGN` boundary (so at an unaligned address, up to
+// `GOLDCREST_MEMORY_ALIGN - 1` bytes more). The memory and the model must outlive the session;
+// `*out` points into `memory`. The sampler's random stream starts from seed 0 (see
+// `goldcrest_session_seed()`).
 enum GoldcrestStatus goldcrest_session_create(const GoldcrestLm *lm,
                                               size_t max_tokens,
                                               size_t context,
@@ -319,20 +333,26 @@ enum GoldcrestStatus goldcrest_session_seed(GoldcrestSession *s, uint64_t seed);
 // Forgets everything fed: back to the state of a new session (the random stream continues).
 enum GoldcrestStatus goldcrest_session_reset(GoldcrestSession *s);
 
-// Bytes `goldcrest_session_save_state()` writes (RWKV-6 only; decoders give
-// `GOLDCREST_STATUS_UNSUPPORTED`).
+// Bytes `goldcrest_session_save_state()` would write now. Constant for RWKV-6; for decoders
+// it grows with every position fed (the KV cache is saved up to the current position), up to
+// its value once `context` positions are filled.
 enum GoldcrestStatus goldcrest_session_state_size(GoldcrestSession *s, size_t *out_size);
 
-// Saves the recurrent state (with a checksum and the model's shape) into `out`, so a later
+// Saves the session's sequence so far (RWKV-6: the recurrent state; decoders: the KV cache
+// and position), checksummed and tagged with the model's shape, into `out`, so a later
 // `goldcrest_session_restore_state()` resumes exactly here. The logits are not saved: feed
-// the next token after restoring.
+// the next token after restoring. When `cap` is too small, returns `BUFFER_TOO_SMALL` and
+// writes the size needed to `*written`.
 enum GoldcrestStatus goldcrest_session_save_state(GoldcrestSession *s,
                                                   uint8_t *out,
                                                   size_t cap,
                                                   size_t *written);
 
-// Restores a state saved by `goldcrest_session_save_state()` for the same model. On
-// failure (`BAD_STATE`, `LENGTH_MISMATCH`) the session is unchanged.
+// Restores a state saved by `goldcrest_session_save_state()` for a model of the same shape
+// (`len` = the bytes written). A decoder's state restores into any session with room for its
+// positions (`CONTEXT_FULL` otherwise; a wrapped sliding-window cache needs the same
+// `context`). On failure (`BAD_STATE`, `LENGTH_MISMATCH`, `CONTEXT_FULL`) the session is
+// unchanged.
 enum GoldcrestStatus goldcrest_session_restore_state(GoldcrestSession *s,
                                                      const uint8_t *bytes,
                                                      size_t len);

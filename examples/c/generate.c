@@ -39,9 +39,12 @@ int main(int argc, char **argv) {
     if (check(goldcrest_lm_memory_plan(lm, 64, 256, &plan), "memory plan")) goto done;
     printf("model: kind %d, vocabulary %zu, %zu layers, weights %zu B read in place, session %zu B\n",
            (int)info.kind, info.vocab_size, info.n_layer, plan.weight_bytes, plan.total_bytes);
-    memory = malloc(plan.total_bytes);
+    /* total_bytes is exact from a 64-byte boundary; malloc gives 16, so add the difference. */
+    memory = malloc(plan.total_bytes + GOLDCREST_MEMORY_ALIGN - 1);
     if (!memory) goto done;
-    if (check(goldcrest_session_create(lm, 64, 256, memory, plan.total_bytes, &session), "session")) goto done;
+    if (check(goldcrest_session_create(lm, 64, 256, memory, plan.total_bytes + GOLDCREST_MEMORY_ALIGN - 1, &session),
+              "session"))
+        goto done;
     if (check(goldcrest_tokenizer_encode(tok, prompt, strlen(prompt), 0, ids, 256, &n_ids), "encode")) goto done;
     if (check(goldcrest_session_feed(session, ids, n_ids), "feed prompt")) goto done;
     if (check(goldcrest_sampler_default(&sampler), "sampler")) goto done;

@@ -60,7 +60,7 @@ class Session {
     Session(const Model &model, size_t max_tokens, size_t context) {
         GoldcrestMemoryPlan plan{};
         check(goldcrest_lm_memory_plan(model.get(), max_tokens, context, &plan), "memory plan");
-        memory_.resize(plan.total_bytes);
+        memory_.resize(plan.total_bytes + GOLDCREST_MEMORY_ALIGN - 1);  // exact from a 64-byte boundary
         GoldcrestSession *s = nullptr;
         check(goldcrest_session_create(model.get(), max_tokens, context, memory_.data(), memory_.size(), &s),
               "session");

@@ -1,18 +1,23 @@
-//! Language models (RWKV-6 and the LLaMA/Qwen2 decoder): open, plan, sessions, sampling.
+//! Language models (RWKV-6, the LLaMA/Qwen2 decoder, GoldFinch): open, plan, sessions, sampling.
 
 use core::mem::{align_of, size_of};
 
-use goldcrest_core::arena::{ARENA_ALIGN, Arena};
+use goldcrest_core::arena::{ARENA_ALIGN, Arena, Carve, Planner};
 use goldcrest_core::format::KEY_ARCH;
 use goldcrest_core::format::SafeTensors;
 use goldcrest_core::kernels::Kernels;
-use goldcrest_core::models::{decoder, rwkv6};
+use goldcrest_core::models::{decoder, goldfinch, rwkv6};
 use goldcrest_core::ops::sample::{Rng, SamplerConfig, sample};
 
 use crate::status::*;
 
 const LM_TAG: u32 = u32::from_le_bytes(*b"GCLM");
 const SESSION_TAG: u32 = u32::from_le_bytes(*b"GCSS");
+/// Alignment at which a session plan's `total_bytes` is exact: pass memory starting on this
+/// boundary (e.g. `_Alignas(64)` / `__attribute__((aligned(64)))` for a static array,
+/// `posix_memalign`), or add `GOLDCREST_MEMORY_ALIGN - 1` bytes for any other address.
+pub const GOLDCREST_MEMORY_ALIGN: usize = 64;
+const _: () = assert!(GOLDCREST_MEMORY_ALIGN == ARENA_ALIGN);
 /// Tokens remembered per session for the repetition penalty.
 pub const GOLDCREST_REPETITION_WINDOW: usize = 64;
 
@@ -26,6 +31,8 @@ pub enum GoldcrestLmKind {
     Llama = 2,
     /// Qwen2 decoder (KV cache).
     Qwen2 = 3,
+    /// GoldFinch (RWKV-6 layers, then GOLD attention over a compressed key cache).
+    GoldFinch = 4,
 }
 
 /// Facts about an open language model.
@@ -38,7 +45,8 @@ pub struct GoldcrestLmInfo {
     pub vocab_size: usize,
     /// Number of blocks.
     pub n_layer: usize,
-    /// Longest context a session may ask for (0: unbounded, as for RWKV-6).
+    /// Longest context a session may ask for (0: no limit from the model, as for RWKV-6 and
+    /// GoldFinch).
     pub max_context: usize,
     /// Bytes of weights read in place from the model buffer.
     pub weight_bytes: usize,
@@ -55,7 +63,10 @@ pub struct GoldcrestMemoryPlan {
     /// Scratch reused by every call.
     pub scratch_bytes: usize,
     /// What to pass to the session/forecast call: state, scratch, the handle itself and the
-    /// logits buffers, plus slack so the buffer may start at any address.
+    /// logits buffers. For sessions it is exact for memory starting on a
+    /// `GOLDCREST_MEMORY_ALIGN` boundary (every byte is used, one byte less fails); memory at
+    /// any other address needs up to `GOLDCREST_MEMORY_ALIGN - 1` more bytes. Forecasts accept
+    /// `total_bytes` at any address.
     pub total_bytes: usize,
 }
 
@@ -98,6 +109,7 @@ pub unsafe extern "C" fn goldcrest_sampler_default(out: *mut GoldcrestSampler) -
 enum Model {
     Rwkv6(rwkv6::Rwkv6<'static, 'static>),
     Decoder(decoder::Decoder<'static, 'static>),
+    GoldFinch(goldfinch::GoldFinch<'static, 'static>),
 }
 
 /// An open language model (opaque). Read-only once open: one model may serve sessions on
@@ -122,6 +134,7 @@ struct Owned {
 enum OwnedLayers {
     Rwkv6(*mut [Option<rwkv6::Layer<'static>>]),
     Decoder(*mut [Option<decoder::Layer<'static>>]),
+    GoldFinch(*mut [Option<goldfinch::Layer<'static>>]),
 }
 
 #[cfg(feature = "std")]
@@ -133,6 +146,7 @@ impl Drop for Owned {
             match self.layers {
                 OwnedLayers::Rwkv6(p) => drop(Box::from_raw(p)),
                 OwnedLayers::Decoder(p) => drop(Box::from_raw(p)),
+                OwnedLayers::GoldFinch(p) => drop(Box::from_raw(p)),
             }
         }
     }
@@ -163,6 +177,7 @@ fn parse(bytes: &'static [u8]) -> Result<SafeTensors<'static>, Failure> {
 enum Arch {
     Rwkv6(rwkv6::Config),
     Decoder(decoder::Config),
+    GoldFinch(goldfinch::Config),
 }
 
 fn arch_of(st: &SafeTensors<'static>) -> Result<Arch, Failure> {
@@ -170,9 +185,10 @@ fn arch_of(st: &SafeTensors<'static>) -> Result<Arch, Failure> {
     match arch {
         rwkv6::ARCH => Ok(Arch::Rwkv6(rwkv6::Config::from_source(st)?)),
         "llama" | "qwen2" => Ok(Arch::Decoder(decoder::Config::from_safetensors(st)?)),
+        goldfinch::ARCH => Ok(Arch::GoldFinch(goldfinch::Config::from_source(st)?)),
         _ => fail(
             GoldcrestStatus::WrongModelKind,
-            "not a language model (goldcrest.arch is not rwkv6, llama or qwen2)",
+            "not a language model (goldcrest.arch is not rwkv6, llama, qwen2 or goldfinch)",
         ),
     }
 }
@@ -213,6 +229,7 @@ fn layers_needed(arch: &Arch) -> usize {
     match arch {
         Arch::Rwkv6(c) => c.n_layer * size_of::<Option<rwkv6::Layer<'static>>>(),
         Arch::Decoder(c) => c.n_layer * size_of::<Option<decoder::Layer<'static>>>(),
+        Arch::GoldFinch(c) => c.n_layer * size_of::<Option<goldfinch::Layer<'static>>>(),
     }
 }
 
@@ -257,6 +274,15 @@ fn load(
             let weights = decoder::Weights::load(st, layers)?;
             (
                 Model::Decoder(decoder::Decoder::new(weights, kernels())),
+                rest,
+            )
+        }
+        Arch::GoldFinch(c) => {
+            let (ptr, rest) = carve_raw::<Option<goldfinch::Layer<'static>>>(mem, c.n_layer)?;
+            // SAFETY: as above.
+            let layers = unsafe { none_slots(ptr, c.n_layer) };
+            (
+                Model::GoldFinch(goldfinch::GoldFinch::load(st, layers, kernels())?),
                 rest,
             )
         }
@@ -332,6 +358,19 @@ fn open_owned(
                     Model::Decoder(decoder::Decoder::new(w, kernels())),
                     OwnedLayers::Decoder(raw),
                 ),
+                Err(e) => {
+                    // SAFETY: as above.
+                    drop(unsafe { Box::from_raw(raw) });
+                    return Err(e.into());
+                }
+            }
+        }
+        Arch::GoldFinch(c) => {
+            let raw = Box::into_raw(vec![None; c.n_layer].into_boxed_slice());
+            // SAFETY: as above.
+            let layers: &'static mut [Option<goldfinch::Layer<'static>>] = unsafe { &mut *raw };
+            match goldfinch::GoldFinch::load(&st, layers, kernels()) {
+                Ok(m) => (Model::GoldFinch(m), OwnedLayers::GoldFinch(raw)),
                 Err(e) => {
                     // SAFETY: as above.
                     drop(unsafe { Box::from_raw(raw) });
@@ -445,6 +484,13 @@ impl GoldcrestLm {
                 max_context: m.config().max_positions,
                 weight_bytes: m.weights().bytes(),
             },
+            Model::GoldFinch(m) => GoldcrestLmInfo {
+                kind: GoldcrestLmKind::GoldFinch,
+                vocab_size: m.config().vocab_size,
+                n_layer: m.config().n_layer,
+                max_context: 0,
+                weight_bytes: m.weights().bytes,
+            },
         }
     }
 
@@ -470,14 +516,27 @@ impl GoldcrestLm {
                 }
                 m.memory_plan(context, decoder::KvFormat::F16, max_tokens)?
             }
+            Model::GoldFinch(m) => {
+                if context == 0 {
+                    return fail(
+                        GoldcrestStatus::InvalidArgument,
+                        "context must be at least 1 for GoldFinch (tokens its cache holds)",
+                    );
+                }
+                m.memory_plan(context)?
+            }
         };
-        let vector = (self.vocab() * 4).next_multiple_of(ARENA_ALIGN) + ARENA_ALIGN;
-        let total = size_of::<GoldcrestSession>()
-            + align_of::<GoldcrestSession>()
-            + plan.state_bytes
-            + plan.scratch_bytes
-            + 3 * vector
-            + 3 * ARENA_ALIGN;
+        // The same sequence of carves as `build_session`, counted from an aligned start: each
+        // part starts on the next ARENA_ALIGN boundary, exactly as it does when carved.
+        let mut layout = Planner::new();
+        layout.take::<u8>(size_of::<GoldcrestSession>())?;
+        layout.take::<u8>(plan.state_bytes)?;
+        layout.take::<u8>(plan.scratch_bytes)?;
+        let v = self.vocab();
+        layout.take::<f32>(v)?;
+        layout.take::<f32>(v)?;
+        layout.take::<u32>(v)?;
+        let total = layout.bytes();
         Ok(GoldcrestMemoryPlan {
             weight_bytes: plan.weight_bytes,
             state_bytes: plan.state_bytes,
@@ -500,8 +559,9 @@ pub unsafe extern "C" fn goldcrest_lm_info(
 }
 
 /// Memory for a session that feeds up to `max_tokens` tokens per call (prompt chunking;
-/// 1 is enough for token-by-token use) and, for decoders, holds `context` positions (ignored
-/// by RWKV-6). Pass `out->total_bytes` to `goldcrest_session_create()`.
+/// 1 is enough for token-by-token use) and, for decoders and GoldFinch, holds `context`
+/// positions (ignored by RWKV-6; GoldFinch runs any feed up to `context` at once, so only
+/// `max_tokens >= 1` matters for it). Pass `out->total_bytes` to `goldcrest_session_create()`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goldcrest_lm_memory_plan(
     lm: *const GoldcrestLm,
@@ -518,6 +578,8 @@ pub unsafe extern "C" fn goldcrest_lm_memory_plan(
     })
 }
 
+// One per session, in the caller's memory: there is no heap to box the larger variant into.
+#[allow(clippy::large_enum_variant)]
 enum Run {
     Rwkv6 {
         state: rwkv6::State<'static>,
@@ -526,6 +588,10 @@ enum Run {
     Decoder {
         cache: decoder::KvCache<'static>,
         scratch: decoder::Scratch<'static>,
+    },
+    GoldFinch {
+        context: goldfinch::Context<'static>,
+        scratch: goldfinch::Scratch<'static>,
     },
 }
 
@@ -546,9 +612,11 @@ pub struct GoldcrestSession {
     rng: Rng,
 }
 
-/// Creates a session in `memory` (`goldcrest_lm_memory_plan()`'s `total_bytes`, any
-/// alignment). The memory and the model must outlive the session; `*out` points into
-/// `memory`. The sampler's random stream starts from seed 0 (see `goldcrest_session_seed()`).
+/// Creates a session in `memory`: `goldcrest_lm_memory_plan()`'s `total_bytes` from a
+/// `GOLDCREST_MEMORY_ALIGN` boundary (so at an unaligned address, up to
+/// `GOLDCREST_MEMORY_ALIGN - 1` bytes more). The memory and the model must outlive the session;
+/// `*out` points into `memory`. The sampler's random stream starts from seed 0 (see
+/// `goldcrest_session_seed()`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goldcrest_session_create(
     lm: *const GoldcrestLm,
@@ -566,50 +634,85 @@ pub unsafe extern "C" fn goldcrest_session_create(
         if memory.is_null() {
             return fail(GoldcrestStatus::NullPointer, "NULL session memory");
         }
-        if memory_len < plan.total_bytes {
+        let skip = memory.align_offset(GOLDCREST_MEMORY_ALIGN);
+        if memory_len < skip || memory_len - skip < plan.total_bytes {
             return fail(
                 GoldcrestStatus::BufferTooSmall,
-                "session memory smaller than the plan's total_bytes",
+                "session memory smaller than the plan's total_bytes (counted from the first \
+                 GOLDCREST_MEMORY_ALIGN boundary of the buffer)",
             );
         }
         // SAFETY: the caller gives `memory_len` writable bytes that outlive the session.
         let mem: &'static mut [u8] = unsafe { slice_mut(memory, memory_len)? };
-        let (handle, rest) = carve_raw::<GoldcrestSession>(mem, 1)?;
-        let mut arena = Arena::new_unaligned(rest);
-        let run = match &model.model {
-            Model::Rwkv6(m) => Run::Rwkv6 {
-                state: rwkv6::State::carve(m.config(), &mut arena)?,
-                scratch: rwkv6::Scratch::carve(m.config(), max_tokens, &mut arena)?,
-            },
-            Model::Decoder(m) => Run::Decoder {
-                cache: decoder::KvCache::carve(
-                    m.config(),
-                    context,
-                    decoder::KvFormat::F16,
-                    &mut arena,
-                )?,
-                scratch: decoder::Scratch::carve(m.config(), context, max_tokens, &mut arena)?,
-            },
-        };
-        use goldcrest_core::arena::Carve;
-        let v = model.vocab();
-        let session = GoldcrestSession {
-            tag: SESSION_TAG,
-            lm,
-            run,
-            logits: arena.take::<f32>(v)?,
-            work: arena.take::<f32>(v)?,
-            order: arena.take::<u32>(v)?,
-            recent: [0; GOLDCREST_REPETITION_WINDOW],
-            recent_len: 0,
-            has_logits: false,
-            rng: Rng::new(0),
-        };
-        // SAFETY: aligned slot for one session at the front of the caller's memory.
-        unsafe { handle.write(session) };
+        let (handle, _) = build_session(lm, max_tokens, context, &mut mem[skip..])?;
         // SAFETY: checked non-null.
         unsafe { write_out(out, handle) }
     })
+}
+
+/// `build_session` for the plan-exactness test.
+#[cfg(test)]
+pub(crate) fn build_session_for_tests(
+    lm: *mut GoldcrestLm,
+    max_tokens: usize,
+    context: usize,
+    mem: &'static mut [u8],
+) -> Result<(*mut GoldcrestSession, usize), Failure> {
+    build_session(lm, max_tokens, context, mem)
+}
+
+/// Carves and initialises a session at the front of `mem` (which starts on an ARENA_ALIGN
+/// boundary); returns it and the bytes used, which `GoldcrestLm::plan` predicts exactly.
+fn build_session(
+    lm: *const GoldcrestLm,
+    max_tokens: usize,
+    context: usize,
+    mem: &'static mut [u8],
+) -> Result<(*mut GoldcrestSession, usize), Failure> {
+    // SAFETY: callers pass a live, tag-checked model.
+    let model = unsafe { &*lm };
+    let mut arena = Arena::new(mem)?;
+    let handle = arena
+        .take::<u8>(size_of::<GoldcrestSession>())?
+        .as_mut_ptr()
+        .cast::<GoldcrestSession>();
+    let run = match &model.model {
+        Model::Rwkv6(m) => Run::Rwkv6 {
+            state: rwkv6::State::carve(m.config(), &mut arena)?,
+            scratch: rwkv6::Scratch::carve(m.config(), max_tokens, &mut arena)?,
+        },
+        Model::Decoder(m) => Run::Decoder {
+            cache: decoder::KvCache::carve(
+                m.config(),
+                context,
+                decoder::KvFormat::F16,
+                &mut arena,
+            )?,
+            scratch: decoder::Scratch::carve(m.config(), context, max_tokens, &mut arena)?,
+        },
+        Model::GoldFinch(m) => Run::GoldFinch {
+            context: goldfinch::Context::carve(m.config(), context, &mut arena)?,
+            scratch: goldfinch::Scratch::carve(m.config(), context, &mut arena)?,
+        },
+    };
+    let v = model.vocab();
+    let session = GoldcrestSession {
+        tag: SESSION_TAG,
+        lm,
+        run,
+        logits: arena.take::<f32>(v)?,
+        work: arena.take::<f32>(v)?,
+        order: arena.take::<u32>(v)?,
+        recent: [0; GOLDCREST_REPETITION_WINDOW],
+        recent_len: 0,
+        has_logits: false,
+        rng: Rng::new(0),
+    };
+    const _: () = assert!(align_of::<GoldcrestSession>() <= ARENA_ALIGN);
+    // SAFETY: the first carve of an aligned arena: aligned for the session (asserted above),
+    // size_of::<GoldcrestSession>() bytes, disjoint from every later carve.
+    unsafe { handle.write(session) };
+    Ok((handle, arena.used()))
 }
 
 /// # Safety
@@ -647,6 +750,9 @@ impl GoldcrestSession {
                 for chunk in tokens.chunks(scratch.max_tokens()) {
                     m.forward(cache, scratch, chunk, self.logits)?;
                 }
+            }
+            (Model::GoldFinch(m), Run::GoldFinch { context, scratch }) => {
+                m.prefill(context, scratch, tokens, self.logits)?
             }
             _ => {
                 return fail(
@@ -819,6 +925,7 @@ pub unsafe extern "C" fn goldcrest_session_reset(s: *mut GoldcrestSession) -> Go
         match &mut session.run {
             Run::Rwkv6 { state, .. } => state.reset(),
             Run::Decoder { cache, .. } => cache.clear(),
+            Run::GoldFinch { context, .. } => context.reset(),
         }
         session.recent_len = 0;
         session.has_logits = false;
@@ -826,8 +933,9 @@ pub unsafe extern "C" fn goldcrest_session_reset(s: *mut GoldcrestSession) -> Go
     })
 }
 
-/// Bytes `goldcrest_session_save_state()` writes (RWKV-6 only; decoders give
-/// `GOLDCREST_STATUS_UNSUPPORTED`).
+/// Bytes `goldcrest_session_save_state()` would write now. Constant for RWKV-6; for decoders
+/// it grows with every position fed (the KV cache is saved up to the current position), up to
+/// its value once `context` positions are filled.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goldcrest_session_state_size(
     s: *mut GoldcrestSession,
@@ -837,21 +945,42 @@ pub unsafe extern "C" fn goldcrest_session_state_size(
         need(out_size)?;
         // SAFETY: caller's contract.
         let session = unsafe { session_mut(s)? };
-        let Run::Rwkv6 { state, .. } = &session.run else {
-            return fail(
-                GoldcrestStatus::Unsupported,
-                "only RWKV-6 sessions save their state",
-            );
-        };
-        let size = rwkv6::State::saved_len(state.config())?;
+        let size = session.saved_len()?;
         // SAFETY: checked non-null.
         unsafe { write_out(out_size, size) }
     })
 }
 
-/// Saves the recurrent state (with a checksum and the model's shape) into `out`, so a later
+impl GoldcrestSession {
+    /// The session's model.
+    fn model(&self) -> &'static GoldcrestLm {
+        // SAFETY: the model outlives its sessions (documented) and `session_mut` checked its
+        // tag; it is read-only and not inside the session's memory.
+        unsafe { &*self.lm }
+    }
+
+    fn saved_len(&self) -> Result<usize, Failure> {
+        Ok(match (&self.model().model, &self.run) {
+            (_, Run::Rwkv6 { state, .. }) => rwkv6::State::saved_len(state.config())?,
+            (_, Run::Decoder { cache, .. }) => cache.saved_len()?,
+            (Model::GoldFinch(m), Run::GoldFinch { context, .. }) => m.saved_len(context.len())?,
+            _ => return mismatch(),
+        })
+    }
+}
+
+fn mismatch<T>() -> Result<T, Failure> {
+    fail(
+        GoldcrestStatus::WrongHandle,
+        "session does not match its model",
+    )
+}
+
+/// Saves the session's sequence so far (RWKV-6: the recurrent state; decoders: the KV cache
+/// and position), checksummed and tagged with the model's shape, into `out`, so a later
 /// `goldcrest_session_restore_state()` resumes exactly here. The logits are not saved: feed
-/// the next token after restoring.
+/// the next token after restoring. When `cap` is too small, returns `BUFFER_TOO_SMALL` and
+/// writes the size needed to `*written`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goldcrest_session_save_state(
     s: *mut GoldcrestSession,
@@ -863,13 +992,7 @@ pub unsafe extern "C" fn goldcrest_session_save_state(
         need(written)?;
         // SAFETY: caller's contract.
         let session = unsafe { session_mut(s)? };
-        let Run::Rwkv6 { state, .. } = &session.run else {
-            return fail(
-                GoldcrestStatus::Unsupported,
-                "only RWKV-6 sessions save their state",
-            );
-        };
-        let size = rwkv6::State::saved_len(state.config())?;
+        let size = session.saved_len()?;
         if cap < size {
             // SAFETY: checked non-null.
             unsafe { write_out(written, size)? };
@@ -880,14 +1003,22 @@ pub unsafe extern "C" fn goldcrest_session_save_state(
         }
         // SAFETY: `cap` writable bytes.
         let out = unsafe { slice_mut(out, cap)? };
-        let n = state.save(out)?;
+        let n = match (&session.model().model, &session.run) {
+            (_, Run::Rwkv6 { state, .. }) => state.save(out)?,
+            (_, Run::Decoder { cache, .. }) => cache.save(out)?,
+            (Model::GoldFinch(m), Run::GoldFinch { context, .. }) => m.save(context, out)?,
+            _ => return mismatch(),
+        };
         // SAFETY: checked non-null.
         unsafe { write_out(written, n) }
     })
 }
 
-/// Restores a state saved by `goldcrest_session_save_state()` for the same model. On
-/// failure (`BAD_STATE`, `LENGTH_MISMATCH`) the session is unchanged.
+/// Restores a state saved by `goldcrest_session_save_state()` for a model of the same shape
+/// (`len` = the bytes written). A decoder's state restores into any session with room for its
+/// positions (`CONTEXT_FULL` otherwise; a wrapped sliding-window cache needs the same
+/// `context`). On failure (`BAD_STATE`, `LENGTH_MISMATCH`, `CONTEXT_FULL`) the session is
+/// unchanged.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn goldcrest_session_restore_state(
     s: *mut GoldcrestSession,
@@ -899,14 +1030,18 @@ pub unsafe extern "C" fn goldcrest_session_restore_state(
         let session = unsafe { session_mut(s)? };
         // SAFETY: `len` readable bytes.
         let bytes = unsafe { slice(bytes, len)? };
-        let Run::Rwkv6 { state, .. } = &mut session.run else {
-            return fail(
-                GoldcrestStatus::Unsupported,
-                "only RWKV-6 sessions restore a state",
-            );
+        let model = session.model();
+        let restored = match (&model.model, &mut session.run) {
+            (_, Run::Rwkv6 { state, .. }) => state.restore(bytes),
+            (_, Run::Decoder { cache, .. }) => cache.restore(bytes),
+            (Model::GoldFinch(m), Run::GoldFinch { context, scratch }) => {
+                m.restore(context, scratch, bytes)
+            }
+            _ => return mismatch(),
         };
-        state.restore(bytes).map_err(|e| match e {
-            goldcrest_core::Error::LengthMismatch { .. } => Failure::Core(e),
+        restored.map_err(|e| match e {
+            goldcrest_core::Error::LengthMismatch { .. }
+            | goldcrest_core::Error::ContextFull { .. } => Failure::Core(e),
             _ => Failure::Status(
                 GoldcrestStatus::BadState,
                 "not a state saved by goldcrest_session_save_state() for this model",

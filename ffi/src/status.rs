@@ -35,7 +35,7 @@ pub enum GoldcrestStatus {
     ContextFull = 11,
     /// A saved state does not belong to this model or is corrupted (checksum).
     BadState = 12,
-    /// The operation does not exist for this model (e.g. saving a decoder's KV cache).
+    /// The operation does not exist for this model or build.
     Unsupported = 13,
     /// A file could not be opened or mapped (std flavour).
     Io = 14,

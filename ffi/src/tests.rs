@@ -85,10 +85,10 @@ fn logits_through_the_abi_equal_the_rust_api_and_open_in_needs_no_heap() {
             goldcrest_lm_memory_plan(lm, 4, 0, &mut plan),
             GoldcrestStatus::Ok
         );
-        let mut mem = vec![0u8; plan.total_bytes];
+        let mut mem = AlignedMemory::new(plan.total_bytes);
         let mut session = null_mut();
         assert_eq!(
-            goldcrest_session_create(lm, 4, 0, mem.as_mut_ptr(), mem.len(), &mut session),
+            goldcrest_session_create(lm, 4, 0, mem.ptr(), mem.len, &mut session),
             GoldcrestStatus::Ok
         );
         assert_eq!(
@@ -252,10 +252,10 @@ fn misaligned_and_wrong_kind_pointers_are_errors() {
             goldcrest_lm_memory_plan(lm, 1, 0, &mut plan),
             GoldcrestStatus::Ok
         );
-        let mut mem = vec![0u8; plan.total_bytes];
+        let mut mem = AlignedMemory::new(plan.total_bytes);
         let mut s = null_mut();
         assert_eq!(
-            goldcrest_session_create(lm, 1, 0, mem.as_mut_ptr(), mem.len(), &mut s),
+            goldcrest_session_create(lm, 1, 0, mem.ptr(), mem.len, &mut s),
             GoldcrestStatus::Ok
         );
         assert_eq!(
@@ -271,6 +271,499 @@ fn misaligned_and_wrong_kind_pointers_are_errors() {
             GoldcrestStatus::WrongHandle
         );
         assert_eq!(goldcrest_session_free(s), GoldcrestStatus::Ok);
+        assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
+    }
+}
+
+/// A Hugging Face fixture converted to a goldcrest file, in 8-aligned storage (tensors are read
+/// in place); the second value is the file's length in bytes.
+fn decoder_file(name: &str, arch: goldcrest_core::models::decoder::Arch) -> (Vec<u64>, usize) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/decoder")
+        .join(name);
+    let options = goldcrest_std::convert::decoder::Options {
+        weights: goldcrest_core::quant::Format::F32,
+        head_weights: None,
+    };
+    let bytes = goldcrest_std::convert::decoder::convert(&dir, arch, options, &mut |_, _, _| {})
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    (words, bytes.len())
+}
+
+/// The prompt of tests/fixtures/decoder/*/golden.json.
+const DECODER_PROMPT: [u32; 8] = [1, 17, 42, 99, 200, 7, 255, 64];
+
+/// Session memory starting on a GOLDCREST_MEMORY_ALIGN boundary, `len` bytes long.
+struct AlignedMemory {
+    storage: Vec<u8>,
+    skip: usize,
+    len: usize,
+}
+
+impl AlignedMemory {
+    fn new(len: usize) -> Self {
+        let storage = vec![0u8; len + GOLDCREST_MEMORY_ALIGN];
+        let skip = storage.as_ptr().align_offset(GOLDCREST_MEMORY_ALIGN);
+        AlignedMemory { storage, skip, len }
+    }
+    fn ptr(&mut self) -> *mut u8 {
+        self.storage[self.skip..].as_mut_ptr()
+    }
+}
+
+/// Feeds `feed`, then picks `steps` tokens greedily, feeding each but the last; returns them and
+/// the logits the last one was picked from.
+///
+/// # Safety
+/// `s` is a live session.
+unsafe fn decode(
+    s: *mut GoldcrestSession,
+    feed: &[u32],
+    steps: usize,
+    vocab: usize,
+) -> (Vec<u32>, Vec<f32>) {
+    let mut params = GoldcrestSampler {
+        struct_size: 0,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        repetition_penalty: 1.0,
+    };
+    let mut tokens = Vec::new();
+    let mut logits = vec![0f32; vocab];
+    // SAFETY: valid pointers for every call; `s` is live (caller).
+    unsafe {
+        assert_eq!(goldcrest_sampler_default(&mut params), GoldcrestStatus::Ok);
+        params.temperature = 0.0;
+        assert_eq!(
+            goldcrest_session_feed(s, feed.as_ptr(), feed.len()),
+            GoldcrestStatus::Ok
+        );
+        for i in 0..steps {
+            if i > 0 {
+                assert_eq!(
+                    goldcrest_session_feed(s, &tokens[i - 1], 1),
+                    GoldcrestStatus::Ok
+                );
+            }
+            let mut t = u32::MAX;
+            assert_eq!(
+                goldcrest_session_sample(s, &params, &mut t),
+                GoldcrestStatus::Ok
+            );
+            tokens.push(t);
+        }
+        assert_eq!(
+            goldcrest_session_logits(s, logits.as_mut_ptr(), vocab),
+            GoldcrestStatus::Ok
+        );
+    }
+    (tokens, logits)
+}
+#[test]
+fn decoder_through_the_abi_equals_the_rust_api_and_the_reference() {
+    use goldcrest_core::models::decoder::{Arch, Decoder, KvCache, KvFormat, Scratch, Weights};
+    for (name, arch, kind) in [
+        ("qwen2", Arch::Qwen2, GoldcrestLmKind::Qwen2),
+        ("llama", Arch::Llama, GoldcrestLmKind::Llama),
+    ] {
+        let (words, len) = decoder_file(name, arch);
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+        let golden = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/decoder")
+                .join(name)
+                .join("logits_prompt.f32"),
+        )
+        .unwrap();
+        let reference: Vec<f32> = golden
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+
+        // Rust API, the kernels and KV format the ABI uses.
+        let st = goldcrest_std::load::parse_hosted(bytes).unwrap();
+        let mut layers = vec![None; 8];
+        let weights = Weights::load(&st, &mut layers).unwrap();
+        let decoder = Decoder::new(weights, goldcrest_std::kernels::detect());
+        let cfg = *decoder.config();
+        let plan = decoder.memory_plan(32, KvFormat::F16, 8).unwrap();
+        let (mut a, mut b) = (
+            vec![0u8; plan.state_bytes + 64],
+            vec![0u8; plan.scratch_bytes + 64],
+        );
+        let mut cache =
+            KvCache::carve(&cfg, 32, KvFormat::F16, &mut Arena::new_unaligned(&mut a)).unwrap();
+        let mut scratch = Scratch::carve(&cfg, 32, 8, &mut Arena::new_unaligned(&mut b)).unwrap();
+        let mut want = vec![0f32; cfg.vocab];
+        decoder
+            .forward(&mut cache, &mut scratch, &DECODER_PROMPT, &mut want)
+            .unwrap();
+
+        // SAFETY: valid buffers for every call; handles used only while alive.
+        unsafe {
+            let mut lm = null_mut();
+            assert_eq!(
+                goldcrest_lm_open_buffer(bytes.as_ptr(), len, &mut lm),
+                GoldcrestStatus::Ok
+            );
+            let mut info = GoldcrestLmInfo {
+                kind: GoldcrestLmKind::Rwkv6,
+                vocab_size: 0,
+                n_layer: 0,
+                max_context: 0,
+                weight_bytes: 0,
+            };
+            assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
+            assert_eq!(info.kind, kind);
+            assert_eq!(info.vocab_size, cfg.vocab);
+            let mut plan = GoldcrestMemoryPlan::default();
+            assert_eq!(
+                goldcrest_lm_memory_plan(lm, 8, 32, &mut plan),
+                GoldcrestStatus::Ok
+            );
+            let mut mem = AlignedMemory::new(plan.total_bytes);
+            let mut s = null_mut();
+            assert_eq!(
+                goldcrest_session_create(lm, 8, 32, mem.ptr(), mem.len, &mut s),
+                GoldcrestStatus::Ok
+            );
+            assert_eq!(
+                goldcrest_session_feed(s, DECODER_PROMPT.as_ptr(), DECODER_PROMPT.len()),
+                GoldcrestStatus::Ok
+            );
+            let mut got = vec![0f32; cfg.vocab];
+            assert_eq!(
+                goldcrest_session_logits(s, got.as_mut_ptr(), got.len()),
+                GoldcrestStatus::Ok
+            );
+            assert_eq!(got, want, "{name}: ABI and Rust API differ");
+            // transformers' logits at the prompt's last position, within the f16 KV cache's
+            // tolerance of std-ext/tests/decoder.rs: 2e-3 of the largest |logit|.
+            let last = &reference
+                [(DECODER_PROMPT.len() - 1) * cfg.vocab..DECODER_PROMPT.len() * cfg.vocab];
+            let scale = last.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(last)
+                .fold(0.0f32, |m, (g, r)| m.max((g - r).abs()));
+            assert!(
+                err <= 2e-3 * scale,
+                "{name}: {err} off the reference (scale {scale})"
+            );
+            assert_eq!(goldcrest_session_free(s), GoldcrestStatus::Ok);
+            assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
+        }
+    }
+}
+
+#[test]
+fn decoder_state_restored_then_decoded_equals_uninterrupted_decoding() {
+    let (words, len) = decoder_file("qwen2", goldcrest_core::models::decoder::Arch::Qwen2);
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+    // SAFETY: valid buffers for every call; handles used only while alive.
+    unsafe {
+        let mut lm = null_mut();
+        assert_eq!(
+            goldcrest_lm_open_buffer(bytes.as_ptr(), len, &mut lm),
+            GoldcrestStatus::Ok
+        );
+        let mut info = GoldcrestLmInfo {
+            kind: GoldcrestLmKind::Rwkv6,
+            vocab_size: 0,
+            n_layer: 0,
+            max_context: 0,
+            weight_bytes: 0,
+        };
+        assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
+        let vocab = info.vocab_size;
+        let new_session = |context: usize| {
+            let mut p = GoldcrestMemoryPlan::default();
+            assert_eq!(
+                goldcrest_lm_memory_plan(lm, 8, context, &mut p),
+                GoldcrestStatus::Ok
+            );
+            let mut mem = AlignedMemory::new(p.total_bytes);
+            let mut s = null_mut();
+            assert_eq!(
+                goldcrest_session_create(lm, 8, context, mem.ptr(), mem.len, &mut s),
+                GoldcrestStatus::Ok
+            );
+            (s, mem)
+        };
+        let (s, _mem) = new_session(32);
+
+        // Prompt and 3 fed tokens; the 4th is picked but not fed: the checkpoint.
+        let (head, _) = decode(s, &DECODER_PROMPT, 4, vocab);
+        let mut size = 0usize;
+        assert_eq!(
+            goldcrest_session_state_size(s, &mut size),
+            GoldcrestStatus::Ok
+        );
+        let mut written = 0usize;
+        let mut saved = vec![0u8; size];
+        assert_eq!(
+            goldcrest_session_save_state(s, saved.as_mut_ptr(), size - 1, &mut written),
+            GoldcrestStatus::BufferTooSmall
+        );
+        assert_eq!(written, size);
+        assert_eq!(
+            goldcrest_session_save_state(s, saved.as_mut_ptr(), size, &mut written),
+            GoldcrestStatus::Ok
+        );
+        assert_eq!(written, size);
+
+        // Uninterrupted decoding from there.
+        let (tail, tail_logits) = decode(s, &[head[3]], 8, vocab);
+        let mut grown = 0usize;
+        assert_eq!(
+            goldcrest_session_state_size(s, &mut grown),
+            GoldcrestStatus::Ok
+        );
+        assert!(
+            grown > size,
+            "the saved KV cache grows with the positions fed"
+        );
+
+        // Restored into the same session, and into a new one with a longer context.
+        assert_eq!(
+            goldcrest_session_restore_state(s, saved.as_ptr(), size),
+            GoldcrestStatus::Ok
+        );
+        let (again, again_logits) = decode(s, &[head[3]], 8, vocab);
+        assert_eq!(again, tail);
+        assert_eq!(again_logits, tail_logits);
+        let (longer, _longer_mem) = new_session(64);
+        assert_eq!(
+            goldcrest_session_restore_state(longer, saved.as_ptr(), size),
+            GoldcrestStatus::Ok
+        );
+        let (resumed, resumed_logits) = decode(longer, &[head[3]], 8, vocab);
+        assert_eq!(resumed, tail);
+        assert_eq!(resumed_logits, tail_logits);
+
+        // 11 positions do not fit a context of 8; bad bytes are BAD_STATE; nothing changes.
+        let (short, _short_mem) = new_session(8);
+        assert_eq!(
+            goldcrest_session_restore_state(short, saved.as_ptr(), size),
+            GoldcrestStatus::ContextFull
+        );
+        assert_eq!(
+            goldcrest_session_restore_state(s, saved.as_ptr(), size - 1),
+            GoldcrestStatus::BadState
+        );
+        let mut flipped = saved.clone();
+        flipped[100] ^= 0x10;
+        assert_eq!(
+            goldcrest_session_restore_state(s, flipped.as_ptr(), size),
+            GoldcrestStatus::BadState
+        );
+        assert_eq!(
+            goldcrest_session_restore_state(s, null(), size),
+            GoldcrestStatus::NullPointer
+        );
+        let (after, _) = decode(s, &[tail[7]], 1, vocab);
+        let (reference, _) = {
+            assert_eq!(
+                goldcrest_session_restore_state(s, saved.as_ptr(), size),
+                GoldcrestStatus::Ok
+            );
+            let _ = decode(s, &[head[3]], 8, vocab);
+            decode(s, &[tail[7]], 1, vocab)
+        };
+        assert_eq!(
+            after, reference,
+            "failed restores left the session as it was"
+        );
+        for x in [s, longer, short] {
+            assert_eq!(goldcrest_session_free(x), GoldcrestStatus::Ok);
+        }
+        assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
+    }
+}
+
+#[test]
+fn session_plans_are_exact() {
+    let rwkv = std::fs::read(RWKV).unwrap();
+    let (words, len) = decoder_file("qwen2", goldcrest_core::models::decoder::Arch::Qwen2);
+    let qwen = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+    for (bytes, max_tokens, context) in [
+        (&rwkv[..], 1, 0),
+        (&rwkv[..], 7, 0),
+        (qwen, 1, 16),
+        (qwen, 8, 40),
+    ] {
+        // SAFETY: valid buffers for every call; handles used only while alive.
+        unsafe {
+            let mut lm = null_mut();
+            assert_eq!(
+                goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm),
+                GoldcrestStatus::Ok
+            );
+            let mut plan = GoldcrestMemoryPlan::default();
+            assert_eq!(
+                goldcrest_lm_memory_plan(lm, max_tokens, context, &mut plan),
+                GoldcrestStatus::Ok
+            );
+            let total = plan.total_bytes;
+            // Every planned byte is used: carving into exactly `total` uses all of it, and one
+            // byte less fails in the carving itself, not only in the up-front check.
+            let mut exact = AlignedMemory::new(total);
+            let all: &'static mut [u8] = core::slice::from_raw_parts_mut(exact.ptr(), total);
+            let (s, used) =
+                super::lm::build_session_for_tests(lm, max_tokens, context, all).unwrap();
+            assert_eq!(used, total);
+            assert_eq!(goldcrest_session_free(s), GoldcrestStatus::Ok);
+            let short: &'static mut [u8] = core::slice::from_raw_parts_mut(exact.ptr(), total - 1);
+            assert!(super::lm::build_session_for_tests(lm, max_tokens, context, short).is_err());
+
+            let mut s = null_mut();
+            assert_eq!(
+                goldcrest_session_create(lm, max_tokens, context, exact.ptr(), total - 1, &mut s),
+                GoldcrestStatus::BufferTooSmall
+            );
+            assert!(s.is_null());
+            assert_eq!(
+                goldcrest_session_create(lm, max_tokens, context, exact.ptr(), total, &mut s),
+                GoldcrestStatus::Ok
+            );
+            assert_eq!(goldcrest_session_free(s), GoldcrestStatus::Ok);
+            // At an unaligned address the session starts on the next boundary.
+            let mut loose = AlignedMemory::new(total + GOLDCREST_MEMORY_ALIGN);
+            let odd = loose.ptr().add(1);
+            assert_eq!(
+                goldcrest_session_create(lm, max_tokens, context, odd, total, &mut s),
+                GoldcrestStatus::BufferTooSmall
+            );
+            assert_eq!(
+                goldcrest_session_create(
+                    lm,
+                    max_tokens,
+                    context,
+                    odd,
+                    total + GOLDCREST_MEMORY_ALIGN - 1,
+                    &mut s
+                ),
+                GoldcrestStatus::Ok
+            );
+            assert_eq!(goldcrest_session_free(s), GoldcrestStatus::Ok);
+            assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
+        }
+    }
+}
+
+const GOLDFINCH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/goldfinch/tiny_a.safetensors"
+);
+
+#[test]
+fn goldfinch_through_the_abi_matches_the_reference_and_resumes_from_its_at_rest_state() {
+    let bytes = std::fs::read(GOLDFINCH).unwrap();
+    let golden_bytes =
+        std::fs::read(GOLDFINCH.replace(".safetensors", ".golden.safetensors")).unwrap();
+    let golden = goldcrest_std::load::parse_hosted(&golden_bytes).unwrap();
+    let floats = |name: &str| -> Vec<f32> {
+        bytemuck::cast_slice::<u8, f32>(golden.tensor(name).unwrap().bytes()).to_vec()
+    };
+    let tokens: Vec<u32> =
+        bytemuck::cast_slice::<u8, i32>(golden.tensor("tokens").unwrap().bytes())
+            .iter()
+            .map(|&t| t as u32)
+            .collect();
+    let full = floats("full_logits");
+    // SAFETY: valid buffers for every call; handles used only while alive.
+    unsafe {
+        let mut lm = null_mut();
+        assert_eq!(
+            goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm),
+            GoldcrestStatus::Ok
+        );
+        let mut info = GoldcrestLmInfo {
+            kind: GoldcrestLmKind::Rwkv6,
+            vocab_size: 0,
+            n_layer: 0,
+            max_context: 0,
+            weight_bytes: 0,
+        };
+        assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
+        assert_eq!(info.kind, GoldcrestLmKind::GoldFinch);
+        let vocab = info.vocab_size;
+        let mut plan = GoldcrestMemoryPlan::default();
+        assert_eq!(
+            goldcrest_lm_memory_plan(lm, 1, 0, &mut plan),
+            GoldcrestStatus::InvalidArgument
+        );
+        assert_eq!(
+            goldcrest_lm_memory_plan(lm, 1, 32, &mut plan),
+            GoldcrestStatus::Ok
+        );
+        let mut mem = AlignedMemory::new(plan.total_bytes);
+        let mut s = null_mut();
+        assert_eq!(
+            goldcrest_session_create(lm, 1, 32, mem.ptr(), plan.total_bytes - 1, &mut s),
+            GoldcrestStatus::BufferTooSmall
+        );
+        assert_eq!(
+            goldcrest_session_create(lm, 1, 32, mem.ptr(), plan.total_bytes, &mut s),
+            GoldcrestStatus::Ok
+        );
+        // Every position's logits against the float64 reference (f16-rounded weights run in
+        // f32): 1e-4 absolute, the tolerance of core/tests/goldfinch.rs.
+        let mut got = vec![0f32; vocab];
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(goldcrest_session_feed(s, t, 1), GoldcrestStatus::Ok);
+            assert_eq!(
+                goldcrest_session_logits(s, got.as_mut_ptr(), vocab),
+                GoldcrestStatus::Ok
+            );
+            let want = &full[i * vocab..(i + 1) * vocab];
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(err <= 1e-4, "position {i}: logits off by {err}");
+        }
+
+        // Save after a prefix, decode on; restore into a new session and decode the same.
+        assert_eq!(goldcrest_session_reset(s), GoldcrestStatus::Ok);
+        let (head, _) = decode(s, &tokens[..5], 3, vocab);
+        let mut size = 0usize;
+        assert_eq!(
+            goldcrest_session_state_size(s, &mut size),
+            GoldcrestStatus::Ok
+        );
+        let mut saved = vec![0u8; size];
+        let mut written = 0usize;
+        assert_eq!(
+            goldcrest_session_save_state(s, saved.as_mut_ptr(), size, &mut written),
+            GoldcrestStatus::Ok
+        );
+        let (tail, tail_logits) = decode(s, &[head[2]], 6, vocab);
+        let mut other = AlignedMemory::new(plan.total_bytes);
+        let mut r = null_mut();
+        assert_eq!(
+            goldcrest_session_create(lm, 1, 32, other.ptr(), plan.total_bytes, &mut r),
+            GoldcrestStatus::Ok
+        );
+        assert_eq!(
+            goldcrest_session_restore_state(r, saved.as_ptr(), size - 1),
+            GoldcrestStatus::BadState
+        );
+        assert_eq!(
+            goldcrest_session_restore_state(r, saved.as_ptr(), size),
+            GoldcrestStatus::Ok
+        );
+        let (again, again_logits) = decode(r, &[head[2]], 6, vocab);
+        assert_eq!(again, tail);
+        assert_eq!(again_logits, tail_logits);
+        for x in [s, r] {
+            assert_eq!(goldcrest_session_free(x), GoldcrestStatus::Ok);
+        }
         assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
     }
 }

@@ -1119,3 +1119,387 @@ impl<'w, 'a> Decoder<'w, 'a> {
         self.kernels.gemv(&self.weights.head, &s.h[..h], logits)
     }
 }
+
+/// Magic bytes at the start of a saved KV cache ([`KvCache::save`]).
+pub const KV_STATE_MAGIC: [u8; 8] = *b"GCKVSTA\0";
+/// Version of the saved-KV-cache format written by [`KvCache::save`].
+pub const KV_STATE_VERSION: u16 = 1;
+const KV_STATE_HEADER: usize = 64;
+
+impl KvCache<'_> {
+    /// Slots holding a live position: all of them once a ring has wrapped.
+    fn live_slots(&self) -> usize {
+        self.len.min(self.context)
+    }
+
+    /// Stored bytes of one slot (one position of one K or V head) in this cache's format.
+    fn slot_bytes(&self) -> usize {
+        let hd = self.config.head_dim;
+        match self.format {
+            KvFormat::F32 => 4 * hd,
+            KvFormat::F16 => 2 * hd,
+            KvFormat::I8 => 4 + hd,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.config.n_layer * 2 * self.config.n_kv_head
+    }
+
+    /// Bytes [`KvCache::save`] writes now: the header, the filled positions and the checksum.
+    /// It grows with every position fed, up to the value at a full (or wrapped) cache.
+    pub fn saved_len(&self) -> Result<usize> {
+        self.rows()
+            .checked_mul(self.live_slots())
+            .and_then(|n| n.checked_mul(self.slot_bytes()))
+            .and_then(|n| n.checked_add(KV_STATE_HEADER + 4))
+            .ok_or(Error::OutOfRange)
+    }
+
+    fn state_header(&self, payload: usize) -> [u8; KV_STATE_HEADER] {
+        let mut h = [0u8; KV_STATE_HEADER];
+        h[0..8].copy_from_slice(&KV_STATE_MAGIC);
+        h[8..10].copy_from_slice(&KV_STATE_VERSION.to_le_bytes());
+        let format: u16 = match self.format {
+            KvFormat::F32 => 1,
+            KvFormat::F16 => 2,
+            KvFormat::I8 => 3,
+        };
+        h[10..12].copy_from_slice(&format.to_le_bytes());
+        let arch = self.config.arch.name().as_bytes();
+        h[12..12 + arch.len().min(8)].copy_from_slice(&arch[..arch.len().min(8)]);
+        let c = &self.config;
+        let dims = [
+            c.n_layer,
+            c.hidden,
+            c.n_head,
+            c.n_kv_head,
+            c.head_dim,
+            c.vocab,
+            self.context,
+        ];
+        for (k, d) in dims.iter().enumerate() {
+            h[20 + 4 * k..24 + 4 * k].copy_from_slice(&(*d as u32).to_le_bytes());
+        }
+        h[48..56].copy_from_slice(&(self.len as u64).to_le_bytes());
+        h[56..64].copy_from_slice(&(payload as u64).to_le_bytes());
+        h
+    }
+
+    /// Writes the filled part of the cache and its position to `out` (little-endian,
+    /// versioned, CRC-32 checked; layout in docs/decoder.md) and returns the bytes written,
+    /// [`KvCache::saved_len`]. Values are saved as stored, so a restore is exact.
+    pub fn save(&self, out: &mut [u8]) -> Result<usize> {
+        let len = self.saved_len()?;
+        let provided = out.len() as u64;
+        let out = out.get_mut(..len).ok_or(Error::BufferTooSmall {
+            needed: len as u64,
+            provided,
+        })?;
+        let (header, rest) = out.split_at_mut(KV_STATE_HEADER);
+        header.copy_from_slice(&self.state_header(len - KV_STATE_HEADER - 4));
+        let payload = &mut rest[..len - KV_STATE_HEADER - 4];
+        let (hd, live) = (self.config.head_dim, self.live_slots());
+        let mut slots = payload.chunks_exact_mut(self.slot_bytes());
+        for row in 0..self.rows() {
+            for slot in 0..live {
+                let at = (row * self.context + slot) * hd;
+                let dst = slots.next().ok_or(Error::OutOfRange)?;
+                match self.format {
+                    KvFormat::F32 => {
+                        for (d, v) in dst.chunks_exact_mut(4).zip(&self.f32s[at..at + hd]) {
+                            d.copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    KvFormat::F16 => {
+                        for (d, v) in dst.chunks_exact_mut(2).zip(&self.f16s[at..at + hd]) {
+                            d.copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    KvFormat::I8 => {
+                        let scale = self.scales[row * self.context + slot];
+                        dst[..4].copy_from_slice(&scale.to_le_bytes());
+                        for (d, &v) in dst[4..].iter_mut().zip(&self.i8s[at..at + hd]) {
+                            *d = v as u8;
+                        }
+                    }
+                }
+            }
+        }
+        let sum = crate::models::rwkv6::crc32(&out[..len - 4]);
+        out[len - 4..].copy_from_slice(&sum.to_le_bytes());
+        Ok(len)
+    }
+
+    /// Replaces the cache's content and position with bytes from [`KvCache::save`] of a cache
+    /// of the same model shape and format. A cache that never wrapped restores into any cache
+    /// with room for its positions; a wrapped ring only into one of the same context. Checks
+    /// magic, version, format, shape, length, checksum and finiteness before changing
+    /// anything: on error the cache is unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() < KV_STATE_HEADER + 4 {
+            return Err(Error::Truncated {
+                needed: (KV_STATE_HEADER + 4) as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        if bytes[0..8] != KV_STATE_MAGIC {
+            return Err(Error::BadMetadata {
+                key: Name::new("KV state magic"),
+            });
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != KV_STATE_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found_major: version,
+                supported_major: KV_STATE_VERSION,
+            });
+        }
+        let ours = self.state_header(0);
+        if bytes[10..44] != ours[10..44] {
+            return Err(Error::BadMetadata {
+                key: Name::new("KV state format, architecture or dimensions"),
+            });
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let long = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let saved_context = word(44) as usize;
+        let positions = usize::try_from(long(48)).map_err(|_| Error::OutOfRange)?;
+        let live = positions.min(saved_context);
+        let wrapped = positions > saved_context;
+        if (wrapped && saved_context != self.context) || (!wrapped && positions > self.context) {
+            return Err(Error::ContextFull {
+                capacity: self.context as u64,
+            });
+        }
+        let payload_len = self
+            .rows()
+            .checked_mul(live)
+            .and_then(|n| n.checked_mul(self.slot_bytes()))
+            .ok_or(Error::OutOfRange)?;
+        let total = payload_len + KV_STATE_HEADER + 4;
+        if long(56) != payload_len as u64 || bytes.len() != total {
+            return Err(Error::Truncated {
+                needed: total as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        if crate::models::rwkv6::crc32(&bytes[..total - 4]) != word(total - 4) {
+            return Err(Error::Checksum);
+        }
+        let payload = &bytes[KV_STATE_HEADER..total - 4];
+        let finite = match self.format {
+            KvFormat::F32 => payload
+                .chunks_exact(4)
+                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+            KvFormat::F16 => payload
+                .chunks_exact(2)
+                .all(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).is_finite()),
+            KvFormat::I8 => payload
+                .chunks_exact(self.slot_bytes())
+                .all(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]).is_finite()),
+        };
+        if !finite {
+            return Err(Error::NonFinite);
+        }
+        let hd = self.config.head_dim;
+        let mut slots = payload.chunks_exact(self.slot_bytes());
+        for row in 0..self.rows() {
+            for slot in 0..live {
+                let at = (row * self.context + slot) * hd;
+                let src = slots.next().ok_or(Error::OutOfRange)?;
+                match self.format {
+                    KvFormat::F32 => {
+                        for (v, b) in self.f32s[at..at + hd].iter_mut().zip(src.chunks_exact(4)) {
+                            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        }
+                    }
+                    KvFormat::F16 => {
+                        for (v, b) in self.f16s[at..at + hd].iter_mut().zip(src.chunks_exact(2)) {
+                            *v = u16::from_le_bytes([b[0], b[1]]);
+                        }
+                    }
+                    KvFormat::I8 => {
+                        self.scales[row * self.context + slot] =
+                            f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                        for (v, &b) in self.i8s[at..at + hd].iter_mut().zip(&src[4..]) {
+                            *v = b as i8;
+                        }
+                    }
+                }
+            }
+        }
+        self.len = positions;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod kv_state_tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn config() -> Config {
+        Config {
+            arch: Arch::Qwen2,
+            n_layer: 2,
+            hidden: 16,
+            intermediate: 32,
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 6,
+            vocab: 40,
+            rope_theta: 1e4,
+            rms_eps: 1e-6,
+            qkv_bias: true,
+            o_bias: false,
+            mlp_bias: false,
+            tied: true,
+            max_positions: 32,
+            sliding_window: 0,
+            first_sliding_layer: 0,
+        }
+    }
+
+    /// A cache of `context` slots with `positions` stored positions of distinct values.
+    fn filled<'s>(
+        mem: &'s mut [u8],
+        context: usize,
+        format: KvFormat,
+        positions: usize,
+    ) -> KvCache<'s> {
+        let cfg = config();
+        let mut cache =
+            KvCache::carve(&cfg, context, format, &mut Arena::new_unaligned(mem)).unwrap();
+        let rows = cfg.n_layer * 2 * cfg.n_kv_head;
+        for pos in 0..positions {
+            for r in 0..rows {
+                let x: Vec<f32> = (0..cfg.head_dim)
+                    .map(|i| ((r * 31 + pos * 7 + i) % 23) as f32 * 0.37 - 4.0)
+                    .collect();
+                cache.store(r * context + pos % context, &x);
+            }
+        }
+        cache.len = positions;
+        cache
+    }
+
+    fn live_values(c: &KvCache<'_>) -> Vec<f32> {
+        let rows = c.rows();
+        let mut out = Vec::new();
+        let mut q = vec![0.0f32; c.config.head_dim];
+        for r in 0..rows {
+            for slot in 0..c.live_slots() {
+                // Every value, read back through the cache's own accessor with unit queries.
+                for i in 0..c.config.head_dim {
+                    q.fill(0.0);
+                    q[i] = 1.0;
+                    out.push(c.dot(r * c.context + slot, &q));
+                }
+            }
+        }
+        out
+    }
+
+    fn bytes_for(context: usize, format: KvFormat) -> Vec<u8> {
+        let plan = Decoder::plan(&config(), context, format, 1, 0).unwrap();
+        vec![0u8; plan.state_bytes + 64]
+    }
+
+    #[test]
+    fn round_trip_is_exact_in_every_format_and_into_a_longer_cache() {
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+            let mut a = bytes_for(8, format);
+            let cache = filled(&mut a, 8, format, 5);
+            let mut saved = vec![0u8; cache.saved_len().unwrap()];
+            assert_eq!(cache.save(&mut saved).unwrap(), saved.len());
+            assert!(cache.save(&mut vec![0u8; saved.len() - 1]).is_err());
+            let mut b = bytes_for(16, format);
+            let mut other = filled(&mut b, 16, format, 0);
+            other.restore(&saved).unwrap();
+            assert_eq!(other.len(), 5);
+            assert_eq!(live_values(&other), live_values(&cache));
+        }
+    }
+
+    #[test]
+    fn a_wrapped_ring_restores_only_into_the_same_context() {
+        let mut a = bytes_for(4, KvFormat::F16);
+        let ring = filled(&mut a, 4, KvFormat::F16, 11);
+        let mut saved = vec![0u8; ring.saved_len().unwrap()];
+        ring.save(&mut saved).unwrap();
+        let mut b = bytes_for(8, KvFormat::F16);
+        let mut longer = filled(&mut b, 8, KvFormat::F16, 2);
+        assert!(matches!(
+            longer.restore(&saved),
+            Err(Error::ContextFull { .. })
+        ));
+        assert_eq!(longer.len(), 2);
+        let mut c = bytes_for(4, KvFormat::F16);
+        let mut same = filled(&mut c, 4, KvFormat::F16, 0);
+        same.restore(&saved).unwrap();
+        assert_eq!(same.len(), 11);
+        assert_eq!(live_values(&same), live_values(&ring));
+    }
+
+    #[test]
+    fn bad_bytes_are_refused_and_leave_the_cache_unchanged() {
+        let mut a = bytes_for(8, KvFormat::F32);
+        let cache = filled(&mut a, 8, KvFormat::F32, 6);
+        let mut saved = vec![0u8; cache.saved_len().unwrap()];
+        cache.save(&mut saved).unwrap();
+        let mut b = bytes_for(8, KvFormat::F32);
+        let mut target = filled(&mut b, 8, KvFormat::F32, 3);
+        let before = live_values(&target);
+        let mut check = |bytes: &[u8], want: fn(&Error) -> bool| {
+            let e = target.restore(bytes).unwrap_err();
+            assert!(want(&e), "{e:?}");
+            assert_eq!(target.len(), 3);
+            assert_eq!(live_values(&target), before);
+        };
+        check(&saved[..saved.len() - 1], |e| {
+            matches!(e, Error::Truncated { .. })
+        });
+        check(&saved[..10], |e| matches!(e, Error::Truncated { .. }));
+        let mut flipped = saved.clone();
+        flipped[KV_STATE_HEADER + 5] ^= 1;
+        check(&flipped, |e| matches!(e, Error::Checksum));
+        let mut magic = saved.clone();
+        magic[0] = b'X';
+        check(&magic, |e| matches!(e, Error::BadMetadata { .. }));
+        let mut version = saved.clone();
+        version[8] = 2;
+        check(&version, |e| matches!(e, Error::UnsupportedVersion { .. }));
+        let mut dims = saved.clone();
+        dims[20] ^= 1; // n_layer
+        check(&dims, |e| matches!(e, Error::BadMetadata { .. }));
+        // A NaN with a valid checksum: refused all the same.
+        let mut nan = saved.clone();
+        nan[KV_STATE_HEADER..KV_STATE_HEADER + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let n = nan.len();
+        let sum = crate::models::rwkv6::crc32(&nan[..n - 4]);
+        nan[n - 4..].copy_from_slice(&sum.to_le_bytes());
+        check(&nan, |e| matches!(e, Error::NonFinite));
+        // Another format of the same model.
+        let mut c = bytes_for(8, KvFormat::F16);
+        let f16 = filled(&mut c, 8, KvFormat::F16, 6);
+        let mut other = vec![0u8; f16.saved_len().unwrap()];
+        f16.save(&mut other).unwrap();
+        check(&other, |e| matches!(e, Error::BadMetadata { .. }));
+        // More positions than this cache holds.
+        let mut d = bytes_for(8, KvFormat::F32);
+        let mut short = filled(&mut d, 2, KvFormat::F32, 0);
+        assert!(matches!(
+            short.restore(&saved),
+            Err(Error::ContextFull { .. })
+        ));
+    }
+}
