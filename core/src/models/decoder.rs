@@ -1138,7 +1138,15 @@ impl KvCache<'_> {
         match self.format {
             KvFormat::F32 => 4 * hd,
             KvFormat::F16 => 2 * hd,
-            KvFormat::I8 => 4 + hd,
+            KvFormat::I8 | KvFormat::I4 => 8 + self.code_bytes(),
+        }
+    }
+
+    /// Bytes of codes in one row of an integer form (one byte per value, or two values a byte).
+    fn code_bytes(&self) -> usize {
+        match self.format {
+            KvFormat::I4 => self.config.head_dim / 2,
+            _ => self.config.head_dim,
         }
     }
 
@@ -1164,6 +1172,7 @@ impl KvCache<'_> {
             KvFormat::F32 => 1,
             KvFormat::F16 => 2,
             KvFormat::I8 => 3,
+            KvFormat::I4 => 4,
         };
         h[10..12].copy_from_slice(&format.to_le_bytes());
         let arch = self.config.arch.name().as_bytes();
@@ -1216,12 +1225,12 @@ impl KvCache<'_> {
                             d.copy_from_slice(&v.to_le_bytes());
                         }
                     }
-                    KvFormat::I8 => {
-                        let scale = self.scales[row * self.context + slot];
-                        dst[..4].copy_from_slice(&scale.to_le_bytes());
-                        for (d, &v) in dst[4..].iter_mut().zip(&self.i8s[at..at + hd]) {
-                            *d = v as u8;
-                        }
+                    KvFormat::I8 | KvFormat::I4 => {
+                        let r = row * self.context + slot;
+                        let cb = self.code_bytes();
+                        dst[..4].copy_from_slice(&self.params[2 * r].to_le_bytes());
+                        dst[4..8].copy_from_slice(&self.params[2 * r + 1].to_le_bytes());
+                        dst[8..].copy_from_slice(&self.codes[r * cb..(r + 1) * cb]);
                     }
                 }
             }
@@ -1301,9 +1310,10 @@ impl KvCache<'_> {
             KvFormat::F16 => payload
                 .chunks_exact(2)
                 .all(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).is_finite()),
-            KvFormat::I8 => payload
-                .chunks_exact(self.slot_bytes())
-                .all(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]).is_finite()),
+            KvFormat::I8 | KvFormat::I4 => payload.chunks_exact(self.slot_bytes()).all(|s| {
+                f32::from_le_bytes([s[0], s[1], s[2], s[3]]).is_finite()
+                    && f32::from_le_bytes([s[4], s[5], s[6], s[7]]).is_finite()
+            }),
         };
         if !finite {
             return Err(Error::NonFinite);
@@ -1325,12 +1335,13 @@ impl KvCache<'_> {
                             *v = u16::from_le_bytes([b[0], b[1]]);
                         }
                     }
-                    KvFormat::I8 => {
-                        self.scales[row * self.context + slot] =
-                            f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-                        for (v, &b) in self.i8s[at..at + hd].iter_mut().zip(&src[4..]) {
-                            *v = b as i8;
-                        }
+                    KvFormat::I8 | KvFormat::I4 => {
+                        let r = row * self.context + slot;
+                        let cb = self.code_bytes();
+                        self.params[2 * r] = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                        self.params[2 * r + 1] =
+                            f32::from_le_bytes([src[4], src[5], src[6], src[7]]);
+                        self.codes[r * cb..(r + 1) * cb].copy_from_slice(&src[8..]);
                     }
                 }
             }
@@ -1402,7 +1413,10 @@ mod kv_state_tests {
                 for i in 0..c.config.head_dim {
                     q.fill(0.0);
                     q[i] = 1.0;
-                    out.push(c.dot(r * c.context + slot, &q));
+                    out.push(
+                        c.dot(&Kernels::scalar(), r * c.context + slot, &q, 1.0)
+                            .unwrap(),
+                    );
                 }
             }
         }
@@ -1416,7 +1430,7 @@ mod kv_state_tests {
 
     #[test]
     fn round_trip_is_exact_in_every_format_and_into_a_longer_cache() {
-        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8] {
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8, KvFormat::I4] {
             let mut a = bytes_for(8, format);
             let cache = filled(&mut a, 8, format, 5);
             let mut saved = vec![0u8; cache.saved_len().unwrap()];
