@@ -66,8 +66,9 @@ typedef struct GoldcrestDecodeStream GoldcrestDecodeStream;
 #define GOLDCREST_FORECASTER_SIZE 1024
 
 // Alignment at which a session plan's `total_bytes` is exact: pass memory starting on this
-// boundary (e.g. `_Alignas(64)` / `__attribute__((aligned(64)))` for a static array,
-// `posix_memalign`), or add `GOLDCREST_MEMORY_ALIGN - 1` bytes for any other address.
+// boundary (a static array with `__attribute__((aligned(64)))` in GCC/Clang C99 or
+// `_Alignas(64)` in C11; `posix_memalign`), or add `GOLDCREST_MEMORY_ALIGN - 1` bytes for any
+// other address.
 #define GOLDCREST_MEMORY_ALIGN 64
 
 // Tokens remembered per session for the repetition penalty.

@@ -14,8 +14,9 @@ use crate::status::*;
 const LM_TAG: u32 = u32::from_le_bytes(*b"GCLM");
 const SESSION_TAG: u32 = u32::from_le_bytes(*b"GCSS");
 /// Alignment at which a session plan's `total_bytes` is exact: pass memory starting on this
-/// boundary (e.g. `_Alignas(64)` / `__attribute__((aligned(64)))` for a static array,
-/// `posix_memalign`), or add `GOLDCREST_MEMORY_ALIGN - 1` bytes for any other address.
+/// boundary (a static array with `__attribute__((aligned(64)))` in GCC/Clang C99 or
+/// `_Alignas(64)` in C11; `posix_memalign`), or add `GOLDCREST_MEMORY_ALIGN - 1` bytes for any
+/// other address.
 pub const GOLDCREST_MEMORY_ALIGN: usize = 64;
 const _: () = assert!(GOLDCREST_MEMORY_ALIGN == ARENA_ALIGN);
 /// Tokens remembered per session for the repetition penalty.
