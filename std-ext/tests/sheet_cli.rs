@@ -42,9 +42,24 @@ fn encode_stats_line_has_the_promised_fields() {
     );
     assert!(ct > 0 && vt > ct);
     assert!((v["ratio"].as_f64().unwrap() - vt as f64 / ct as f64).abs() < 1e-9);
-    // The encoding keeps the header and the species values.
-    assert!(out.contains("\"Sepal.Length\""));
-    assert!(out.contains("\"setosa\""));
+    // The encoding keeps the header and the species values, as (value|addresses) tuples.
+    assert!(out.contains("\n(Sepal.Length|A1)\n"), "{out}");
+    assert!(out.contains("\n(setosa|E2:E"), "{out}");
+    // The JSON surface of the same index costs more tokens.
+    let (ok, json_out, err) = goldcrest(&[
+        "sheet",
+        "encode",
+        f.to_str().unwrap(),
+        "--sheet",
+        "iris",
+        "--surface",
+        "json",
+        "--stats",
+    ]);
+    assert!(ok, "{err}");
+    assert!(json_out.contains("\"Sepal.Length\":\"A1\""));
+    let jv: serde_json::Value = serde_json::from_str(json_out.lines().last().unwrap()).unwrap();
+    assert!(jv["compressed_tokens"].as_u64().unwrap() > ct);
 
     let (ok, out, _) = goldcrest(&[
         "sheet",
@@ -128,6 +143,39 @@ fn tokenizer_choice_changes_counts_and_bad_files_are_errors() {
     let vanilla_bytes: usize = out.lines().skip(1).map(|l| l.len() + 1).sum();
     assert_eq!(stats(bytes_only.to_str().unwrap()) as usize, vanilla_bytes);
     assert!(stats("cl100k") < vanilla_bytes as u64);
+    // An HF tokenizer.json goes through goldcrest's tokenizer: Qwen2 splits digits one by one,
+    // so the many-digit addresses and values of iris cost more than under cl100k.
+    let qwen = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vocab/qwen2/tokenizer.json");
+    let iris = corpus("r-cran-readxl-1.4.2-1/datasets.xls");
+    let iris_stats = |tok: &str| {
+        let args = [
+            "sheet",
+            "encode",
+            iris.to_str().unwrap(),
+            "--sheet",
+            "iris",
+            "--stats",
+            "--tokenizer",
+            tok,
+        ];
+        let (ok, out, err) = goldcrest(&args);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        v["vanilla_tokens"].as_u64().unwrap()
+    };
+    let (qwen_count, cl100k_count) = (iris_stats(qwen.to_str().unwrap()), iris_stats("cl100k"));
+    assert!(qwen_count > cl100k_count, "{qwen_count} {cl100k_count}");
+    let (ok, _, err) = goldcrest(&[
+        "sheet",
+        "report",
+        f,
+        "--tokenizer",
+        "/nonexistent/tokenizer.json",
+    ]);
+    assert!(
+        !ok && err.contains("tokenizer") && !err.contains("panicked"),
+        "{err}"
+    );
     let broken = dir.join("broken.tiktoken");
     std::fs::write(&broken, "no$base64 0\n").unwrap();
     let (ok, _, err) = goldcrest(&[

@@ -11,9 +11,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-const COMPRESSED_INTRO: &str = "You are given a spreadsheet in a compressed form. Each entry \
-maps a cell value to the cell addresses or rectangular ranges (A1 notation) that hold it; \
-empty cells are not listed. Runs of numbers, dates and similar typed cells may be replaced by \
+const COMPRESSED_INTRO: &str = "You are given a spreadsheet in a compressed form. Each line \
+is a tuple (value|addresses): a cell value, then after the last | the cell addresses or \
+rectangular ranges (A1 notation) that hold it; empty cells are not listed. Runs of numbers, dates and similar typed cells may be replaced by \
 their number-format string (such as #,##0 or yyyy-mm-dd) or by a type label (IntNum, FloatNum, \
 PercentageNum, ScientificNum, DateData, TimeData, CurrencyData, EmailData, YearData).";
 
@@ -146,7 +146,7 @@ mod tests {
         let paper = cos_stage2(&s, region, "q", 60, Split::Rows(3), &count).unwrap();
         assert_eq!(paper.len(), 4);
         assert!(paper[3].contains("B2,Name|C2,Score\nB12,x|C12,1\n"));
-        assert!(table_detection("{}").contains("'range'"));
-        assert!(cos_stage1("{}", "Who?").contains("Question: Who?"));
+        assert!(table_detection("(x|A1)").contains("'range'"));
+        assert!(cos_stage1("(x|A1)", "Who?").contains("Question: Who?"));
     }
 }

@@ -3,8 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use goldcrest_alloc::sheet::anchors::{AnchorOptions, extract};
-use goldcrest_alloc::sheet::compress::{CompressOptions, compress};
+use goldcrest_alloc::sheet::compress::{CompressOptions, Surface, compress};
 use goldcrest_alloc::sheet::detect::detect_tables;
+use goldcrest_alloc::sheet::index::InvertedIndex;
 use goldcrest_alloc::sheet::vanilla::{self, VanillaOptions};
 use goldcrest_alloc::sheet::{CellRange, Sheet, prompt};
 use goldcrest_std::sheet::{ReadOptions, TokenCounter, read_path};
@@ -33,6 +34,24 @@ pub enum Mode {
     Compressed,
 }
 
+/// How the inverted index is written.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SurfaceArg {
+    /// `(value|A1,C3:C9)`, one value per line.
+    Tuples,
+    /// `{"value":"A1,C3:C9",…}`.
+    Json,
+}
+
+impl From<SurfaceArg> for Surface {
+    fn from(s: SurfaceArg) -> Surface {
+        match s {
+            SurfaceArg::Tuples => Surface::Tuples,
+            SurfaceArg::Json => Surface::Json,
+        }
+    }
+}
+
 /// A workbook and optional sheet.
 #[derive(Args)]
 pub struct FileArgs {
@@ -46,8 +65,9 @@ pub struct FileArgs {
 /// Which tokenizer counts tokens.
 #[derive(Args)]
 pub struct TokenizerArg {
-    /// `cl100k` (GPT-4's, the paper's), `o200k`, or a tiktoken-format vocabulary file
-    /// (`*.tiktoken`, Llama 3 `tokenizer.model`).
+    /// `cl100k` (GPT-4's, the paper's), `o200k`, or a vocabulary file: an HF `tokenizer.json`
+    /// (or a directory with one, or with vocab.json + merges.txt), `*.gguf`, `rwkv_vocab_*.txt`,
+    /// or a tiktoken-format file (`*.tiktoken`, Llama 3 `tokenizer.model`).
     #[arg(long, default_value = "cl100k")]
     tokenizer: String,
 }
@@ -57,12 +77,8 @@ impl TokenizerArg {
         Ok(match self.tokenizer.as_str() {
             "cl100k" => TokenCounter::cl100k(),
             "o200k" => TokenCounter::o200k(),
-            path => {
-                let data = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading tokenizer {path}"))?;
-                TokenCounter::from_tiktoken(&data)
-                    .map_err(|e| anyhow::anyhow!("tokenizer {path}: {e}"))?
-            }
+            path => TokenCounter::from_path(std::path::Path::new(path))
+                .map_err(|e| anyhow::anyhow!("tokenizer {path}: {e}"))?,
         })
     }
 }
@@ -96,6 +112,9 @@ pub struct EncodeArgs {
     /// Rows/columns kept around each anchor.
     #[arg(long, default_value_t = 4)]
     k: u32,
+    /// How the inverted index is written: `(value|A1:B3)` tuples (App. L.2) or a JSON object.
+    #[arg(long, value_enum, default_value = "tuples")]
+    surface: SurfaceArg,
     /// Print a JSON line with cell and token counts last.
     #[arg(long)]
     stats: bool,
@@ -163,6 +182,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
         k: a.k,
         index: !a.no_index,
         aggregate: !a.no_aggregate,
+        surface: a.surface.into(),
     };
     let vopts = VanillaOptions {
         with_formats: a.formats,
@@ -229,9 +249,28 @@ fn report(args: ReportArgs) -> Result<()> {
                 k: 4,
                 index,
                 aggregate,
+                surface: Surface::Tuples,
             };
             row.insert(name.into(), json!(tok.count(&compress(&s, &opts)?.text)));
         }
+        let json_surface = CompressOptions {
+            surface: Surface::Json,
+            ..CompressOptions::default()
+        };
+        row.insert(
+            "all_json".into(),
+            json!(tok.count(&compress(&s, &json_surface)?.text)),
+        );
+        // The full pipeline's content without any address or punctuation: each distinct value
+        // or label it writes, tokenized alone. No encoding that keeps these verbatim, as the
+        // paper's does, can take fewer tokens, so vanilla / floor bounds its ratio.
+        let full = compress(&s, &CompressOptions::default())?;
+        let floor: usize = InvertedIndex::parse_tuples(&full.text)?
+            .entries
+            .iter()
+            .map(|(v, _)| tok.count(v))
+            .sum();
+        row.insert("floor".into(), json!(floor));
         // Which original rows/columns the skeleton keeps (0-based), to check that table
         // boundaries survive extraction.
         let (_, map) = extract(&s, &AnchorOptions { k: 4 });
