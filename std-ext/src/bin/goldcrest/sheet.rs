@@ -23,6 +23,9 @@ pub enum SheetCommand {
     Prompt(PromptArgs),
     /// Print token counts of every module combination as JSON (for corpus evaluation).
     Report(ReportArgs),
+    /// Answer a question with a language model, Chain of Spreadsheet end to end: stage 1 finds
+    /// the table on the compressed sheet, stage 2 answers on that table uncompressed.
+    Ask(AskArgs),
 }
 
 /// Which encoding to print.
@@ -56,10 +59,10 @@ impl From<SurfaceArg> for Surface {
 #[derive(Args)]
 pub struct FileArgs {
     /// Workbook: xlsx, xlsm, xlsb, xls, ods, csv or tsv.
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Only this sheet.
     #[arg(long)]
-    sheet: Option<String>,
+    pub(crate) sheet: Option<String>,
 }
 
 /// Which tokenizer counts tokens.
@@ -146,7 +149,40 @@ pub struct PromptArgs {
     tokenizer: TokenizerArg,
 }
 
-fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
+/// Arguments of `sheet ask`.
+#[derive(Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub(crate) input: FileArgs,
+    /// The question to answer.
+    #[arg(long)]
+    pub(crate) question: String,
+    /// The language model file (rwkv6, llama or qwen2).
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// The model's tokenizer: `world` or a vocabulary path; default: the one embedded in the
+    /// model file. It also counts the tokens of the stage 2 budget.
+    #[arg(long, value_name = "world|PATH")]
+    pub(crate) tokenizer: Option<String>,
+    /// Token budget of one stage 2 table before it is split (the paper's 4096); lowered to what
+    /// the model's context holds next to the prompt and the answer.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) budget: usize,
+    /// Body rows per stage 2 chunk when split (the paper uses 3); default: fill the budget.
+    #[arg(long)]
+    pub(crate) chunk_rows: Option<usize>,
+    /// Tokens each stage may generate (the paper's max_tokens is 300).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_tokens: usize,
+    /// Tokens per prefill chunk.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) chunk: usize,
+    /// Print every prompt to stderr before it is run.
+    #[arg(long)]
+    pub(crate) show_prompts: bool,
+}
+
+pub(crate) fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
     read_path(&args.file, args.sheet.as_deref(), &ReadOptions::default())
         .with_context(|| format!("reading {}", args.file.display()))
 }
@@ -173,6 +209,7 @@ pub fn run(cmd: SheetCommand) -> Result<()> {
         }
         SheetCommand::Prompt(a) => prompt_cmd(a),
         SheetCommand::Report(a) => report(a),
+        SheetCommand::Ask(a) => crate::sheet_ask::run(a),
     }
 }
 
