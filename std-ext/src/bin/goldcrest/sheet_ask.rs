@@ -40,9 +40,25 @@ pub fn run(a: AskArgs) -> Result<()> {
     if sheet.cells().is_empty() {
         bail!("sheet '{}' has no non-empty cells", sheet.name);
     }
+    // Size the decoder's KV cache for this run, not for the model's longest context: the
+    // stage 1 prompt, or a stage 2 table of `budget` tokens with room for the template, plus
+    // the answer. (The tokenizer is read from the mapped file once here, again in the run.)
+    let enc = compress(&sheet, &CompressOptions::default())?;
+    let stage1_tokens = {
+        let file = goldcrest_std::load::ModelFile::open(&a.model)
+            .with_context(|| format!("opening {}", a.model.display()))?;
+        let st = file.safetensors()?;
+        match session::tokenizer(a.tokenizer.as_deref(), &st)? {
+            Some(tok) => tok
+                .encode(&prompt::cos_stage1(&enc.text, &a.question))?
+                .len(),
+            None => 0,
+        }
+    };
     let options = Options {
-        // Clamped to the model's trained positions for decoders; recurrent models ignore it.
-        positions: 1 << 20,
+        positions: stage1_tokens
+            .max(a.budget.saturating_add(STAGE2_TEMPLATE_ROOM))
+            .saturating_add(a.max_tokens),
         chunk: a.chunk,
         kv: session::kv_format("f16")?,
         int8_acts: false,
@@ -56,6 +72,9 @@ pub fn run(a: AskArgs) -> Result<()> {
         Ok(())
     })
 }
+
+/// Positions reserved for the stage 2 instructions and question next to a full budget.
+const STAGE2_TEMPLATE_ROOM: usize = 1024;
 
 fn ask(
     a: &AskArgs,
