@@ -42,9 +42,24 @@ fn encode_stats_line_has_the_promised_fields() {
     );
     assert!(ct > 0 && vt > ct);
     assert!((v["ratio"].as_f64().unwrap() - vt as f64 / ct as f64).abs() < 1e-9);
-    // The encoding keeps the header and the species values.
-    assert!(out.contains("\"Sepal.Length\""));
-    assert!(out.contains("\"setosa\""));
+    // The encoding keeps the header and the species values, as (value|addresses) tuples.
+    assert!(out.contains("\n(Sepal.Length|A1)\n"), "{out}");
+    assert!(out.contains("\n(setosa|E2:E"), "{out}");
+    // The JSON surface of the same index costs more tokens.
+    let (ok, json_out, err) = goldcrest(&[
+        "sheet",
+        "encode",
+        f.to_str().unwrap(),
+        "--sheet",
+        "iris",
+        "--surface",
+        "json",
+        "--stats",
+    ]);
+    assert!(ok, "{err}");
+    assert!(json_out.contains("\"Sepal.Length\":\"A1\""));
+    let jv: serde_json::Value = serde_json::from_str(json_out.lines().last().unwrap()).unwrap();
+    assert!(jv["compressed_tokens"].as_u64().unwrap() > ct);
 
     let (ok, out, _) = goldcrest(&[
         "sheet",
@@ -128,6 +143,39 @@ fn tokenizer_choice_changes_counts_and_bad_files_are_errors() {
     let vanilla_bytes: usize = out.lines().skip(1).map(|l| l.len() + 1).sum();
     assert_eq!(stats(bytes_only.to_str().unwrap()) as usize, vanilla_bytes);
     assert!(stats("cl100k") < vanilla_bytes as u64);
+    // An HF tokenizer.json goes through goldcrest's tokenizer: Qwen2 splits digits one by one,
+    // so the many-digit addresses and values of iris cost more than under cl100k.
+    let qwen = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vocab/qwen2/tokenizer.json");
+    let iris = corpus("r-cran-readxl-1.4.2-1/datasets.xls");
+    let iris_stats = |tok: &str| {
+        let args = [
+            "sheet",
+            "encode",
+            iris.to_str().unwrap(),
+            "--sheet",
+            "iris",
+            "--stats",
+            "--tokenizer",
+            tok,
+        ];
+        let (ok, out, err) = goldcrest(&args);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        v["vanilla_tokens"].as_u64().unwrap()
+    };
+    let (qwen_count, cl100k_count) = (iris_stats(qwen.to_str().unwrap()), iris_stats("cl100k"));
+    assert!(qwen_count > cl100k_count, "{qwen_count} {cl100k_count}");
+    let (ok, _, err) = goldcrest(&[
+        "sheet",
+        "report",
+        f,
+        "--tokenizer",
+        "/nonexistent/tokenizer.json",
+    ]);
+    assert!(
+        !ok && err.contains("tokenizer") && !err.contains("panicked"),
+        "{err}"
+    );
     let broken = dir.join("broken.tiktoken");
     std::fs::write(&broken, "no$base64 0\n").unwrap();
     let (ok, _, err) = goldcrest(&[
@@ -142,4 +190,106 @@ fn tokenizer_choice_changes_counts_and_bad_files_are_errors() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ask_runs_chain_of_spreadsheet_with_a_goldcrest_model() {
+    // A tiny random RWKV-6 with a byte-level vocabulary (tools/sheet/make_ask_fixture.py): the
+    // replies are noise; this checks the pipeline, not the answers.
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/sheets/tiny_rwkv6_bytes.safetensors");
+    let model = model.to_str().unwrap();
+    let f = corpus("r-cran-readxl-1.4.2-1/geometry.xlsx");
+    let f = f.to_str().unwrap();
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "sheet",
+            "ask",
+            f,
+            "--question",
+            "What is in D6?",
+            "--model",
+            model,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = goldcrest(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let v = ask(&["--max-tokens", "12"]);
+    let s1 = &v["stage1"];
+    // The compressed sheet plus the question, one token per byte.
+    assert!(s1["prompt_tokens"].as_u64().unwrap() > 300);
+    assert!(s1["generated_tokens"].as_u64().unwrap() <= 12);
+    match s1["region_from"].as_str().unwrap() {
+        // A range the model named, mapped back to the sheet's own coordinates.
+        "model" => assert!(s1["range"].is_string()),
+        // Otherwise the heuristic detector's table (this sheet's only table).
+        from => {
+            assert_eq!(from, "detector");
+            assert!(s1["range"].is_null());
+            assert_eq!(s1["region"], "B3:D6");
+        }
+    }
+    let parts = v["stage2"]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(parts[0]["generated_tokens"].as_u64().unwrap() <= 12);
+    // Greedy decoding: the same run gives the same replies.
+    assert_eq!(ask(&["--max-tokens", "12"]), v);
+
+    // Over the budget the table is split: header + one body row per prompt (the paper's rule,
+    // with chunks of one row), so one part per body row of whatever region stage 1 chose.
+    let v = ask(&["--max-tokens", "2", "--budget", "20", "--chunk-rows", "1"]);
+    let region = v["stage1"]["region"].as_str().unwrap();
+    let row = |a1: &str| {
+        a1.trim_start_matches(char::is_alphabetic)
+            .parse::<usize>()
+            .unwrap()
+    };
+    let (top, bottom) = region.split_once(':').map_or((region, region), |p| p);
+    let body_rows = row(bottom) - row(top);
+    assert_eq!(
+        v["stage2"]["parts"].as_array().unwrap().len(),
+        body_rows.max(1)
+    );
+    assert_eq!(v["stage2"]["budget"], 20);
+}
+
+#[test]
+fn ask_refuses_what_it_cannot_run() {
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/rwkv6/tiny_a.safetensors");
+    let f = corpus("r-cran-readxl-1.4.2-1/geometry.xlsx");
+    let base = [
+        "sheet",
+        "ask",
+        f.to_str().unwrap(),
+        "--question",
+        "q",
+        "--model",
+        tiny.to_str().unwrap(),
+    ];
+    // tiny_a embeds no tokenizer; the World vocabulary's ids exceed its 96-token head.
+    let (ok, _, err) = goldcrest(&base);
+    assert!(!ok && err.contains("no tokenizer"), "{err}");
+    let (ok, _, err) = goldcrest(&[&base[..], &["--tokenizer", "world"]].concat());
+    assert!(
+        !ok && err.contains("outside the model's vocabulary"),
+        "{err}"
+    );
+    // A workbook with several sheets needs --sheet.
+    let multi = corpus("r-cran-readxl-1.4.2-1/clippy.xlsx");
+    let (ok, _, err) = goldcrest(&[
+        "sheet",
+        "ask",
+        multi.to_str().unwrap(),
+        "--question",
+        "q",
+        "--model",
+        tiny.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("--sheet") && !err.contains("panicked"),
+        "{err}"
+    );
 }

@@ -67,7 +67,7 @@ def f1(h, np_, ng):
 
 def main():
     files = sorted(p for p in (FIX / "corpus").rglob("*") if p.is_file())
-    totals = {k: 0 for k in ["vanilla", *COMBOS]}
+    totals = {k: 0 for k in ["vanilla", *COMBOS, "all_json", "floor"]}
     per_file, failed = [], []
     for f in files:
         code, out, err = run("report", str(f))
@@ -81,7 +81,7 @@ def main():
             continue
         for k in totals:
             totals[k] += sums[k]
-        per_file.append((str(f.relative_to(FIX / "corpus")), sums["vanilla"], sums["all"]))
+        per_file.append((str(f.relative_to(FIX / "corpus")), sums["vanilla"], sums["all"], sums["floor"]))
     print(f"workbooks read: {len(per_file)} of {len(files)}")
     for name, why in failed:
         print(f"  not counted: {name}: {why}")
@@ -89,15 +89,22 @@ def main():
     print(f"{'none (vanilla)':20} {totals['vanilla']:>10} {1.0:>8.2f}")
     for k in COMBOS:
         print(f"{k:20} {totals[k]:>10} {totals['vanilla'] / max(totals[k], 1):>8.2f}")
-    ratios = sorted(v / max(c, 1) for _, v, c in per_file)
+    print(f"{'all, JSON surface':20} {totals['all_json']:>10} {totals['vanilla'] / max(totals['all_json'], 1):>8.2f}")
+    ratios = sorted(v / max(c, 1) for _, v, c, _ in per_file)
     print(f"per-workbook full-pipeline ratio: median {statistics.median(ratios):.2f}, "
           f"min {ratios[0]:.2f}, max {ratios[-1]:.2f} (n={len(ratios)})")
     # Secondary view, never instead of the line above: workbooks past the paper's Small bucket.
-    big = sorted(v / max(c, 1) for _, v, c in per_file if v >= 4096)
+    big = sorted(v / max(c, 1) for _, v, c, _ in per_file if v >= 4096)
     if big:
         print(f"  same, only workbooks with >= 4096 vanilla tokens: median {statistics.median(big):.2f} (n={len(big)})")
-    for name, v, c in sorted(per_file, key=lambda t: t[1] / max(t[2], 1)):
-        print(f"  {v / max(c, 1):8.2f}  {v:>7} -> {c:>6}  {name}")
+    # The floor: tokens of the distinct values the full pipeline keeps, without any address or
+    # punctuation. vanilla / floor bounds the ratio of every encoding keeping them verbatim.
+    bounds = sorted(v / max(fl, 1) for _, v, _, fl in per_file)
+    print(f"per-workbook bound vanilla/floor: median {statistics.median(bounds):.2f}; "
+          f"workbooks whose bound is below 10: {sum(b < 10 for b in bounds)} of {len(bounds)}")
+    print(f"  {'ratio':>8}  {'bound':>8}  {'vanilla':>7} -> {'all':>6} (floor)  workbook")
+    for name, v, c, fl in sorted(per_file, key=lambda t: t[1] / max(t[2], 1)):
+        print(f"  {v / max(c, 1):8.2f}  {v / max(fl, 1):8.2f}  {v:>7} -> {c:>6} ({fl:>5})  {name}")
 
     labels = {}
     for line in (FIX / "labels.tsv").read_text().splitlines():

@@ -2,7 +2,7 @@
 //! dropped, equal values merged into *exact* rectangles. Decoding reproduces every cell;
 //! no range ever covers a cell with another value.
 
-use super::{CellRange, push_json_str};
+use super::{CellRange, SheetError, push_json_str};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -90,7 +90,40 @@ impl InvertedIndex {
         out
     }
 
-    /// The index as a JSON object, one value per line: `{"Year":"A1,C1:C9",…}`.
+    /// The index in the tuple surface of the paper's compressed prompts (App. L.2), one
+    /// value per line: `(Year|A1,C1:C9)`. The value is written as it is, except that `\`, line
+    /// feeds and carriage returns are escaped (`\\`, `\n`, `\r`) so each tuple is one line;
+    /// the addresses follow the *last* `|`, so a value may itself hold `|` or parentheses.
+    /// An empty index is the empty string. [`InvertedIndex::parse_tuples`] reads it back.
+    pub fn to_tuples(&self) -> String {
+        let mut out = String::new();
+        for (v, rects) in &self.entries {
+            push_tuple(&mut out, v, rects);
+        }
+        out
+    }
+
+    /// Reads back what [`InvertedIndex::to_tuples`] wrote.
+    pub fn parse_tuples(text: &str) -> Result<InvertedIndex, SheetError> {
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            let bad = || SheetError::BadAddress(String::from(line));
+            let inner = line
+                .strip_prefix('(')
+                .and_then(|l| l.strip_suffix(')'))
+                .ok_or_else(bad)?;
+            let (value, ranges) = inner.rsplit_once('|').ok_or_else(bad)?;
+            let rects = ranges
+                .split(',')
+                .map(CellRange::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            entries.push((unescape_tuple_value(value).ok_or_else(bad)?, rects));
+        }
+        Ok(InvertedIndex { entries })
+    }
+
+    /// The index as a JSON object, one value per line: `{"Year":"A1,C1:C9",…}` (the dictionary
+    /// form of the paper's §3.3; it costs more tokens than the tuples, the quotes mostly).
     pub fn to_json(&self) -> String {
         let mut out = String::from("{");
         for (i, (v, rects)) in self.entries.iter().enumerate() {
@@ -113,6 +146,45 @@ impl InvertedIndex {
     }
 }
 
+/// Appends one `(value|A1,B2:C3)` line.
+pub fn push_tuple(out: &mut String, value: &str, rects: &[CellRange]) {
+    out.push('(');
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('|');
+    for (j, r) in rects.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{r}");
+    }
+    out.push_str(")\n");
+}
+
+fn unescape_tuple_value(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            'n' => '\n',
+            'r' => '\r',
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +202,28 @@ mod tests {
             .collect();
         assert_eq!(ranges, ["A1:A2", "C3"]);
         assert_eq!(idx.to_json(), "{\n\"x\":\"A1:A2,C3\",\n\"y\":\"B1\"\n}\n");
+        assert_eq!(idx.to_tuples(), "(x|A1:A2,C3)\n(y|B1)\n");
+        assert_eq!(InvertedIndex::parse_tuples(&idx.to_tuples()).unwrap(), idx);
+    }
+
+    #[test]
+    fn tuple_values_with_separators_and_line_breaks_read_back() {
+        let idx = InvertedIndex::build(vec![
+            (0, 0, "a|b (c)"),
+            (0, 1, "two\nlines\\"),
+            (1, 0, "|"),
+            (1, 1, ")"),
+        ]);
+        let text = idx.to_tuples();
+        assert_eq!(text.lines().count(), 4);
+        assert_eq!(InvertedIndex::parse_tuples(&text).unwrap(), idx);
+        for bad in ["x|A1)", "(x A1)", "(x|A0)", "(x\\q|A1)", "(x|A1:B2:C3)"] {
+            assert!(InvertedIndex::parse_tuples(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            InvertedIndex::parse_tuples("").unwrap(),
+            InvertedIndex::default()
+        );
     }
 
     #[test]
@@ -140,6 +234,12 @@ mod tests {
 
     proptest! {
         #[test]
+        fn arbitrary_values_survive_the_tuple_surface(values in proptest::collection::vec("\\PC{0,8}|[|()\\\\\n\r]{1,4}", 1..20)) {
+            let idx = InvertedIndex::build(values.iter().enumerate().map(|(i, v)| (i as u32, 0, v.as_str())));
+            prop_assert_eq!(InvertedIndex::parse_tuples(&idx.to_tuples()).unwrap(), idx);
+        }
+
+        #[test]
         fn decoding_reproduces_every_cell(cells in proptest::collection::btree_map((0u32..12, 0u32..12), 0u8..4, 0..120)) {
             let texts = ["", "a", "b", "ccc"];
             let triples: Vec<(u32, u32, &str)> = cells.iter().map(|(&(r, c), &v)| (r, c, texts[v as usize])).collect();
@@ -148,6 +248,7 @@ mod tests {
             want.sort();
             // Equality also proves no range covers a cell twice or a cell of another value.
             prop_assert_eq!(idx.decode(), want);
+            prop_assert_eq!(InvertedIndex::parse_tuples(&idx.to_tuples()).unwrap(), idx);
         }
     }
 }

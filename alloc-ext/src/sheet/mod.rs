@@ -5,13 +5,15 @@
 //! list of non-empty [`Cell`]s plus merged ranges.
 //!
 //! * [`vanilla`]: the paper's `A1,value|B1,value` matrix encoding;
-//! * [`index`]: inverted-index translation, value -> exact rectangles;
+//! * [`index`]: inverted-index translation, value -> exact rectangles, written as the paper's
+//!   `(value|A1:B3)` tuples (or a JSON dictionary) and read back;
 //! * [`numfmt`]: number-format renderer (display text) and the rule-based type recognizer;
 //! * [`aggregate`]: data-format-aware aggregation (module 3);
 //! * [`anchors`]: structural-anchor extraction with a reversible coordinate map (module 1);
 //! * [`compress`]: SheetCompressor, the three modules chained, each switchable;
 //! * [`detect`]: heuristic table detection and the EoB metric;
-//! * [`prompt`]: table-detection and Chain-of-Spreadsheet prompt builders.
+//! * [`prompt`]: table-detection and Chain-of-Spreadsheet prompt builders, and readers of a
+//!   model's replies.
 //!
 //! ```
 //! use goldcrest_alloc::sheet::{Cell, Sheet, compress::{compress, CompressOptions}};
@@ -23,7 +25,7 @@
 //! }
 //! let sheet = Sheet::new("Q1", cells, vec![]).unwrap();
 //! let out = compress(&sheet, &CompressOptions::default()).unwrap();
-//! assert_eq!(out.text, "{\n\"Region\":\"A1\",\n\"Sales\":\"B1\",\n\"North\":\"A2:A4\",\n\"#,##0\":\"B2:B4\"\n}\n");
+//! assert_eq!(out.text, "(Region|A1)\n(Sales|B1)\n(North|A2:A4)\n(#,##0|B2:B4)\n");
 //! // Answers given in compressed coordinates map back to the sheet.
 //! assert_eq!(out.map.unwrap().to_original(3, 1), Some((3, 1)));
 //! ```

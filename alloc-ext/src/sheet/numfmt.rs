@@ -98,9 +98,16 @@ fn is_time(s: &str) -> bool {
     let Some((h, m)) = s.split_once(':') else {
         return false;
     };
-    let ok_h = is_digits(h) && h.len() <= 2 && h.parse::<u32>().is_ok_and(|v| v <= 23);
-    let ok_m = is_digits(m) && m.len() <= 2 && m.parse::<u32>().is_ok_and(|v| v <= 59);
-    ok_h && ok_m
+    // H:MM, or H:MM:SS (the [code?] regex stops at minutes; a time with seconds is still the
+    // paper's Time type, and xls files carry no NFS that would say so).
+    let (m, sec) = match m.split_once(':') {
+        Some((m, sec)) => (m, Some(sec)),
+        None => (m, None),
+    };
+    let upto = |t: &str, max: u32| {
+        is_digits(t) && t.len() <= 2 && t.parse::<u32>().is_ok_and(|v| v <= max)
+    };
+    upto(h, 23) && upto(m, 59) && sec.is_none_or(|sec| sec.len() == 2 && upto(sec, 59))
 }
 
 fn is_email(s: &str) -> bool {
@@ -859,6 +866,11 @@ mod tests {
             ("2024-02-14", Some(Date)),
             ("20/08", Some(Date)),
             ("18:30", Some(Time)),
+            ("17:47:13", Some(Time)),
+            ("06:34:00", Some(Time)),
+            ("6:34:0", None),
+            ("6:34:60", None),
+            ("1:2:3:4", None),
             ("6:05 PM", Some(Time)),
             ("$12.50", Some(Currency)),
             ("a.b@example.org", Some(Email)),

@@ -11,9 +11,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-const COMPRESSED_INTRO: &str = "You are given a spreadsheet in a compressed form. Each entry \
-maps a cell value to the cell addresses or rectangular ranges (A1 notation) that hold it; \
-empty cells are not listed. Runs of numbers, dates and similar typed cells may be replaced by \
+const COMPRESSED_INTRO: &str = "You are given a spreadsheet in a compressed form. Each line \
+is a tuple (value|addresses): a cell value, then after the last | the cell addresses or \
+rectangular ranges (A1 notation) that hold it; empty cells are not listed. Runs of numbers, dates and similar typed cells may be replaced by \
 their number-format string (such as #,##0 or yyyy-mm-dd) or by a type label (IntNum, FloatNum, \
 PercentageNum, ScientificNum, DateData, TimeData, CurrencyData, EmailData, YearData).";
 
@@ -36,7 +36,9 @@ holds the answer to the question and return the range of that ONE table only, in
     )
 }
 
-fn stage2_text(region: &str, question: &str) -> String {
+/// The stage 2 prompt around an already encoded table region (used by [`cos_stage2`]; public
+/// so a caller can measure the template's own tokens when fitting a model's context).
+pub fn stage2_text(region: &str, question: &str) -> String {
     format!(
         "Below is one table of a spreadsheet, one row per line, as address,value pairs \
 separated by |; an empty cell shows only its address. Answer the question with the address \
@@ -105,6 +107,45 @@ pub fn cos_stage2(
     Ok(prompts)
 }
 
+/// The first A1 range in a model's stage 1 (or table detection) answer, such as
+/// `['range': 'B2:D9']` or `The table is B2:D9.`; a lone cell counts as a one-cell range. The
+/// range is in the coordinates of the sheet the model saw (map it back with
+/// [`super::anchors::CoordMap::range_to_original`]).
+pub fn parse_range_answer(answer: &str) -> Option<CellRange> {
+    let bytes = answer.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        // A candidate starts at a letter that does not continue a word.
+        let boundary = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        if boundary && bytes[start].is_ascii_alphabetic() {
+            let mut end = start;
+            while end < bytes.len()
+                && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b':' || bytes[end] == b'$')
+            {
+                end += 1;
+            }
+            let word = answer[start..end].trim_end_matches(':');
+            if let Ok(r) = CellRange::parse(word) {
+                return Some(r);
+            }
+            start = end.max(start + 1);
+        } else {
+            start += 1;
+        }
+    }
+    None
+}
+
+/// The answer of a stage 2 reply: the text inside the first `[...]` (a cell address such as
+/// `B3` or a formula such as `SUM(A2:A10)`), trimmed; `None` when there is no bracketed answer.
+pub fn parse_stage2_answer(answer: &str) -> Option<&str> {
+    let open = answer.find('[')?;
+    let rest = &answer[open + 1..];
+    let close = rest.find(']')?;
+    let inner = rest[..close].trim();
+    (!inner.is_empty()).then_some(inner)
+}
+
 /// Makes the vanilla walk cover exactly `region`: corner markers are empty merges, which widen
 /// the used range without adding text.
 fn pad_to(sheet: Sheet, region: CellRange) -> Result<Sheet, SheetError> {
@@ -122,6 +163,36 @@ mod tests {
     use super::*;
     use crate::sheet::Cell;
     use alloc::vec;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges_and_answers_are_read_from_model_replies() {
+        let r = |s: &str| parse_range_answer(s).map(|r| alloc::format!("{r}"));
+        assert_eq!(r("['range': 'B2:D9']").as_deref(), Some("B2:D9"));
+        assert_eq!(r("The table is b2:d9.").as_deref(), Some("B2:D9"));
+        assert_eq!(r("range A1").as_deref(), Some("A1"));
+        assert_eq!(r("Table1 is at $C$3:$E$5").as_deref(), Some("C3:E5"));
+        // Words that only contain an address do not count; neither do off-grid ones.
+        assert_eq!(r("XA1B2 ZZZZ1 A0"), None);
+        assert_eq!(r("no range here"), None);
+        assert_eq!(r(""), None);
+        assert_eq!(parse_stage2_answer("The answer is [B3]."), Some("B3"));
+        assert_eq!(
+            parse_stage2_answer("[ SUM(A2:A10) ] and [C1]"),
+            Some("SUM(A2:A10)")
+        );
+        assert_eq!(parse_stage2_answer("[]"), None);
+        assert_eq!(parse_stage2_answer("B3]"), None);
+        assert_eq!(parse_stage2_answer("[B3"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn reply_parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_range_answer(&s);
+            let _ = parse_stage2_answer(&s);
+        }
+    }
 
     #[test]
     fn stage2_splits_over_budget_and_repeats_header() {
@@ -146,7 +217,8 @@ mod tests {
         let paper = cos_stage2(&s, region, "q", 60, Split::Rows(3), &count).unwrap();
         assert_eq!(paper.len(), 4);
         assert!(paper[3].contains("B2,Name|C2,Score\nB12,x|C12,1\n"));
-        assert!(table_detection("{}").contains("'range'"));
-        assert!(cos_stage1("{}", "Who?").contains("Question: Who?"));
+        assert!(table_detection("(x|A1)").contains("'range'"));
+        assert!(stage2_text("A1,x\n", "Who?").contains("Question: Who?"));
+        assert!(cos_stage1("(x|A1)", "Who?").contains("Question: Who?"));
     }
 }

@@ -1,19 +1,28 @@
 //! Token counters for the compression report: OpenAI's cl100k_base (the paper's, default),
-//! o200k_base, or a tiktoken-format vocabulary file (`<base64 token> <rank>` per line, as
-//! OpenAI's `*.tiktoken` files and Llama 3's `tokenizer.model`). A file vocabulary is split
-//! with cl100k's pre-tokenization pattern, which tiktoken files do not carry.
+//! o200k_base, any vocabulary goldcrest's tokenizer module reads (an HF `tokenizer.json` or a
+//! directory holding one or `vocab.json` + `merges.txt`, a GGUF vocabulary, an RWKV World
+//! `rwkv_vocab_*.txt`), counted exactly as that module encodes, or a tiktoken-format
+//! vocabulary file (`<base64 token> <rank>` per line, as OpenAI's `*.tiktoken` files and
+//! Llama 3's `tokenizer.model`). A tiktoken file carries no pre-tokenization pattern, so it is
+//! split with cl100k's.
 
+use crate::tokenize::{self, Scratch};
 use bpe_openai::Tokenizer;
 use bpe_openai::byte_pair_encoding::BytePairEncoding;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 
 /// Counts tokens.
 pub enum TokenCounter {
     /// A vocabulary bundled with `bpe-openai`.
     Bundled(&'static Tokenizer),
-    /// A vocabulary read from a file.
+    /// A tiktoken-format vocabulary read from a file.
     Loaded(Box<Tokenizer>),
+    /// A tokenizer goldcrest runs models with (its encoding is the count), with reusable
+    /// encoding buffers.
+    Goldcrest(Box<tokenize::Tokenizer>, RefCell<(Vec<u32>, Scratch)>),
 }
 
 impl std::fmt::Debug for TokenCounter {
@@ -21,6 +30,7 @@ impl std::fmt::Debug for TokenCounter {
         match self {
             TokenCounter::Bundled(_) => f.write_str("TokenCounter::Bundled"),
             TokenCounter::Loaded(_) => f.write_str("TokenCounter::Loaded"),
+            TokenCounter::Goldcrest(..) => f.write_str("TokenCounter::Goldcrest"),
         }
     }
 }
@@ -125,11 +135,46 @@ impl TokenCounter {
         Ok(TokenCounter::Loaded(Box::new(tok)))
     }
 
+    /// Wraps a goldcrest tokenizer: counts are the lengths of its encodings (special-token
+    /// text in a sheet is counted as plain text, as a model would be fed it).
+    pub fn from_tokenizer(tokenizer: tokenize::Tokenizer) -> TokenCounter {
+        TokenCounter::Goldcrest(Box::new(tokenizer), RefCell::default())
+    }
+
+    /// Loads a vocabulary file by its kind: `*.tiktoken` and Llama 3's `tokenizer.model` through
+    /// [`TokenCounter::from_tiktoken`]; anything goldcrest's tokenizer module recognizes
+    /// (`tokenizer.json`, a directory, `*.gguf`, `rwkv_vocab_*.txt`) through that module.
+    pub fn from_path(path: &Path) -> Result<TokenCounter, String> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let tiktoken_format = !path.is_dir()
+            && (name.ends_with(".tiktoken")
+                || name.ends_with(".model")
+                || tokenize::Tokenizer::kind_of_path(path).is_err());
+        if tiktoken_format {
+            let data = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            return TokenCounter::from_tiktoken(&data);
+        }
+        tokenize::Tokenizer::from_path(path)
+            .map(TokenCounter::from_tokenizer)
+            .map_err(|e| e.to_string())
+    }
+
     /// Tokens in `text`.
     pub fn count(&self, text: &str) -> usize {
         match self {
             TokenCounter::Bundled(t) => t.count(text),
             TokenCounter::Loaded(t) => t.count(text),
+            TokenCounter::Goldcrest(t, buffers) => {
+                let mut buffers = buffers.borrow_mut();
+                let (ids, scratch) = &mut *buffers;
+                ids.clear();
+                t.encode_into(text, false, ids, scratch);
+                ids.len()
+            }
         }
     }
 }
@@ -189,6 +234,40 @@ mod tests {
         assert!(TokenCounter::from_tiktoken(&vocab(&[b"a"])).is_err());
         // "abc" before its parts "ab"/"bc" exist is not reachable by merges.
         assert!(TokenCounter::from_tiktoken(&vocab(&[b"abc"])).is_err());
+    }
+
+    fn repo(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    #[test]
+    fn hf_tokenizer_json_counts_with_its_own_pre_tokenizer() {
+        let qwen = TokenCounter::from_path(&repo("vocab/qwen2/tokenizer.json")).unwrap();
+        assert!(matches!(qwen, TokenCounter::Goldcrest(..)));
+        // Qwen2 splits digits one by one; cl100k groups up to three.
+        assert_eq!(qwen.count("12345"), 5);
+        assert_eq!(TokenCounter::cl100k().count("12345"), 2);
+        // "hello world" is [14990, 1879] in Qwen2 (HF tokenizers); counting twice reuses buffers.
+        assert_eq!(qwen.count("hello world"), 2);
+        assert_eq!(qwen.count("hello world"), 2);
+        assert_eq!(qwen.count(""), 0);
+        // A directory with vocab.json + merges.txt, and the World vocabulary, load too.
+        let qwen3 = TokenCounter::from_path(&repo("vocab/qwen3")).unwrap();
+        assert_eq!(qwen3.count("12345"), 5);
+        let world = TokenCounter::from_path(&repo("vocab/rwkv/rwkv_vocab_v20230424.txt")).unwrap();
+        assert!(world.count("hello world") >= 2);
+    }
+
+    #[test]
+    fn unreadable_tokenizer_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("goldcrest-tokcount-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("tokenizer.json");
+        std::fs::write(&bad, "{\"model\": 3").unwrap();
+        assert!(TokenCounter::from_path(&bad).is_err());
+        assert!(TokenCounter::from_path(&dir.join("missing.tiktoken")).is_err());
+        assert!(TokenCounter::from_path(&dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -127,7 +127,7 @@ fn prompt_ids(args: &Args, tokenizer: Option<&Tokenizer>) -> anyhow::Result<Vec<
 
 /// End-of-sequence ids of a tokenizer: the usual named control tokens for BPE vocabularies,
 /// id 0 for RWKV World.
-fn end_ids(tokenizer: Option<&Tokenizer>) -> Vec<u32> {
+pub(crate) fn end_ids(tokenizer: Option<&Tokenizer>) -> Vec<u32> {
     match tokenizer {
         Some(Tokenizer::World(_)) => vec![0],
         Some(t) => ["<|endoftext|>", "<|im_end|>", "</s>", "<|end_of_text|>"]

@@ -15,6 +15,7 @@ mod logits;
 mod perplexity;
 mod session;
 mod sheet;
+mod sheet_ask;
 mod tokenize;
 mod train_bpe;
 mod vocab_size;

@@ -3,8 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use goldcrest_alloc::sheet::anchors::{AnchorOptions, extract};
-use goldcrest_alloc::sheet::compress::{CompressOptions, compress};
+use goldcrest_alloc::sheet::compress::{CompressOptions, Surface, compress};
 use goldcrest_alloc::sheet::detect::detect_tables;
+use goldcrest_alloc::sheet::index::InvertedIndex;
 use goldcrest_alloc::sheet::vanilla::{self, VanillaOptions};
 use goldcrest_alloc::sheet::{CellRange, Sheet, prompt};
 use goldcrest_std::sheet::{ReadOptions, TokenCounter, read_path};
@@ -22,6 +23,9 @@ pub enum SheetCommand {
     Prompt(PromptArgs),
     /// Print token counts of every module combination as JSON (for corpus evaluation).
     Report(ReportArgs),
+    /// Answer a question with a language model, Chain of Spreadsheet end to end: stage 1 finds
+    /// the table on the compressed sheet, stage 2 answers on that table uncompressed.
+    Ask(AskArgs),
 }
 
 /// Which encoding to print.
@@ -33,21 +37,40 @@ pub enum Mode {
     Compressed,
 }
 
+/// How the inverted index is written.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SurfaceArg {
+    /// `(value|A1,C3:C9)`, one value per line.
+    Tuples,
+    /// `{"value":"A1,C3:C9",…}`.
+    Json,
+}
+
+impl From<SurfaceArg> for Surface {
+    fn from(s: SurfaceArg) -> Surface {
+        match s {
+            SurfaceArg::Tuples => Surface::Tuples,
+            SurfaceArg::Json => Surface::Json,
+        }
+    }
+}
+
 /// A workbook and optional sheet.
 #[derive(Args)]
 pub struct FileArgs {
     /// Workbook: xlsx, xlsm, xlsb, xls, ods, csv or tsv.
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Only this sheet.
     #[arg(long)]
-    sheet: Option<String>,
+    pub(crate) sheet: Option<String>,
 }
 
 /// Which tokenizer counts tokens.
 #[derive(Args)]
 pub struct TokenizerArg {
-    /// `cl100k` (GPT-4's, the paper's), `o200k`, or a tiktoken-format vocabulary file
-    /// (`*.tiktoken`, Llama 3 `tokenizer.model`).
+    /// `cl100k` (GPT-4's, the paper's), `o200k`, or a vocabulary file: an HF `tokenizer.json`
+    /// (or a directory with one, or with vocab.json + merges.txt), `*.gguf`, `rwkv_vocab_*.txt`,
+    /// or a tiktoken-format file (`*.tiktoken`, Llama 3 `tokenizer.model`).
     #[arg(long, default_value = "cl100k")]
     tokenizer: String,
 }
@@ -57,12 +80,8 @@ impl TokenizerArg {
         Ok(match self.tokenizer.as_str() {
             "cl100k" => TokenCounter::cl100k(),
             "o200k" => TokenCounter::o200k(),
-            path => {
-                let data = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading tokenizer {path}"))?;
-                TokenCounter::from_tiktoken(&data)
-                    .map_err(|e| anyhow::anyhow!("tokenizer {path}: {e}"))?
-            }
+            path => TokenCounter::from_path(std::path::Path::new(path))
+                .map_err(|e| anyhow::anyhow!("tokenizer {path}: {e}"))?,
         })
     }
 }
@@ -96,6 +115,9 @@ pub struct EncodeArgs {
     /// Rows/columns kept around each anchor.
     #[arg(long, default_value_t = 4)]
     k: u32,
+    /// How the inverted index is written: `(value|A1:B3)` tuples (App. L.2) or a JSON object.
+    #[arg(long, value_enum, default_value = "tuples")]
+    surface: SurfaceArg,
     /// Print a JSON line with cell and token counts last.
     #[arg(long)]
     stats: bool,
@@ -127,7 +149,40 @@ pub struct PromptArgs {
     tokenizer: TokenizerArg,
 }
 
-fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
+/// Arguments of `sheet ask`.
+#[derive(Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub(crate) input: FileArgs,
+    /// The question to answer.
+    #[arg(long)]
+    pub(crate) question: String,
+    /// The language model file (rwkv6, llama or qwen2).
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// The model's tokenizer: `world` or a vocabulary path; default: the one embedded in the
+    /// model file. It also counts the tokens of the stage 2 budget.
+    #[arg(long, value_name = "world|PATH")]
+    pub(crate) tokenizer: Option<String>,
+    /// Token budget of one stage 2 table before it is split (the paper's 4096); lowered to what
+    /// the model's context holds next to the prompt and the answer.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) budget: usize,
+    /// Body rows per stage 2 chunk when split (the paper uses 3); default: fill the budget.
+    #[arg(long)]
+    pub(crate) chunk_rows: Option<usize>,
+    /// Tokens each stage may generate (the paper's max_tokens is 300).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_tokens: usize,
+    /// Tokens per prefill chunk.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) chunk: usize,
+    /// Print every prompt to stderr before it is run.
+    #[arg(long)]
+    pub(crate) show_prompts: bool,
+}
+
+pub(crate) fn load(args: &FileArgs) -> Result<Vec<Sheet>> {
     read_path(&args.file, args.sheet.as_deref(), &ReadOptions::default())
         .with_context(|| format!("reading {}", args.file.display()))
 }
@@ -154,6 +209,7 @@ pub fn run(cmd: SheetCommand) -> Result<()> {
         }
         SheetCommand::Prompt(a) => prompt_cmd(a),
         SheetCommand::Report(a) => report(a),
+        SheetCommand::Ask(a) => crate::sheet_ask::run(a),
     }
 }
 
@@ -163,6 +219,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
         k: a.k,
         index: !a.no_index,
         aggregate: !a.no_aggregate,
+        surface: a.surface.into(),
     };
     let vopts = VanillaOptions {
         with_formats: a.formats,
@@ -229,9 +286,28 @@ fn report(args: ReportArgs) -> Result<()> {
                 k: 4,
                 index,
                 aggregate,
+                surface: Surface::Tuples,
             };
             row.insert(name.into(), json!(tok.count(&compress(&s, &opts)?.text)));
         }
+        let json_surface = CompressOptions {
+            surface: Surface::Json,
+            ..CompressOptions::default()
+        };
+        row.insert(
+            "all_json".into(),
+            json!(tok.count(&compress(&s, &json_surface)?.text)),
+        );
+        // The full pipeline's content without any address or punctuation: each distinct value
+        // or label it writes, tokenized alone. No encoding that keeps these verbatim, as the
+        // paper's does, can take fewer tokens, so vanilla / floor bounds its ratio.
+        let full = compress(&s, &CompressOptions::default())?;
+        let floor: usize = InvertedIndex::parse_tuples(&full.text)?
+            .entries
+            .iter()
+            .map(|(v, _)| tok.count(v))
+            .sum();
+        row.insert("floor".into(), json!(floor));
         // Which original rows/columns the skeleton keeps (0-based), to check that table
         // boundaries survive extraction.
         let (_, map) = extract(&s, &AnchorOptions { k: 4 });
