@@ -108,7 +108,7 @@ def toto_samples(toto, context, h, seed):
 
 def main():
     ckpt = sys.argv[1]
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     models = {
         "toto ternary": as_stored(load_checkpoint(ckpt, torch.float64)).float(),
         "toto latent f32": load_checkpoint(ckpt, torch.float32),

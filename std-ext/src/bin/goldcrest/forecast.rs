@@ -48,6 +48,9 @@ pub struct Args {
     /// Output CSV (default: stdout).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Print the forecast's own time (model call only; no file I/O or parsing) to stderr.
+    #[arg(long)]
+    timing: bool,
     /// Plot file: `.svg` or `.png` (by extension).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -144,9 +147,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut columns: Vec<Vec<(String, Vec<f64>)>> = Vec::with_capacity(v_count);
     if args.mean {
         let mut out = vec![0f64; v_count * h];
+        let started = std::time::Instant::now();
         model
             .forecast_mean(&series, h, &mut memory, &mut out)
             .map_err(|e| anyhow!("forecast: {e}"))?;
+        if args.timing {
+            eprintln!(
+                "forecast time: {:.6} s (mean mode)",
+                started.elapsed().as_secs_f64()
+            );
+        }
         for (v, name) in csv.names.iter().enumerate() {
             columns.push(vec![(
                 format!("{name}_mean"),
@@ -161,9 +171,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             batch,
             seed: args.seed,
         };
+        let started = std::time::Instant::now();
         model
             .forecast_samples(&series, h, mode, &mut memory, &mut out)
             .map_err(|e| anyhow!("forecast: {e}"))?;
+        if args.timing {
+            eprintln!(
+                "forecast time: {:.6} s ({paths} samples)",
+                started.elapsed().as_secs_f64()
+            );
+        }
         for (v, name) in csv.names.iter().enumerate() {
             let mut cols = vec![(format!("{name}_median"), Vec::with_capacity(h))];
             for q in &quantiles {
