@@ -33,7 +33,9 @@ pub fn svg(
     width: f64,
     height: f64,
 ) -> String {
-    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 44.0);
+    // The legend has a row per variate above the plot area, the first beside the title.
+    let (left, right, bottom) = (70.0, 20.0, 44.0);
+    let top = 40.0 + 16.0 * series.len().saturating_sub(1) as f64;
     let hist_len = series.iter().map(|s| s.history.len()).max().unwrap_or(0);
     let horizon = series.iter().map(|s| s.center.len()).max().unwrap_or(0);
     let total = (hist_len + horizon).max(2) as f64;
@@ -180,7 +182,7 @@ pub fn svg(
             r#"<path d="{path}" fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="6 3"/>"#
         );
         // Legend: the name on a solid swatch (history), "forecast" on a dashed one, the band.
-        let ly = top + 16.0 * n as f64 + 8.0;
+        let ly = 21.0 + 16.0 * n as f64;
         let lx = width - right - 250.0;
         let _ = writeln!(
             out,

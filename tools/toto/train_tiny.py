@@ -91,9 +91,10 @@ def make_ternary(toto):
     return toto
 
 
-def build(seed=0):
+def build(seed=0, ternary=True):
     torch.manual_seed(seed)
-    return make_ternary(Toto(**CONFIG))
+    toto = Toto(**CONFIG)
+    return make_ternary(toto) if ternary else toto
 
 
 PERIODS = [4, 4, 7, 12, 12, 12, 24, 52, 52, 10, 11, 48, 96, 168, 5, 6, 13, 26]
@@ -226,13 +227,15 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--full-precision", action="store_true",
+                    help="train plain f32 linear layers (the baseline evaluate.py compares with)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     series = {k: v for k, (v, _) in tiny_data.train_series().items()}
     names = sorted(series)
     families = group_families(names)
-    toto = build(args.seed)
+    toto = build(args.seed, ternary=not args.full_precision)
     n_params = sum(p.numel() for p in toto.parameters())
     print(f"parameters: {n_params}; training series: {names}", flush=True)
     loss_fn = CombinedLoss()
@@ -272,7 +275,10 @@ def as_stored(toto):
             if isinstance(module, torch.nn.Linear) and name.endswith(TERNARY_SUFFIXES):
                 w = module.weight.detach().float()
                 gamma = np.float32(max(np.abs(w.double().numpy()).sum() / w.numel(), 1e-5))
-                trits = torch.clamp(torch.round(w / torch.tensor(gamma)), -1, 1)
+                # libm::roundf as goldcrest's converter rounds: ties away from zero (torch.round
+                # goes to even), computed in f64 so the + 0.5 is exact.
+                ratio = (w / torch.tensor(gamma)).double()
+                trits = torch.clamp(torch.sign(ratio) * torch.floor(ratio.abs() + 0.5), -1, 1)
                 module.weight.copy_(trits.double() * float(np.float16(gamma)))
                 module.__class__ = torch.nn.Linear
         u = toto.model.unembed.weight.detach().float().numpy()
