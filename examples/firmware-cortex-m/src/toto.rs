@@ -20,8 +20,9 @@ mod expected {
 
 const MODEL_BYTES: &[u8] = include_bytes!("../../../std-ext/assets/toto-tiny.safetensors");
 /// The bundled model (the default of `goldcrest forecast`) in flash, 64-byte aligned.
-static MODEL: Aligned<{ MODEL_BYTES.len() }> =
-    Aligned(*include_bytes!("../../../std-ext/assets/toto-tiny.safetensors"));
+static MODEL: Aligned<{ MODEL_BYTES.len() }> = Aligned(*include_bytes!(
+    "../../../std-ext/assets/toto-tiny.safetensors"
+));
 
 /// Stack the check below allows itself (with the arena, the whole forecast's RAM).
 const STACK_BUDGET: usize = 16 * 1024;
@@ -181,5 +182,10 @@ pub fn run(syst: &mut SYST) -> Result<bool, goldcrest_core::Error> {
             "MISMATCH"
         }
     );
-    Ok(mismatches == 0 && one[..] == mean[..one.len()] && stack < STACK_BUDGET && ram <= RAM_BUDGET)
+    Ok(
+        mismatches == 0
+            && one[..] == mean[..one.len()]
+            && stack < STACK_BUDGET
+            && ram <= RAM_BUDGET,
+    )
 }
