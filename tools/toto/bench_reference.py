@@ -1,47 +1,157 @@
-"""Times toto-ts 0.2.0 (CPU, one thread) on a random Toto and writes the checkpoint and series
-for the same measurement with goldcrest (see docs in the script's output).
+"""goldcrest vs toto-ts 0.2.0 on the same weights, one thread each, in one run.
 
-Run: python tools/toto/bench_reference.py OUT_DIR [d layers heads hidden k context horizon]
+Environment: as train_tiny.py (toto-ts 0.2.0, torch 2.15.0 on CPU).
+Run:  python tools/toto/bench_reference.py OUT_DIR --goldcrest target/release/goldcrest \
+          [--tiny CHECKPOINT_DIR] [--released] [--repeat 3]
+
+Configurations
+  tiny      the bundled model's training checkpoint with its weights as the goldcrest file
+            stores them (train_tiny.as_stored: ternary matrices, q8_0 unembedding); goldcrest
+            runs std-ext/assets/toto-tiny.safetensors; context 256, horizon 48
+  released  a random Toto of Toto-Open-Base-1.0's size (d 768, 12 layers, 12 heads, SwiGLU
+            3072, patch 64, 24 components; 151.3M parameters), f32 for both (goldcrest also
+            with --fuse-head); context 1024, horizon 128
+
+Timings: toto-ts `TotoForecaster.forecast` in process, warm (one untimed call first), KV
+cache on, `samples_per_batch` = 256 (the whole batch at once); goldcrest `forecast --timing`
+(the model call only, as measured inside the process; its file is mmapped and parsed before).
+Each figure is the median of --repeat runs (256 samples at the released size: one run).
 """
-import json, math, os, sys, time, warnings
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
 
 import torch
 from safetensors.torch import save_file
 
 warnings.filterwarnings("ignore")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from toto.data.util.dataset import MaskedTimeseries  # noqa: E402
 from toto.inference.forecaster import TotoForecaster  # noqa: E402
 from toto.model.toto import Toto  # noqa: E402
 
-out = sys.argv[1]
-d, layers, heads, hidden, k, context, horizon = (int(x) for x in (sys.argv[2:9] or [256, 8, 4, 1024, 24, 1024, 128]))
-torch.set_num_threads(1)
-torch.manual_seed(0)
-cfg = dict(patch_size=64, stride=64, embed_dim=d, num_layers=layers, num_heads=heads, mlp_hidden_dim=hidden,
-           dropout=0.0, spacewise_every_n_layers=layers, spacewise_first=False,
-           scaler_cls="<class 'model.scaler.CausalPatchStdMeanScaler'>",
-           output_distribution_classes=["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
-           output_distribution_kwargs={"k_components": k}, use_memory_efficient_attention=False,
-           stabilize_with_global=True, scale_factor_exponent=10.0)
-toto = Toto(**cfg).eval()
-os.makedirs(out, exist_ok=True)
-json.dump(cfg, open(f"{out}/config.json", "w"))
-save_file({n: v.contiguous() for n, v in toto.state_dict().items()}, f"{out}/model.safetensors")
-t = torch.arange(context, dtype=torch.float32)
-series = (100 + 10 * torch.sin(2 * math.pi * t / 96) + 0.01 * t)[None]
-with open(f"{out}/series.csv", "w") as f:
-    f.write("value\n" + "\n".join(f"{v:.6f}" for v in series[0].tolist()) + "\n")
-inp = MaskedTimeseries(series=series, padding_mask=torch.ones_like(series, dtype=torch.bool),
-                       id_mask=torch.zeros_like(series), timestamp_seconds=torch.zeros(1, context, dtype=torch.long),
-                       time_interval_seconds=torch.full((1,), 60, dtype=torch.long))
-fc = TotoForecaster(toto.model)
-params = sum(p.numel() for p in toto.parameters())
-with torch.no_grad():
-    fc.forecast(inp, prediction_length=horizon, num_samples=None)
-    t0 = time.perf_counter()
-    fc.forecast(inp, prediction_length=horizon, num_samples=None)
-    mean_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fc.forecast(inp, prediction_length=horizon, num_samples=256, samples_per_batch=256)
-    samples_s = time.perf_counter() - t0
-print(json.dumps(dict(params=params, context=context, horizon=horizon, mean_s=mean_s, samples256_s=samples_s)))
+RELEASED = dict(patch_size=64, stride=64, embed_dim=768, num_layers=12, num_heads=12,
+                mlp_hidden_dim=3072, dropout=0.0, spacewise_every_n_layers=12,
+                spacewise_first=False,
+                scaler_cls="<class 'model.scaler.CausalPatchStdMeanScaler'>",
+                output_distribution_classes=["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
+                output_distribution_kwargs={"k_components": 24},
+                use_memory_efficient_attention=False, stabilize_with_global=True,
+                scale_factor_exponent=10.0)
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def series_csv(path, context):
+    t = torch.arange(context, dtype=torch.float32)
+    series = (100 + 10 * torch.sin(2 * math.pi * t / 96) + 3 * torch.sin(2 * math.pi * t / 7)
+              + 0.01 * t)
+    with open(path, "w") as f:
+        f.write("value\n" + "\n".join(f"{v:.6f}" for v in series.tolist()) + "\n")
+    return series[None]
+
+
+def torch_times(model, series, horizon, repeat, sample_repeat):
+    t = series.shape[-1]
+    inp = MaskedTimeseries(series=series, padding_mask=torch.ones_like(series, dtype=torch.bool),
+                           id_mask=torch.zeros_like(series), timestamp_seconds=torch.zeros(1, t, dtype=torch.long),
+                           time_interval_seconds=torch.full((1,), 60, dtype=torch.long))
+    fc = TotoForecaster(model)
+    out = {}
+    with torch.no_grad():
+        fc.forecast(inp, prediction_length=horizon, num_samples=None)
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            mean = fc.forecast(inp, prediction_length=horizon, num_samples=None).mean
+            runs.append(time.perf_counter() - t0)
+        out["mean"] = statistics.median(runs)
+        out["first_mean"] = mean.reshape(-1)[:3].tolist()
+        runs = []
+        for _ in range(sample_repeat):
+            t0 = time.perf_counter()
+            fc.forecast(inp, prediction_length=horizon, num_samples=256, samples_per_batch=256)
+            runs.append(time.perf_counter() - t0)
+        out["samples"] = statistics.median(runs)
+    return out
+
+
+def goldcrest_times(binary, model_file, csv, horizon, context, repeat):
+    out = {}
+    for mode, extra in (("mean", ["--mean"]), ("samples", ["--samples", "256", "--batch", "256"])):
+        runs = []
+        for _ in range(repeat):
+            r = subprocess.run([binary, "forecast", "--input", csv, "--model", model_file,
+                                "--horizon", str(horizon), "--context", str(context),
+                                "--timing", *extra], capture_output=True, text=True, check=True)
+            line = [x for x in r.stderr.splitlines() if x.startswith("forecast time:")][0]
+            runs.append(float(line.split()[2]))
+            if mode == "mean":
+                out["first_mean"] = [float(v) for v in r.stdout.splitlines()[1].split(",")[1:2]]
+        out[mode] = statistics.median(runs)
+    return out
+
+
+def report(name, params, torch_t, rows):
+    print(f"\n{name}: {params} parameters; toto-ts mean forecast starts {torch_t['first_mean'][:1]}")
+    print("| engine | mean mode: s (forecasts/s) | 256 samples: s (forecasts/s) | speed-up mean | speed-up 256 |")
+    print("|---|---|---|---|---|")
+    print(f"| toto-ts 0.2.0 | {torch_t['mean']:.4f} ({1 / torch_t['mean']:.1f}) | "
+          f"{torch_t['samples']:.3f} ({1 / torch_t['samples']:.2f}) | 1 | 1 |")
+    for label, g in rows:
+        print(f"| {label} | {g['mean']:.4f} ({1 / g['mean']:.1f}) | {g['samples']:.3f} "
+              f"({1 / g['samples']:.2f}) | {torch_t['mean'] / g['mean']:.1f}x | "
+              f"{torch_t['samples'] / g['samples']:.1f}x |   (mean starts {g['first_mean']})")
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--goldcrest", required=True)
+    ap.add_argument("--tiny")
+    ap.add_argument("--released", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    print("load before:", os.getloadavg())
+    if args.tiny:
+        from train_tiny import as_stored, load_checkpoint
+        model = as_stored(load_checkpoint(args.tiny, torch.float64)).float().eval()
+        csv = f"{args.out}/tiny.csv"
+        series = series_csv(csv, 256)
+        t = torch_times(model.model, series, 48, args.repeat, args.repeat)
+        g = goldcrest_times(args.goldcrest, f"{REPO}/std-ext/assets/toto-tiny.safetensors", csv,
+                            48, 256, args.repeat)
+        report("tiny (context 256, horizon 48)", sum(p.numel() for p in model.parameters()), t,
+               [("goldcrest (tq2_0 + q8_0 file)", g)])
+    if args.released:
+        torch.manual_seed(0)
+        model = Toto(**RELEASED).eval()
+        ckpt = f"{args.out}/released"
+        os.makedirs(ckpt, exist_ok=True)
+        json.dump(RELEASED, open(f"{ckpt}/config.json", "w"))
+        save_file({n: v.contiguous() for n, v in model.state_dict().items()}, f"{ckpt}/model.safetensors")
+        files = {"f32": f"{args.out}/released_f32.gc", "f32 fused head": f"{args.out}/released_fused.gc"}
+        subprocess.run([args.goldcrest, "convert", "toto", ckpt, files["f32"], "--weights", "f32"], check=True)
+        subprocess.run([args.goldcrest, "convert", "toto", ckpt, files["f32 fused head"], "--weights", "f32",
+                        "--fuse-head"], check=True)
+        csv = f"{args.out}/released.csv"
+        series = series_csv(csv, 1024)
+        t = torch_times(model.model, series, 128, args.repeat, 1)
+        rows = [(f"goldcrest ({k})", goldcrest_times(args.goldcrest, f, csv, 128, 1024, args.repeat))
+                for k, f in files.items()]
+        report("released size (context 1024, horizon 128)", sum(p.numel() for p in model.parameters()),
+               t, rows)
+    print("load after:", os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()

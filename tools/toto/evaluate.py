@@ -1,7 +1,7 @@
 """Accuracy of the bundled tiny Toto on whole held-out series (tiny_data.HELD_OUT).
 
 Environment: as train_tiny.py (toto-ts 0.2.0, torch 2.15.0, pmdarima 2.1.1, statsmodels 0.15.0).
-Run:  nice python tools/toto/evaluate.py CHECKPOINT_DIR
+Run:  nice python tools/toto/evaluate.py CHECKPOINT_DIR [F32_CHECKPOINT_DIR]
 
 For every held-out series, two forecast windows (the last H steps, and the H before them),
 context = at most the 256 steps before the window (the tiny model's training context).
@@ -16,8 +16,10 @@ Forecasters
                    with Gaussian predictive intervals turned into 256 samples
   toto ternary     the weights as `goldcrest convert toto --weights tq2` stores them (ternary
                    matrices, q8_0 unembedding), TotoForecaster with 256 samples, median as point
-  toto latent f32  the same checkpoint's latent f32 weights, no ternarisation (what post-training
-                   quantisation would start from; the model was trained only ternary)
+  toto latent f32  the same checkpoint's latent f32 weights, no ternarisation (QAT's latent
+                   weights are not a model of their own: shown to make that point)
+  toto f32-trained a model of the same architecture trained in plain f32 by
+                   `train_tiny.py --full-precision` (optional second argument)
 
 Metrics per window: MASE = MAE / in-sample seasonal-naive MAE of the whole history before the
 window; CRPS from samples (E|X - y| - E|X - X'|/2), divided by the same scale (scaled CRPS).
@@ -108,11 +110,13 @@ def toto_samples(toto, context, h, seed):
 
 def main():
     ckpt = sys.argv[1]
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     models = {
         "toto ternary": as_stored(load_checkpoint(ckpt, torch.float64)).float(),
         "toto latent f32": load_checkpoint(ckpt, torch.float32),
     }
+    if len(sys.argv) > 2:
+        models["toto f32-trained"] = load_checkpoint(sys.argv[2], torch.float32)
     rng = np.random.default_rng(0)
     names = ["seasonal naive", "ETS", "AutoARIMA"] + list(models)
     rows = {n: [] for n in names}

@@ -4,7 +4,9 @@ Packages (pinned; install into a venv outside the repository):
     pip install pmdarima==2.1.1 statsmodels==0.15.0
 
 Licences: pmdarima is MIT, statsmodels is BSD-3-Clause; the data sets they bundle are classic
-public series (most also in R's `datasets`/`forecast` packages; sources in each package's docs).
+public series (most also in R's `datasets`/`forecast` packages; sources in each package's docs);
+statsmodels' `fertility` is World Bank data (CC BY 4.0), `elec_equip` is Eurostat's euro-area
+electrical equipment orders index (reuse permitted with attribution).
 
 Whole series are held out for evaluation (HELD_OUT); every other series is used for training.
 Each entry: name -> (values as float64 numpy array, seasonal period for seasonal naive).
@@ -50,6 +52,21 @@ def load_all():
     macro = sm.macrodata.load_pandas().data
     for col in ["realgdp", "realcons", "realinv", "cpi", "unemp", "infl", "tbilrate", "m1"]:
         series[f"macro_{col}"] = (_clean(macro[col].values), 4)
+    from statsmodels.datasets import elec_equip, fertility, interest_inflation
+
+    series["elec_equip"] = (_clean(elec_equip.load_pandas().data.iloc[:, 0].values), 12)
+    rates = interest_inflation.load_pandas().data
+    series["interest_dp"] = (_clean(rates["Dp"].values), 4)
+    series["interest_r"] = (_clean(rates["R"].values), 4)
+    # World Bank fertility rates (CC BY 4.0), yearly from 1960: every 8th country, the years
+    # it has (at least 40).
+    fert = fertility.load_pandas().data
+    years = [c for c in fert.columns if c.isdigit()]
+    for _, row in fert.iloc[::8].iterrows():
+        values = row[years].values.astype(np.float64)
+        values = values[np.isfinite(values)]
+        if len(values) >= 40:
+            series[f"fertility_{row['Country Code']}"] = (values, 1)
     return series
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from scipy.signal import lfilter
 
 warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -90,43 +91,91 @@ def make_ternary(toto):
     return toto
 
 
-def build(seed=0):
+def build(seed=0, ternary=True):
     torch.manual_seed(seed)
-    return make_ternary(Toto(**CONFIG))
+    toto = Toto(**CONFIG)
+    return make_ternary(toto) if ternary else toto
+
+
+PERIODS = [4, 4, 7, 12, 12, 12, 24, 52, 52, 10, 11, 48, 96, 168, 5, 6, 13, 26]
+
+
+def seasonal_profile(rng, period, length, phase):
+    """One season's shape from a few random harmonics (smooth, peaked or sawtooth-like)."""
+    t = np.arange(length, dtype=np.float64) + phase
+    wave = np.zeros(length)
+    for k in range(1, rng.integers(1, 5) + 1):
+        if 2 * k > period:
+            break
+        amp = rng.normal() / k ** rng.uniform(0.5, 1.5)
+        wave += amp * np.sin(2 * np.pi * k * t / period + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.15:  # sawtooth / spike profiles
+        wave = ((t % period) / period * 2 - 1) * rng.choice([-1, 1])
+    return wave / (np.abs(wave).max() + 1e-9)
 
 
 def synthetic(rng, length):
+    """Trend × (1 + season) or trend + season, AR(1) noise, random walks, occasional shifts."""
     t = np.arange(length, dtype=np.float64)
-    y = np.zeros(length)
-    for _ in range(rng.integers(1, 3)):
-        period = rng.choice([4, 7, 12, 24, 48, 52, 96, 168])
-        shape = rng.random()
-        phase = rng.random() * 2 * np.pi
-        wave = np.sin(2 * np.pi * t / period + phase)
-        if shape < 0.3:  # spiky / sawtooth-like seasonal profiles
-            wave = ((t + phase) % period) / period * 2 - 1
-        y += rng.lognormal(0, 0.7) * wave
-    y += rng.normal(0, 0.05) * t * rng.choice([0, 1])
-    y += rng.lognormal(-2, 1) * rng.normal(size=length)
+    u = t / max(length - 1, 1)
+    kind = rng.random()
+    trend = rng.normal(0, 1) * u if kind < 0.7 else np.zeros(length)
     if rng.random() < 0.3:
-        y += np.cumsum(rng.normal(0, 0.1, size=length))
-    level = rng.normal(0, 10)
-    y = level + y * rng.lognormal(0, 1.5)
+        trend += rng.normal(0, 1) * u ** 2
     if rng.random() < 0.2:
-        y = np.exp(y / (np.abs(y).max() + 1e-9))  # multiplicative-looking
+        trend += rng.normal(0, 0.5) * np.maximum(u - rng.uniform(0.3, 0.9), 0)
+    season = np.zeros(length)
+    n_seasons = rng.choice([0, 1, 1, 1, 2])
+    for _ in range(n_seasons):
+        period = int(rng.choice(PERIODS))
+        season += rng.lognormal(-0.5, 0.7) * seasonal_profile(rng, period, length,
+                                                              rng.integers(period))
+    phi = rng.uniform(0, 0.95)
+    eps = rng.normal(size=length) * rng.lognormal(-2.5, 1.0)
+    noise = lfilter([1.0], [1.0, -phi], eps)
+    if rng.random() < 0.3:
+        noise += np.cumsum(rng.normal(0, rng.lognormal(-3, 1), size=length))
+    if rng.random() < 0.1:
+        noise += rng.normal(0, 0.5) * (t >= rng.integers(length))
+    if rng.random() < 0.35:  # multiplicative: the season grows with the level
+        base = 3 + trend * rng.uniform(1, 3)
+        y = base * (1 + 0.3 * season) + noise
+    else:
+        y = trend + season + noise
+    y = rng.normal(0, 5) + y * rng.lognormal(0, 1.5)
+    if rng.random() < 0.1:
+        y = np.maximum(y, np.quantile(y, rng.uniform(0, 0.3)))  # floor at zero-like level
     return y
 
 
-def window(rng, series, names):
-    """One training window of CONTEXT + PATCH steps, left-padded; a real series half the time."""
+def real_piece(rng, series, families):
+    """A window of a real series: family picked uniformly, sometimes aggregated or mixed."""
+    family = families[rng.integers(len(families))]
+    values = series[family[rng.integers(len(family))]]
+    if len(values) >= 4 * (CONTEXT + PATCH) and rng.random() < 0.4:
+        k = int(rng.choice([2, 3, 4, 6, 12]))
+        n = len(values) // k
+        values = values[:n * k].reshape(n, k).mean(axis=1)  # coarser sampling of the same series
+    length = min(CONTEXT + PATCH, len(values))
+    if length > 3 * PATCH and rng.random() < 0.3:
+        length = int(rng.integers(3 * PATCH, length + 1))
+    start = rng.integers(0, len(values) - length + 1)
+    piece = values[start:start + length].copy()
+    if rng.random() < 0.3:  # convex mix with a synthetic series of the same length (TSMixup)
+        other = synthetic(rng, length)
+        z = lambda v: (v - v.mean()) / (v.std() + 1e-9)  # noqa: E731
+        lam = rng.uniform(0.5, 0.9)
+        piece = piece.mean() + piece.std() * (lam * z(piece) + (1 - lam) * z(other))
+    return piece * rng.lognormal(0, 1) + rng.normal(0, 1) * piece.std()
+
+
+def window(rng, series, families):
+    """One training window of CONTEXT + PATCH steps, left-padded when shorter."""
     total = CONTEXT + PATCH
-    if rng.random() < 0.5:
-        values = series[names[rng.integers(len(names))]]
-        length = min(total, (len(values) // PATCH) * PATCH)
-        start = rng.integers(0, len(values) - length + 1)
-        piece = values[start:start + length]
+    if rng.random() < 0.45:
+        piece = real_piece(rng, series, families)
     else:
-        length = total if rng.random() < 0.7 else PATCH * rng.integers(3, total // PATCH + 1)
+        length = total if rng.random() < 0.5 else int(rng.integers(3 * PATCH, total + 1))
         piece = synthetic(rng, length)
     x = np.zeros(total)
     mask = np.zeros(total, dtype=bool)
@@ -135,8 +184,18 @@ def window(rng, series, names):
     return x, mask
 
 
-def batch(rng, series, names, size):
-    xs, ms = zip(*(window(rng, series, names) for _ in range(size)))
+def group_families(names):
+    """Series of one collection (macro_*, fertility_*, interest_*) share one draw."""
+    groups = {}
+    for n in names:
+        prefix = n.split("_")[0]
+        key = prefix if prefix in ("macro", "fertility", "interest") else n
+        groups.setdefault(key, []).append(n)
+    return [groups[k] for k in sorted(groups)]
+
+
+def batch(rng, series, families, size):
+    xs, ms = zip(*(window(rng, series, families) for _ in range(size)))
     return torch.tensor(np.stack(xs))[:, None, :].float(), torch.tensor(np.stack(ms))[:, None, :]
 
 
@@ -166,14 +225,17 @@ def main():
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--full-precision", action="store_true",
+                    help="train plain f32 linear layers (the baseline evaluate.py compares with)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     series = {k: v for k, (v, _) in tiny_data.train_series().items()}
     names = sorted(series)
-    toto = build(args.seed)
+    families = group_families(names)
+    toto = build(args.seed, ternary=not args.full_precision)
     n_params = sum(p.numel() for p in toto.parameters())
     print(f"parameters: {n_params}; training series: {names}", flush=True)
     loss_fn = CombinedLoss()
@@ -186,7 +248,7 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, mask = batch(rng, series, names, args.batch)
+        x, mask = batch(rng, series, families, args.batch)
         loss = step_loss(toto, loss_fn, x, mask)
         opt.zero_grad()
         loss.backward()
@@ -213,7 +275,10 @@ def as_stored(toto):
             if isinstance(module, torch.nn.Linear) and name.endswith(TERNARY_SUFFIXES):
                 w = module.weight.detach().float()
                 gamma = np.float32(max(np.abs(w.double().numpy()).sum() / w.numel(), 1e-5))
-                trits = torch.clamp(torch.round(w / torch.tensor(gamma)), -1, 1)
+                # libm::roundf as goldcrest's converter rounds: ties away from zero (torch.round
+                # goes to even), computed in f64 so the + 0.5 is exact.
+                ratio = (w / torch.tensor(gamma)).double()
+                trits = torch.clamp(torch.sign(ratio) * torch.floor(ratio.abs() + 0.5), -1, 1)
                 module.weight.copy_(trits.double() * float(np.float16(gamma)))
                 module.__class__ = torch.nn.Linear
         u = toto.model.unembed.weight.detach().float().numpy()

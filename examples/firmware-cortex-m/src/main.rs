@@ -11,6 +11,8 @@ use goldcrest_core::format::SafeTensors;
 use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
 use panic_semihosting as _;
 
+mod toto;
+
 mod expected {
     include!(concat!(env!("OUT_DIR"), "/expected.rs"));
 }
@@ -88,7 +90,21 @@ fn main() -> ! {
             false
         }
     };
-    hprintln!("{}", if ok { "1 passed, 0 failed" } else { "0 passed, 1 failed" });
+    let Some(mut core) = cortex_m::Peripherals::take() else {
+        hprintln!("core peripherals already taken");
+        debug::exit(debug::EXIT_FAILURE);
+        loop {}
+    };
+    let toto_ok = match toto::run(&mut core.SYST) {
+        Ok(ok) => ok,
+        Err(e) => {
+            hprintln!("toto error: {}", e);
+            false
+        }
+    };
+    let passed = usize::from(ok) + usize::from(toto_ok);
+    hprintln!("{} passed, {} failed", passed, 2 - passed);
+    let ok = ok && toto_ok;
     debug::exit(if ok {
         debug::EXIT_SUCCESS
     } else {

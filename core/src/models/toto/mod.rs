@@ -1200,19 +1200,98 @@ fn softplus(x: f32) -> f32 {
     }
 }
 
+/// Head dimensions up to this use a per-position [`RopeTable`] (on the stack); larger ones
+/// compute the factors for every head vector.
+const ROPE_TABLE_DIM: usize = 256;
+
+/// RoPE and xPos factors of one (position, xPos centre), shared by every head, query and key
+/// of that position: the transcendental functions run once per position instead of once per
+/// head vector (the same values, bit for bit).
+struct RopeTable {
+    hd: usize,
+    pos: usize,
+    center: usize,
+    cos: [f32; ROPE_TABLE_DIM / 2],
+    sin: [f32; ROPE_TABLE_DIM / 2],
+    zeta: [f32; ROPE_TABLE_DIM],
+    zeta_inverse: [f32; ROPE_TABLE_DIM],
+}
+
+impl RopeTable {
+    fn new() -> Self {
+        RopeTable {
+            hd: 0,
+            pos: usize::MAX,
+            center: usize::MAX,
+            cos: [0.0; ROPE_TABLE_DIM / 2],
+            sin: [0.0; ROPE_TABLE_DIM / 2],
+            zeta: [0.0; ROPE_TABLE_DIM],
+            zeta_inverse: [0.0; ROPE_TABLE_DIM],
+        }
+    }
+
+    /// Fills the table for `pos` and `center` unless it holds them already; false when `hd`
+    /// is too large for a table.
+    fn prepare(&mut self, hd: usize, pos: usize, center: usize) -> bool {
+        if hd > ROPE_TABLE_DIM {
+            return false;
+        }
+        if (self.hd, self.pos, self.center) == (hd, pos, center) {
+            return true;
+        }
+        let half = hd / 2;
+        for i in 0..half {
+            let (sin, cos) = rope_angle(i, hd, pos);
+            self.cos[i] = cos;
+            self.sin[i] = sin;
+        }
+        for j in 0..half * 2 {
+            let s = xpos_factor(j, hd, pos, center);
+            self.zeta[j] = s as f32;
+            self.zeta_inverse[j] = (1.0 / s) as f32;
+        }
+        (self.hd, self.pos, self.center) = (hd, pos, center);
+        true
+    }
+
+    /// [`rope_xpos`] with the prepared factors.
+    fn apply(&self, x: &mut [f32], inverse: bool) {
+        let zeta = if inverse {
+            &self.zeta_inverse
+        } else {
+            &self.zeta
+        };
+        for i in 0..self.hd / 2 {
+            let (sin, cos) = (self.sin[i], self.cos[i]);
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            x[2 * i] = (a * cos - b * sin) * zeta[2 * i];
+            x[2 * i + 1] = (b * cos + a * sin) * zeta[2 * i + 1];
+        }
+    }
+}
+
+/// `(sin, cos)` of rotary pair `i` at `pos`: f32 angles as rotary-embedding-torch computes them.
+fn rope_angle(i: usize, hd: usize, pos: usize) -> (f32, f32) {
+    let freq = 1.0 / libm::powf(ROPE_THETA, (2 * i) as f32 / hd as f32);
+    let angle = pos as f32 * freq;
+    (libm::sinf(angle), libm::cosf(angle))
+}
+
+/// xPos scale of element `j`: the half-split (`cat`) scale vector, in f64.
+fn xpos_factor(j: usize, hd: usize, pos: usize, center: usize) -> f64 {
+    let half = hd / 2;
+    let power = (pos as f64 - center as f64) / XPOS_SCALE_BASE;
+    let base = ((2 * (j % half)) as f64 + 0.4 * hd as f64) / (1.4 * hd as f64);
+    libm::pow(base, power)
+}
+
 /// Rotates and xPos-scales one head vector in place; `inverse` divides by the scale (keys).
 fn rope_xpos(x: &mut [f32], pos: usize, center: usize, inverse: bool) {
     let hd = x.len();
-    let half = hd / 2;
-    let power = (pos as f64 - center as f64) / XPOS_SCALE_BASE;
-    for i in 0..half {
-        // f32 angles as rotary-embedding-torch computes them.
-        let freq = 1.0 / libm::powf(ROPE_THETA, (2 * i) as f32 / hd as f32);
-        let angle = pos as f32 * freq;
-        let (sin, cos) = (libm::sinf(angle), libm::cosf(angle));
+    for i in 0..hd / 2 {
+        let (sin, cos) = rope_angle(i, hd, pos);
         let zeta = |j: usize| -> f32 {
-            let base = ((2 * (j % half)) as f64 + 0.4 * hd as f64) / (1.4 * hd as f64);
-            let s = libm::pow(base, power);
+            let s = xpos_factor(j, hd, pos, center);
             (if inverse { 1.0 / s } else { s }) as f32
         };
         let (a, b) = (x[2 * i], x[2 * i + 1]);
@@ -1250,6 +1329,7 @@ fn time_attention(
 ) -> Result<()> {
     let (hd, d) = (dims.hd, dims.d);
     let norm = 1.0 / libm::sqrtf(hd as f32);
+    let mut table = RopeTable::new();
     // Tokens are position-major, then path, then variate; earlier positions are written to the
     // cache before later ones attend to them.
     for (step, path, v) in (0..positions)
@@ -1273,8 +1353,13 @@ fn time_attention(
                     kslot[j] = row[qkv_col(dims, 1, head, j)];
                     vc[at + head * hd + j] = row[qkv_col(dims, 2, head, j)];
                 }
-                rope_xpos(q, pos, center, false);
-                rope_xpos(kslot, pos, center, true);
+                if table.prepare(hd, pos, center) {
+                    table.apply(q, false);
+                    table.apply(kslot, true);
+                } else {
+                    rope_xpos(q, pos, center, false);
+                    rope_xpos(kslot, pos, center, true);
+                }
                 let scores = &mut scratch.scores[..=pos];
                 for (s, score) in scores.iter_mut().enumerate() {
                     let (g, base) = cache_index(dims, layer, path, v, s);
@@ -1353,5 +1438,41 @@ impl core::fmt::Display for TotoConfig {
             self.mlp_hidden_dim,
             self.k_components
         )
+    }
+}
+
+#[cfg(test)]
+mod rope_tests {
+    use super::*;
+
+    #[test]
+    fn rope_table_equals_the_direct_rotation_bit_for_bit() {
+        let mut table = RopeTable::new();
+        for (hd, pos, center) in [
+            (16, 0, 0),
+            (16, 17, 8),
+            (64, 70, 35),
+            (8, 3, 9),
+            (256, 5, 2),
+        ] {
+            assert!(table.prepare(hd, pos, center));
+            for inverse in [false, true] {
+                let mut x = [0f32; ROPE_TABLE_DIM];
+                for (i, v) in x.iter_mut().enumerate() {
+                    *v = libm::sinf(i as f32 * 0.37) * 3.0;
+                }
+                let (mut direct, mut tabled) = (x, x);
+                rope_xpos(&mut direct[..hd], pos, center, inverse);
+                table.apply(&mut tabled[..hd], inverse);
+                for (a, b) in direct.iter().zip(&tabled) {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "hd {hd} pos {pos} centre {center}"
+                    );
+                }
+            }
+        }
+        assert!(!table.prepare(ROPE_TABLE_DIM + 2, 1, 0));
     }
 }

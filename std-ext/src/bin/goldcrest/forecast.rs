@@ -1,10 +1,10 @@
-//! `goldcrest forecast --input series.csv --model toto.gc --horizon H [--mean | --samples S
+//! `goldcrest forecast --input series.csv [--model toto.gc] --horizon H [--mean | --samples S
 //! --seed N] [--quantiles 0.1,0.5,0.9] [--output forecast.csv] [--plot forecast.svg]`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail, ensure};
+use anyhow::{Context, anyhow, ensure};
 use goldcrest_core::models::toto::{
     ForecastSpec, Mode, Series, Toto, quantile_sorted, sort_samples,
 };
@@ -19,7 +19,8 @@ pub struct Args {
     /// empty cells or NA are missing values.
     #[arg(long)]
     input: PathBuf,
-    /// A goldcrest Toto model file (`goldcrest convert toto`).
+    /// A goldcrest Toto model file (`goldcrest convert toto`); default: the bundled tiny
+    /// ternary Toto (docs/toto.md).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Steps to forecast.
@@ -40,13 +41,17 @@ pub struct Args {
     /// Trajectories decoded together (memory grows with it).
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Use at most this many of the latest steps as context.
-    #[arg(long, default_value_t = 4096)]
-    context: usize,
+    /// Use at most this many of the latest steps as context [default: 4096 with --model, 256
+    /// (its training context) with the bundled model].
+    #[arg(long)]
+    context: Option<usize>,
     /// Output CSV (default: stdout).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Plot file; `.svg`.
+    /// Print the forecast's own time (model call only; no file I/O or parsing) to stderr.
+    #[arg(long)]
+    timing: bool,
+    /// Plot file: `.svg` or `.png` (by extension).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -67,7 +72,12 @@ fn parse_quantiles(text: &str) -> anyhow::Result<Vec<f64>> {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.horizon > 0, "--horizon must be at least 1");
-    ensure!(args.context > 0, "--context must be at least 1");
+    let context = args.context.unwrap_or(if args.model.is_some() {
+        4096
+    } else {
+        goldcrest_std::bundled::TOTO_TINY_CONTEXT
+    });
+    ensure!(context > 0, "--context must be at least 1");
     let quantiles = if args.mean {
         Vec::new()
     } else {
@@ -75,31 +85,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ensure!(args.batch > 0, "--batch must be at least 1");
         parse_quantiles(&args.quantiles)?
     };
-    if let Some(plot) = &args.plot {
-        let ext = plot.extension().and_then(|e| e.to_str()).unwrap_or("");
-        ensure!(
-            ext.eq_ignore_ascii_case("svg"),
-            "--plot {}: only .svg is written so far",
-            plot.display()
-        );
-    }
-    let Some(model_path) = &args.model else {
-        bail!(
-            "no bundled default model yet: pass --model with a goldcrest Toto file (goldcrest convert toto DIR OUT)"
-        );
+    let plot_png = match &args.plot {
+        Some(plot) => {
+            let ext = plot.extension().and_then(|e| e.to_str()).unwrap_or("");
+            ensure!(
+                ext.eq_ignore_ascii_case("svg") || ext.eq_ignore_ascii_case("png"),
+                "--plot {}: the file name must end in .svg or .png",
+                plot.display()
+            );
+            ext.eq_ignore_ascii_case("png")
+        }
+        None => false,
     };
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
     let csv = series_csv::parse(&text).with_context(|| format!("{}", args.input.display()))?;
 
-    let file = ModelFile::open(model_path)?;
-    let st = file.safetensors()?;
+    let file;
+    let (st, model_name) = match &args.model {
+        Some(path) => {
+            file = ModelFile::open(path)?;
+            (file.safetensors()?, path.display().to_string())
+        }
+        None => (
+            goldcrest_std::bundled::toto_tiny().map_err(|e| anyhow!("bundled model: {e}"))?,
+            "bundled toto-tiny".to_string(),
+        ),
+    };
     let model = Toto::new(st, goldcrest_std::kernels::detect())
-        .map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+        .map_err(|e| anyhow!("{model_name}: {e}"))?;
 
     // The latest `context` steps of every variate.
     let v_count = csv.names.len();
-    let start = csv.steps.saturating_sub(args.context);
+    let start = csv.steps.saturating_sub(context);
     let steps = csv.steps - start;
     let mut values = Vec::with_capacity(v_count * steps);
     for v in 0..v_count {
@@ -129,9 +147,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut columns: Vec<Vec<(String, Vec<f64>)>> = Vec::with_capacity(v_count);
     if args.mean {
         let mut out = vec![0f64; v_count * h];
+        let started = std::time::Instant::now();
         model
             .forecast_mean(&series, h, &mut memory, &mut out)
             .map_err(|e| anyhow!("forecast: {e}"))?;
+        if args.timing {
+            eprintln!(
+                "forecast time: {:.6} s (mean mode)",
+                started.elapsed().as_secs_f64()
+            );
+        }
         for (v, name) in csv.names.iter().enumerate() {
             columns.push(vec![(
                 format!("{name}_mean"),
@@ -146,9 +171,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             batch,
             seed: args.seed,
         };
+        let started = std::time::Instant::now();
         model
             .forecast_samples(&series, h, mode, &mut memory, &mut out)
             .map_err(|e| anyhow!("forecast: {e}"))?;
+        if args.timing {
+            eprintln!(
+                "forecast time: {:.6} s ({paths} samples)",
+                started.elapsed().as_secs_f64()
+            );
+        }
         for (v, name) in csv.names.iter().enumerate() {
             let mut cols = vec![(format!("{name}_median"), Vec::with_capacity(h))];
             for q in &quantiles {
@@ -250,8 +282,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.samples
             )
         };
-        std::fs::write(plot, svg(&plots, &title, 900.0, 420.0))
-            .with_context(|| format!("writing {}", plot.display()))?;
+        // Timestamps under the x axis when the input has them (history, then forecast).
+        let x_labels: Vec<String> = match (&csv.time, &stamps) {
+            (Some((past, format)), Some((future, _))) => past[past.len() - shown..]
+                .iter()
+                .chain(future)
+                .map(|&t| format_timestamp(t, *format))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let drawing = svg(&plots, &title, &x_labels, 900.0, 420.0);
+        let bytes = if plot_png {
+            goldcrest_std::plot::png(&drawing, 2.0).map_err(|e| anyhow!(e))?
+        } else {
+            drawing.into_bytes()
+        };
+        std::fs::write(plot, bytes).with_context(|| format!("writing {}", plot.display()))?;
     }
     Ok(())
 }
