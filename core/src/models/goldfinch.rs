@@ -827,6 +827,17 @@ pub const CONTEXT_VERSION: u16 = 1;
 pub const CONTEXT_LAYOUT: u16 = 1;
 const CONTEXT_HEADER: usize = 40;
 
+/// Tokens held by a context saved by [`GoldFinch::save`], read from its header alone (so a
+/// caller can size the [`Context`] to restore it into); `None` when `bytes` does not start
+/// with a saved-context header. [`GoldFinch::restore`] still checks everything.
+pub fn saved_context_tokens(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(..8)? != CONTEXT_MAGIC {
+        return None;
+    }
+    let count: [u8; 8] = bytes.get(32..40)?.try_into().ok()?;
+    Some(u64::from_le_bytes(count))
+}
+
 /// A GoldFinch model ready to run.
 #[derive(Debug, Clone, Copy)]
 pub struct GoldFinch<'w, 'a> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use goldcrest_core::format::{SafeTensors, TensorView};
-use goldcrest_core::models::{decoder, rwkv6};
+use goldcrest_core::models::{decoder, goldfinch, rwkv6};
 use goldcrest_std::load::ModelFile;
 use serde::Serialize;
 
@@ -82,6 +82,22 @@ fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) 
         Some(rwkv6::ARCH) => rwkv6::Config::from_source(st).and_then(|config| {
             rwkv6::Rwkv6::plan(&config, CHUNK, st.data().len())
                 .map(|plan| (plan, format!("prompt chunks of {CHUNK} tokens")))
+        }),
+        Some(goldfinch::ARCH) => goldfinch::Config::from_source(st).and_then(|config| {
+            const CONTEXT: usize = 4096;
+            goldfinch::GoldFinch::plan(&config, CONTEXT, st.data().len()).map(|plan| {
+                let working = 4 + 4 * config.working_floats_per_token();
+                let assumes = format!(
+                    "context {CONTEXT} tokens; {} Finch-C2 then {} GOLD layers; cache per \
+                     token: {working} B working (f32 keys and values of the GOLD layers), {} B \
+                     at rest (token id + {} compressed floats)",
+                    config.first_gold,
+                    config.n_gold(),
+                    config.at_rest_bytes_per_token(),
+                    config.c_dim,
+                );
+                (plan, assumes)
+            })
         }),
         _ => return (None, None),
     };
