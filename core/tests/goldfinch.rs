@@ -71,8 +71,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Every mode of one fixture; returns the worst difference.
-fn check(name: &str) -> f32 {
+/// Every mode of one fixture, prefill in chunks of `chunk` tokens; returns the worst
+/// difference.
+fn check(name: &str, chunk: usize) -> f32 {
     let g = golden(name);
     let (words, len) = read_aligned(&format!("{name}.safetensors"));
     let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
@@ -81,16 +82,24 @@ fn check(name: &str) -> f32 {
     let model = GoldFinch::load(&file, &mut layers, Kernels::scalar()).unwrap();
     let cfg = *model.config();
     let (v, t_n, cap) = (cfg.vocab_size, g.tokens.len(), g.tokens.len());
-    let plan = model.memory_plan(cap).unwrap();
+    let plan = model.memory_plan_chunked(cap, chunk).unwrap();
     let mut ctx_ram = vec![0u8; plan.state_bytes + 64];
     let mut scratch_ram = vec![0u8; plan.scratch_bytes + 64];
-    let mut scratch =
-        Scratch::carve(&cfg, cap, &mut Arena::new_unaligned(&mut scratch_ram)).unwrap();
+    let mut scratch = Scratch::carve_chunked(
+        &cfg,
+        cap,
+        chunk,
+        &mut Arena::new_unaligned(&mut scratch_ram),
+    )
+    .unwrap();
     let mut worst = 0.0f32;
     let mut compare = |what: &str, got: &[f32], want: &[f32]| {
         let d = max_abs_diff(got, want);
-        eprintln!("{name} {what}: max |diff| {d:.2e}");
-        assert!(d <= TOLERANCE, "{name} {what}: max |diff| {d}");
+        eprintln!("{name} chunk {chunk} {what}: max |diff| {d:.2e}");
+        assert!(
+            d <= TOLERANCE,
+            "{name} chunk {chunk} {what}: max |diff| {d}"
+        );
         worst = worst.max(d);
     };
 
@@ -159,14 +168,18 @@ fn check(name: &str) -> f32 {
 
 #[test]
 fn tiny_a_matches_reference_in_every_mode() {
-    let d = check("tiny_a");
-    eprintln!("tiny_a worst |diff| {d:e}");
+    for chunk in [1, 3, 64] {
+        let d = check("tiny_a", chunk);
+        eprintln!("tiny_a chunk {chunk} worst |diff| {d:e}");
+    }
 }
 
 #[test]
 fn tiny_b_matches_reference_in_every_mode() {
-    let d = check("tiny_b");
-    eprintln!("tiny_b worst |diff| {d:e}");
+    for chunk in [1, 3, 64] {
+        let d = check("tiny_b", chunk);
+        eprintln!("tiny_b chunk {chunk} worst |diff| {d:e}");
+    }
 }
 
 /// An in-memory model: the fixture's tensors, some replaced by ternary or dequantized forms.

@@ -33,7 +33,8 @@
 //!   then costs one dot product and one axpy per cached position and head, instead of the
 //!   reference code's recomputation of every key and value on every step.
 //!
-//! Prefill runs the Finch-C2 layers and the compression over every prompt token, and the GOLD
+//! Prefill runs the Finch-C2 layers and the compression over every prompt token (in chunks,
+//! with matrix-matrix products), and the GOLD
 //! layers only over the last `2 · n_gold + 1` tokens: a GOLD layer's output at position p
 //! depends on its inputs at p, p-1 and p-2 only (token shifts of the query and the channel mix),
 //! so starting the GOLD stack that far back with stale shifts is exact at the last token.
@@ -742,7 +743,6 @@ struct Buffers<C: Carve> {
     r: C::Out<f32>,
     k: C::Out<f32>,
     v: C::Out<f32>,
-    decay: C::Out<f32>,
     y: C::Out<f32>,
     out: C::Out<f32>,
     hidden: C::Out<f32>,
@@ -770,7 +770,6 @@ fn carve_buffers<C: Carve>(a: &mut C, cfg: &Config, capacity: usize) -> Result<B
         r: a.take(c)?,
         k: a.take(c)?,
         v: a.take(c)?,
-        decay: a.take(c)?,
         y: a.take(c)?,
         out: a.take(c)?,
         hidden: a.take(cfg.dim_ffn)?,
@@ -781,11 +780,69 @@ fn carve_buffers<C: Carve>(a: &mut C, cfg: &Config, capacity: usize) -> Result<B
     })
 }
 
-/// Scratch memory for one token at a time, with room for attention over `capacity` positions.
+/// Token-major rows for running the Finch-C2 layers and the compression over a chunk of up
+/// to `max_tokens` tokens with matrix-matrix products.
+struct ChunkBuffers<C: Carve> {
+    /// Residual stream and normalised embeddings [T, C].
+    x: C::Out<f32>,
+    x0: C::Out<f32>,
+    /// LayerNorm output and token shift [T, C].
+    xx: C::Out<f32>,
+    sx: C::Out<f32>,
+    /// Mixed inputs r, k, v, w, v2 [T, C] each.
+    mixed: [C::Out<f32>; 5],
+    /// Mix adapter hidden values [T, 5·D].
+    lora_mix: C::Out<f32>,
+    /// Decay and second-value adapter hidden values [T, max(D', D'')].
+    lora_small: C::Out<f32>,
+    r: C::Out<f32>,
+    k: C::Out<f32>,
+    v: C::Out<f32>,
+    decay: C::Out<f32>,
+    y: C::Out<f32>,
+    out: C::Out<f32>,
+    /// Channel-mix hidden [T, F].
+    hidden: C::Out<f32>,
+    /// Compressed keys [T, c_dim].
+    compressed: C::Out<f32>,
+}
+
+fn carve_chunk<C: Carve>(a: &mut C, cfg: &Config, max_tokens: usize) -> Result<ChunkBuffers<C>> {
+    let n = |width: usize| max_tokens.checked_mul(width).ok_or(Error::OutOfRange);
+    let tc = n(cfg.n_embd)?;
+    Ok(ChunkBuffers {
+        x: a.take(tc)?,
+        x0: a.take(tc)?,
+        xx: a.take(tc)?,
+        sx: a.take(tc)?,
+        mixed: [
+            a.take(tc)?,
+            a.take(tc)?,
+            a.take(tc)?,
+            a.take(tc)?,
+            a.take(tc)?,
+        ],
+        lora_mix: a.take(n(5 * cfg.lora_mix)?)?,
+        lora_small: a.take(n(cfg.lora_decay.max(cfg.lora_value2))?)?,
+        r: a.take(tc)?,
+        k: a.take(tc)?,
+        v: a.take(tc)?,
+        decay: a.take(tc)?,
+        y: a.take(tc)?,
+        out: a.take(tc)?,
+        hidden: a.take(n(cfg.dim_ffn)?)?,
+        compressed: a.take(n(cfg.c_dim)?)?,
+    })
+}
+
+/// Scratch memory: one-token buffers with room for attention over `capacity` positions, and
+/// rows for prefill chunks of up to `max_tokens` tokens.
 pub struct Scratch<'s> {
     config: Config,
     capacity: usize,
+    max_tokens: usize,
     b: Buffers<Arena<'s>>,
+    chunk: ChunkBuffers<Arena<'s>>,
 }
 
 impl core::fmt::Debug for Scratch<'_> {
@@ -797,16 +854,36 @@ impl core::fmt::Debug for Scratch<'_> {
 }
 
 impl<'s> Scratch<'s> {
-    /// Scratch for contexts of up to `capacity` tokens, carved from `arena`.
+    /// Scratch for contexts of up to `capacity` tokens, running prompts one token at a time
+    /// (the least memory), carved from `arena`.
     pub fn carve(config: &Config, capacity: usize, arena: &mut Arena<'s>) -> Result<Self> {
-        if capacity == 0 {
+        Self::carve_chunked(config, capacity, 1, arena)
+    }
+
+    /// Scratch for contexts of up to `capacity` tokens whose prefill runs the Finch-C2 layers
+    /// and the compression over chunks of up to `max_tokens` tokens with matrix-matrix
+    /// products (see [`GoldFinch::memory_plan_chunked`]).
+    pub fn carve_chunked(
+        config: &Config,
+        capacity: usize,
+        max_tokens: usize,
+        arena: &mut Arena<'s>,
+    ) -> Result<Self> {
+        if capacity == 0 || max_tokens == 0 {
             return Err(Error::OutOfRange);
         }
         Ok(Scratch {
             config: *config,
             capacity,
+            max_tokens,
             b: carve_buffers(arena, config, capacity)?,
+            chunk: carve_chunk(arena, config, max_tokens)?,
         })
+    }
+
+    /// Most tokens one prefill chunk processes.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
     }
 }
 
@@ -869,17 +946,34 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
     }
 
     /// Exact bytes of weights, context (state + working cache for `capacity` tokens) and
-    /// scratch, each in its own aligned buffer.
+    /// scratch for one-token prefill ([`Scratch::carve`]), each in its own aligned buffer.
     pub fn memory_plan(&self, capacity: usize) -> Result<MemoryPlan> {
         Self::plan(self.config(), capacity, self.weights.bytes)
     }
 
+    /// [`GoldFinch::memory_plan`] with scratch for prefill chunks of up to `max_tokens`
+    /// tokens ([`Scratch::carve_chunked`]).
+    pub fn memory_plan_chunked(&self, capacity: usize, max_tokens: usize) -> Result<MemoryPlan> {
+        Self::plan_chunked(self.config(), capacity, max_tokens, self.weights.bytes)
+    }
+
     /// [`GoldFinch::memory_plan`] from a configuration alone.
     pub fn plan(config: &Config, capacity: usize, weight_bytes: usize) -> Result<MemoryPlan> {
+        Self::plan_chunked(config, capacity, 1, weight_bytes)
+    }
+
+    /// [`GoldFinch::memory_plan_chunked`] from a configuration alone.
+    pub fn plan_chunked(
+        config: &Config,
+        capacity: usize,
+        max_tokens: usize,
+        weight_bytes: usize,
+    ) -> Result<MemoryPlan> {
         let mut state = Planner::new();
         carve_context(&mut state, config, capacity)?;
         let mut scratch = Planner::new();
         carve_buffers(&mut scratch, config, capacity)?;
+        carve_chunk(&mut scratch, config, max_tokens)?;
         Ok(MemoryPlan {
             weight_bytes,
             state_bytes: state.bytes(),
@@ -913,6 +1007,8 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
 
     /// Runs `tokens` after the context. `logits` is [V] (after the last token: the GOLD layers
     /// then run only over the last `2 · n_gold + 1` tokens) or [T, V] (after every token).
+    /// The Finch-C2 layers and the compression run over chunks of `scratch.max_tokens()`
+    /// tokens with matrix-matrix products; the result does not depend on the chunk size.
     pub fn prefill(
         &self,
         ctx: &mut Context,
@@ -945,25 +1041,38 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             return Err(Error::OutOfRange);
         }
         let window = if want_all { t_n } else { 2 * cfg.n_gold() + 1 };
-        for (p, &token) in tokens.iter().enumerate() {
-            let b = &mut scratch.b;
-            self.embed(token, b.x0)?;
-            b.x.copy_from_slice(b.x0);
+        let (c, cd) = (cfg.n_embd, cfg.c_dim);
+        let mut first = 0;
+        for chunk in tokens.chunks(scratch.max_tokens) {
+            let rows = chunk.len();
+            let cb = &mut scratch.chunk;
+            for (t, &token) in chunk.iter().enumerate() {
+                self.embed(token, &mut cb.x0[t * c..(t + 1) * c])?;
+            }
+            cb.x[..rows * c].copy_from_slice(&cb.x0[..rows * c]);
             for i in 0..cfg.first_gold {
-                self.finch_block(ctx, b, i)?;
+                self.finch_chunk(ctx, cb, i, rows)?;
             }
-            let pos = ctx.len;
-            self.kernels
-                .gemv(&self.weights.compress, b.x, &mut b.cat[cfg.n_embd..])?;
-            {
-                let parts = ctx.parts();
-                parts.compressed[pos * cfg.c_dim..(pos + 1) * cfg.c_dim]
-                    .copy_from_slice(&b.cat[cfg.n_embd..]);
-            }
-            ctx.tokens[pos] = token;
-            self.append_keys_values(ctx, b, pos)?;
-            ctx.len = pos + 1;
-            if p + window >= t_n {
+            self.kernels.gemm(
+                &self.weights.compress,
+                &cb.x[..rows * c],
+                rows,
+                &mut cb.compressed[..rows * cd],
+            )?;
+            for (t, &token) in chunk.iter().enumerate() {
+                let p = first + t;
+                let b = &mut scratch.b;
+                b.x0.copy_from_slice(&cb.x0[t * c..(t + 1) * c]);
+                b.x.copy_from_slice(&cb.x[t * c..(t + 1) * c]);
+                b.cat[c..].copy_from_slice(&cb.compressed[t * cd..(t + 1) * cd]);
+                let pos = ctx.len;
+                ctx.parts().compressed[pos * cd..(pos + 1) * cd].copy_from_slice(&b.cat[c..]);
+                ctx.tokens[pos] = token;
+                self.append_keys_values(ctx, b, pos)?;
+                ctx.len = pos + 1;
+                if p + window < t_n {
+                    continue;
+                }
                 for g in 0..cfg.n_gold() {
                     self.gold_block(ctx, b, g)?;
                 }
@@ -983,6 +1092,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
                     self.kernels.gemv(&self.weights.head, b.xx, out)?;
                 }
             }
+            first += rows;
         }
         Ok(())
     }
@@ -1074,75 +1184,122 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         Ok(())
     }
 
-    /// `x += FinchC2(LN(x; ln1)); x += ChannelMix(LN(x; ln2))` for one token.
-    fn finch_block(&self, ctx: &mut Context, b: &mut Buffers<Arena>, i: usize) -> Result<()> {
+    /// `x += FinchC2(LN(x; ln1)); x += ChannelMix(LN(x; ln2))` for the first `rows` token
+    /// rows of the chunk, the projections as matrix-matrix products.
+    fn finch_chunk(
+        &self,
+        ctx: &mut Context,
+        cb: &mut ChunkBuffers<Arena>,
+        i: usize,
+        rows: usize,
+    ) -> Result<()> {
         let cfg = *self.config();
+        let (c, dm) = (cfg.n_embd, cfg.lora_mix);
+        let small = cfg.lora_decay.max(cfg.lora_value2);
+        let tc = rows * c;
         let layer = self.weights.layer(i)?;
         let Mix::FinchC2(att) = &layer.att else {
             return Err(Error::OutOfRange);
         };
         let parts = ctx.parts();
         let (att_shift, wkv, ffn_shift) = finch_state(&cfg, parts.fixed, i);
-        norm_and_shift(b.x, b.xx, b.sx, layer.ln1, att_shift)?;
-        let dm = cfg.lora_mix;
-        let lora = &mut b.adapter[..5 * dm];
-        mix_adapter_hidden(b.xx, b.sx, att.maa_x, &att.maa_w1, b.base, lora)?;
-        for (k, mixed) in b.mixed.iter_mut().enumerate() {
-            shift_mix(
-                b.xx,
-                b.sx,
-                att.maa[k],
-                Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
-                b.out,
-                mixed,
+        let (xx, sx) = (&mut cb.xx[..tc], &mut cb.sx[..tc]);
+        norm_and_shift(&cb.x[..tc], xx, sx, layer.ln1, att_shift)?;
+        for t in 0..rows {
+            let row = t * c..(t + 1) * c;
+            let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
+            let lora = &mut cb.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
+            mix_adapter_hidden(
+                xx_t,
+                sx_t,
+                att.maa_x,
+                &att.maa_w1,
+                &mut cb.y[row.clone()],
+                lora,
             )?;
+            for (k, mixed) in cb.mixed.iter_mut().enumerate() {
+                shift_mix(
+                    xx_t,
+                    sx_t,
+                    att.maa[k],
+                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
+                    &mut cb.out[row.clone()],
+                    &mut mixed[row.clone()],
+                )?;
+            }
         }
-        let [xr, xk, xv, xw, xv2] = &b.mixed;
+        let [xr, xk, xv, xw, xv2] = &cb.mixed;
         let kern = &self.kernels;
-        kern.gemv(&att.receptance, xr, b.r)?;
-        kern.gemv(&att.key, xk, b.k)?;
-        kern.gemv(&att.value, xv, b.v)?;
-        data_dependent_decay(
-            xw,
-            att.decay,
-            &att.decay_w1,
-            &att.decay_w2,
-            &mut b.hidden_small[..cfg.lora_decay],
-            b.decay,
-        )?;
-        for (kj, dj) in b.k.iter_mut().zip(b.decay.iter()) {
-            *kj *= 1.0 - dj;
+        kern.gemm(&att.receptance, &xr[..tc], rows, &mut cb.r[..tc])?;
+        kern.gemm(&att.key, &xk[..tc], rows, &mut cb.k[..tc])?;
+        kern.gemm(&att.value, &xv[..tc], rows, &mut cb.v[..tc])?;
+        for t in 0..rows {
+            let row = t * c..(t + 1) * c;
+            let decay = &mut cb.decay[row.clone()];
+            data_dependent_decay(
+                &xw[row.clone()],
+                att.decay,
+                &att.decay_w1,
+                &att.decay_w2,
+                &mut cb.lora_small[t * small..t * small + cfg.lora_decay],
+                decay,
+            )?;
+            let k = &mut cb.k[row.clone()];
+            for (kj, dj) in k.iter_mut().zip(decay.iter()) {
+                *kj *= 1.0 - dj;
+            }
+            wkv_step(
+                WkvInputs {
+                    r: &cb.r[row.clone()],
+                    k,
+                    v: &cb.v[row.clone()],
+                    decay,
+                    bonus: None,
+                },
+                cfg.head_size,
+                wkv,
+                &mut cb.y[row],
+            );
         }
-        wkv_step(
-            WkvInputs {
-                r: b.r,
-                k: b.k,
-                v: b.v,
-                decay: b.decay,
-                bonus: None,
-            },
-            cfg.head_size,
-            wkv,
-            b.y,
-        );
         // The second value stands in for the bonus: v2 = W_v x_v2 + adapter(x_v2).
-        kern.gemv(&att.value, xv2, b.v)?;
-        low_rank(
-            xv2,
-            &att.value2_w1,
-            &att.value2_w2,
-            &mut b.hidden_small[..cfg.lora_value2],
-            b.out,
-        )?;
-        for ((yj, vj), oj) in b.y.iter_mut().zip(b.v.iter()).zip(b.out.iter()) {
-            *yj += vj + oj;
+        kern.gemm(&att.value, &xv2[..tc], rows, &mut cb.v[..tc])?;
+        for t in 0..rows {
+            let row = t * c..(t + 1) * c;
+            let out = &mut cb.out[row.clone()];
+            low_rank(
+                &xv2[row.clone()],
+                &att.value2_w1,
+                &att.value2_w2,
+                &mut cb.lora_small[t * small..t * small + cfg.lora_value2],
+                out,
+            )?;
+            let y = &mut cb.y[row.clone()];
+            for ((yj, vj), oj) in y.iter_mut().zip(&cb.v[row]).zip(out.iter()) {
+                *yj += vj + oj;
+            }
+            ops::layer_norm(y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
         }
-        ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
-        kern.gemv(&att.output, b.y, b.out)?;
-        for (xj, oj) in b.x.iter_mut().zip(b.out.iter()) {
+        kern.gemm(&att.output, &cb.y[..tc], rows, &mut cb.out[..tc])?;
+        for (xj, oj) in cb.x[..tc].iter_mut().zip(&cb.out[..tc]) {
             *xj += oj;
         }
-        self.ffn(layer, ffn_shift, b)
+        let [_, xk, _, xr, _] = &mut cb.mixed;
+        channel_mix(
+            kern,
+            &layer.ffn,
+            layer.ln2,
+            ffn_shift,
+            &mut cb.x[..tc],
+            ChannelMixBuffers {
+                xx: &mut cb.xx[..tc],
+                sx: &mut cb.sx[..tc],
+                xk: &mut xk[..tc],
+                xr: &mut xr[..tc],
+                hidden: &mut cb.hidden[..rows * cfg.dim_ffn],
+                out: &mut cb.out[..tc],
+                r: &mut cb.r[..tc],
+            },
+        )
     }
 
     fn ffn(&self, layer: &Layer, shift: &mut [f32], b: &mut Buffers<Arena>) -> Result<()> {

@@ -85,10 +85,10 @@ fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) 
         }),
         Some(goldfinch::ARCH) => goldfinch::Config::from_source(st).and_then(|config| {
             const CONTEXT: usize = 4096;
-            goldfinch::GoldFinch::plan(&config, CONTEXT, st.data().len()).map(|plan| {
+            goldfinch::GoldFinch::plan_chunked(&config, CONTEXT, CHUNK, st.data().len()).map(|plan| {
                 let working = 4 + 4 * config.working_floats_per_token();
                 let assumes = format!(
-                    "context {CONTEXT} tokens; {} Finch-C2 then {} GOLD layers; cache per \
+                    "context {CONTEXT} tokens, prompt chunks of {CHUNK} tokens; {} Finch-C2 then {} GOLD layers; cache per \
                      token: {working} B working (f32 keys and values of the GOLD layers), {} B \
                      at rest (token id + {} compressed floats)",
                     config.first_gold,

@@ -150,7 +150,7 @@ pub fn with_model<R>(
             let mut layers = vec![None; config.n_layer];
             let model = GoldFinch::load(&st, &mut layers, kernels).with_context(loading)?;
             let capacity = goldfinch_capacity(options.positions);
-            let plan = model.memory_plan(capacity)?;
+            let plan = model.memory_plan_chunked(capacity, options.chunk)?;
             let mut context_mem = vec![0u8; plan.bytes_unaligned()];
             let mut scratch_mem = vec![0u8; plan.bytes_unaligned()];
             let context = goldfinch::Context::carve(
@@ -158,9 +158,10 @@ pub fn with_model<R>(
                 capacity,
                 &mut Arena::new_unaligned(&mut context_mem),
             )?;
-            let scratch = goldfinch::Scratch::carve(
+            let scratch = goldfinch::Scratch::carve_chunked(
                 &config,
                 capacity,
+                options.chunk,
                 &mut Arena::new_unaligned(&mut scratch_mem),
             )?;
             let mut session = GoldFinchSession {
