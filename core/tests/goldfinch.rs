@@ -386,3 +386,120 @@ fn damaged_saves_are_refused_and_change_nothing() {
     );
     assert_eq!(ctx.len(), 6);
 }
+
+/// The f16 forms against the f32 reference: GOLD keys and values stored as f16 in the working
+/// cache ([`Context::carve_with`]), and compressed keys saved as f16 at rest
+/// ([`GoldFinch::save_as`]). Returns (working f16 max |diff|, at-rest f16 max |diff|) over
+/// whole-prompt logits and restore-then-decode logits respectively.
+fn f16_cost(name: &str) -> (f32, f32) {
+    use goldcrest_core::models::goldfinch::KvFormat;
+    let g = golden(name);
+    let (words, len) = read_aligned(&format!("{name}.safetensors"));
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+    let file = SafeTensors::parse(bytes).unwrap();
+    let mut layers: Vec<Option<Layer>> = vec![None; 8];
+    let model = GoldFinch::load(&file, &mut layers, Kernels::scalar()).unwrap();
+    let cfg = *model.config();
+    let (v, t_n, cap) = (cfg.vocab_size, g.tokens.len(), g.tokens.len());
+    let plan16 = model.memory_plan_for(cap, 4, KvFormat::F16).unwrap();
+    let plan32 = model.memory_plan_for(cap, 4, KvFormat::F32).unwrap();
+    // The K/V of every GOLD layer shrink by half; nothing else changes.
+    let kv_bytes = cap * 2 * cfg.n_embd * cfg.n_gold();
+    assert!(plan32.state_bytes - plan16.state_bytes >= 2 * kv_bytes - 64);
+    assert_eq!(
+        cfg.working_bytes_per_token(KvFormat::F32).unwrap()
+            - cfg.working_bytes_per_token(KvFormat::F16).unwrap(),
+        2 * (2 * cfg.n_embd * cfg.n_gold()),
+        "2 bytes saved per key and value element"
+    );
+    let mut none = [0u8; 64];
+    assert!(
+        Context::carve_with(
+            &cfg,
+            cap,
+            KvFormat::I8,
+            &mut Arena::new_unaligned(&mut none)
+        )
+        .is_err()
+    );
+    let mut scratch_ram = vec![0u8; plan16.scratch_bytes + 64];
+    let mut scratch =
+        Scratch::carve_chunked(&cfg, cap, 4, &mut Arena::new_unaligned(&mut scratch_ram)).unwrap();
+
+    let mut ram = vec![0u8; plan16.state_bytes + 64];
+    let mut ctx = Context::carve_with(
+        &cfg,
+        cap,
+        KvFormat::F16,
+        &mut Arena::new_unaligned(&mut ram),
+    )
+    .unwrap();
+    assert_eq!(ctx.kv_format(), KvFormat::F16);
+    let mut logits = vec![0.0; t_n * v];
+    model
+        .prefill(&mut ctx, &mut scratch, &g.tokens, &mut logits)
+        .unwrap();
+    let working = max_abs_diff(&logits, &g.full);
+    assert_eq!(
+        ctx.working_cache_bytes(),
+        t_n * cfg.working_bytes_per_token(KvFormat::F16).unwrap()
+    );
+
+    // f32 working cache, compressed keys saved as f16, restored, then decoded.
+    let mut ram32 = vec![0u8; plan32.state_bytes + 64];
+    let mut ctx32 = Context::carve(&cfg, cap, &mut Arena::new_unaligned(&mut ram32)).unwrap();
+    let s = g.split;
+    let mut out = vec![0.0; (t_n - s + 1) * v];
+    model
+        .prefill(&mut ctx32, &mut scratch, &g.tokens[..s], &mut out[..v])
+        .unwrap();
+    let n16 = model.saved_len_as(s, KvFormat::F16).unwrap();
+    assert_eq!(
+        model.saved_len(s).unwrap() - n16,
+        s * 2 * cfg.c_dim,
+        "f16 keys save 2 bytes per compressed element"
+    );
+    let mut saved = vec![0u8; n16];
+    assert_eq!(
+        model.save_as(&ctx32, KvFormat::F16, &mut saved).unwrap(),
+        n16
+    );
+    ctx32.reset();
+    model.restore(&mut ctx32, &mut scratch, &saved).unwrap();
+    for (i, &tok) in g.tokens[s..].iter().enumerate() {
+        model
+            .step(
+                &mut ctx32,
+                &mut scratch,
+                tok,
+                &mut out[(i + 1) * v..(i + 2) * v],
+            )
+            .unwrap();
+    }
+    let at_rest = max_abs_diff(&out[v..], &g.restore[v..]);
+    // A damaged f16 save is refused like an f32 one.
+    saved[60] ^= 1;
+    assert!(model.restore(&mut ctx32, &mut scratch, &saved).is_err());
+    (working, at_rest)
+}
+
+/// Bound on the f16 forms' logit error on these fixtures (|logits| up to ~3.5); measured
+/// values are printed and recorded in docs/models/goldfinch.md.
+const F16_TOLERANCE: f32 = 2e-3;
+
+#[test]
+fn f16_forms_cost_little_accuracy() {
+    for name in ["tiny_a", "tiny_b"] {
+        let (working, at_rest) = f16_cost(name);
+        eprintln!(
+            "{name}: f16 working K/V max |diff| {working:.2e}, f16 at-rest keys {at_rest:.2e}"
+        );
+        assert!(working <= F16_TOLERANCE, "{name} working {working}");
+        assert!(at_rest <= F16_TOLERANCE, "{name} at rest {at_rest}");
+        // f16 is not exact: a zero difference would mean the format was not applied.
+        assert!(
+            working > 0.0 && at_rest > 0.0,
+            "{name}: {working} {at_rest}"
+        );
+    }
+}

@@ -157,6 +157,8 @@ fn saved_context_continues_like_one_run() {
     let saved = dir.path().join("context.gcgf");
     let saved = saved.to_str().unwrap();
     let prompt = [5u32, 17, 3, 40];
+    // tiny_a: C 128, one GOLD layer, c_dim 8: 4 + 4·8 + 2·(2·128) bytes per token with the
+    // default f16 keys and values.
     let (first, log) = generate(&model, &prompt, 4, &["--state-out", saved]);
     assert_eq!(first.len(), 4);
     // The context holds the prompt and every printed token (the last one is run for the save).
@@ -164,7 +166,7 @@ fn saved_context_continues_like_one_run() {
     assert!(
         log.contains(&format!(
             "cache in use: {held} tokens, {} bytes working",
-            held * 1060
+            held * 548
         )),
         "{log}"
     );
@@ -215,9 +217,11 @@ fn bench_and_inspect_report_the_cache() {
     let out = goldcrest(&["inspect", "--json", &fixture("tiny_b.safetensors")]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let plan = &v["memory_plan"];
-    // tiny_b: C 128, 2 GOLD layers, c_dim 8: 4 + 4·(8 + 2·128·2) working, 4 + 4·8 at rest.
+    // tiny_b: C 128, 2 GOLD layers, c_dim 8: 4 + 4·8 + 2·(2·128·2) working with f16 keys and
+    // values (4 + 4·(8 + 2·128·2) with f32), 4 + 4·8 at rest.
     let assumes = plan["assumes"].as_str().unwrap();
-    assert!(assumes.contains("2084 B working"), "{assumes}");
+    assert!(assumes.contains("1060 B working with f16"), "{assumes}");
+    assert!(assumes.contains("(2084 B with f32)"), "{assumes}");
     assert!(assumes.contains("36 B at rest"), "{assumes}");
-    assert!(plan["state_bytes"].as_u64().unwrap() > 4096 * 2084);
+    assert!(plan["state_bytes"].as_u64().unwrap() > 4096 * 1060);
 }

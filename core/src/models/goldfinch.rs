@@ -45,6 +45,7 @@
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
+pub use crate::models::decoder::KvFormat;
 use crate::models::rwkv6::{
     self, ChannelMix, ChannelMixBuffers, WkvInputs, block_tensor, channel_mix,
     data_dependent_decay, load_channel_mix, low_rank, mix_adapter_hidden, norm_and_shift,
@@ -214,6 +215,14 @@ impl Config {
     /// Working-cache floats per token: the compressed key plus every GOLD layer's key and value.
     pub fn working_floats_per_token(&self) -> usize {
         self.c_dim + 2 * self.n_embd * self.n_gold()
+    }
+
+    /// Working-cache bytes per token with the GOLD keys and values stored as `kv`: token id
+    /// (u32), compressed key (f32) and every GOLD layer's key and value. `None` for a format
+    /// the GOLD cache does not offer ([`KvFormat::I8`]).
+    pub fn working_bytes_per_token(&self, kv: KvFormat) -> Option<usize> {
+        let per_value = kv_value_bytes(kv)?;
+        Some(4 + 4 * self.c_dim + per_value * 2 * self.n_embd * self.n_gold())
     }
 
     /// Bytes per token of the at-rest form: a u32 token id and `c_dim` f32.
@@ -598,42 +607,121 @@ impl<'w, 'a> Weights<'w, 'a> {
     }
 }
 
+/// Bytes of one stored GOLD key or value element.
+fn kv_value_bytes(kv: KvFormat) -> Option<usize> {
+    match kv {
+        KvFormat::F32 => Some(4),
+        KvFormat::F16 => Some(2),
+        KvFormat::I8 => None,
+    }
+}
+
 /// A GoldFinch context in caller memory: the constant-size recurrent state and the cache for up
 /// to `capacity` tokens, in its working form.
 ///
 /// Float layout: per Finch-C2 layer (att shift C, WKV [head][key][value], ffn shift C); per GOLD
 /// layer (att shift C, ffn shift C); previous `khat` (C) and previous `xo` (C); compressed keys
-/// [capacity, c_dim]; per GOLD layer keys [capacity, C] then values [capacity, C].
+/// [capacity, c_dim]; then, with f32 keys and values, per GOLD layer keys [capacity, C] then
+/// values [capacity, C]. With f16 keys and values the same per-layer rows live in a separate
+/// half-precision slice.
 #[derive(Debug)]
 pub struct Context<'s> {
     config: Config,
     capacity: usize,
     len: usize,
+    kv_format: KvFormat,
     tokens: &'s mut [u32],
     floats: &'s mut [f32],
+    halves: &'s mut [u16],
 }
 
-fn context_floats(cfg: &Config, capacity: usize) -> Result<usize> {
-    let per_token = capacity
-        .checked_mul(cfg.working_floats_per_token())
+/// Floats of the context and f16 values of its GOLD keys and values.
+fn context_sizes(cfg: &Config, capacity: usize, kv: KvFormat) -> Result<(usize, usize)> {
+    kv_value_bytes(kv).ok_or(Error::OutOfRange)?;
+    let kv_values = capacity
+        .checked_mul(2 * cfg.n_embd)
+        .and_then(|v| v.checked_mul(cfg.n_gold()))
         .ok_or(Error::OutOfRange)?;
-    cfg.fixed_floats()?
+    let compressed = capacity.checked_mul(cfg.c_dim).ok_or(Error::OutOfRange)?;
+    let floats = cfg
+        .fixed_floats()?
         .checked_add(2 * cfg.n_embd)
-        .and_then(|f| f.checked_add(per_token))
-        .ok_or(Error::OutOfRange)
+        .and_then(|f| f.checked_add(compressed))
+        .ok_or(Error::OutOfRange)?;
+    Ok(match kv {
+        KvFormat::F16 => (floats, kv_values),
+        _ => (floats.checked_add(kv_values).ok_or(Error::OutOfRange)?, 0),
+    })
 }
+
+type ContextParts<C> = (
+    <C as Carve>::Out<u32>,
+    <C as Carve>::Out<f32>,
+    <C as Carve>::Out<u16>,
+);
 
 fn carve_context<C: Carve>(
     arena: &mut C,
     cfg: &Config,
     capacity: usize,
-) -> Result<(C::Out<u32>, C::Out<f32>)> {
+    kv: KvFormat,
+) -> Result<ContextParts<C>> {
     if capacity == 0 {
         return Err(Error::OutOfRange);
     }
+    let (floats, halves) = context_sizes(cfg, capacity, kv)?;
     let tokens = arena.take::<u32>(capacity)?;
-    let floats = arena.take::<f32>(context_floats(cfg, capacity)?)?;
-    Ok((tokens, floats))
+    let floats = arena.take::<f32>(floats)?;
+    let halves = arena.take::<u16>(halves)?;
+    Ok((tokens, floats, halves))
+}
+
+/// The GOLD keys and values, per layer keys [capacity, C] then values [capacity, C].
+enum KvRows<'c> {
+    F32(&'c mut [f32]),
+    F16(&'c mut [u16]),
+}
+
+impl KvRows<'_> {
+    fn store(&mut self, at: usize, row: &[f32]) {
+        match self {
+            KvRows::F32(v) => v[at..at + row.len()].copy_from_slice(row),
+            KvRows::F16(v) => {
+                for (dst, x) in v[at..at + row.len()].iter_mut().zip(row) {
+                    *dst = half::f16::from_f32(*x).to_bits();
+                }
+            }
+        }
+    }
+
+    /// `Σ a[j] · row[at + j]`.
+    fn dot(&self, at: usize, a: &[f32]) -> f32 {
+        match self {
+            KvRows::F32(v) => a.iter().zip(&v[at..at + a.len()]).map(|(x, y)| x * y).sum(),
+            KvRows::F16(v) => a
+                .iter()
+                .zip(&v[at..at + a.len()])
+                .map(|(x, y)| x * half::f16::from_bits(*y).to_f32())
+                .sum(),
+        }
+    }
+
+    /// `y += p · row[at..]`.
+    fn axpy(&self, at: usize, p: f32, y: &mut [f32]) {
+        let n = y.len();
+        match self {
+            KvRows::F32(v) => {
+                for (yj, vj) in y.iter_mut().zip(&v[at..at + n]) {
+                    *yj += p * vj;
+                }
+            }
+            KvRows::F16(v) => {
+                for (yj, vj) in y.iter_mut().zip(&v[at..at + n]) {
+                    *yj += p * half::f16::from_bits(*vj).to_f32();
+                }
+            }
+        }
+    }
 }
 
 /// Disjoint views of a context's parts.
@@ -642,22 +730,41 @@ struct Parts<'c> {
     prev_khat: &'c mut [f32],
     prev_xo: &'c mut [f32],
     compressed: &'c mut [f32],
-    kv: &'c mut [f32],
+    kv: KvRows<'c>,
 }
 
 impl<'s> Context<'s> {
-    /// An empty context for up to `capacity` tokens, carved from `arena` (see
-    /// [`GoldFinch::memory_plan`] for its size).
+    /// An empty context for up to `capacity` tokens with f32 GOLD keys and values, carved from
+    /// `arena` (see [`GoldFinch::memory_plan`] for its size).
     pub fn carve(config: &Config, capacity: usize, arena: &mut Arena<'s>) -> Result<Self> {
-        let (tokens, floats) = carve_context(arena, config, capacity)?;
+        Self::carve_with(config, capacity, KvFormat::F32, arena)
+    }
+
+    /// [`Context::carve`] with the GOLD keys and values stored as `kv` (f32 or f16; see
+    /// [`GoldFinch::plan_for`] for its size).
+    pub fn carve_with(
+        config: &Config,
+        capacity: usize,
+        kv: KvFormat,
+        arena: &mut Arena<'s>,
+    ) -> Result<Self> {
+        let (tokens, floats, halves) = carve_context(arena, config, capacity, kv)?;
         floats.fill(0.0);
+        halves.fill(0);
         Ok(Context {
             config: *config,
             capacity,
             len: 0,
+            kv_format: kv,
             tokens,
             floats,
+            halves,
         })
+    }
+
+    /// How the GOLD keys and values are stored.
+    pub fn kv_format(&self) -> KvFormat {
+        self.kv_format
     }
 
     /// Tokens in the cache.
@@ -684,12 +791,17 @@ impl<'s> Context<'s> {
     pub fn reset(&mut self) {
         self.len = 0;
         self.floats.fill(0.0);
+        self.halves.fill(0);
     }
 
     /// Bytes of the working cache in use (compressed keys, token ids and per-layer keys and
     /// values of the cached tokens), excluding the constant-size state.
     pub fn working_cache_bytes(&self) -> usize {
-        self.len * (4 + 4 * self.config.working_floats_per_token())
+        self.len
+            * self
+                .config
+                .working_bytes_per_token(self.kv_format)
+                .unwrap_or(0)
     }
 
     fn parts(&mut self) -> Parts<'_> {
@@ -700,6 +812,10 @@ impl<'s> Context<'s> {
         let (prev_khat, rest) = rest.split_at_mut(c);
         let (prev_xo, rest) = rest.split_at_mut(c);
         let (compressed, kv) = rest.split_at_mut(self.capacity * cfg.c_dim);
+        let kv = match self.kv_format {
+            KvFormat::F16 => KvRows::F16(&mut *self.halves),
+            _ => KvRows::F32(kv),
+        };
         Parts {
             fixed,
             prev_khat,
@@ -902,6 +1018,18 @@ pub const CONTEXT_MAGIC: [u8; 8] = *b"GCGOLDF\0";
 pub const CONTEXT_VERSION: u16 = 1;
 /// Payload layout id: fixed state f32, token ids u32, compressed keys f32.
 pub const CONTEXT_LAYOUT: u16 = 1;
+/// Payload layout id with the compressed keys in f16 (the paper's at-rest size):
+/// [`GoldFinch::save_as`] with [`KvFormat::F16`].
+pub const CONTEXT_LAYOUT_F16_KEYS: u16 = 2;
+
+/// Layout id and bytes per compressed-key element of an at-rest key format.
+fn key_layout(keys: KvFormat) -> Result<(u16, usize)> {
+    match keys {
+        KvFormat::F32 => Ok((CONTEXT_LAYOUT, 4)),
+        KvFormat::F16 => Ok((CONTEXT_LAYOUT_F16_KEYS, 2)),
+        KvFormat::I8 => Err(Error::OutOfRange),
+    }
+}
 const CONTEXT_HEADER: usize = 40;
 
 /// Tokens held by a context saved by [`GoldFinch::save`], read from its header alone (so a
@@ -957,6 +1085,17 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         Self::plan_chunked(self.config(), capacity, max_tokens, self.weights.bytes)
     }
 
+    /// [`GoldFinch::memory_plan_chunked`] for a context whose GOLD keys and values are stored
+    /// as `kv` ([`Context::carve_with`]).
+    pub fn memory_plan_for(
+        &self,
+        capacity: usize,
+        max_tokens: usize,
+        kv: KvFormat,
+    ) -> Result<MemoryPlan> {
+        Self::plan_for(self.config(), capacity, max_tokens, kv, self.weights.bytes)
+    }
+
     /// [`GoldFinch::memory_plan`] from a configuration alone.
     pub fn plan(config: &Config, capacity: usize, weight_bytes: usize) -> Result<MemoryPlan> {
         Self::plan_chunked(config, capacity, 1, weight_bytes)
@@ -969,8 +1108,19 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         max_tokens: usize,
         weight_bytes: usize,
     ) -> Result<MemoryPlan> {
+        Self::plan_for(config, capacity, max_tokens, KvFormat::F32, weight_bytes)
+    }
+
+    /// [`GoldFinch::memory_plan_for`] from a configuration alone.
+    pub fn plan_for(
+        config: &Config,
+        capacity: usize,
+        max_tokens: usize,
+        kv: KvFormat,
+        weight_bytes: usize,
+    ) -> Result<MemoryPlan> {
         let mut state = Planner::new();
-        carve_context(&mut state, config, capacity)?;
+        carve_context(&mut state, config, capacity, kv)?;
         let mut scratch = Planner::new();
         carve_buffers(&mut scratch, config, capacity)?;
         carve_chunk(&mut scratch, config, max_tokens)?;
@@ -1122,7 +1272,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         rms_normalize(b.khat);
         b.xo.copy_from_slice(b.x0);
         rms_normalize(b.xo);
-        let parts = ctx.parts();
+        let mut parts = ctx.parts();
         // sx = previous - current, for the values (xo) and the keys (khat).
         for j in 0..c {
             b.sx[j] = parts.prev_xo[j] - b.xo[j];
@@ -1175,9 +1325,8 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             }
             ops::layer_norm(b.v, att.ln_v.0, att.ln_v.1, LAYER_NORM_EPS)?;
             let layer_base = g * 2 * cap * c;
-            parts.kv[layer_base + pos * c..layer_base + (pos + 1) * c].copy_from_slice(b.k);
-            let values = layer_base + cap * c;
-            parts.kv[values + pos * c..values + (pos + 1) * c].copy_from_slice(b.v);
+            parts.kv.store(layer_base + pos * c, b.k);
+            parts.kv.store(layer_base + (cap + pos) * c, b.v);
         }
         parts.prev_khat.copy_from_slice(b.khat);
         parts.prev_xo.copy_from_slice(b.xo);
@@ -1346,26 +1495,21 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         )?;
         self.kernels.gemv(&att.query, b.mixed[0], b.r)?;
         ops::layer_norm(b.r, att.ln_q.0, att.ln_q.1, LAYER_NORM_EPS)?;
-        let layer_base = g * 2 * cap * c;
-        let keys = &parts.kv[layer_base..layer_base + len * c];
-        let values = &parts.kv[layer_base + cap * c..layer_base + cap * c + len * c];
+        let keys = g * 2 * cap * c;
+        let values = keys + cap * c;
         let scale = 1.0 / libm::sqrtf(n as f32);
         let scores = &mut b.scores[..len];
         for h in 0..cfg.n_head() {
             let head = h * n..(h + 1) * n;
             let q = &b.r[head.clone()];
             for (s, score) in scores.iter_mut().enumerate() {
-                let k = &keys[s * c + h * n..s * c + (h + 1) * n];
-                *score = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                *score = parts.kv.dot(keys + s * c + h * n, q) * scale;
             }
             ops::softmax(scores)?;
             let y = &mut b.y[head];
             y.fill(0.0);
             for (s, &p) in scores.iter().enumerate() {
-                let v = &values[s * c + h * n..s * c + (h + 1) * n];
-                for (yj, vj) in y.iter_mut().zip(v) {
-                    *yj += p * vj;
-                }
+                parts.kv.axpy(values + s * c + h * n, p, y);
             }
         }
         ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
@@ -1378,20 +1522,28 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
 
     /// Bytes [`GoldFinch::save`] writes for a context of `len` tokens.
     pub fn saved_len(&self, len: usize) -> Result<usize> {
+        self.saved_len_as(len, KvFormat::F32)
+    }
+
+    /// Bytes [`GoldFinch::save_as`] writes for a context of `len` tokens with compressed keys
+    /// stored as `keys` (f32 or f16).
+    pub fn saved_len_as(&self, len: usize, keys: KvFormat) -> Result<usize> {
         let cfg = self.config();
+        let (_, key_bytes) = key_layout(keys)?;
+        let per_token = 4 + key_bytes * cfg.c_dim;
         cfg.fixed_floats()?
             .checked_mul(4)
-            .and_then(|f| f.checked_add(len.checked_mul(cfg.at_rest_bytes_per_token())?))
+            .and_then(|f| f.checked_add(len.checked_mul(per_token)?))
             .and_then(|f| f.checked_add(CONTEXT_HEADER + 4))
             .ok_or(Error::OutOfRange)
     }
 
-    fn header(&self, len: usize) -> [u8; CONTEXT_HEADER] {
+    fn header(&self, len: usize, layout: u16) -> [u8; CONTEXT_HEADER] {
         let cfg = self.config();
         let mut h = [0u8; CONTEXT_HEADER];
         h[0..8].copy_from_slice(&CONTEXT_MAGIC);
         h[8..10].copy_from_slice(&CONTEXT_VERSION.to_le_bytes());
-        h[10..12].copy_from_slice(&CONTEXT_LAYOUT.to_le_bytes());
+        h[10..12].copy_from_slice(&layout.to_le_bytes());
         let dims = [
             cfg.n_layer,
             cfg.n_embd,
@@ -1413,16 +1565,24 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
     /// |---|---|
     /// | 0..8 | `GCGOLDF\0` |
     /// | 8..10 | format version (u16, 1) |
-    /// | 10..12 | payload layout (u16, 1) |
+    /// | 10..12 | payload layout (u16, 1; 2 from [`GoldFinch::save_as`] with f16 keys) |
     /// | 12..32 | n_layer, n_embd, head_size, first GOLD layer, c_dim (u32 each) |
     /// | 32..40 | tokens in the context (u64) |
-    /// | 40.. | fixed state (f32, [`Context`] order), token ids (u32), compressed keys (f32) |
+    /// | 40.. | fixed state (f32, [`Context`] order), token ids (u32), compressed keys (f32; f16 in layout 2) |
     /// | last 4 | CRC-32 (IEEE) of everything before it |
     pub fn save(&self, ctx: &Context, out: &mut [u8]) -> Result<usize> {
+        self.save_as(ctx, KvFormat::F32, out)
+    }
+
+    /// [`GoldFinch::save`] with the compressed keys stored as `keys`: f32 (layout 1, restores
+    /// bit for bit) or f16 (layout 2, `4 + 2·c_dim` bytes per token, the paper's at-rest
+    /// size; the restored keys are the f16-rounded ones).
+    pub fn save_as(&self, ctx: &Context, keys: KvFormat, out: &mut [u8]) -> Result<usize> {
         if ctx.config != *self.config() {
             return Err(Error::OutOfRange);
         }
-        let len = self.saved_len(ctx.len)?;
+        let (layout, _) = key_layout(keys)?;
+        let len = self.saved_len_as(ctx.len, keys)?;
         let provided = out.len() as u64;
         let out = out.get_mut(..len).ok_or(Error::BufferTooSmall {
             needed: len as u64,
@@ -1430,7 +1590,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         })?;
         let n = ctx.len;
         let c_dim = self.config().c_dim;
-        out[..CONTEXT_HEADER].copy_from_slice(&self.header(n));
+        out[..CONTEXT_HEADER].copy_from_slice(&self.header(n, layout));
         let mut at = CONTEXT_HEADER;
         let mut put = |bytes: [u8; 4]| {
             out[at..at + 4].copy_from_slice(&bytes);
@@ -1445,7 +1605,13 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             put(t.to_le_bytes());
         }
         for v in &ctx.floats[compressed_at..compressed_at + n * c_dim] {
-            put(v.to_le_bytes());
+            if layout == CONTEXT_LAYOUT {
+                out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                at += 4;
+            } else {
+                out[at..at + 2].copy_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes());
+                at += 2;
+            }
         }
         let crc = rwkv6::crc32(&out[..at]);
         out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
@@ -1486,12 +1652,19 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             });
         }
         let n = n as usize;
-        if bytes[10..CONTEXT_HEADER] != self.header(n)[10..] {
+        let layout = u16::from_le_bytes([bytes[10], bytes[11]]);
+        let keys = if layout == CONTEXT_LAYOUT_F16_KEYS {
+            KvFormat::F16
+        } else {
+            KvFormat::F32
+        };
+        let (_, key_bytes) = key_layout(keys)?;
+        if bytes[10..CONTEXT_HEADER] != self.header(n, key_layout(keys)?.0)[10..] {
             return Err(Error::BadMetadata {
                 key: Name::new("context layout or dimensions"),
             });
         }
-        let len = self.saved_len(n)?;
+        let len = self.saved_len_as(n, keys)?;
         if bytes.len() != len {
             return Err(Error::Truncated {
                 needed: len as u64,
@@ -1507,10 +1680,14 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         let (fixed, rest) = payload.split_at(4 * fixed_len);
         let (tokens, compressed) = rest.split_at(4 * n);
         let float = |b: &[u8]| f32::from_le_bytes(word(b));
-        if !fixed
-            .chunks_exact(4)
-            .chain(compressed.chunks_exact(4))
-            .all(|b| float(b).is_finite())
+        let key = |b: &[u8]| match b {
+            [lo, hi] => half::f16::from_bits(u16::from_le_bytes([*lo, *hi])).to_f32(),
+            _ => float(b),
+        };
+        if !fixed.chunks_exact(4).all(|b| float(b).is_finite())
+            || !compressed
+                .chunks_exact(key_bytes)
+                .all(|b| key(b).is_finite())
         {
             return Err(Error::NonFinite);
         }
@@ -1528,16 +1705,16 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             *dst = float(b);
         }
         let c = cfg.n_embd;
-        for (pos, (t, key)) in tokens
+        for (pos, (t, stored)) in tokens
             .chunks_exact(4)
-            .zip(compressed.chunks_exact(4 * cfg.c_dim))
+            .zip(compressed.chunks_exact(key_bytes * cfg.c_dim))
             .enumerate()
         {
             let token = u32::from_le_bytes(word(t));
             let b = &mut scratch.b;
             self.embed(token, b.x0)?;
-            for (dst, src) in b.cat[c..].iter_mut().zip(key.chunks_exact(4)) {
-                *dst = float(src);
+            for (dst, src) in b.cat[c..].iter_mut().zip(stored.chunks_exact(key_bytes)) {
+                *dst = key(src);
             }
             ctx.tokens[pos] = token;
             ctx.parts().compressed[pos * cfg.c_dim..(pos + 1) * cfg.c_dim]

@@ -77,7 +77,7 @@ pub struct Args {
     /// Tokens per prefill chunk.
     #[arg(long, default_value_t = 64)]
     chunk: usize,
-    /// KV cache storage (llama, qwen2).
+    /// KV cache storage (llama, qwen2; goldfinch: f32 or f16 GOLD keys and values).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "i8"])]
     kv: String,
 }

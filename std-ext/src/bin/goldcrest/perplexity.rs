@@ -36,7 +36,8 @@ pub struct Args {
     /// Tokens per prefill chunk.
     #[arg(long, default_value_t = 64)]
     chunk: usize,
-    /// KV cache storage (llama, qwen2); f32 scores the model's exact function.
+    /// KV cache storage (llama, qwen2; goldfinch f32 or f16); f32 scores the model's exact
+    /// function.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "i8"])]
     kv: String,
 }

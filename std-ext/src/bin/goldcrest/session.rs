@@ -25,7 +25,7 @@ pub struct Options {
     pub positions: usize,
     /// Tokens per prefill chunk (scratch grows with it).
     pub chunk: usize,
-    /// KV cache storage (decoder models).
+    /// KV cache storage (decoder models; goldfinch's GOLD keys and values, f32 or f16).
     pub kv: KvFormat,
     /// Int8 activations for ternary layers (decoder models).
     pub int8_acts: bool,
@@ -150,12 +150,19 @@ pub fn with_model<R>(
             let mut layers = vec![None; config.n_layer];
             let model = GoldFinch::load(&st, &mut layers, kernels).with_context(loading)?;
             let capacity = goldfinch_capacity(options.positions);
-            let plan = model.memory_plan_chunked(capacity, options.chunk)?;
+            if options.kv == KvFormat::I8 {
+                bail!(
+                    "goldfinch keeps its GOLD keys and values as f32 or f16; --kv i8 is for \
+                     llama and qwen2"
+                );
+            }
+            let plan = model.memory_plan_for(capacity, options.chunk, options.kv)?;
             let mut context_mem = vec![0u8; plan.bytes_unaligned()];
             let mut scratch_mem = vec![0u8; plan.bytes_unaligned()];
-            let context = goldfinch::Context::carve(
+            let context = goldfinch::Context::carve_with(
                 &config,
                 capacity,
+                options.kv,
                 &mut Arena::new_unaligned(&mut context_mem),
             )?;
             let scratch = goldfinch::Scratch::carve_chunked(
@@ -370,11 +377,12 @@ impl LanguageModel for GoldFinchSession<'_, '_, '_> {
     fn describe(&self) -> String {
         let c = self.model.config();
         format!(
-            "goldfinch {}x{} ({} Finch-C2 + {} GOLD layers), f32 working cache of {} tokens",
+            "goldfinch {}x{} ({} Finch-C2 + {} GOLD layers), {} GOLD K/V cache of {} tokens",
             c.n_layer,
             c.n_embd,
             c.first_gold,
             c.n_gold(),
+            self.context.kv_format().name(),
             self.context.capacity()
         )
     }
