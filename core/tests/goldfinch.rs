@@ -182,6 +182,14 @@ fn tiny_b_matches_reference_in_every_mode() {
     }
 }
 
+#[test]
+fn rope_ablation_matches_reference_in_every_mode() {
+    for chunk in [1, 5] {
+        let d = check("tiny_rope", chunk);
+        eprintln!("tiny_rope chunk {chunk} worst |diff| {d:e}");
+    }
+}
+
 /// An in-memory model: the fixture's tensors, some replaced by ternary or dequantized forms.
 #[derive(Clone, Default)]
 struct Owned {

@@ -21,7 +21,10 @@
 //! GOLD attention: the query is a token-shifted, adapter-mixed `ln_q(W_q x)`; for every cached
 //! position s the key mixes `khat_s` with `khat_{s-1}` and the value mixes `xo_s` with `xo_{s-1}`
 //! (zero before position 0), each plus a low-rank adapter and a LayerNorm (`ln_k`, `ln_v`);
-//! causal softmax attention per head, `ln_x`, output projection. No positional encoding.
+//! causal softmax attention per head, `ln_x`, output projection. No positional encoding in the
+//! default config; with `goldcrest.goldfinch.rope_theta` (the paper's RoPE ablation) each
+//! head's query and keys are rotated in consecutive pairs by `pos · base^(-2i/N)` after their
+//! LayerNorms (keys at their cache position, stored rotated).
 //!
 //! # The cache
 //! - **At rest** ([`GoldFinch::save`]): per token its id and its compressed key `c`
@@ -95,6 +98,10 @@ pub struct Config {
     pub lora_kv_mix: usize,
     /// GOLD key and value adapter rank (`time_key_w1` is [C, rank]).
     pub lora_kv: usize,
+    /// RoPE base of the GOLD queries and keys (`goldcrest.goldfinch.rope_theta`, a whole
+    /// number), or `None` for the default config, which has no positional encoding. The
+    /// paper's ablation uses 10000.
+    pub rope_theta: Option<u32>,
 }
 
 fn shape_error(name: &str, expected: &[u64], found: Shape) -> Error {
@@ -183,7 +190,20 @@ impl Config {
             lora_query: rank_of(&q_name, 1)?,
             lora_kv_mix: rank_of(&kv_name, 2)?,
             lora_kv: rank_of(&key_name, 1)?,
+            rope_theta: match src.metadata("goldcrest.goldfinch.rope_theta") {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u32>().ok().filter(|&b| b > 1).ok_or(
+                    Error::BadMetadata {
+                        key: Name::new("goldcrest.goldfinch.rope_theta"),
+                    },
+                )?),
+            },
         };
+        if config.rope_theta.is_some() && head_size % 2 != 0 {
+            return Err(Error::BadMetadata {
+                key: Name::new("goldcrest.goldfinch.rope_theta"),
+            });
+        }
         config.fixed_floats()?;
         Ok(config)
     }
@@ -1012,6 +1032,22 @@ fn rms_normalize(x: &mut [f32]) {
     }
 }
 
+/// Rotates every head (size `n`) of `x` in consecutive pairs `(x[2i], x[2i+1])` by the angle
+/// `pos · base^(-2i/n)` (the paper's RoPE ablation: complex multiplication of adjacent pairs).
+fn rope(x: &mut [f32], n: usize, pos: usize, base: u32) {
+    let ln_base = libm::log(f64::from(base));
+    for head in x.chunks_exact_mut(n) {
+        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+            let freq = libm::exp(-ln_base * (2 * i) as f64 / n as f64);
+            let angle = pos as f64 * freq;
+            let (sin, cos) = (libm::sin(angle) as f32, libm::cos(angle) as f32);
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
+    }
+}
+
 /// Magic bytes at the start of a saved GoldFinch context.
 pub const CONTEXT_MAGIC: [u8; 8] = *b"GCGOLDF\0";
 /// Version of the saved-context format.
@@ -1305,6 +1341,9 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
                 *kj += oj;
             }
             ops::layer_norm(b.k, att.ln_k.0, att.ln_k.1, LAYER_NORM_EPS)?;
+            if let Some(base) = cfg.rope_theta {
+                rope(b.k, cfg.head_size, pos, base);
+            }
             shift_mix(
                 b.xo,
                 b.sx,
@@ -1495,6 +1534,9 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         )?;
         self.kernels.gemv(&att.query, b.mixed[0], b.r)?;
         ops::layer_norm(b.r, att.ln_q.0, att.ln_q.1, LAYER_NORM_EPS)?;
+        if let Some(base) = cfg.rope_theta {
+            rope(b.r, n, len - 1, base);
+        }
         let keys = g * 2 * cap * c;
         let values = keys + cap * c;
         let scale = 1.0 / libm::sqrtf(n as f32);
