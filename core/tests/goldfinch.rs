@@ -511,3 +511,46 @@ fn f16_forms_cost_little_accuracy() {
         );
     }
 }
+
+mod firmware {
+    include!("../../examples/firmware-cortex-m/src/goldfinch_expected.rs");
+}
+
+/// The values the Cortex-M4F firmware checks (examples/firmware-cortex-m/src/goldfinch.rs)
+/// are this model's logits on the host: prefill of `PREFILL` tokens in chunks of 2, then one
+/// token at a time, with the scalar kernels and with the host's own. Tolerance 1e-5
+/// (different kernels sum in different orders).
+#[test]
+fn firmware_expected_logits_match_the_host() {
+    let (words, len) = read_aligned("tiny_a_tq2.safetensors");
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+    let file = SafeTensors::parse(bytes).unwrap();
+    let want: Vec<f32> = firmware::LOGITS.iter().map(|&b| f32::from_bits(b)).collect();
+    for kernels in [Kernels::scalar(), Kernels::for_target()] {
+        let mut layers: Vec<Option<Layer>> = vec![None; 3];
+        let model = GoldFinch::load(&file, &mut layers, kernels).unwrap();
+        let cfg = *model.config();
+        assert_eq!(cfg.vocab_size, firmware::VOCAB);
+        let cap = firmware::TOKENS.len();
+        let plan = model.memory_plan_chunked(cap, 2).unwrap();
+        let mut ctx_ram = vec![0u8; plan.state_bytes + 64];
+        let mut scratch_ram = vec![0u8; plan.scratch_bytes + 64];
+        let mut ctx = Context::carve(&cfg, cap, &mut Arena::new_unaligned(&mut ctx_ram)).unwrap();
+        let mut scratch =
+            Scratch::carve_chunked(&cfg, cap, 2, &mut Arena::new_unaligned(&mut scratch_ram))
+                .unwrap();
+        let v = cfg.vocab_size;
+        let mut got = vec![0.0f32; want.len()];
+        let (prompt, rest) = firmware::TOKENS.split_at(firmware::PREFILL);
+        model
+            .prefill(&mut ctx, &mut scratch, prompt, &mut got[..v])
+            .unwrap();
+        for (i, &tok) in rest.iter().enumerate() {
+            model
+                .step(&mut ctx, &mut scratch, tok, &mut got[(i + 1) * v..(i + 2) * v])
+                .unwrap();
+        }
+        let d = max_abs_diff(&got, &want);
+        assert!(d <= 1e-5, "{:?}: {d}", kernels.isa());
+    }
+}
