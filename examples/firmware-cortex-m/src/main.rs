@@ -11,6 +11,8 @@ use goldcrest_core::format::SafeTensors;
 use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
 use panic_semihosting as _;
 
+mod goldfinch;
+
 mod expected {
     include!(concat!(env!("OUT_DIR"), "/expected.rs"));
 }
@@ -88,6 +90,14 @@ fn main() -> ! {
             false
         }
     };
+    let ok = ok
+        & match goldfinch::run() {
+            Ok(ok) => ok,
+            Err(e) => {
+                hprintln!("goldfinch error: {}", e);
+                false
+            }
+        };
     hprintln!("{}", if ok { "1 passed, 0 failed" } else { "0 passed, 1 failed" });
     debug::exit(if ok {
         debug::EXIT_SUCCESS
