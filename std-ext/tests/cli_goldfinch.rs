@@ -214,6 +214,34 @@ fn bench_and_inspect_report_the_cache() {
         assert!(v[key].as_f64().is_some_and(|r| r > 0.0), "{key} in {v}");
     }
 
+    // With 20 tokens already in the context (restored from a synthetic saved context), and
+    // the cache per token: tiny_b with f16 keys and values, 4 + 4·8 + 2·(2·128·2).
+    let out = goldcrest(&[
+        "bench",
+        "--model",
+        &fixture("tiny_b.safetensors"),
+        "--json",
+        "--context",
+        "20",
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "2",
+        "--repeat",
+        "1",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["context"], 20);
+    assert!(
+        v["context_filled"]
+            .as_str()
+            .unwrap()
+            .starts_with("restored"),
+        "{v}"
+    );
+    assert_eq!(v["cache_bytes_per_token"], 1060);
+    assert_eq!(v["cache_at_rest_bytes_per_token"], 36);
+
     let out = goldcrest(&["inspect", "--json", &fixture("tiny_b.safetensors")]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let plan = &v["memory_plan"];
