@@ -193,7 +193,7 @@ fn rwkv_like(arch: &str, s: &Shape, b: &mut Builder) -> Written {
         ("dim_ffn", s.ffn),
         ("vocab_size", s.vocab),
     ] {
-        b.w.hyperparameter(k, &v.to_string())?;
+        b.w.hyperparameter(k, v)?;
     }
     Ok(())
 }

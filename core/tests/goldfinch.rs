@@ -525,7 +525,10 @@ fn firmware_expected_logits_match_the_host() {
     let (words, len) = read_aligned("tiny_a_tq2.safetensors");
     let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
     let file = SafeTensors::parse(bytes).unwrap();
-    let want: Vec<f32> = firmware::LOGITS.iter().map(|&b| f32::from_bits(b)).collect();
+    let want: Vec<f32> = firmware::LOGITS
+        .iter()
+        .map(|&b| f32::from_bits(b))
+        .collect();
     for kernels in [Kernels::scalar(), Kernels::for_target()] {
         let mut layers: Vec<Option<Layer>> = vec![None; 3];
         let model = GoldFinch::load(&file, &mut layers, kernels).unwrap();
@@ -547,7 +550,12 @@ fn firmware_expected_logits_match_the_host() {
             .unwrap();
         for (i, &tok) in rest.iter().enumerate() {
             model
-                .step(&mut ctx, &mut scratch, tok, &mut got[(i + 1) * v..(i + 2) * v])
+                .step(
+                    &mut ctx,
+                    &mut scratch,
+                    tok,
+                    &mut got[(i + 1) * v..(i + 2) * v],
+                )
                 .unwrap();
         }
         let d = max_abs_diff(&got, &want);
