@@ -27,6 +27,11 @@ For each tiny random model NAME it writes:
     compressed      [T, C/16] the compressed keys c_t of the whole prompt
   and metadata `split` = S.
 
+RoPE ablation (tiny_rope): after ln_q / ln_k, each head's query and keys are rotated in
+consecutive pairs (x[2i], x[2i+1]) by the angle pos * base^(-2i/64), the query at its own
+position and each key at its cache position (0 for the first token). Only the difference of
+positions matters, so this equals the paper's table lookup aligned at the sequence's end.
+
 Only whole-sequence and one-token calls make goldens: the paper's code is wrong for a
 multi-token chunk after existing context (top-left aligned causal mask).
 """
@@ -45,10 +50,13 @@ DECAY_RANK = 64
 VALUE2_RANK = 64
 COMPRESSION = 16
 
-# name, layers, width, ffn width, vocab, tokens, prefill split, seed
+# name, layers, width, ffn width, vocab, tokens, prefill split, seed, RoPE base (None: no RoPE)
 MODELS = [
-    ("tiny_a", 3, 128, 256, 64, 12, 7, 11),
-    ("tiny_b", 6, 128, 192, 80, 10, 4, 12),
+    ("tiny_a", 3, 128, 256, 64, 12, 7, 11, None),
+    ("tiny_b", 6, 128, 192, 80, 10, 4, 12, None),
+    # The paper's RoPE ablation (configs/goldfinch_ablation_rope10k.yaml): RoPE base 10000 on
+    # the GOLD queries and keys.
+    ("tiny_rope", 3, 128, 256, 64, 12, 7, 13, 10000.0),
 ]
 
 
@@ -131,8 +139,19 @@ def random_model(rng, L, C, F, V):
     return {k: v.astype(np.float16) for k, v in w.items()}
 
 
+def rope(x, positions, base):
+    """Rotates rows x [T, C] (heads of HEAD) in consecutive pairs by pos * base^(-2i/HEAD)."""
+    x = x.reshape(len(positions), -1, HEAD // 2, 2)
+    freq = base ** -(np.arange(0, HEAD, 2) / HEAD)
+    angle = np.asarray(positions, dtype=np.float64)[:, None] * freq[None, :]
+    cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
+    a, b = x[..., 0], x[..., 1]
+    return np.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(len(positions), -1)
+
+
 class GoldFinch:
-    def __init__(self, w16, L):
+    def __init__(self, w16, L, rope_base=None):
+        self.rope_base = rope_base
         self.w = {k: v.astype(np.float64) for k, v in w16.items()}
         self.L = L
         self.gold = first_gold_layer(L)
@@ -205,6 +224,8 @@ class GoldFinch:
         v = v + np.tanh(v @ self.p(a + "time_value_w1")) @ self.p(a + "time_value_w2")
         k = layer_norm(k, self.p(a + "ln_k.weight"), self.p(a + "ln_k.bias"))
         v = layer_norm(v, self.p(a + "ln_v.weight"), self.p(a + "ln_v.bias"))
+        if self.rope_base is not None:
+            k = rope(k, np.arange(len(tokens)), self.rope_base)
         return k, v
 
     def gold_query(self, i, x, shift):
@@ -253,6 +274,8 @@ class GoldFinch:
                 xa = layer_norm(x[t], self.p(b + "ln1.weight"), self.p(b + "ln1.bias"))
                 q = self.gold_query(i, xa, st["att_shift"][i])
                 visible = n_prev + t + 1
+                if self.rope_base is not None:
+                    q = rope(q[None, :], [visible - 1], self.rope_base)[0]
                 x[t] = x[t] + self.gold_attend(i, q, k[:visible], v[:visible])
                 st["att_shift"][i] = xa
                 xf = layer_norm(x[t], self.p(b + "ln2.weight"), self.p(b + "ln2.bias"))
@@ -287,7 +310,7 @@ def main(out_dir):
     if np.__version__ != NUMPY_VERSION:
         sys.exit(f"numpy=={NUMPY_VERSION} required, found {np.__version__}")
     os.makedirs(out_dir, exist_ok=True)
-    for name, L, C, F, V, T, split, seed in MODELS:
+    for name, L, C, F, V, T, split, seed, rope_base in MODELS:
         rng = np.random.Generator(np.random.PCG64(seed))
         w16 = random_model(rng, L, C, F, V)
         tokens = [int(t) for t in rng.integers(0, V, T)]
@@ -303,8 +326,10 @@ def main(out_dir):
             "goldcrest.goldfinch.kv_cache_compression": str(COMPRESSION),
             "generated_by": f"tools/goldfinch/reference.py (numpy=={NUMPY_VERSION}, seed {seed})",
         }
+        if rope_base is not None:
+            meta["goldcrest.goldfinch.rope_theta"] = str(int(rope_base))
         save_file(w16, os.path.join(out_dir, name + ".safetensors"), metadata=meta)
-        model = GoldFinch(w16, L)
+        model = GoldFinch(w16, L, rope_base)
 
         st = model.fresh_state()
         full = model.forward(tokens, st)

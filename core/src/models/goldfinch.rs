@@ -21,7 +21,10 @@
 //! GOLD attention: the query is a token-shifted, adapter-mixed `ln_q(W_q x)`; for every cached
 //! position s the key mixes `khat_s` with `khat_{s-1}` and the value mixes `xo_s` with `xo_{s-1}`
 //! (zero before position 0), each plus a low-rank adapter and a LayerNorm (`ln_k`, `ln_v`);
-//! causal softmax attention per head, `ln_x`, output projection. No positional encoding.
+//! causal softmax attention per head, `ln_x`, output projection. No positional encoding in the
+//! default config; with `goldcrest.goldfinch.rope_theta` (the paper's RoPE ablation) each
+//! head's query and keys are rotated in consecutive pairs by `pos · base^(-2i/N)` after their
+//! LayerNorms (keys at their cache position, stored rotated).
 //!
 //! # The cache
 //! - **At rest** ([`GoldFinch::save`]): per token its id and its compressed key `c`
@@ -33,7 +36,8 @@
 //!   then costs one dot product and one axpy per cached position and head, instead of the
 //!   reference code's recomputation of every key and value on every step.
 //!
-//! Prefill runs the Finch-C2 layers and the compression over every prompt token, and the GOLD
+//! Prefill runs the Finch-C2 layers and the compression over every prompt token (in chunks,
+//! with matrix-matrix products), and the GOLD
 //! layers only over the last `2 · n_gold + 1` tokens: a GOLD layer's output at position p
 //! depends on its inputs at p, p-1 and p-2 only (token shifts of the query and the channel mix),
 //! so starting the GOLD stack that far back with stale shifts is exact at the last token.
@@ -44,6 +48,7 @@
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
+pub use crate::models::decoder::KvFormat;
 use crate::models::rwkv6::{
     self, ChannelMix, ChannelMixBuffers, WkvInputs, block_tensor, channel_mix,
     data_dependent_decay, load_channel_mix, low_rank, mix_adapter_hidden, norm_and_shift,
@@ -93,6 +98,10 @@ pub struct Config {
     pub lora_kv_mix: usize,
     /// GOLD key and value adapter rank (`time_key_w1` is [C, rank]).
     pub lora_kv: usize,
+    /// RoPE base of the GOLD queries and keys (`goldcrest.goldfinch.rope_theta`, a whole
+    /// number), or `None` for the default config, which has no positional encoding. The
+    /// paper's ablation uses 10000.
+    pub rope_theta: Option<u32>,
 }
 
 fn shape_error(name: &str, expected: &[u64], found: Shape) -> Error {
@@ -181,7 +190,20 @@ impl Config {
             lora_query: rank_of(&q_name, 1)?,
             lora_kv_mix: rank_of(&kv_name, 2)?,
             lora_kv: rank_of(&key_name, 1)?,
+            rope_theta: match src.metadata("goldcrest.goldfinch.rope_theta") {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u32>().ok().filter(|&b| b > 1).ok_or(
+                    Error::BadMetadata {
+                        key: Name::new("goldcrest.goldfinch.rope_theta"),
+                    },
+                )?),
+            },
         };
+        if config.rope_theta.is_some() && head_size % 2 != 0 {
+            return Err(Error::BadMetadata {
+                key: Name::new("goldcrest.goldfinch.rope_theta"),
+            });
+        }
         config.fixed_floats()?;
         Ok(config)
     }
@@ -213,6 +235,14 @@ impl Config {
     /// Working-cache floats per token: the compressed key plus every GOLD layer's key and value.
     pub fn working_floats_per_token(&self) -> usize {
         self.c_dim + 2 * self.n_embd * self.n_gold()
+    }
+
+    /// Working-cache bytes per token with the GOLD keys and values stored as `kv`: token id
+    /// (u32), compressed key (f32) and every GOLD layer's key and value. `None` for a format
+    /// the GOLD cache does not offer ([`KvFormat::I8`]).
+    pub fn working_bytes_per_token(&self, kv: KvFormat) -> Option<usize> {
+        let per_value = kv_value_bytes(kv)?;
+        Some(4 + 4 * self.c_dim + per_value * 2 * self.n_embd * self.n_gold())
     }
 
     /// Bytes per token of the at-rest form: a u32 token id and `c_dim` f32.
@@ -597,42 +627,121 @@ impl<'w, 'a> Weights<'w, 'a> {
     }
 }
 
+/// Bytes of one stored GOLD key or value element.
+fn kv_value_bytes(kv: KvFormat) -> Option<usize> {
+    match kv {
+        KvFormat::F32 => Some(4),
+        KvFormat::F16 => Some(2),
+        KvFormat::I8 => None,
+    }
+}
+
 /// A GoldFinch context in caller memory: the constant-size recurrent state and the cache for up
 /// to `capacity` tokens, in its working form.
 ///
 /// Float layout: per Finch-C2 layer (att shift C, WKV [head][key][value], ffn shift C); per GOLD
 /// layer (att shift C, ffn shift C); previous `khat` (C) and previous `xo` (C); compressed keys
-/// [capacity, c_dim]; per GOLD layer keys [capacity, C] then values [capacity, C].
+/// [capacity, c_dim]; then, with f32 keys and values, per GOLD layer keys [capacity, C] then
+/// values [capacity, C]. With f16 keys and values the same per-layer rows live in a separate
+/// half-precision slice.
 #[derive(Debug)]
 pub struct Context<'s> {
     config: Config,
     capacity: usize,
     len: usize,
+    kv_format: KvFormat,
     tokens: &'s mut [u32],
     floats: &'s mut [f32],
+    halves: &'s mut [u16],
 }
 
-fn context_floats(cfg: &Config, capacity: usize) -> Result<usize> {
-    let per_token = capacity
-        .checked_mul(cfg.working_floats_per_token())
+/// Floats of the context and f16 values of its GOLD keys and values.
+fn context_sizes(cfg: &Config, capacity: usize, kv: KvFormat) -> Result<(usize, usize)> {
+    kv_value_bytes(kv).ok_or(Error::OutOfRange)?;
+    let kv_values = capacity
+        .checked_mul(2 * cfg.n_embd)
+        .and_then(|v| v.checked_mul(cfg.n_gold()))
         .ok_or(Error::OutOfRange)?;
-    cfg.fixed_floats()?
+    let compressed = capacity.checked_mul(cfg.c_dim).ok_or(Error::OutOfRange)?;
+    let floats = cfg
+        .fixed_floats()?
         .checked_add(2 * cfg.n_embd)
-        .and_then(|f| f.checked_add(per_token))
-        .ok_or(Error::OutOfRange)
+        .and_then(|f| f.checked_add(compressed))
+        .ok_or(Error::OutOfRange)?;
+    Ok(match kv {
+        KvFormat::F16 => (floats, kv_values),
+        _ => (floats.checked_add(kv_values).ok_or(Error::OutOfRange)?, 0),
+    })
 }
+
+type ContextParts<C> = (
+    <C as Carve>::Out<u32>,
+    <C as Carve>::Out<f32>,
+    <C as Carve>::Out<u16>,
+);
 
 fn carve_context<C: Carve>(
     arena: &mut C,
     cfg: &Config,
     capacity: usize,
-) -> Result<(C::Out<u32>, C::Out<f32>)> {
+    kv: KvFormat,
+) -> Result<ContextParts<C>> {
     if capacity == 0 {
         return Err(Error::OutOfRange);
     }
+    let (floats, halves) = context_sizes(cfg, capacity, kv)?;
     let tokens = arena.take::<u32>(capacity)?;
-    let floats = arena.take::<f32>(context_floats(cfg, capacity)?)?;
-    Ok((tokens, floats))
+    let floats = arena.take::<f32>(floats)?;
+    let halves = arena.take::<u16>(halves)?;
+    Ok((tokens, floats, halves))
+}
+
+/// The GOLD keys and values, per layer keys [capacity, C] then values [capacity, C].
+enum KvRows<'c> {
+    F32(&'c mut [f32]),
+    F16(&'c mut [u16]),
+}
+
+impl KvRows<'_> {
+    fn store(&mut self, at: usize, row: &[f32]) {
+        match self {
+            KvRows::F32(v) => v[at..at + row.len()].copy_from_slice(row),
+            KvRows::F16(v) => {
+                for (dst, x) in v[at..at + row.len()].iter_mut().zip(row) {
+                    *dst = half::f16::from_f32(*x).to_bits();
+                }
+            }
+        }
+    }
+
+    /// `Σ a[j] · row[at + j]`.
+    fn dot(&self, at: usize, a: &[f32]) -> f32 {
+        match self {
+            KvRows::F32(v) => a.iter().zip(&v[at..at + a.len()]).map(|(x, y)| x * y).sum(),
+            KvRows::F16(v) => a
+                .iter()
+                .zip(&v[at..at + a.len()])
+                .map(|(x, y)| x * half::f16::from_bits(*y).to_f32())
+                .sum(),
+        }
+    }
+
+    /// `y += p · row[at..]`.
+    fn axpy(&self, at: usize, p: f32, y: &mut [f32]) {
+        let n = y.len();
+        match self {
+            KvRows::F32(v) => {
+                for (yj, vj) in y.iter_mut().zip(&v[at..at + n]) {
+                    *yj += p * vj;
+                }
+            }
+            KvRows::F16(v) => {
+                for (yj, vj) in y.iter_mut().zip(&v[at..at + n]) {
+                    *yj += p * half::f16::from_bits(*vj).to_f32();
+                }
+            }
+        }
+    }
 }
 
 /// Disjoint views of a context's parts.
@@ -641,22 +750,41 @@ struct Parts<'c> {
     prev_khat: &'c mut [f32],
     prev_xo: &'c mut [f32],
     compressed: &'c mut [f32],
-    kv: &'c mut [f32],
+    kv: KvRows<'c>,
 }
 
 impl<'s> Context<'s> {
-    /// An empty context for up to `capacity` tokens, carved from `arena` (see
-    /// [`GoldFinch::memory_plan`] for its size).
+    /// An empty context for up to `capacity` tokens with f32 GOLD keys and values, carved from
+    /// `arena` (see [`GoldFinch::memory_plan`] for its size).
     pub fn carve(config: &Config, capacity: usize, arena: &mut Arena<'s>) -> Result<Self> {
-        let (tokens, floats) = carve_context(arena, config, capacity)?;
+        Self::carve_with(config, capacity, KvFormat::F32, arena)
+    }
+
+    /// [`Context::carve`] with the GOLD keys and values stored as `kv` (f32 or f16; see
+    /// [`GoldFinch::plan_for`] for its size).
+    pub fn carve_with(
+        config: &Config,
+        capacity: usize,
+        kv: KvFormat,
+        arena: &mut Arena<'s>,
+    ) -> Result<Self> {
+        let (tokens, floats, halves) = carve_context(arena, config, capacity, kv)?;
         floats.fill(0.0);
+        halves.fill(0);
         Ok(Context {
             config: *config,
             capacity,
             len: 0,
+            kv_format: kv,
             tokens,
             floats,
+            halves,
         })
+    }
+
+    /// How the GOLD keys and values are stored.
+    pub fn kv_format(&self) -> KvFormat {
+        self.kv_format
     }
 
     /// Tokens in the cache.
@@ -683,12 +811,17 @@ impl<'s> Context<'s> {
     pub fn reset(&mut self) {
         self.len = 0;
         self.floats.fill(0.0);
+        self.halves.fill(0);
     }
 
     /// Bytes of the working cache in use (compressed keys, token ids and per-layer keys and
     /// values of the cached tokens), excluding the constant-size state.
     pub fn working_cache_bytes(&self) -> usize {
-        self.len * (4 + 4 * self.config.working_floats_per_token())
+        self.len
+            * self
+                .config
+                .working_bytes_per_token(self.kv_format)
+                .unwrap_or(0)
     }
 
     fn parts(&mut self) -> Parts<'_> {
@@ -699,6 +832,10 @@ impl<'s> Context<'s> {
         let (prev_khat, rest) = rest.split_at_mut(c);
         let (prev_xo, rest) = rest.split_at_mut(c);
         let (compressed, kv) = rest.split_at_mut(self.capacity * cfg.c_dim);
+        let kv = match self.kv_format {
+            KvFormat::F16 => KvRows::F16(&mut *self.halves),
+            _ => KvRows::F32(kv),
+        };
         Parts {
             fixed,
             prev_khat,
@@ -742,7 +879,6 @@ struct Buffers<C: Carve> {
     r: C::Out<f32>,
     k: C::Out<f32>,
     v: C::Out<f32>,
-    decay: C::Out<f32>,
     y: C::Out<f32>,
     out: C::Out<f32>,
     hidden: C::Out<f32>,
@@ -770,7 +906,6 @@ fn carve_buffers<C: Carve>(a: &mut C, cfg: &Config, capacity: usize) -> Result<B
         r: a.take(c)?,
         k: a.take(c)?,
         v: a.take(c)?,
-        decay: a.take(c)?,
         y: a.take(c)?,
         out: a.take(c)?,
         hidden: a.take(cfg.dim_ffn)?,
@@ -781,11 +916,69 @@ fn carve_buffers<C: Carve>(a: &mut C, cfg: &Config, capacity: usize) -> Result<B
     })
 }
 
-/// Scratch memory for one token at a time, with room for attention over `capacity` positions.
+/// Token-major rows for running the Finch-C2 layers and the compression over a chunk of up
+/// to `max_tokens` tokens with matrix-matrix products.
+struct ChunkBuffers<C: Carve> {
+    /// Residual stream and normalised embeddings [T, C].
+    x: C::Out<f32>,
+    x0: C::Out<f32>,
+    /// LayerNorm output and token shift [T, C].
+    xx: C::Out<f32>,
+    sx: C::Out<f32>,
+    /// Mixed inputs r, k, v, w, v2 [T, C] each.
+    mixed: [C::Out<f32>; 5],
+    /// Mix adapter hidden values [T, 5·D].
+    lora_mix: C::Out<f32>,
+    /// Decay and second-value adapter hidden values [T, max(D', D'')].
+    lora_small: C::Out<f32>,
+    r: C::Out<f32>,
+    k: C::Out<f32>,
+    v: C::Out<f32>,
+    decay: C::Out<f32>,
+    y: C::Out<f32>,
+    out: C::Out<f32>,
+    /// Channel-mix hidden [T, F].
+    hidden: C::Out<f32>,
+    /// Compressed keys [T, c_dim].
+    compressed: C::Out<f32>,
+}
+
+fn carve_chunk<C: Carve>(a: &mut C, cfg: &Config, max_tokens: usize) -> Result<ChunkBuffers<C>> {
+    let n = |width: usize| max_tokens.checked_mul(width).ok_or(Error::OutOfRange);
+    let tc = n(cfg.n_embd)?;
+    Ok(ChunkBuffers {
+        x: a.take(tc)?,
+        x0: a.take(tc)?,
+        xx: a.take(tc)?,
+        sx: a.take(tc)?,
+        mixed: [
+            a.take(tc)?,
+            a.take(tc)?,
+            a.take(tc)?,
+            a.take(tc)?,
+            a.take(tc)?,
+        ],
+        lora_mix: a.take(n(5 * cfg.lora_mix)?)?,
+        lora_small: a.take(n(cfg.lora_decay.max(cfg.lora_value2))?)?,
+        r: a.take(tc)?,
+        k: a.take(tc)?,
+        v: a.take(tc)?,
+        decay: a.take(tc)?,
+        y: a.take(tc)?,
+        out: a.take(tc)?,
+        hidden: a.take(n(cfg.dim_ffn)?)?,
+        compressed: a.take(n(cfg.c_dim)?)?,
+    })
+}
+
+/// Scratch memory: one-token buffers with room for attention over `capacity` positions, and
+/// rows for prefill chunks of up to `max_tokens` tokens.
 pub struct Scratch<'s> {
     config: Config,
     capacity: usize,
+    max_tokens: usize,
     b: Buffers<Arena<'s>>,
+    chunk: ChunkBuffers<Arena<'s>>,
 }
 
 impl core::fmt::Debug for Scratch<'_> {
@@ -797,16 +990,36 @@ impl core::fmt::Debug for Scratch<'_> {
 }
 
 impl<'s> Scratch<'s> {
-    /// Scratch for contexts of up to `capacity` tokens, carved from `arena`.
+    /// Scratch for contexts of up to `capacity` tokens, running prompts one token at a time
+    /// (the least memory), carved from `arena`.
     pub fn carve(config: &Config, capacity: usize, arena: &mut Arena<'s>) -> Result<Self> {
-        if capacity == 0 {
+        Self::carve_chunked(config, capacity, 1, arena)
+    }
+
+    /// Scratch for contexts of up to `capacity` tokens whose prefill runs the Finch-C2 layers
+    /// and the compression over chunks of up to `max_tokens` tokens with matrix-matrix
+    /// products (see [`GoldFinch::memory_plan_chunked`]).
+    pub fn carve_chunked(
+        config: &Config,
+        capacity: usize,
+        max_tokens: usize,
+        arena: &mut Arena<'s>,
+    ) -> Result<Self> {
+        if capacity == 0 || max_tokens == 0 {
             return Err(Error::OutOfRange);
         }
         Ok(Scratch {
             config: *config,
             capacity,
+            max_tokens,
             b: carve_buffers(arena, config, capacity)?,
+            chunk: carve_chunk(arena, config, max_tokens)?,
         })
+    }
+
+    /// Most tokens one prefill chunk processes.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
     }
 }
 
@@ -819,13 +1032,52 @@ fn rms_normalize(x: &mut [f32]) {
     }
 }
 
+/// Rotates every head (size `n`) of `x` in consecutive pairs `(x[2i], x[2i+1])` by the angle
+/// `pos · base^(-2i/n)` (the paper's RoPE ablation: complex multiplication of adjacent pairs).
+fn rope(x: &mut [f32], n: usize, pos: usize, base: u32) {
+    let ln_base = libm::log(f64::from(base));
+    for head in x.chunks_exact_mut(n) {
+        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+            let freq = libm::exp(-ln_base * (2 * i) as f64 / n as f64);
+            let angle = pos as f64 * freq;
+            let (sin, cos) = (libm::sin(angle) as f32, libm::cos(angle) as f32);
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
+    }
+}
+
 /// Magic bytes at the start of a saved GoldFinch context.
 pub const CONTEXT_MAGIC: [u8; 8] = *b"GCGOLDF\0";
 /// Version of the saved-context format.
 pub const CONTEXT_VERSION: u16 = 1;
 /// Payload layout id: fixed state f32, token ids u32, compressed keys f32.
 pub const CONTEXT_LAYOUT: u16 = 1;
+/// Payload layout id with the compressed keys in f16 (the paper's at-rest size):
+/// [`GoldFinch::save_as`] with [`KvFormat::F16`].
+pub const CONTEXT_LAYOUT_F16_KEYS: u16 = 2;
+
+/// Layout id and bytes per compressed-key element of an at-rest key format.
+fn key_layout(keys: KvFormat) -> Result<(u16, usize)> {
+    match keys {
+        KvFormat::F32 => Ok((CONTEXT_LAYOUT, 4)),
+        KvFormat::F16 => Ok((CONTEXT_LAYOUT_F16_KEYS, 2)),
+        KvFormat::I8 => Err(Error::OutOfRange),
+    }
+}
 const CONTEXT_HEADER: usize = 40;
+
+/// Tokens held by a context saved by [`GoldFinch::save`], read from its header alone (so a
+/// caller can size the [`Context`] to restore it into); `None` when `bytes` does not start
+/// with a saved-context header. [`GoldFinch::restore`] still checks everything.
+pub fn saved_context_tokens(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(..8)? != CONTEXT_MAGIC {
+        return None;
+    }
+    let count: [u8; 8] = bytes.get(32..40)?.try_into().ok()?;
+    Some(u64::from_le_bytes(count))
+}
 
 /// A GoldFinch model ready to run.
 #[derive(Debug, Clone, Copy)]
@@ -858,17 +1110,56 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
     }
 
     /// Exact bytes of weights, context (state + working cache for `capacity` tokens) and
-    /// scratch, each in its own aligned buffer.
+    /// scratch for one-token prefill ([`Scratch::carve`]), each in its own aligned buffer.
     pub fn memory_plan(&self, capacity: usize) -> Result<MemoryPlan> {
         Self::plan(self.config(), capacity, self.weights.bytes)
     }
 
+    /// [`GoldFinch::memory_plan`] with scratch for prefill chunks of up to `max_tokens`
+    /// tokens ([`Scratch::carve_chunked`]).
+    pub fn memory_plan_chunked(&self, capacity: usize, max_tokens: usize) -> Result<MemoryPlan> {
+        Self::plan_chunked(self.config(), capacity, max_tokens, self.weights.bytes)
+    }
+
+    /// [`GoldFinch::memory_plan_chunked`] for a context whose GOLD keys and values are stored
+    /// as `kv` ([`Context::carve_with`]).
+    pub fn memory_plan_for(
+        &self,
+        capacity: usize,
+        max_tokens: usize,
+        kv: KvFormat,
+    ) -> Result<MemoryPlan> {
+        Self::plan_for(self.config(), capacity, max_tokens, kv, self.weights.bytes)
+    }
+
     /// [`GoldFinch::memory_plan`] from a configuration alone.
     pub fn plan(config: &Config, capacity: usize, weight_bytes: usize) -> Result<MemoryPlan> {
+        Self::plan_chunked(config, capacity, 1, weight_bytes)
+    }
+
+    /// [`GoldFinch::memory_plan_chunked`] from a configuration alone.
+    pub fn plan_chunked(
+        config: &Config,
+        capacity: usize,
+        max_tokens: usize,
+        weight_bytes: usize,
+    ) -> Result<MemoryPlan> {
+        Self::plan_for(config, capacity, max_tokens, KvFormat::F32, weight_bytes)
+    }
+
+    /// [`GoldFinch::memory_plan_for`] from a configuration alone.
+    pub fn plan_for(
+        config: &Config,
+        capacity: usize,
+        max_tokens: usize,
+        kv: KvFormat,
+        weight_bytes: usize,
+    ) -> Result<MemoryPlan> {
         let mut state = Planner::new();
-        carve_context(&mut state, config, capacity)?;
+        carve_context(&mut state, config, capacity, kv)?;
         let mut scratch = Planner::new();
         carve_buffers(&mut scratch, config, capacity)?;
+        carve_chunk(&mut scratch, config, max_tokens)?;
         Ok(MemoryPlan {
             weight_bytes,
             state_bytes: state.bytes(),
@@ -902,6 +1193,8 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
 
     /// Runs `tokens` after the context. `logits` is [V] (after the last token: the GOLD layers
     /// then run only over the last `2 · n_gold + 1` tokens) or [T, V] (after every token).
+    /// The Finch-C2 layers and the compression run over chunks of `scratch.max_tokens()`
+    /// tokens with matrix-matrix products; the result does not depend on the chunk size.
     pub fn prefill(
         &self,
         ctx: &mut Context,
@@ -934,25 +1227,38 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             return Err(Error::OutOfRange);
         }
         let window = if want_all { t_n } else { 2 * cfg.n_gold() + 1 };
-        for (p, &token) in tokens.iter().enumerate() {
-            let b = &mut scratch.b;
-            self.embed(token, b.x0)?;
-            b.x.copy_from_slice(b.x0);
+        let (c, cd) = (cfg.n_embd, cfg.c_dim);
+        let mut first = 0;
+        for chunk in tokens.chunks(scratch.max_tokens) {
+            let rows = chunk.len();
+            let cb = &mut scratch.chunk;
+            for (t, &token) in chunk.iter().enumerate() {
+                self.embed(token, &mut cb.x0[t * c..(t + 1) * c])?;
+            }
+            cb.x[..rows * c].copy_from_slice(&cb.x0[..rows * c]);
             for i in 0..cfg.first_gold {
-                self.finch_block(ctx, b, i)?;
+                self.finch_chunk(ctx, cb, i, rows)?;
             }
-            let pos = ctx.len;
-            self.kernels
-                .gemv(&self.weights.compress, b.x, &mut b.cat[cfg.n_embd..])?;
-            {
-                let parts = ctx.parts();
-                parts.compressed[pos * cfg.c_dim..(pos + 1) * cfg.c_dim]
-                    .copy_from_slice(&b.cat[cfg.n_embd..]);
-            }
-            ctx.tokens[pos] = token;
-            self.append_keys_values(ctx, b, pos)?;
-            ctx.len = pos + 1;
-            if p + window >= t_n {
+            self.kernels.gemm(
+                &self.weights.compress,
+                &cb.x[..rows * c],
+                rows,
+                &mut cb.compressed[..rows * cd],
+            )?;
+            for (t, &token) in chunk.iter().enumerate() {
+                let p = first + t;
+                let b = &mut scratch.b;
+                b.x0.copy_from_slice(&cb.x0[t * c..(t + 1) * c]);
+                b.x.copy_from_slice(&cb.x[t * c..(t + 1) * c]);
+                b.cat[c..].copy_from_slice(&cb.compressed[t * cd..(t + 1) * cd]);
+                let pos = ctx.len;
+                ctx.parts().compressed[pos * cd..(pos + 1) * cd].copy_from_slice(&b.cat[c..]);
+                ctx.tokens[pos] = token;
+                self.append_keys_values(ctx, b, pos)?;
+                ctx.len = pos + 1;
+                if p + window < t_n {
+                    continue;
+                }
                 for g in 0..cfg.n_gold() {
                     self.gold_block(ctx, b, g)?;
                 }
@@ -972,6 +1278,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
                     self.kernels.gemv(&self.weights.head, b.xx, out)?;
                 }
             }
+            first += rows;
         }
         Ok(())
     }
@@ -1001,7 +1308,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         rms_normalize(b.khat);
         b.xo.copy_from_slice(b.x0);
         rms_normalize(b.xo);
-        let parts = ctx.parts();
+        let mut parts = ctx.parts();
         // sx = previous - current, for the values (xo) and the keys (khat).
         for j in 0..c {
             b.sx[j] = parts.prev_xo[j] - b.xo[j];
@@ -1034,6 +1341,9 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
                 *kj += oj;
             }
             ops::layer_norm(b.k, att.ln_k.0, att.ln_k.1, LAYER_NORM_EPS)?;
+            if let Some(base) = cfg.rope_theta {
+                rope(b.k, cfg.head_size, pos, base);
+            }
             shift_mix(
                 b.xo,
                 b.sx,
@@ -1054,84 +1364,130 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             }
             ops::layer_norm(b.v, att.ln_v.0, att.ln_v.1, LAYER_NORM_EPS)?;
             let layer_base = g * 2 * cap * c;
-            parts.kv[layer_base + pos * c..layer_base + (pos + 1) * c].copy_from_slice(b.k);
-            let values = layer_base + cap * c;
-            parts.kv[values + pos * c..values + (pos + 1) * c].copy_from_slice(b.v);
+            parts.kv.store(layer_base + pos * c, b.k);
+            parts.kv.store(layer_base + (cap + pos) * c, b.v);
         }
         parts.prev_khat.copy_from_slice(b.khat);
         parts.prev_xo.copy_from_slice(b.xo);
         Ok(())
     }
 
-    /// `x += FinchC2(LN(x; ln1)); x += ChannelMix(LN(x; ln2))` for one token.
-    fn finch_block(&self, ctx: &mut Context, b: &mut Buffers<Arena>, i: usize) -> Result<()> {
+    /// `x += FinchC2(LN(x; ln1)); x += ChannelMix(LN(x; ln2))` for the first `rows` token
+    /// rows of the chunk, the projections as matrix-matrix products.
+    fn finch_chunk(
+        &self,
+        ctx: &mut Context,
+        cb: &mut ChunkBuffers<Arena>,
+        i: usize,
+        rows: usize,
+    ) -> Result<()> {
         let cfg = *self.config();
+        let (c, dm) = (cfg.n_embd, cfg.lora_mix);
+        let small = cfg.lora_decay.max(cfg.lora_value2);
+        let tc = rows * c;
         let layer = self.weights.layer(i)?;
         let Mix::FinchC2(att) = &layer.att else {
             return Err(Error::OutOfRange);
         };
         let parts = ctx.parts();
         let (att_shift, wkv, ffn_shift) = finch_state(&cfg, parts.fixed, i);
-        norm_and_shift(b.x, b.xx, b.sx, layer.ln1, att_shift)?;
-        let dm = cfg.lora_mix;
-        let lora = &mut b.adapter[..5 * dm];
-        mix_adapter_hidden(b.xx, b.sx, att.maa_x, &att.maa_w1, b.base, lora)?;
-        for (k, mixed) in b.mixed.iter_mut().enumerate() {
-            shift_mix(
-                b.xx,
-                b.sx,
-                att.maa[k],
-                Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
-                b.out,
-                mixed,
+        let (xx, sx) = (&mut cb.xx[..tc], &mut cb.sx[..tc]);
+        norm_and_shift(&cb.x[..tc], xx, sx, layer.ln1, att_shift)?;
+        for t in 0..rows {
+            let row = t * c..(t + 1) * c;
+            let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
+            let lora = &mut cb.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
+            mix_adapter_hidden(
+                xx_t,
+                sx_t,
+                att.maa_x,
+                &att.maa_w1,
+                &mut cb.y[row.clone()],
+                lora,
             )?;
+            for (k, mixed) in cb.mixed.iter_mut().enumerate() {
+                shift_mix(
+                    xx_t,
+                    sx_t,
+                    att.maa[k],
+                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
+                    &mut cb.out[row.clone()],
+                    &mut mixed[row.clone()],
+                )?;
+            }
         }
-        let [xr, xk, xv, xw, xv2] = &b.mixed;
+        let [xr, xk, xv, xw, xv2] = &cb.mixed;
         let kern = &self.kernels;
-        kern.gemv(&att.receptance, xr, b.r)?;
-        kern.gemv(&att.key, xk, b.k)?;
-        kern.gemv(&att.value, xv, b.v)?;
-        data_dependent_decay(
-            xw,
-            att.decay,
-            &att.decay_w1,
-            &att.decay_w2,
-            &mut b.hidden_small[..cfg.lora_decay],
-            b.decay,
-        )?;
-        for (kj, dj) in b.k.iter_mut().zip(b.decay.iter()) {
-            *kj *= 1.0 - dj;
+        kern.gemm(&att.receptance, &xr[..tc], rows, &mut cb.r[..tc])?;
+        kern.gemm(&att.key, &xk[..tc], rows, &mut cb.k[..tc])?;
+        kern.gemm(&att.value, &xv[..tc], rows, &mut cb.v[..tc])?;
+        for t in 0..rows {
+            let row = t * c..(t + 1) * c;
+            let decay = &mut cb.decay[row.clone()];
+            data_dependent_decay(
+                &xw[row.clone()],
+                att.decay,
+                &att.decay_w1,
+                &att.decay_w2,
+                &mut cb.lora_small[t * small..t * small + cfg.lora_decay],
+                decay,
+            )?;
+            let k = &mut cb.k[row.clone()];
+            for (kj, dj) in k.iter_mut().zip(decay.iter()) {
+                *kj *= 1.0 - dj;
+            }
+            wkv_step(
+                WkvInputs {
+                    r: &cb.r[row.clone()],
+                    k,
+                    v: &cb.v[row.clone()],
+                    decay,
+                    bonus: None,
+                },
+                cfg.head_size,
+                wkv,
+                &mut cb.y[row],
+            );
         }
-        wkv_step(
-            WkvInputs {
-                r: b.r,
-                k: b.k,
-                v: b.v,
-                decay: b.decay,
-                bonus: None,
-            },
-            cfg.head_size,
-            wkv,
-            b.y,
-        );
         // The second value stands in for the bonus: v2 = W_v x_v2 + adapter(x_v2).
-        kern.gemv(&att.value, xv2, b.v)?;
-        low_rank(
-            xv2,
-            &att.value2_w1,
-            &att.value2_w2,
-            &mut b.hidden_small[..cfg.lora_value2],
-            b.out,
-        )?;
-        for ((yj, vj), oj) in b.y.iter_mut().zip(b.v.iter()).zip(b.out.iter()) {
-            *yj += vj + oj;
+        kern.gemm(&att.value, &xv2[..tc], rows, &mut cb.v[..tc])?;
+        for t in 0..rows {
+            let row = t * c..(t + 1) * c;
+            let out = &mut cb.out[row.clone()];
+            low_rank(
+                &xv2[row.clone()],
+                &att.value2_w1,
+                &att.value2_w2,
+                &mut cb.lora_small[t * small..t * small + cfg.lora_value2],
+                out,
+            )?;
+            let y = &mut cb.y[row.clone()];
+            for ((yj, vj), oj) in y.iter_mut().zip(&cb.v[row]).zip(out.iter()) {
+                *yj += vj + oj;
+            }
+            ops::layer_norm(y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
         }
-        ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
-        kern.gemv(&att.output, b.y, b.out)?;
-        for (xj, oj) in b.x.iter_mut().zip(b.out.iter()) {
+        kern.gemm(&att.output, &cb.y[..tc], rows, &mut cb.out[..tc])?;
+        for (xj, oj) in cb.x[..tc].iter_mut().zip(&cb.out[..tc]) {
             *xj += oj;
         }
-        self.ffn(layer, ffn_shift, b)
+        let [_, xk, _, xr, _] = &mut cb.mixed;
+        channel_mix(
+            kern,
+            &layer.ffn,
+            layer.ln2,
+            ffn_shift,
+            &mut cb.x[..tc],
+            ChannelMixBuffers {
+                xx: &mut cb.xx[..tc],
+                sx: &mut cb.sx[..tc],
+                xk: &mut xk[..tc],
+                xr: &mut xr[..tc],
+                hidden: &mut cb.hidden[..rows * cfg.dim_ffn],
+                out: &mut cb.out[..tc],
+                r: &mut cb.r[..tc],
+            },
+        )
     }
 
     fn ffn(&self, layer: &Layer, shift: &mut [f32], b: &mut Buffers<Arena>) -> Result<()> {
@@ -1178,26 +1534,24 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         )?;
         self.kernels.gemv(&att.query, b.mixed[0], b.r)?;
         ops::layer_norm(b.r, att.ln_q.0, att.ln_q.1, LAYER_NORM_EPS)?;
-        let layer_base = g * 2 * cap * c;
-        let keys = &parts.kv[layer_base..layer_base + len * c];
-        let values = &parts.kv[layer_base + cap * c..layer_base + cap * c + len * c];
+        if let Some(base) = cfg.rope_theta {
+            rope(b.r, n, len - 1, base);
+        }
+        let keys = g * 2 * cap * c;
+        let values = keys + cap * c;
         let scale = 1.0 / libm::sqrtf(n as f32);
         let scores = &mut b.scores[..len];
         for h in 0..cfg.n_head() {
             let head = h * n..(h + 1) * n;
             let q = &b.r[head.clone()];
             for (s, score) in scores.iter_mut().enumerate() {
-                let k = &keys[s * c + h * n..s * c + (h + 1) * n];
-                *score = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                *score = parts.kv.dot(keys + s * c + h * n, q) * scale;
             }
             ops::softmax(scores)?;
             let y = &mut b.y[head];
             y.fill(0.0);
             for (s, &p) in scores.iter().enumerate() {
-                let v = &values[s * c + h * n..s * c + (h + 1) * n];
-                for (yj, vj) in y.iter_mut().zip(v) {
-                    *yj += p * vj;
-                }
+                parts.kv.axpy(values + s * c + h * n, p, y);
             }
         }
         ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
@@ -1210,20 +1564,28 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
 
     /// Bytes [`GoldFinch::save`] writes for a context of `len` tokens.
     pub fn saved_len(&self, len: usize) -> Result<usize> {
+        self.saved_len_as(len, KvFormat::F32)
+    }
+
+    /// Bytes [`GoldFinch::save_as`] writes for a context of `len` tokens with compressed keys
+    /// stored as `keys` (f32 or f16).
+    pub fn saved_len_as(&self, len: usize, keys: KvFormat) -> Result<usize> {
         let cfg = self.config();
+        let (_, key_bytes) = key_layout(keys)?;
+        let per_token = 4 + key_bytes * cfg.c_dim;
         cfg.fixed_floats()?
             .checked_mul(4)
-            .and_then(|f| f.checked_add(len.checked_mul(cfg.at_rest_bytes_per_token())?))
+            .and_then(|f| f.checked_add(len.checked_mul(per_token)?))
             .and_then(|f| f.checked_add(CONTEXT_HEADER + 4))
             .ok_or(Error::OutOfRange)
     }
 
-    fn header(&self, len: usize) -> [u8; CONTEXT_HEADER] {
+    fn header(&self, len: usize, layout: u16) -> [u8; CONTEXT_HEADER] {
         let cfg = self.config();
         let mut h = [0u8; CONTEXT_HEADER];
         h[0..8].copy_from_slice(&CONTEXT_MAGIC);
         h[8..10].copy_from_slice(&CONTEXT_VERSION.to_le_bytes());
-        h[10..12].copy_from_slice(&CONTEXT_LAYOUT.to_le_bytes());
+        h[10..12].copy_from_slice(&layout.to_le_bytes());
         let dims = [
             cfg.n_layer,
             cfg.n_embd,
@@ -1245,16 +1607,24 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
     /// |---|---|
     /// | 0..8 | `GCGOLDF\0` |
     /// | 8..10 | format version (u16, 1) |
-    /// | 10..12 | payload layout (u16, 1) |
+    /// | 10..12 | payload layout (u16, 1; 2 from [`GoldFinch::save_as`] with f16 keys) |
     /// | 12..32 | n_layer, n_embd, head_size, first GOLD layer, c_dim (u32 each) |
     /// | 32..40 | tokens in the context (u64) |
-    /// | 40.. | fixed state (f32, [`Context`] order), token ids (u32), compressed keys (f32) |
+    /// | 40.. | fixed state (f32, [`Context`] order), token ids (u32), compressed keys (f32; f16 in layout 2) |
     /// | last 4 | CRC-32 (IEEE) of everything before it |
     pub fn save(&self, ctx: &Context, out: &mut [u8]) -> Result<usize> {
+        self.save_as(ctx, KvFormat::F32, out)
+    }
+
+    /// [`GoldFinch::save`] with the compressed keys stored as `keys`: f32 (layout 1, restores
+    /// bit for bit) or f16 (layout 2, `4 + 2·c_dim` bytes per token, the paper's at-rest
+    /// size; the restored keys are the f16-rounded ones).
+    pub fn save_as(&self, ctx: &Context, keys: KvFormat, out: &mut [u8]) -> Result<usize> {
         if ctx.config != *self.config() {
             return Err(Error::OutOfRange);
         }
-        let len = self.saved_len(ctx.len)?;
+        let (layout, _) = key_layout(keys)?;
+        let len = self.saved_len_as(ctx.len, keys)?;
         let provided = out.len() as u64;
         let out = out.get_mut(..len).ok_or(Error::BufferTooSmall {
             needed: len as u64,
@@ -1262,7 +1632,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         })?;
         let n = ctx.len;
         let c_dim = self.config().c_dim;
-        out[..CONTEXT_HEADER].copy_from_slice(&self.header(n));
+        out[..CONTEXT_HEADER].copy_from_slice(&self.header(n, layout));
         let mut at = CONTEXT_HEADER;
         let mut put = |bytes: [u8; 4]| {
             out[at..at + 4].copy_from_slice(&bytes);
@@ -1277,7 +1647,13 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             put(t.to_le_bytes());
         }
         for v in &ctx.floats[compressed_at..compressed_at + n * c_dim] {
-            put(v.to_le_bytes());
+            if layout == CONTEXT_LAYOUT {
+                out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                at += 4;
+            } else {
+                out[at..at + 2].copy_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes());
+                at += 2;
+            }
         }
         let crc = rwkv6::crc32(&out[..at]);
         out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
@@ -1318,12 +1694,19 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             });
         }
         let n = n as usize;
-        if bytes[10..CONTEXT_HEADER] != self.header(n)[10..] {
+        let layout = u16::from_le_bytes([bytes[10], bytes[11]]);
+        let keys = if layout == CONTEXT_LAYOUT_F16_KEYS {
+            KvFormat::F16
+        } else {
+            KvFormat::F32
+        };
+        let (_, key_bytes) = key_layout(keys)?;
+        if bytes[10..CONTEXT_HEADER] != self.header(n, key_layout(keys)?.0)[10..] {
             return Err(Error::BadMetadata {
                 key: Name::new("context layout or dimensions"),
             });
         }
-        let len = self.saved_len(n)?;
+        let len = self.saved_len_as(n, keys)?;
         if bytes.len() != len {
             return Err(Error::Truncated {
                 needed: len as u64,
@@ -1339,10 +1722,14 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         let (fixed, rest) = payload.split_at(4 * fixed_len);
         let (tokens, compressed) = rest.split_at(4 * n);
         let float = |b: &[u8]| f32::from_le_bytes(word(b));
-        if !fixed
-            .chunks_exact(4)
-            .chain(compressed.chunks_exact(4))
-            .all(|b| float(b).is_finite())
+        let key = |b: &[u8]| match b {
+            [lo, hi] => half::f16::from_bits(u16::from_le_bytes([*lo, *hi])).to_f32(),
+            _ => float(b),
+        };
+        if !fixed.chunks_exact(4).all(|b| float(b).is_finite())
+            || !compressed
+                .chunks_exact(key_bytes)
+                .all(|b| key(b).is_finite())
         {
             return Err(Error::NonFinite);
         }
@@ -1360,16 +1747,16 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             *dst = float(b);
         }
         let c = cfg.n_embd;
-        for (pos, (t, key)) in tokens
+        for (pos, (t, stored)) in tokens
             .chunks_exact(4)
-            .zip(compressed.chunks_exact(4 * cfg.c_dim))
+            .zip(compressed.chunks_exact(key_bytes * cfg.c_dim))
             .enumerate()
         {
             let token = u32::from_le_bytes(word(t));
             let b = &mut scratch.b;
             self.embed(token, b.x0)?;
-            for (dst, src) in b.cat[c..].iter_mut().zip(key.chunks_exact(4)) {
-                *dst = float(src);
+            for (dst, src) in b.cat[c..].iter_mut().zip(stored.chunks_exact(key_bytes)) {
+                *dst = key(src);
             }
             ctx.tokens[pos] = token;
             ctx.parts().compressed[pos * cfg.c_dim..(pos + 1) * cfg.c_dim]

@@ -12,6 +12,7 @@ use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
 use panic_semihosting as _;
 
 mod toto;
+mod goldfinch;
 
 mod expected {
     include!(concat!(env!("OUT_DIR"), "/expected.rs"));
@@ -102,9 +103,16 @@ fn main() -> ! {
             false
         }
     };
-    let passed = usize::from(ok) + usize::from(toto_ok);
-    hprintln!("{} passed, {} failed", passed, 2 - passed);
-    let ok = ok && toto_ok;
+    let goldfinch_ok = match goldfinch::run() {
+        Ok(ok) => ok,
+        Err(e) => {
+            hprintln!("goldfinch error: {}", e);
+            false
+        }
+    };
+    let passed = usize::from(ok) + usize::from(toto_ok) + usize::from(goldfinch_ok);
+    hprintln!("{} passed, {} failed", passed, 3 - passed);
+    let ok = ok && toto_ok && goldfinch_ok;
     debug::exit(if ok {
         debug::EXIT_SUCCESS
     } else {

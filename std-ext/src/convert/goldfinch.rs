@@ -25,6 +25,9 @@ pub struct Options {
     pub embeddings: Format,
     /// A tokenizer to embed: its kind (`goldcrest.tokenizer`) and bytes.
     pub tokenizer: Option<(String, Vec<u8>)>,
+    /// RoPE base of the GOLD attention for checkpoints trained with the paper's RoPE ablation
+    /// (its config, not its tensors, says so); `None` for the default config.
+    pub rope_theta: Option<u32>,
 }
 
 impl Default for Options {
@@ -33,6 +36,7 @@ impl Default for Options {
             weights: Format::F16,
             embeddings: Format::F16,
             tokenizer: None,
+            rope_theta: None,
         }
     }
 }
@@ -125,6 +129,10 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
         ],
         options.tokenizer.as_ref(),
     );
+    if let Some(base) = options.rope_theta {
+        out.metadata
+            .insert(format!("goldcrest.{ARCH}.rope_theta"), base.to_string());
+    }
     let check = &out;
     if let Err(e) = GoldFinch::load(&check, &mut vec![None; n_layer], Kernels::for_target()) {
         bail!("not a valid GoldFinch checkpoint: {e}");
@@ -217,6 +225,36 @@ mod tests {
                 .fold(0.0f32, f32::max);
             assert!(d.is_finite() && d <= bound, "{}: {d}", format.name());
         }
+    }
+
+    /// The RoPE ablation lives in the training config, not in the tensors: `rope_theta`
+    /// records it, and the converted model runs with it.
+    #[test]
+    fn records_the_rope_ablation() {
+        use goldcrest_core::models::goldfinch::Config;
+        let input = fixture("tiny_rope.safetensors");
+        let tokens = [3u32, 17, 40];
+        let plain = convert(&input, &Options::default()).unwrap();
+        let roped = convert(
+            &input,
+            &Options {
+                rope_theta: Some(10000),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(Config::from_source(&&plain).unwrap().rope_theta, None);
+        assert_eq!(
+            Config::from_source(&&roped).unwrap().rope_theta,
+            Some(10000)
+        );
+        // The first token attends only to itself (no rotation matters); later ones differ.
+        let (a, b) = (step_logits(&plain, &tokens), step_logits(&roped, &tokens));
+        let v = a.len() / tokens.len();
+        let first = a[..v].iter().zip(&b[..v]).map(|(x, y)| (x - y).abs());
+        assert!(first.fold(0.0f32, f32::max) < 1e-6);
+        let later = a[v..].iter().zip(&b[v..]).map(|(x, y)| (x - y).abs());
+        assert!(later.fold(0.0f32, f32::max) > 1e-3);
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! `goldcrest bench --model M`: prefill and decode tokens/s on random token ids, as llama-bench
-//! measures them (one warm-up run, then the median of `--repeat` runs). Single-threaded: the
+//! measures them (one warm-up run, then the median of `--repeat` runs; no warm-up with
+//! `--context`, whose untimed fill serves as one). Single-threaded: the
 //! kernels do not split work across threads yet.
+//!
+//! `--context N` measures both after N tokens are already in the sequence (untimed), so
+//! attention's cost at long context shows: llama/qwen2 run the N tokens through the model;
+//! goldfinch restores a saved context of N random tokens and compressed keys (the exact path
+//! of `--state-in`, which computes every GOLD layer's keys and values, and far cheaper than a
+//! prefill of the Finch-C2 layers); rwkv6 has no per-token cache, so N changes nothing and is
+//! not run.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
+use goldcrest_core::models::{goldfinch, rwkv6};
 use goldcrest_core::ops::sample::Rng;
 
 use crate::session::{self, LanguageModel, Options, with_model};
@@ -22,6 +31,9 @@ pub struct Args {
     /// Tokens generated one by one for the decode measurement.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
+    /// Tokens already in the sequence when prefill and decode are timed.
+    #[arg(long, default_value_t = 0)]
+    context: usize,
     /// Tokens per prefill chunk (memory grows with it).
     #[arg(long, default_value_t = 64)]
     chunk: usize,
@@ -31,7 +43,7 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// KV cache storage (llama, qwen2).
+    /// KV cache storage (llama, qwen2; goldfinch: f32 or f16 GOLD keys and values).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
     /// Int8 activations for ternary layers (llama, qwen2).
@@ -45,6 +57,65 @@ struct Measured {
     decode: f64,
     weight_bytes: usize,
     describe: String,
+    /// Working cache bytes per token and the at-rest form's, when the model keeps a cache.
+    cache_per_token: Option<(usize, Option<usize>)>,
+    /// How the context was filled before timing.
+    filled: &'static str,
+}
+
+/// Brings a reset sequence to `args.context` tokens without timing it; returns how.
+fn fill_context(
+    args: &Args,
+    model: &mut dyn LanguageModel,
+    rng: &mut Rng,
+) -> anyhow::Result<&'static str> {
+    let n = args.context;
+    if n == 0 {
+        return Ok("empty");
+    }
+    let vocab = model.vocab() as u32;
+    let ids: Vec<u32> = (0..n).map(|_| rng.next_u32() % vocab).collect();
+    match model.arch() {
+        rwkv6::ARCH => Ok("not filled (recurrent state, the same size at any context)"),
+        goldfinch::ARCH => {
+            let bytes = synthetic_goldfinch_context(model, &ids, rng)?;
+            model.restore_state(&bytes)?;
+            Ok("restored from a saved context of random ids and compressed keys")
+        }
+        _ => {
+            let mut logits = vec![0.0f32; model.vocab()];
+            for part in ids.chunks(args.chunk) {
+                model.forward(part, &mut logits)?;
+            }
+            Ok("prefilled with random ids")
+        }
+    }
+}
+
+/// A saved GoldFinch context (see `GoldFinch::save`) holding `ids` with random compressed keys
+/// in [-1, 1] and the empty context's constant-size state.
+fn synthetic_goldfinch_context(
+    model: &mut dyn LanguageModel,
+    ids: &[u32],
+    rng: &mut Rng,
+) -> anyhow::Result<Vec<u8>> {
+    const HEADER: usize = 40;
+    let empty = model.save_state()?;
+    let c_dim = u32::from_le_bytes(empty[28..32].try_into()?) as usize;
+    let mut out = Vec::with_capacity(empty.len() + ids.len() * 4 * (1 + c_dim));
+    out.extend_from_slice(&empty[..32]);
+    out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+    out.extend_from_slice(&empty[HEADER..empty.len() - 4]);
+    for id in ids {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    for _ in 0..ids.len() * c_dim {
+        let unit = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+        out.extend_from_slice(&(2.0 * unit - 1.0).to_le_bytes());
+    }
+    let crc = rwkv6::crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
 }
 
 /// Token ids for the prompt and for the decode steps.
@@ -65,8 +136,14 @@ fn measure(args: &Args, model: &mut dyn LanguageModel) -> anyhow::Result<Measure
     let (prompt, generated) = random_ids(args, model.vocab());
     let mut logits = vec![0.0f32; model.vocab()];
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for run in 0..=args.repeat {
+    let mut fill_rng = Rng::new(0xC0_47E7);
+    let mut filled = "empty";
+    // With a filled context the fill itself warms the weights and caches: no separate warm-up
+    // run (a long fill can take minutes).
+    let first = usize::from(args.context > 0);
+    for run in first..=args.repeat {
         model.reset();
+        filled = fill_context(args, model, &mut fill_rng)?;
         let t = Instant::now();
         model.forward(&prompt, &mut logits)?;
         let p = args.prompt_tokens as f64 / t.elapsed().as_secs_f64();
@@ -80,7 +157,13 @@ fn measure(args: &Args, model: &mut dyn LanguageModel) -> anyhow::Result<Measure
             decode.push(d);
         }
     }
+    let cache_per_token = model.cache_use().and_then(|c| {
+        let per = c.bytes.checked_div(c.tokens)?;
+        Some((per, c.at_rest_per_token))
+    });
     Ok(Measured {
+        cache_per_token,
+        filled,
         prefill: median(prefill),
         decode: median(decode),
         weight_bytes: model.plan().weight_bytes,
@@ -107,7 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--prompt-tokens, --gen-tokens, --chunk and --repeat must be positive");
     }
     let options = Options {
-        positions: args.prompt_tokens + args.gen_tokens,
+        positions: args.context + args.prompt_tokens + args.gen_tokens,
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: args.int8_acts,
@@ -118,7 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             && context < options.positions
         {
             bail!(
-                "--prompt-tokens + --gen-tokens = {} exceeds the model's {context} positions",
+                "--context + --prompt-tokens + --gen-tokens = {} exceeds the model's {context} positions",
                 options.positions
             );
         }
@@ -132,6 +215,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "arch": arch,
             "isa": format!("{:?}", kernels.isa()),
             "threads": 1,
+            "context": args.context,
+            "context_filled": measured.filled,
+            "cache_bytes_per_token": measured.cache_per_token.map(|c| c.0),
+            "cache_at_rest_bytes_per_token": measured.cache_per_token.and_then(|c| c.1),
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "repeat": args.repeat,
@@ -147,6 +234,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             measured.describe,
             kernels.isa()
         );
+        if args.context > 0 {
+            println!("context {:>5} tokens: {}", args.context, measured.filled);
+        }
+        if let Some((per, at_rest)) = measured.cache_per_token {
+            let at_rest = at_rest
+                .map(|b| format!(", {b} at rest"))
+                .unwrap_or_default();
+            println!("cache   {per} bytes per token{at_rest}");
+        }
         println!(
             "prefill {:>5} tokens: {p:10.1} tokens/s",
             args.prompt_tokens

@@ -92,6 +92,10 @@ struct GoldfinchArgs {
     /// Kind of the embedded tokenizer when it cannot be told from the file name.
     #[arg(long, value_name = "KIND", requires = "tokenizer")]
     tokenizer_kind: Option<String>,
+    /// RoPE base of the GOLD attention, for checkpoints of the paper's RoPE ablation
+    /// (`configs/goldfinch_ablation_rope10k.yaml`: 10000); default: no RoPE.
+    #[arg(long, value_name = "BASE")]
+    rope_theta: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +183,7 @@ fn goldfinch_command(a: GoldfinchArgs) -> anyhow::Result<()> {
         weights: format_arg(&a.weights)?,
         embeddings: format_arg(&a.embeddings)?,
         tokenizer,
+        rope_theta: a.rope_theta,
     };
     let converted = goldcrest_std::convert::goldfinch::convert(&input, &options)
         .with_context(|| format!("converting {}", a.input.display()))?;

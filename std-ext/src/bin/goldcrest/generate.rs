@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use goldcrest_core::Error;
+use goldcrest_core::models::goldfinch;
 use goldcrest_core::ops::sample::{Rng, SamplerConfig, sample};
 use goldcrest_std::tokenize::Tokenizer;
 use goldcrest_std::tokenize::chat::{ChatMl, Message, encode_chatml};
@@ -20,7 +21,7 @@ const REPEAT_WINDOW: usize = 64;
 /// Arguments of `goldcrest generate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (rwkv6, llama or qwen2).
+    /// The model file (rwkv6, goldfinch, llama or qwen2).
     #[arg(long)]
     model: PathBuf,
     /// `world` (the bundled RWKV World vocabulary) or a vocabulary file; default: the one
@@ -66,24 +67,34 @@ pub struct Args {
     /// Print token ids (comma-separated) instead of text.
     #[arg(long)]
     emit_ids: bool,
-    /// Start from a recurrent state saved by --state-out (rwkv6).
+    /// Start from a state saved by --state-out (rwkv6: the recurrent state; goldfinch: the
+    /// whole context, states and compressed cache).
     #[arg(long, value_name = "FILE")]
     state_in: Option<PathBuf>,
-    /// Save the recurrent state after the last printed token (rwkv6).
+    /// Save the state after the last printed token (rwkv6, goldfinch).
     #[arg(long, value_name = "FILE")]
     state_out: Option<PathBuf>,
     /// Tokens per prefill chunk.
     #[arg(long, default_value_t = 64)]
     chunk: usize,
-    /// KV cache storage (llama, qwen2).
+    /// KV cache storage (llama, qwen2; goldfinch: f32 or f16 GOLD keys and values).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
 }
 
 /// Runs `goldcrest generate`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // A restored GoldFinch context brings its tokens along: room for them too.
+    let restored = match &args.state_in {
+        Some(path) => std::fs::read(path)
+            .ok()
+            .and_then(|b| goldfinch::saved_context_tokens(&b))
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        None => 0,
+    };
     let prompt_len_hint =
-        args.ids.as_ref().map_or(0, Vec::len) + args.prompt.as_ref().map_or(0, String::len) + 64;
+        (args.ids.as_ref().map_or(0, Vec::len) + args.prompt.as_ref().map_or(0, String::len) + 64)
+            .saturating_add(restored);
     let options = Options {
         positions: prompt_len_hint.saturating_add(args.max_tokens),
         chunk: args.chunk,
@@ -241,6 +252,23 @@ fn report_and_save(
         generated as f64 / decode_s.max(1e-9),
         model.describe()
     );
+    if let Some(cache) = model.cache_use() {
+        let at_rest = cache
+            .at_rest_per_token
+            .map(|per| {
+                format!(
+                    "; {} bytes at rest ({per} per token, what --state-out keeps per token)",
+                    cache.tokens * per
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "cache in use: {} tokens, {} bytes working ({} per token){at_rest}",
+            cache.tokens,
+            cache.bytes,
+            cache.bytes.checked_div(cache.tokens).unwrap_or(0)
+        );
+    }
     if let Some(path) = &args.state_out {
         let bytes = model.save_state()?;
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;

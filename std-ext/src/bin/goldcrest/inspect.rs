@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use goldcrest_core::format::{SafeTensors, TensorView};
-use goldcrest_core::models::{decoder, rwkv6};
+use goldcrest_core::models::{decoder, goldfinch, rwkv6};
 use goldcrest_std::load::ModelFile;
 use serde::Serialize;
 
@@ -82,6 +82,32 @@ fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) 
         Some(rwkv6::ARCH) => rwkv6::Config::from_source(st).and_then(|config| {
             rwkv6::Rwkv6::plan(&config, CHUNK, st.data().len())
                 .map(|plan| (plan, format!("prompt chunks of {CHUNK} tokens")))
+        }),
+        Some(goldfinch::ARCH) => goldfinch::Config::from_source(st).and_then(|config| {
+            use goldfinch::KvFormat;
+            const CONTEXT: usize = 4096;
+            let plan = goldfinch::GoldFinch::plan_for(
+                &config,
+                CONTEXT,
+                CHUNK,
+                KvFormat::F16,
+                st.data().len(),
+            )?;
+            let per_token = |kv| config.working_bytes_per_token(kv).unwrap_or(0);
+            let assumes = format!(
+                "context {CONTEXT} tokens, f16 GOLD K/V cache, prompt chunks of {CHUNK} tokens; \
+                 {} Finch-C2 then {} GOLD layers; cache per token: {} B working with f16 keys \
+                 and values ({} B with f32), {} B at rest (token id + {} compressed f32, {} B \
+                 with f16)",
+                config.first_gold,
+                config.n_gold(),
+                per_token(KvFormat::F16),
+                per_token(KvFormat::F32),
+                config.at_rest_bytes_per_token(),
+                config.c_dim,
+                4 + 2 * config.c_dim,
+            );
+            Ok((plan, assumes))
         }),
         _ => return (None, None),
     };

@@ -4,7 +4,8 @@
 //! The text is split into non-overlapping windows of `--ctx` tokens, each run from an empty
 //! context; within a window every token after the first is scored (`tokens` counts them).
 //! Without `--ctx`, attention models use their whole context as the window and rwkv6 (or a
-//! model that slides its window in every layer) reads the text as one stream.
+//! model that slides its window in every layer) reads the text as one stream; goldfinch, whose
+//! files record no trained length, uses windows of 4096 tokens.
 //! `perplexity = exp(mean NLL)`; `bits_per_byte = total NLL / ln 2 / bytes of the scored
 //! tokens`.
 
@@ -17,7 +18,7 @@ use crate::session::{self, LanguageModel, Options, check_ids, with_model};
 /// Arguments of `goldcrest perplexity`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (rwkv6, llama or qwen2).
+    /// The model file (rwkv6, goldfinch, llama or qwen2).
     #[arg(long)]
     model: PathBuf,
     /// The text to score.
@@ -35,7 +36,8 @@ pub struct Args {
     /// Tokens per prefill chunk.
     #[arg(long, default_value_t = 64)]
     chunk: usize,
-    /// KV cache storage (llama, qwen2); f32 scores the model's exact function.
+    /// KV cache storage (llama, qwen2; goldfinch f32 or f16); f32 scores the model's exact
+    /// function.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
 }

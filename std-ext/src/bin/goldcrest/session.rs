@@ -13,6 +13,7 @@ use goldcrest_core::arena::{Arena, MemoryPlan};
 use goldcrest_core::format::SafeTensors;
 use goldcrest_core::kernels::{ActScale, Kernels};
 use goldcrest_core::models::decoder::{self, Decoder, KvCache, KvFormat};
+use goldcrest_core::models::goldfinch::{self, GoldFinch};
 use goldcrest_core::models::rwkv6::{self, Rwkv6};
 use goldcrest_std::load::ModelFile;
 
@@ -24,7 +25,7 @@ pub struct Options {
     pub positions: usize,
     /// Tokens per prefill chunk (scratch grows with it).
     pub chunk: usize,
-    /// KV cache storage (decoder models).
+    /// KV cache storage (decoder models; goldfinch's GOLD keys and values, f32 or f16).
     pub kv: KvFormat,
     /// Int8 activations for ternary layers (decoder models).
     pub int8_acts: bool,
@@ -53,7 +54,28 @@ pub trait LanguageModel {
     fn plan(&self) -> MemoryPlan;
     /// One line for people: architecture and shape.
     fn describe(&self) -> String;
+    /// The cache the sequence occupies now, for models that keep one per token.
+    fn cache_use(&self) -> Option<CacheUse> {
+        None
+    }
 }
+
+/// Bytes a sequence's per-token cache takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheUse {
+    /// Tokens held.
+    pub tokens: usize,
+    /// Bytes of the working cache holding them (what decoding reads).
+    pub bytes: usize,
+    /// Bytes per token of the form that is saved or shipped, when it differs from the working
+    /// form (GoldFinch: token id + compressed key).
+    pub at_rest_per_token: Option<usize>,
+}
+
+/// Context of a GoldFinch session when the caller asks for "as long as the model allows"
+/// (perplexity without `--ctx`): the file records no trained length, and the working cache
+/// grows linearly with it.
+pub const GOLDFINCH_DEFAULT_CONTEXT: usize = 4096;
 
 /// The architecture a file declares (empty when it declares none).
 pub fn arch_of(st: &SafeTensors<'_>) -> String {
@@ -123,12 +145,46 @@ pub fn with_model<R>(
             };
             run(&mut session, &st)
         }
+        a if a == goldfinch::ARCH => {
+            let config = goldfinch::Config::from_source(&st).with_context(loading)?;
+            let mut layers = vec![None; config.n_layer];
+            let model = GoldFinch::load(&st, &mut layers, kernels).with_context(loading)?;
+            let capacity = goldfinch_capacity(options.positions);
+            if options.kv == KvFormat::I8 {
+                bail!(
+                    "goldfinch keeps its GOLD keys and values as f32 or f16; --kv i8 is for \
+                     llama and qwen2"
+                );
+            }
+            let plan = model.memory_plan_for(capacity, options.chunk, options.kv)?;
+            let mut context_mem = vec![0u8; plan.bytes_unaligned()];
+            let mut scratch_mem = vec![0u8; plan.bytes_unaligned()];
+            let context = goldfinch::Context::carve_with(
+                &config,
+                capacity,
+                options.kv,
+                &mut Arena::new_unaligned(&mut context_mem),
+            )?;
+            let scratch = goldfinch::Scratch::carve_chunked(
+                &config,
+                capacity,
+                options.chunk,
+                &mut Arena::new_unaligned(&mut scratch_mem),
+            )?;
+            let mut session = GoldFinchSession {
+                model,
+                context,
+                scratch,
+                plan,
+            };
+            run(&mut session, &st)
+        }
         "" => bail!(
             "{}: no goldcrest.arch in the metadata; convert the checkpoint with `goldcrest convert`",
             path.display()
         ),
         other => bail!(
-            "{}: architecture {other:?} is not a language model goldcrest runs (rwkv6, llama, qwen2)",
+            "{}: architecture {other:?} is not a language model goldcrest runs (rwkv6, goldfinch, llama, qwen2)",
             path.display()
         ),
     }
@@ -203,6 +259,21 @@ impl LanguageModel for DecoderSession<'_, '_, '_> {
             if self.ring { " (sliding ring)" } else { "" }
         )
     }
+    fn cache_use(&self) -> Option<CacheUse> {
+        let c = self.model.config();
+        let rows = 2 * c.n_layer * c.n_kv_head;
+        let per_position = match self.cache.format() {
+            KvFormat::F32 => rows * c.head_dim * 4,
+            KvFormat::F16 => rows * c.head_dim * 2,
+            KvFormat::I8 => rows * (c.head_dim + 4),
+        };
+        let tokens = self.cache.len().min(self.cache.context());
+        Some(CacheUse {
+            tokens,
+            bytes: tokens * per_position,
+            at_rest_per_token: None,
+        })
+    }
 }
 
 struct Rwkv6Session<'w, 'a, 's> {
@@ -252,6 +323,75 @@ impl LanguageModel for Rwkv6Session<'_, '_, '_> {
     fn describe(&self) -> String {
         let c = self.model.config();
         format!("rwkv6 {}x{}", c.n_layer, c.n_embd)
+    }
+}
+
+/// Tokens a GoldFinch context holds for a request of `positions` (see
+/// [`GOLDFINCH_DEFAULT_CONTEXT`]).
+pub fn goldfinch_capacity(positions: usize) -> usize {
+    if positions >= usize::MAX / 4 {
+        GOLDFINCH_DEFAULT_CONTEXT
+    } else {
+        positions.max(1)
+    }
+}
+
+struct GoldFinchSession<'w, 'a, 's> {
+    model: GoldFinch<'w, 'a>,
+    context: goldfinch::Context<'s>,
+    scratch: goldfinch::Scratch<'s>,
+    plan: MemoryPlan,
+}
+
+impl LanguageModel for GoldFinchSession<'_, '_, '_> {
+    fn arch(&self) -> &'static str {
+        goldfinch::ARCH
+    }
+    fn vocab(&self) -> usize {
+        self.model.config().vocab_size
+    }
+    fn context(&self) -> Option<usize> {
+        Some(self.context.capacity())
+    }
+    fn reset(&mut self) {
+        self.context.reset();
+    }
+    fn forward(&mut self, ids: &[u32], logits: &mut [f32]) -> Result<(), Error> {
+        self.model
+            .prefill(&mut self.context, &mut self.scratch, ids, logits)
+    }
+    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        let mut out = vec![0u8; self.model.saved_len(self.context.len())?];
+        let n = self.model.save(&self.context, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+    fn restore_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.model
+            .restore(&mut self.context, &mut self.scratch, bytes)?;
+        Ok(())
+    }
+    fn plan(&self) -> MemoryPlan {
+        self.plan
+    }
+    fn describe(&self) -> String {
+        let c = self.model.config();
+        format!(
+            "goldfinch {}x{} ({} Finch-C2 + {} GOLD layers), {} GOLD K/V cache of {} tokens",
+            c.n_layer,
+            c.n_embd,
+            c.first_gold,
+            c.n_gold(),
+            self.context.kv_format().name(),
+            self.context.capacity()
+        )
+    }
+    fn cache_use(&self) -> Option<CacheUse> {
+        Some(CacheUse {
+            tokens: self.context.len(),
+            bytes: self.context.working_cache_bytes(),
+            at_rest_per_token: Some(self.model.config().at_rest_bytes_per_token()),
+        })
     }
 }
 
