@@ -632,7 +632,7 @@ fn kv_value_bytes(kv: KvFormat) -> Option<usize> {
     match kv {
         KvFormat::F32 => Some(4),
         KvFormat::F16 => Some(2),
-        KvFormat::I8 => None,
+        KvFormat::I8 | KvFormat::I4 => None,
     }
 }
 
@@ -1063,7 +1063,7 @@ fn key_layout(keys: KvFormat) -> Result<(u16, usize)> {
     match keys {
         KvFormat::F32 => Ok((CONTEXT_LAYOUT, 4)),
         KvFormat::F16 => Ok((CONTEXT_LAYOUT_F16_KEYS, 2)),
-        KvFormat::I8 => Err(Error::OutOfRange),
+        KvFormat::I8 | KvFormat::I4 => Err(Error::OutOfRange),
     }
 }
 const CONTEXT_HEADER: usize = 40;

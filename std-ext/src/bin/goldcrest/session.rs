@@ -265,7 +265,9 @@ impl LanguageModel for DecoderSession<'_, '_, '_> {
         let per_position = match self.cache.format() {
             KvFormat::F32 => rows * c.head_dim * 4,
             KvFormat::F16 => rows * c.head_dim * 2,
-            KvFormat::I8 => rows * (c.head_dim + 4),
+            // Codes plus an f32 scale and an f32 offset per row.
+            KvFormat::I8 => rows * (c.head_dim + 8),
+            KvFormat::I4 => rows * (c.head_dim / 2 + 8),
         };
         let tokens = self.cache.len().min(self.cache.context());
         Some(CacheUse {
