@@ -13,6 +13,7 @@ pub mod kernels;
 pub use goldcrest_alloc as alloc_api;
 pub use goldcrest_core as core_api;
 
+pub mod bundled;
 pub mod convert;
 pub mod load;
 pub mod plot;
