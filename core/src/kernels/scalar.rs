@@ -39,12 +39,12 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32]) -> f32 {
         }),
         Format::Tq2_0 => blocks::<{ tq2_0::BLOCK_BYTES }>(row, x, QBLOCK, |blk, xs| {
             let mut codes = [0u8; QBLOCK];
-            tq2_0::unpack_codes(blk, &mut codes);
+            tq2_0::unpack_codes_prefix(blk, &mut codes, xs.len());
             (ternary_sum(&codes, xs), tq2_0::scale(blk))
         }),
         Format::Tq1_0 => blocks::<{ tq1_0::BLOCK_BYTES }>(row, x, QBLOCK, |blk, xs| {
             let mut codes = [0u8; QBLOCK];
-            tq1_0::unpack_codes(blk, &mut codes);
+            tq1_0::unpack_codes_prefix(blk, &mut codes, xs.len());
             (ternary_sum(&codes, xs), tq1_0::scale(blk))
         }),
         Format::U8 => 0.0,
