@@ -763,19 +763,6 @@ fn tail_codes(fmt: Format, row: &[u8], b: usize, len: usize, codes: &mut [u8; QB
     }
 }
 
-/// The partial last block of a row, reading only its `valid` activations.
-#[inline(always)]
-fn tail_block(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
-    let mut codes = [0u8; QBLOCK];
-    let d = tail_codes(fmt, row, b, x.len(), &mut codes);
-    let s = codes.iter().zip(x).fold(0.0f32, |a, (&c, &v)| match c {
-        0 => a - v,
-        2 => a + v,
-        _ => a,
-    });
-    s * d
-}
-
 /// Decode with f32 activations on AVX-512: trits are written to an L1 buffer, then widened
 /// 16 at a time straight from memory (`vpmovsxbd`), converted, and applied with FMA — with a
 /// weight of ±1 or 0 the FMA is exactly the rounded `acc ± x` of the scalar reference.
@@ -880,10 +867,35 @@ unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
         }
         let mut s = hsum(total);
         if full * QBLOCK < cols {
-            s += tail_block(fmt, row, full, &x[full * QBLOCK..]);
+            s += tail_block_avx2(fmt, row, full, &x[full * QBLOCK..]);
         }
         *out = s;
     }
+}
+
+/// The partial last block of a row on AVX2, 8 codes at a time with masked activation loads
+/// (see [`tail_block_avx512`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tail_block_avx2(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
+    let valid = x.len().min(QBLOCK);
+    let mut codes = [0u8; QBLOCK];
+    let d = tail_codes(fmt, row, b, valid, &mut codes);
+    let one = _mm256_set1_epi32(1);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut acc = _mm256_setzero_ps();
+    for g in 0..valid.div_ceil(8) {
+        let n = (valid - 8 * g).min(8) as i32;
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+        // SAFETY: codes has 256 bytes and 8 * g + 8 <= 256; the masked load reads only the
+        // first `n` activations at 8 * g, all inside `x` (masked lanes do not fault).
+        unsafe {
+            let c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(codes.as_ptr().add(8 * g).cast()));
+            let w = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, one));
+            let xv = _mm256_maskload_ps(x.as_ptr().add(8 * g), mask);
+            acc = _mm256_fmadd_ps(w, xv, acc);
+        }
+    }
+    hsum(acc) * d
 }
 
 /// Blocks expanded per row at once: 4 rows × 8 blocks × 1 KiB = 32 KiB of `±d` weights,
