@@ -4,9 +4,12 @@
 //! - `expected.rs`: the products computed on the host with goldcrest's scalar reference kernels,
 //!   as exact f32 bit patterns.
 //! - `memory.x`: the board's memory map for cortex-m-rt.
+//! - `tiny_greedy.rs`: the prompt and the 32 greedy token ids of the bundled tiny RWKV-6, from
+//!   the committed `tests/fixtures/rwkv6-tiny/greedy.json` that the host test
+//!   `tests/rwkv6_tiny.rs` checks too (so host and firmware must agree with the same list).
 
 use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
-use goldcrest_core::quant::{q8_0, tq1_0, tq2_0, Format, Matrix};
+use goldcrest_core::quant::{Format, Matrix, q8_0, tq1_0, tq2_0};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -106,7 +109,8 @@ fn main() {
         let ident = name.replace('.', "_").to_uppercase();
         emit(&mut expected, &format!("GEMV_F32_{ident}"), &y);
         if *format != Format::Q8_0 {
-            let mut scratch = vec![0u8; Int8Acts::scratch_bytes(1, COLS, ActScale::PerToken).unwrap()];
+            let mut scratch =
+                vec![0u8; Int8Acts::scratch_bytes(1, COLS, ActScale::PerToken).unwrap()];
             let acts = k
                 .quantize_acts(&x, 1, COLS, ActScale::PerToken, &mut scratch)
                 .unwrap();
@@ -115,6 +119,42 @@ fn main() {
         }
     }
     std::fs::write(out.join("expected.rs"), expected).unwrap();
+
+    let greedy_path = "../../tests/fixtures/rwkv6-tiny/greedy.json";
+    println!("cargo:rerun-if-changed={greedy_path}");
+    println!("cargo:rerun-if-changed=../../models/rwkv6-tiny.safetensors");
+    let greedy = std::fs::read_to_string(greedy_path).unwrap();
+    let mut tiny = String::new();
+    for (key, ident) in [("prompt_ids", "PROMPT"), ("ids", "GREEDY")] {
+        let ids = json_ids(&greedy, key);
+        writeln!(tiny, "pub const {ident}: [u32; {}] = {ids:?};", ids.len()).unwrap();
+    }
+    let number = |key: &str| {
+        let at = greedy.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+        let rest = greedy[at..].trim_start();
+        let end = rest.find([',', '\n', '}']).unwrap();
+        rest[..end].trim().to_string()
+    };
+    let penalty: f32 = number("repetition_penalty").parse().unwrap();
+    let window: usize = number("repeat_window").parse().unwrap();
+    writeln!(tiny, "pub const REPEAT_PENALTY: f32 = {penalty:?};").unwrap();
+    writeln!(tiny, "pub const REPEAT_WINDOW: usize = {window};").unwrap();
+    std::fs::write(out.join("tiny_greedy.rs"), tiny).unwrap();
+}
+
+/// The integer array under `"key":` in a small JSON object (the fixture's fixed layout; no
+/// JSON crate in this build script).
+fn json_ids(json: &str, key: &str) -> Vec<u32> {
+    let at = json
+        .find(&format!("\"{key}\""))
+        .unwrap_or_else(|| panic!("no {key} in greedy.json"));
+    let rest = &json[at..];
+    let open = rest.find('[').unwrap();
+    let close = rest.find(']').unwrap();
+    rest[open + 1..close]
+        .split(',')
+        .map(|t| t.trim().parse().unwrap())
+        .collect()
 }
 
 fn emit(out: &mut String, name: &str, y: &[f32]) {

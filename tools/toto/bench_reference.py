@@ -7,7 +7,7 @@ Run:  python tools/toto/bench_reference.py OUT_DIR --goldcrest target/release/go
 Configurations
   tiny      the bundled model's training checkpoint with its weights as the goldcrest file
             stores them (train_tiny.as_stored: ternary matrices, q8_0 unembedding); goldcrest
-            runs std-ext/assets/toto-tiny.safetensors; context 256, horizon 48
+            runs models/toto-tiny.safetensors; context 256, horizon 48
   released  a random Toto of Toto-Open-Base-1.0's size (d 768, 12 layers, 12 heads, SwiGLU
             3072, patch 64, 24 components; 151.3M parameters), f32 for both (goldcrest also
             with --fuse-head); context 1024, horizon 128
@@ -128,7 +128,7 @@ def main():
         csv = f"{args.out}/tiny.csv"
         series = series_csv(csv, 256)
         t = torch_times(model.model, series, 48, args.repeat, args.repeat)
-        g = goldcrest_times(args.goldcrest, f"{REPO}/std-ext/assets/toto-tiny.safetensors", csv,
+        g = goldcrest_times(args.goldcrest, f"{REPO}/models/toto-tiny.safetensors", csv,
                             48, 256, args.repeat)
         report("tiny (context 256, horizon 48)", sum(p.numel() for p in model.parameters()), t,
                [("goldcrest (tq2_0 + q8_0 file)", g)])

@@ -38,31 +38,17 @@ pub fn dot_row(format: Format, row: &[u8], x: &[f32]) -> f32 {
             )
         }),
         Format::Tq2_0 => blocks::<{ tq2_0::BLOCK_BYTES }>(row, x, QBLOCK, |blk, xs| {
-            (tq2_sum(blk, xs), tq2_0::scale(blk))
+            let mut codes = [0u8; QBLOCK];
+            tq2_0::unpack_codes_prefix(blk, &mut codes, xs.len());
+            (ternary_sum(&codes, xs), tq2_0::scale(blk))
         }),
         Format::Tq1_0 => blocks::<{ tq1_0::BLOCK_BYTES }>(row, x, QBLOCK, |blk, xs| {
             let mut codes = [0u8; QBLOCK];
-            tq1_0::unpack_codes(blk, &mut codes);
+            tq1_0::unpack_codes_prefix(blk, &mut codes, xs.len());
             (ternary_sum(&codes, xs), tq1_0::scale(blk))
         }),
         Format::U8 => 0.0,
     }
-}
-
-/// [`ternary_sum`] reading the codes of a tq2_0 block in place, only as many as `xs` has: a
-/// row shorter than a block (models of width 64 or 128) does not unpack the zero padding.
-/// Same codes, same order, same result.
-#[inline(always)]
-fn tq2_sum(blk: &[u8; tq2_0::BLOCK_BYTES], xs: &[f32]) -> f32 {
-    xs.iter().enumerate().fold(0.0, |a, (e, &v)| {
-        // Element e = 128·half + 32·n + m sits in bits 2n of byte 32·half + m.
-        let byte = blk[32 * (e / 128) + e % 32];
-        match (byte >> (2 * ((e / 32) % 4))) & 3 {
-            0 => a - v,
-            2 => a + v,
-            _ => a,
-        }
-    })
 }
 
 /// Sum of `±x` selected by ternary codes: additions and subtractions only.

@@ -749,25 +749,18 @@ fn f16_bits_to_f32(b: [u8; 2]) -> f32 {
     ))
 }
 
-/// The partial last block of a row, reading only its `valid` activations.
+/// The codes of block `b` of a ternary row (at least its first `len`) and the block's scale.
 #[inline(always)]
-fn tail_block(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
-    let mut codes = [0u8; QBLOCK];
-    let d = if fmt == Format::Tq2_0 {
+fn tail_codes(fmt: Format, row: &[u8], b: usize, len: usize, codes: &mut [u8; QBLOCK]) -> f32 {
+    if fmt == Format::Tq2_0 {
         let blk = row_block::<{ tq2_0::BLOCK_BYTES }>(row, b);
-        tq2_0::unpack_codes(blk, &mut codes);
+        tq2_0::unpack_codes_prefix(blk, codes, len);
         tq2_0::scale(blk)
     } else {
         let blk = row_block::<{ tq1_0::BLOCK_BYTES }>(row, b);
-        tq1_0::unpack_codes(blk, &mut codes);
+        tq1_0::unpack_codes_prefix(blk, codes, len);
         tq1_0::scale(blk)
-    };
-    let s = codes.iter().zip(x).fold(0.0f32, |a, (&c, &v)| match c {
-        0 => a - v,
-        2 => a + v,
-        _ => a,
-    });
-    s * d
+    }
 }
 
 /// Decode with f32 activations on AVX-512: trits are written to an L1 buffer, then widened
@@ -809,10 +802,35 @@ unsafe fn ternary_gemv_f32_avx512(w: &Matrix, x: &[f32], y: &mut [f32]) {
         }
         let mut s = _mm512_reduce_add_ps(total);
         if full * QBLOCK < cols {
-            s += tail_block(fmt, row, full, &x[full * QBLOCK..]);
+            s += tail_block_avx512(fmt, row, full, &x[full * QBLOCK..]);
         }
         *out = s;
     }
+}
+
+/// The partial last block of a row on AVX-512, 16 codes at a time with masked activation
+/// loads. Rows narrower than one block (width-128 models) are all tail: the scalar fold's
+/// data-dependent branches over random trits made those rows many times slower than full ones.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+fn tail_block_avx512(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
+    let valid = x.len().min(QBLOCK);
+    let mut codes = [0u8; QBLOCK];
+    let d = tail_codes(fmt, row, b, valid, &mut codes);
+    let one = _mm512_set1_epi32(1);
+    let mut acc = _mm512_setzero_ps();
+    for g in 0..valid.div_ceil(16) {
+        let n = (valid - 16 * g).min(16);
+        let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+        // SAFETY: codes has 256 bytes and 16 * g + 16 <= 256; the masked load reads only the
+        // first `n` activations at 16 * g, all inside `x` (masked lanes do not fault).
+        unsafe {
+            let c = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.as_ptr().add(16 * g).cast()));
+            let w = _mm512_cvtepi32_ps(_mm512_sub_epi32(c, one));
+            let xv = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(16 * g));
+            acc = _mm512_fmadd_ps(w, xv, acc);
+        }
+    }
+    _mm512_reduce_add_ps(acc) * d
 }
 
 /// Decode with f32 activations on AVX2: trits widened to f32 (±1/0) and applied with FMA,
@@ -849,10 +867,35 @@ unsafe fn ternary_gemv_f32_avx2(w: &Matrix, x: &[f32], y: &mut [f32]) {
         }
         let mut s = hsum(total);
         if full * QBLOCK < cols {
-            s += tail_block(fmt, row, full, &x[full * QBLOCK..]);
+            s += tail_block_avx2(fmt, row, full, &x[full * QBLOCK..]);
         }
         *out = s;
     }
+}
+
+/// The partial last block of a row on AVX2, 8 codes at a time with masked activation loads
+/// (see [`tail_block_avx512`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tail_block_avx2(fmt: Format, row: &[u8], b: usize, x: &[f32]) -> f32 {
+    let valid = x.len().min(QBLOCK);
+    let mut codes = [0u8; QBLOCK];
+    let d = tail_codes(fmt, row, b, valid, &mut codes);
+    let one = _mm256_set1_epi32(1);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut acc = _mm256_setzero_ps();
+    for g in 0..valid.div_ceil(8) {
+        let n = (valid - 8 * g).min(8) as i32;
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+        // SAFETY: codes has 256 bytes and 8 * g + 8 <= 256; the masked load reads only the
+        // first `n` activations at 8 * g, all inside `x` (masked lanes do not fault).
+        unsafe {
+            let c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(codes.as_ptr().add(8 * g).cast()));
+            let w = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, one));
+            let xv = _mm256_maskload_ps(x.as_ptr().add(8 * g), mask);
+            acc = _mm256_fmadd_ps(w, xv, acc);
+        }
+    }
+    hsum(acc) * d
 }
 
 /// Blocks expanded per row at once: 4 rows × 8 blocks × 1 KiB = 32 KiB of `±d` weights,

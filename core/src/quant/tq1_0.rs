@@ -66,17 +66,34 @@ pub fn scale(block: &[u8; BLOCK_BYTES]) -> f32 {
 /// inlined into a SIMD-enabled kernel.
 #[inline(always)]
 pub fn unpack_codes(block: &[u8; BLOCK_BYTES], codes: &mut [u8; BLOCK_ELEMS]) {
+    unpack_codes_prefix(block, codes, BLOCK_ELEMS);
+}
+
+/// Like [`unpack_codes`], but only guarantees `codes[..len]` (in groups of 32, 16 and 4
+/// weights, so a little more may be written): a row narrower than one block (width 128 models)
+/// decodes half the base-3 digits instead of all of them.
+#[inline(always)]
+pub fn unpack_codes_prefix(block: &[u8; BLOCK_BYTES], codes: &mut [u8; BLOCK_ELEMS], len: usize) {
     for k in 0..5 {
+        if 32 * k >= len {
+            return;
+        }
         for m in 0..32 {
             codes[32 * k + m] = digit(block[m], k);
         }
     }
     for k in 0..5 {
+        if 160 + 16 * k >= len {
+            return;
+        }
         for m in 0..16 {
             codes[160 + 16 * k + m] = digit(block[32 + m], k);
         }
     }
     for k in 0..4 {
+        if 240 + 4 * k >= len {
+            return;
+        }
         for j in 0..4 {
             codes[240 + 4 * k + j] = digit(block[48 + j], k);
         }
@@ -106,6 +123,20 @@ pub fn dequantize_row(row: &[u8], cols: usize, out: &mut [f32]) -> Result<()> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn prefix_unpack_agrees_with_the_full_unpack(
+            bytes in proptest::collection::vec(any::<u8>(), BLOCK_BYTES),
+            len in 0usize..=BLOCK_ELEMS,
+        ) {
+            let block: [u8; BLOCK_BYTES] = bytes.try_into().unwrap();
+            let (mut full, mut prefix) = ([0u8; BLOCK_ELEMS], [0u8; BLOCK_ELEMS]);
+            unpack_codes(&block, &mut full);
+            unpack_codes_prefix(&block, &mut prefix, len);
+            prop_assert_eq!(&full[..len], &prefix[..len]);
+        }
+    }
 
     #[test]
     fn every_five_digit_byte_decodes() {

@@ -43,8 +43,18 @@ pub fn scale(block: &[u8; BLOCK_BYTES]) -> f32 {
 /// Unpacks the 256 codes (`w + 1`, in `0..=2`; `3` only in corrupt data) in weight order.
 #[inline(always)]
 pub fn unpack_codes(block: &[u8; BLOCK_BYTES], codes: &mut [u8; BLOCK_ELEMS]) {
+    unpack_codes_prefix(block, codes, BLOCK_ELEMS);
+}
+
+/// Like [`unpack_codes`], but only guarantees `codes[..len]` (in groups of 32 weights): the
+/// tail block of a row narrower than 256 columns unpacks only what it uses.
+#[inline(always)]
+pub fn unpack_codes_prefix(block: &[u8; BLOCK_BYTES], codes: &mut [u8; BLOCK_ELEMS], len: usize) {
     for half in 0..2 {
         for n in 0..4 {
+            if 128 * half + 32 * n >= len {
+                return;
+            }
             for m in 0..32 {
                 codes[128 * half + 32 * n + m] = (block[32 * half + m] >> (2 * n)) & 3;
             }
@@ -76,6 +86,20 @@ pub fn dequantize_row(row: &[u8], cols: usize, out: &mut [f32]) -> Result<()> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn prefix_unpack_agrees_with_the_full_unpack(
+            bytes in proptest::collection::vec(any::<u8>(), BLOCK_BYTES),
+            len in 0usize..=BLOCK_ELEMS,
+        ) {
+            let block: [u8; BLOCK_BYTES] = bytes.try_into().unwrap();
+            let (mut full, mut prefix) = ([0u8; BLOCK_ELEMS], [0u8; BLOCK_ELEMS]);
+            unpack_codes(&block, &mut full);
+            unpack_codes_prefix(&block, &mut prefix, len);
+            prop_assert_eq!(&full[..len], &prefix[..len]);
+        }
+    }
 
     #[test]
     fn layout_matches_ggml_description() {

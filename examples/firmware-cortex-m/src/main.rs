@@ -1,14 +1,21 @@
 //! goldcrest-core on a Cortex-M4F: loads a packed-ternary model from flash, runs the kernels
-//! through the public API and checks every output bit against the host's scalar reference.
+//! through the public API and checks every output bit against the host's scalar reference;
+//! then runs the bundled tiny ternary RWKV-6 (models/rwkv6-tiny.safetensors) from flash,
+//! generates 32 tokens greedily and checks them against the host's committed list; forecasts a
+//! series with the bundled tiny Toto and runs a tiny ternary GoldFinch, each checked against
+//! the host.
 //! Prints over semihosting and exits with QEMU status 0 (pass) or 1 (fail, panic, HardFault).
 #![no_std]
 #![no_main]
 
+use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
-use goldcrest_core::arena::Aligned;
+use goldcrest_core::arena::{Aligned, Arena};
 use goldcrest_core::format::SafeTensors;
 use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
+use goldcrest_core::models::rwkv6::{Config, Rwkv6, Scratch, State};
+use goldcrest_core::ops::sample::{Rng, SamplerConfig, sample};
 use panic_semihosting as _;
 
 mod toto;
@@ -25,6 +32,22 @@ static MODEL: Aligned<{ MODEL_BYTES.len() }> = Aligned(*include_bytes!(concat!(
     env!("OUT_DIR"),
     "/model.safetensors"
 )));
+
+mod tiny {
+    include!(concat!(env!("OUT_DIR"), "/tiny_greedy.rs"));
+}
+
+const TINY_BYTES: &[u8] = include_bytes!("../../../models/rwkv6-tiny.safetensors");
+/// The bundled tiny RWKV-6 in flash, aligned like every goldcrest file must be.
+static TINY: Aligned<{ TINY_BYTES.len() }> =
+    Aligned(*include_bytes!("../../../models/rwkv6-tiny.safetensors"));
+/// RAM for the model's state and one-token scratch (the memory plan says how much is used).
+const TINY_RAM: usize = 128 * 1024;
+/// Blocks the firmware has room for (the tiny model has 3).
+const MAX_LAYERS: usize = 4;
+/// mps2-an386 runs its SysTick from the 25 MHz system clock; under `-icount shift=0` QEMU
+/// executes one instruction per virtual nanosecond, so one tick is 40 instructions.
+const INSTRUCTIONS_PER_TICK: u64 = 40;
 
 const ROWS: usize = 48;
 const COLS: usize = 300;
@@ -59,8 +82,16 @@ fn run() -> Result<bool, goldcrest_core::Error> {
     let mut scratch = [0u8; 1024];
     let mut ok = true;
     let cases: [(&str, &[u32], Option<&[u32]>); 3] = [
-        ("w.tq2", &expected::GEMV_F32_W_TQ2, Some(&expected::GEMV_I8_W_TQ2)),
-        ("w.tq1", &expected::GEMV_F32_W_TQ1, Some(&expected::GEMV_I8_W_TQ1)),
+        (
+            "w.tq2",
+            &expected::GEMV_F32_W_TQ2,
+            Some(&expected::GEMV_I8_W_TQ2),
+        ),
+        (
+            "w.tq1",
+            &expected::GEMV_F32_W_TQ1,
+            Some(&expected::GEMV_I8_W_TQ1),
+        ),
         ("w.q8", &expected::GEMV_F32_W_Q8, None),
     ];
     for (name, want_f32, want_i8) in cases {
@@ -69,8 +100,13 @@ fn run() -> Result<bool, goldcrest_core::Error> {
         ok &= check(name, &y, want_f32);
         if let Some(want) = want_i8 {
             let need = Int8Acts::scratch_bytes(1, COLS, ActScale::PerToken).unwrap_or(usize::MAX);
-            let acts =
-                kernels.quantize_acts(x, 1, COLS, ActScale::PerToken, &mut scratch[..need.min(1024)])?;
+            let acts = kernels.quantize_acts(
+                x,
+                1,
+                COLS,
+                ActScale::PerToken,
+                &mut scratch[..need.min(1024)],
+            )?;
             kernels.gemv_i8(&w, &acts, &mut y)?;
             ok &= check("  int8 activations", &y, want);
         }
@@ -82,21 +118,105 @@ fn run() -> Result<bool, goldcrest_core::Error> {
     Ok(ok)
 }
 
+/// SysTick ticks elapsed between two reads of the down-counter (one wrap at most).
+fn ticks_between(start: u32, end: u32) -> u64 {
+    u64::from(start.wrapping_sub(end) & 0x00FF_FFFF)
+}
+
+fn run_tiny_rwkv6() -> Result<bool, goldcrest_core::Error> {
+    let file = SafeTensors::parse(&TINY.0)?;
+    let config = Config::from_source(&file)?;
+    let mut layers = [None; MAX_LAYERS];
+    let model = Rwkv6::load(&file, &mut layers, Kernels::for_target())?;
+    let plan = model.memory_plan(1)?;
+    hprintln!(
+        "rwkv6-tiny: {} bytes in flash at {:p}; L {} C {} F {} V {}; weights {} B, state {} B, scratch {} B",
+        TINY.0.len(),
+        TINY.0.as_ptr(),
+        config.n_layer,
+        config.n_embd,
+        config.dim_ffn,
+        config.vocab_size,
+        plan.weight_bytes,
+        plan.state_bytes,
+        plan.scratch_bytes
+    );
+    let mut ram = [0u8; TINY_RAM];
+    let mut arena = Arena::new_unaligned(&mut ram);
+    let mut state = State::carve(&config, &mut arena)?;
+    let mut scratch = Scratch::carve(&config, 1, &mut arena)?;
+    hprintln!(
+        "rwkv6-tiny: RAM arena {} of {} bytes used",
+        arena.used(),
+        TINY_RAM
+    );
+
+    const V: usize = 1024;
+    if config.vocab_size != V {
+        hprintln!("rwkv6-tiny: vocabulary {} is not {}", config.vocab_size, V);
+        return Ok(false);
+    }
+    let (mut logits, mut order) = ([0.0f32; V], [0u32; V]);
+    let mut rng = Rng::new(0);
+    for &id in &tiny::PROMPT {
+        model.step(&mut state, &mut scratch, id, &mut logits)?;
+    }
+    // Greedy with the host's repetition penalty over the last REPEAT_WINDOW tokens.
+    let sampler = SamplerConfig {
+        repetition_penalty: tiny::REPEAT_PENALTY,
+        ..SamplerConfig::GREEDY
+    };
+    let mut history = [0u32; tiny::PROMPT.len() + tiny::GREEDY.len()];
+    history[..tiny::PROMPT.len()].copy_from_slice(&tiny::PROMPT);
+    let mut ticks = 0u64;
+    for n in tiny::PROMPT.len()..history.len() {
+        let recent = &history[n.saturating_sub(tiny::REPEAT_WINDOW)..n];
+        let next = sample(&mut logits, &sampler, recent, &mut rng, &mut order)?;
+        history[n] = next;
+        let start = SYST::get_current();
+        model.step(&mut state, &mut scratch, next, &mut logits)?;
+        ticks += ticks_between(start, SYST::get_current());
+    }
+    let generated = &history[tiny::PROMPT.len()..];
+    let ok = generated == tiny::GREEDY;
+    hprintln!("rwkv6-tiny greedy: {:?}", generated);
+    hprintln!(
+        "rwkv6-tiny: {} tokens {}; {} instructions per token (SysTick under -icount shift=0)",
+        generated.len(),
+        if ok {
+            "equal the host's"
+        } else {
+            "DIFFER from the host's"
+        },
+        ticks * INSTRUCTIONS_PER_TICK / generated.len() as u64
+    );
+    Ok(ok)
+}
+
 #[entry]
 fn main() -> ! {
-    let ok = match run() {
+    let mut peripherals = cortex_m::Peripherals::take().unwrap();
+    // A free-running SysTick, read around each token for the instruction count.
+    let syst = &mut peripherals.SYST;
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(0x00FF_FFFF);
+    syst.clear_current();
+    syst.enable_counter();
+    let kernels_ok = match run() {
         Ok(ok) => ok,
         Err(e) => {
             hprintln!("error: {}", e);
             false
         }
     };
-    let Some(mut core) = cortex_m::Peripherals::take() else {
-        hprintln!("core peripherals already taken");
-        debug::exit(debug::EXIT_FAILURE);
-        loop {}
+    let tiny_ok = match run_tiny_rwkv6() {
+        Ok(ok) => ok,
+        Err(e) => {
+            hprintln!("rwkv6-tiny error: {}", e);
+            false
+        }
     };
-    let toto_ok = match toto::run(&mut core.SYST) {
+    let toto_ok = match toto::run(syst) {
         Ok(ok) => ok,
         Err(e) => {
             hprintln!("toto error: {}", e);
@@ -110,9 +230,10 @@ fn main() -> ! {
             false
         }
     };
-    let passed = usize::from(ok) + usize::from(toto_ok) + usize::from(goldfinch_ok);
-    hprintln!("{} passed, {} failed", passed, 3 - passed);
-    let ok = ok && toto_ok && goldfinch_ok;
+    let results = [kernels_ok, tiny_ok, toto_ok, goldfinch_ok];
+    let passed = results.iter().filter(|&&ok| ok).count();
+    hprintln!("{} passed, {} failed", passed, results.len() - passed);
+    let ok = passed == results.len();
     debug::exit(if ok {
         debug::EXIT_SUCCESS
     } else {

@@ -18,10 +18,10 @@ mod expected {
     include!("toto_expected.rs");
 }
 
-const MODEL_BYTES: &[u8] = include_bytes!("../../../std-ext/assets/toto-tiny.safetensors");
+const MODEL_BYTES: &[u8] = include_bytes!("../../../models/toto-tiny.safetensors");
 /// The bundled model (the default of `goldcrest forecast`) in flash, 64-byte aligned.
 static MODEL: Aligned<{ MODEL_BYTES.len() }> = Aligned(*include_bytes!(
-    "../../../std-ext/assets/toto-tiny.safetensors"
+    "../../../models/toto-tiny.safetensors"
 ));
 
 /// Stack the check below allows itself (with the arena, the whole forecast's RAM).

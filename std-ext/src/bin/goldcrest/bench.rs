@@ -196,7 +196,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         int8_acts: args.int8_acts,
     };
     let kernels = session::kernels();
-    let (arch, measured) = with_model(&args.model, &options, |model, _| {
+    let (arch, measured) = with_model(Some(&args.model), &options, |model, _| {
         if let Some(context) = model.context()
             && context < options.positions
         {

@@ -21,9 +21,10 @@ const REPEAT_WINDOW: usize = 64;
 /// Arguments of `goldcrest generate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model file (rwkv6, goldfinch, llama or qwen2).
+    /// The model file (rwkv6, goldfinch, llama or qwen2); default: the bundled tiny RWKV-6, a ternary
+    /// 3-block model trained on Shakespeare's plays (models/rwkv6-tiny.safetensors).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// `world` (the bundled RWKV World vocabulary) or a vocabulary file; default: the one
     /// embedded in the model file.
     #[arg(long, value_name = "world|PATH")]
@@ -101,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         kv: session::kv_format(&args.kv)?,
         int8_acts: false,
     };
-    with_model(&args.model, &options, |model, st| {
+    with_model(args.model.as_deref(), &options, |model, st| {
         let tokenizer = session::tokenizer(args.tokenizer.as_deref(), st)?;
         generate(&args, model, tokenizer.as_ref())
     })

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         kv: kv_format(&args.kv)?,
         int8_acts: false,
     };
-    let (logits, v) = with_model(&args.model, &options, |model, _| {
+    let (logits, v) = with_model(Some(&args.model), &options, |model, _| {
         let v = model.vocab();
         check_ids(&args.ids, v)?;
         let mut logits = vec![0.0f32; args.ids.len() * v];

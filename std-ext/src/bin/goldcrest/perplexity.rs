@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         kv: session::kv_format(&args.kv)?,
         int8_acts: false,
     };
-    let report = with_model(&args.model, &options, |model, st| {
+    let report = with_model(Some(&args.model), &options, |model, st| {
         let tokenizer = session::tokenizer(args.tokenizer.as_deref(), st)?;
         let ids = match (&args.ids, &args.input) {
             (Some(ids), _) => ids.clone(),

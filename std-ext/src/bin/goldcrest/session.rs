@@ -86,20 +86,29 @@ pub fn arch_of(st: &SafeTensors<'_>) -> String {
         .to_string()
 }
 
-/// Opens `path`, loads the model it holds with memory for `options`, and runs `run` on it
-/// (with the parsed file, for the embedded tokenizer).
+/// Opens `path` (the bundled tiny RWKV-6 when `None`), loads the model it holds with memory for
+/// `options`, and runs `run` on it (with the parsed file, for the embedded tokenizer).
 pub fn with_model<R>(
-    path: &Path,
+    path: Option<&Path>,
     options: &Options,
     run: impl FnOnce(&mut dyn LanguageModel, &SafeTensors<'_>) -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
     if options.chunk == 0 {
         bail!("the prefill chunk must hold at least one token");
     }
-    let file = ModelFile::open(path)?;
-    let st = file.safetensors()?;
+    let file;
+    let (st, label) = match path {
+        Some(path) => {
+            file = ModelFile::open(path)?;
+            (file.safetensors()?, path.display().to_string())
+        }
+        None => (
+            goldcrest_std::load::parse_hosted(goldcrest_std::bundled::RWKV6_TINY)?,
+            "the bundled rwkv6-tiny".to_string(),
+        ),
+    };
     let kernels = goldcrest_std::kernels::detect();
-    let loading = || format!("loading {}", path.display());
+    let loading = || format!("loading {label}");
     match arch_of(&st).as_str() {
         "llama" | "qwen2" => {
             let config = decoder::Config::from_safetensors(&st).with_context(loading)?;
@@ -180,12 +189,10 @@ pub fn with_model<R>(
             run(&mut session, &st)
         }
         "" => bail!(
-            "{}: no goldcrest.arch in the metadata; convert the checkpoint with `goldcrest convert`",
-            path.display()
+            "{label}: no goldcrest.arch in the metadata; convert the checkpoint with `goldcrest convert`"
         ),
         other => bail!(
-            "{}: architecture {other:?} is not a language model goldcrest runs (rwkv6, goldfinch, llama, qwen2)",
-            path.display()
+            "{label}: architecture {other:?} is not a language model goldcrest runs (rwkv6, goldfinch, llama, qwen2)"
         ),
     }
 }
