@@ -18,8 +18,8 @@ use goldcrest_core::models::rwkv6::{Config, Rwkv6, Scratch, State};
 use goldcrest_core::ops::sample::{Rng, SamplerConfig, sample};
 use panic_semihosting as _;
 
-mod toto;
 mod goldfinch;
+mod toto;
 
 mod expected {
     include!(concat!(env!("OUT_DIR"), "/expected.rs"));

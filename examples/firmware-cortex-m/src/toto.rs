@@ -20,9 +20,8 @@ mod expected {
 
 const MODEL_BYTES: &[u8] = include_bytes!("../../../models/toto-tiny.safetensors");
 /// The bundled model (the default of `goldcrest forecast`) in flash, 64-byte aligned.
-static MODEL: Aligned<{ MODEL_BYTES.len() }> = Aligned(*include_bytes!(
-    "../../../models/toto-tiny.safetensors"
-));
+static MODEL: Aligned<{ MODEL_BYTES.len() }> =
+    Aligned(*include_bytes!("../../../models/toto-tiny.safetensors"));
 
 /// Stack the check below allows itself (with the arena, the whole forecast's RAM).
 const STACK_BUDGET: usize = 16 * 1024;

@@ -63,7 +63,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         kv: session::kv_format("f16")?,
         int8_acts: false,
     };
-    with_model(&a.model, &options, |model, st| {
+    with_model(Some(&a.model), &options, |model, st| {
         let tokenizer = session::tokenizer(a.tokenizer.as_deref(), st)?.context(
             "the model file carries no tokenizer: give its vocabulary with --tokenizer world|PATH",
         )?;
