@@ -1,6 +1,7 @@
 //! `goldcrest bench --model M`: prefill and decode tokens/s on random token ids, as llama-bench
-//! measures them (one warm-up run, then the median of `--repeat` runs). Single-threaded: the
-//! kernels do not split work across threads yet.
+//! measures them (one warm-up run, then the median of `--repeat` runs). `--threads N` splits
+//! the large matrix products across N threads (default: all cores); the rest of the model
+//! (attention, norms, recurrences) runs on the calling thread.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,6 +38,8 @@ pub struct Args {
     /// Int8 activations for ternary layers (llama, qwen2).
     #[arg(long)]
     int8_acts: bool,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// Median prefill and decode tokens/s, weight bytes, and a one-line description.
@@ -111,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: args.int8_acts,
+        threads: args.threads.get(),
     };
     let kernels = session::kernels();
     let (arch, measured) = with_model(&args.model, &options, |model, _| {
@@ -131,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "model": args.model.display().to_string(),
             "arch": arch,
             "isa": format!("{:?}", kernels.isa()),
-            "threads": 1,
+            "threads": options.threads,
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "repeat": args.repeat,
@@ -142,10 +146,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{}: {}, {weight_mib:.1} MiB of weights, kernels {:?}, 1 thread",
+            "{}: {}, {weight_mib:.1} MiB of weights, kernels {:?}, {} thread(s)",
             args.model.display(),
             measured.describe,
-            kernels.isa()
+            kernels.isa(),
+            options.threads
         );
         println!(
             "prefill {:>5} tokens: {p:10.1} tokens/s",

@@ -78,6 +78,8 @@ pub struct Args {
     /// KV cache storage (llama, qwen2).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "i8"])]
     kv: String,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// Runs `goldcrest generate`.
@@ -89,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: false,
+        threads: args.threads.get(),
     };
     with_model(&args.model, &options, |model, st| {
         let tokenizer = session::tokenizer(args.tokenizer.as_deref(), st)?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use goldcrest_core::models::decoder::KvFormat;
 
-use crate::session::{Options, check_ids, with_model};
+use crate::session::{self, Options, check_ids, with_model};
 
 /// Arguments of `goldcrest logits`.
 #[derive(clap::Args)]
@@ -21,6 +21,8 @@ pub struct Args {
     /// Tokens per prefill chunk (results do not depend on it).
     #[arg(long, default_value_t = 64)]
     chunk: usize,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// One output line; f32 values go through serde_json's shortest round-trip formatting.
@@ -38,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk.max(1),
         kv: KvFormat::F32,
         int8_acts: false,
+        threads: args.threads.get(),
     };
     let (logits, v) = with_model(&args.model, &options, |model, _| {
         let v = model.vocab();

@@ -38,6 +38,8 @@ pub struct Args {
     /// KV cache storage (llama, qwen2); f32 scores the model's exact function.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "i8"])]
     kv: String,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// Runs `goldcrest perplexity`.
@@ -51,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: false,
+        threads: args.threads.get(),
     };
     let report = with_model(&args.model, &options, |model, st| {
         let tokenizer = session::tokenizer(args.tokenizer.as_deref(), st)?;
