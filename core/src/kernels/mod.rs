@@ -68,8 +68,9 @@
 //!
 //! # `unsafe`
 //!
-//! Only the ISA modules (`x86`, `aarch64`) contain unsafe code (intrinsics, `asm!`); this
-//! module only calls into them from the two dispatch points below, and
+//! The ISA modules (`x86`, `aarch64`) contain the unsafe code (intrinsics, `asm!`); this
+//! module calls into them from the two dispatch points below, hands split products' disjoint
+//! output ranges to [`Parallel`] workers through one raw pointer (`SharedOut`), and
 //! [`Kernels::from_cpu_features`] is `unsafe` because it trusts its caller about the CPU.
 
 use crate::error::{Error, Name, Result};
@@ -380,6 +381,9 @@ impl core::fmt::Debug for Kernels {
     }
 }
 
+/// One part of a split product: `(w_part, first_token, tokens, y_part)`.
+type PartProduct<'p> = dyn Fn(&Matrix, usize, usize, &mut [f32]) + Sync + 'p;
+
 /// How a product is divided between workers.
 #[derive(Clone, Copy)]
 enum SplitBy {
@@ -530,8 +534,8 @@ impl Kernels {
         self.parallel.map_or(1, |p| p.workers().max(1))
     }
 
-    /// The pool and the number of parts when a product of `n` tokens × `w` is worth
-    /// splitting: `(pool, parts, per_part)` where parts cover `units` in multiples of `align`.
+    /// The pool and the split when a product of `n` tokens × `w` is worth splitting: rows
+    /// for one token, tokens for eight or more, in aligned parts, one per worker.
     fn split(&self, w: &Matrix, n: usize) -> Option<(&'static dyn Parallel, Split)> {
         let pool = self.parallel?;
         let workers = pool.workers();
@@ -559,7 +563,7 @@ impl Kernels {
         w: &Matrix,
         n: usize,
         y: &mut [f32],
-        product: &(dyn Fn(&Matrix, usize, usize, &mut [f32]) + Sync),
+        product: &PartProduct,
     ) {
         let out = SharedOut {
             ptr: y.as_mut_ptr(),
