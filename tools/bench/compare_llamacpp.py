@@ -36,7 +36,7 @@ from pathlib import Path
 
 LLAMA_CPP_PYTHON = "0.3.16"
 GGUF = "0.19.0"
-NUMPY = "1.26.4"
+NUMPY = "2.4.6"
 
 # (shape name) -> HF config.  TriLM-shaped: Spectra TriLM 1.5B layout at hidden 2048 with the
 # issue's intermediate 5632; Qwen2-0.5B: the published config (tied 151936 x 896 embedding).
@@ -318,7 +318,9 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scratch", default="/tmp/goldcrest-vs-llamacpp")
-    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files (implies --reuse)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse a checkpoint and f16 GGUF already in --scratch")
     a = ap.parse_args()
     if a.install:
         install(Path(a.install))
@@ -337,20 +339,24 @@ def main() -> None:
         for shape in a.models.split(","):
             cfg = SHAPES[shape]
             hf_dir = scratch / f"{shape}-hf"
-            print(f"[{shape}] writing random f16 checkpoint", file=sys.stderr, flush=True)
-            write_hf(np, cfg, hf_dir, ternary=shape == "trilm")
-            hf = read_hf(np, hf_dir / "model.safetensors")
             f16_gguf = scratch / f"{shape}-f16.gguf"
-            print(f"[{shape}] writing GGUF", file=sys.stderr, flush=True)
-            write_gguf(np, gguf, cfg, hf, f16_gguf)
-            del hf
+            reuse = (a.reuse or a.keep) and f16_gguf.exists()
+            if not reuse:
+                print(f"[{shape}] writing random f16 checkpoint", file=sys.stderr, flush=True)
+                write_hf(np, cfg, hf_dir, ternary=shape == "trilm")
+                hf = read_hf(np, hf_dir / "model.safetensors")
+                print(f"[{shape}] writing GGUF", file=sys.stderr, flush=True)
+                write_gguf(np, gguf, cfg, hf, f16_gguf)
+                del hf
             for gc_fmt, ftype, label in FORMATS[shape]:
                 gc_file = scratch / f"{shape}-{gc_fmt}.safetensors"
-                subprocess.run([a.goldcrest, "convert", "qwen2" if shape == "qwen2" else "llama",
-                                str(hf_dir), str(gc_file), "--weights", gc_fmt], check=True,
-                               stdout=subprocess.DEVNULL)
+                if not (reuse and gc_file.exists()):
+                    subprocess.run([a.goldcrest, "convert", "qwen2" if shape == "qwen2" else "llama",
+                                    str(hf_dir), str(gc_file), "--weights", gc_fmt], check=True,
+                                   stdout=subprocess.DEVNULL)
                 q_gguf = scratch / f"{shape}-{label}.gguf"
-                quantize_gguf(llama_cpp, f16_gguf, q_gguf, ftype, max(threads))
+                if not (reuse and q_gguf.exists()):
+                    quantize_gguf(llama_cpp, f16_gguf, q_gguf, ftype, max(threads))
                 extra = ["--int8-acts"] if shape == "trilm" else []
                 for t in threads:
                     print(f"[{shape}] {gc_fmt} vs {label}, {t} thread(s)", file=sys.stderr,
@@ -366,10 +372,12 @@ def main() -> None:
                                load=os.getloadavg()[0])
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                gc_file.unlink()
-                q_gguf.unlink()
-            f16_gguf.unlink()
-            shutil.rmtree(hf_dir)
+                if not a.keep:
+                    gc_file.unlink()
+                    q_gguf.unlink()
+            if not a.keep:
+                f16_gguf.unlink()
+                shutil.rmtree(hf_dir, ignore_errors=True)
     finally:
         if not a.keep:
             shutil.rmtree(scratch, ignore_errors=True)
