@@ -32,6 +32,25 @@ pub fn detect() -> Kernels {
     unsafe { Kernels::from_cpu_features(cpu_features()) }
 }
 
+/// [`detect`]ed kernels that split large products across `threads` threads (the calling
+/// thread included) of a pool started on the first call for each thread count and kept for
+/// the life of the process. `threads` ≤ 1 gives single-threaded kernels.
+pub fn detect_with_threads(threads: usize) -> Kernels {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static POOLS: OnceLock<Mutex<HashMap<usize, &'static crate::parallel::Pool>>> = OnceLock::new();
+    if threads <= 1 {
+        return detect();
+    }
+    let pool = *POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(threads)
+        .or_insert_with(|| crate::parallel::Pool::leak(threads));
+    detect().with_parallel(pool)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod kernels;
+pub mod parallel;
 
 pub use goldcrest_alloc as alloc_api;
 pub use goldcrest_core as core_api;

@@ -68,8 +68,9 @@
 //!
 //! # `unsafe`
 //!
-//! Only the ISA modules (`x86`, `aarch64`) contain unsafe code (intrinsics, `asm!`); this
-//! module only calls into them from the two dispatch points below, and
+//! The ISA modules (`x86`, `aarch64`) contain the unsafe code (intrinsics, `asm!`); this
+//! module calls into them from the two dispatch points below, hands split products' disjoint
+//! output ranges to [`Parallel`] workers through one raw pointer (`SharedOut`), and
 //! [`Kernels::from_cpu_features`] is `unsafe` because it trusts its caller about the CPU.
 
 use crate::error::{Error, Name, Result};
@@ -240,6 +241,22 @@ impl<'a> Int8Acts<'a> {
         }
     }
 
+    /// Tokens `first..first + count` as their own activations (same scales and sums).
+    fn slice_tokens(&self, first: usize, count: usize) -> Int8Acts<'a> {
+        let padded = self.blocks * QBLOCK;
+        let (s0, s1) = match self.mode {
+            ActScale::PerToken => (first, first + count),
+            ActScale::PerBlock => (first * self.blocks, (first + count) * self.blocks),
+        };
+        Int8Acts {
+            q: &self.q[first * padded..(first + count) * padded],
+            scales: &self.scales[s0..s1],
+            sums: &self.sums[first * self.blocks..(first + count) * self.blocks],
+            tokens: count,
+            ..*self
+        }
+    }
+
     /// Token `t`'s per-block activation sums.
     pub fn token_sums(&self, t: usize) -> &'a [i32] {
         &self.sums[t * self.blocks..(t + 1) * self.blocks]
@@ -280,10 +297,108 @@ fn split_aligned<T: bytemuck::Pod>(buf: &mut [u8], n: usize) -> Result<(&mut [T]
     Ok((typed, rest))
 }
 
+/// A pool of workers that [`Kernels`] may split large products across (see
+/// [`Kernels::with_parallel`]). Core itself never creates threads: it stays callable from a
+/// single RTOS task, and a hosted program (goldcrest-std's `parallel::Pool`) or firmware with
+/// several cores provides the workers.
+///
+/// # Safety
+///
+/// The kernels hand each task a disjoint part of the output through a raw pointer and rely on
+/// this contract for soundness: [`Parallel::run`] calls `task(i)` **exactly once** for every
+/// `i` in `0..tasks` (on any threads, in any order, possibly concurrently), and returns only
+/// after every call has returned. A call must not outlive `run`.
+#[allow(unsafe_code)]
+pub unsafe trait Parallel: Sync {
+    /// Threads that work on one [`Parallel::run`], the calling thread included (≥ 1).
+    fn workers(&self) -> usize;
+    /// Runs `task(0)`, …, `task(tasks - 1)` and returns when all have returned.
+    fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync));
+}
+
+/// Products smaller than this many weights stay on the calling thread: waking a worker costs
+/// a few microseconds, about what a core needs for this many multiply-adds.
+pub const PARALLEL_MIN_WEIGHTS: usize = 1 << 17;
+
+/// Token splits are multiples of this, so every part takes the same tile path the whole
+/// product would (the SIMD tiles cover up to 4 tokens).
+const TOKEN_SPLIT_ALIGN: usize = 4;
+
+/// Row splits are multiples of this (SIMD row tiles cover up to 8 rows; 16 also keeps parts
+/// on different cache lines of `y`).
+const ROW_SPLIT_ALIGN: usize = 16;
+
+/// An output slice shared by tasks that each write a disjoint range of it.
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks only form non-overlapping sub-slices (see `SharedOut::range`), and the
+// `Parallel` contract guarantees no task outlives the borrow the pointer came from.
+#[allow(unsafe_code)]
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// `y[start..start + len]`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap this range, and `start + len <= self.len`.
+    #[allow(unsafe_code)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, len: usize) -> &mut [f32] {
+        debug_assert!(start + len <= self.len);
+        // SAFETY: in bounds and unaliased per this function's contract.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
 /// The selected kernel implementation. `Copy`; choose it once and keep it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
+    parallel: Option<&'static dyn Parallel>,
+}
+
+impl PartialEq for Kernels {
+    fn eq(&self, other: &Self) -> bool {
+        self.isa == other.isa
+            && match (self.parallel, other.parallel) {
+                (None, None) => true,
+                (Some(a), Some(b)) => core::ptr::addr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Kernels {}
+
+impl core::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("isa", &self.isa)
+            .field("workers", &self.workers())
+            .finish()
+    }
+}
+
+/// One part of a split product: `(w_part, first_token, tokens, y_part)`.
+type PartProduct<'p> = dyn Fn(&Matrix, usize, usize, &mut [f32]) + Sync + 'p;
+
+/// How a product is divided between workers.
+#[derive(Clone, Copy)]
+enum SplitBy {
+    /// Row ranges of the matrix (one token).
+    Rows,
+    /// Token ranges (every part reads the whole matrix).
+    Tokens,
+}
+
+#[derive(Clone, Copy)]
+struct Split {
+    by: SplitBy,
+    per: usize,
+    parts: usize,
 }
 
 fn check_len(expected: usize, found: usize) -> Result<()> {
@@ -299,7 +414,10 @@ fn check_len(expected: usize, found: usize) -> Result<()> {
 impl Kernels {
     /// The portable reference implementation.
     pub const fn scalar() -> Self {
-        Kernels { isa: Isa::Scalar }
+        Kernels {
+            isa: Isa::Scalar,
+            parallel: None,
+        }
     }
 
     /// The best implementation the compile-time target features allow (`-C target-feature`,
@@ -317,6 +435,7 @@ impl Kernels {
         ))]
         return Kernels {
             isa: Isa::Avx512Vnni,
+            parallel: None,
         };
         #[cfg(all(
             target_arch = "x86_64",
@@ -330,7 +449,10 @@ impl Kernels {
                 target_feature = "avx512vnni"
             ))
         ))]
-        return Kernels { isa: Isa::Avx2 };
+        return Kernels {
+            isa: Isa::Avx2,
+            parallel: None,
+        };
         #[cfg(all(
             target_arch = "aarch64",
             target_feature = "neon",
@@ -338,13 +460,17 @@ impl Kernels {
         ))]
         return Kernels {
             isa: Isa::NeonDotprod,
+            parallel: None,
         };
         #[cfg(all(
             target_arch = "aarch64",
             target_feature = "neon",
             not(target_feature = "dotprod")
         ))]
-        return Kernels { isa: Isa::Neon };
+        return Kernels {
+            isa: Isa::Neon,
+            parallel: None,
+        };
         #[allow(unreachable_code)]
         Kernels::scalar()
     }
@@ -374,12 +500,102 @@ impl Kernels {
         } else {
             Isa::Scalar
         };
-        Kernels { isa }
+        Kernels {
+            isa,
+            parallel: None,
+        }
     }
 
     /// The instruction set in use.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The same kernels, splitting products of at least [`PARALLEL_MIN_WEIGHTS`] weights
+    /// across `parallel`'s workers: matrix-vector products by rows, matrix-matrix products by
+    /// tokens. Results are bit-identical to the single-threaded kernels (each output element
+    /// is computed by the same code in the same order; only which thread runs it changes).
+    pub fn with_parallel(self, parallel: &'static dyn Parallel) -> Self {
+        Kernels {
+            parallel: Some(parallel),
+            ..self
+        }
+    }
+
+    /// The same kernels on the calling thread only.
+    pub fn single_threaded(self) -> Self {
+        Kernels {
+            parallel: None,
+            ..self
+        }
+    }
+
+    /// Threads a large product runs on (1 without a [`Parallel`] pool).
+    pub fn workers(&self) -> usize {
+        self.parallel.map_or(1, |p| p.workers().max(1))
+    }
+
+    /// The pool and the split when a product of `n` tokens × `w` is worth splitting: rows
+    /// for one token, tokens for eight or more, in aligned parts, one per worker.
+    fn split(&self, w: &Matrix, n: usize) -> Option<(&'static dyn Parallel, Split)> {
+        let pool = self.parallel?;
+        let workers = pool.workers();
+        if workers < 2 || w.rows().saturating_mul(w.cols()) < PARALLEL_MIN_WEIGHTS {
+            return None;
+        }
+        let (units, align, by) = if n == 1 {
+            (w.rows(), ROW_SPLIT_ALIGN, SplitBy::Rows)
+        } else if n >= 2 * TOKEN_SPLIT_ALIGN {
+            (n, TOKEN_SPLIT_ALIGN, SplitBy::Tokens)
+        } else {
+            return None;
+        };
+        let per = units.div_ceil(workers).div_ceil(align) * align;
+        let parts = units.div_ceil(per);
+        (parts >= 2).then_some((pool, Split { by, per, parts }))
+    }
+
+    /// Runs `product(w_part, first_token, tokens, y_part)` on each part of a split product.
+    /// `y` is token-major `n × w.rows()`.
+    #[allow(unsafe_code)]
+    fn run_split(
+        pool: &dyn Parallel,
+        split: Split,
+        w: &Matrix,
+        n: usize,
+        y: &mut [f32],
+        product: &PartProduct,
+    ) {
+        let out = SharedOut {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+        };
+        let (rows, row_bytes) = (w.rows(), w.row_bytes());
+        pool.run(split.parts, &|part| {
+            let first = part * split.per;
+            match split.by {
+                SplitBy::Rows => {
+                    let count = split.per.min(rows - first);
+                    let bytes = &w.data()[first * row_bytes..(first + count) * row_bytes];
+                    // A row range of a valid matrix is valid (same format, row length and
+                    // alignment: rows are whole, aligned blocks).
+                    let Ok(part_w) = Matrix::new("", w.format(), count, w.cols(), bytes) else {
+                        return;
+                    };
+                    // SAFETY: parts cover disjoint row ranges of the single token's output,
+                    // and `first + count <= rows == y.len()`.
+                    let y_part = unsafe { out.range(first, count) };
+                    product(&part_w, 0, 1, y_part);
+                }
+                SplitBy::Tokens => {
+                    let count = split.per.min(n - first);
+                    // SAFETY: parts cover disjoint token ranges; each token's outputs are
+                    // `rows` contiguous floats inside `y` (`n · rows` long).
+                    let y_part = unsafe { out.range(first * rows, count * rows) };
+                    product(w, first, count, y_part);
+                }
+            }
+        });
     }
 
     fn check_matrix(w: &Matrix) -> Result<()> {
@@ -396,7 +612,7 @@ impl Kernels {
         Self::check_matrix(w)?;
         check_len(w.cols(), x.len())?;
         check_len(w.rows(), y.len())?;
-        self.gemm_checked(w, x, 1, y);
+        self.gemm_split(w, x, 1, y);
         Ok(())
     }
 
@@ -406,8 +622,19 @@ impl Kernels {
         Self::check_matrix(w)?;
         check_len(n.checked_mul(w.cols()).ok_or(Error::OutOfRange)?, x.len())?;
         check_len(n.checked_mul(w.rows()).ok_or(Error::OutOfRange)?, y.len())?;
-        self.gemm_checked(w, x, n, y);
+        self.gemm_split(w, x, n, y);
         Ok(())
+    }
+
+    fn gemm_split(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
+        let Some((pool, split)) = self.split(w, n) else {
+            return self.gemm_checked(w, x, n, y);
+        };
+        let cols = w.cols();
+        Self::run_split(pool, split, w, n, y, &|part_w, first, count, y_part| {
+            let x_part = &x[first * cols..(first + count) * cols];
+            self.gemm_checked(part_w, x_part, count, y_part);
+        });
     }
 
     #[allow(unsafe_code)]
@@ -497,6 +724,25 @@ impl Kernels {
             acts.tokens.checked_mul(w.rows()).ok_or(Error::OutOfRange)?,
             y.len(),
         )?;
+        let Some((pool, split)) = self.split(w, acts.tokens) else {
+            self.gemm_i8_checked(w, acts, y);
+            return Ok(());
+        };
+        Self::run_split(
+            pool,
+            split,
+            w,
+            acts.tokens,
+            y,
+            &|part_w, first, count, y_part| {
+                self.gemm_i8_checked(part_w, &acts.slice_tokens(first, count), y_part);
+            },
+        );
+        Ok(())
+    }
+
+    #[allow(unsafe_code)]
+    fn gemm_i8_checked(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512Vnni => {
@@ -510,7 +756,6 @@ impl Kernels {
             }
             _ => scalar::gemm_i8(w, acts, y),
         }
-        Ok(())
     }
 
     /// [`Kernels::gemm_i8`] for one token (decode).

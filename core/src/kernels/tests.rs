@@ -362,3 +362,91 @@ fn empty_matrices_give_zeros() {
         }
     }
 }
+
+/// A test pool: each `run` spawns one scoped thread per task, in reverse order, so parts
+/// really run concurrently and out of order.
+struct SpawningPool(usize);
+
+// SAFETY: every index runs exactly once and the scope joins all threads before `run` returns.
+#[allow(unsafe_code)]
+unsafe impl Parallel for SpawningPool {
+    fn workers(&self) -> usize {
+        self.0
+    }
+    fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for i in (0..tasks).rev() {
+                s.spawn(move || task(i));
+            }
+        });
+    }
+}
+
+#[test]
+fn split_products_are_bit_identical_to_one_thread() {
+    let pools: [&'static SpawningPool; 2] = [
+        std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2))),
+        std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(3))),
+    ];
+    // Above PARALLEL_MIN_WEIGHTS, with row counts that do not divide evenly.
+    for (rows, cols) in [(301, 512), (77, 2000)] {
+        assert!(rows * cols >= PARALLEL_MIN_WEIGHTS);
+        for format in FORMATS {
+            let bytes = random_matrix(format, rows, cols, 7);
+            let store = aligned(&bytes);
+            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            for n in [1usize, 3, 8, 13, 37] {
+                let mut g = Rng(n as u64);
+                let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+                let mut scratch =
+                    vec![0u8; Int8Acts::scratch_bytes(n, cols, ActScale::PerBlock).unwrap()];
+                let int8 = matches!(format, Format::Tq2_0 | Format::Tq1_0 | Format::I8);
+                for k in available() {
+                    let mut want = vec![0.0f32; n * rows];
+                    k.gemm(&w, &x, n, &mut want).unwrap();
+                    let mut want_i8 = vec![0.0f32; n * rows];
+                    if int8 {
+                        let acts = k
+                            .quantize_acts(&x, n, cols, ActScale::PerBlock, &mut scratch)
+                            .unwrap();
+                        k.gemm_i8(&w, &acts, &mut want_i8).unwrap();
+                    }
+                    for pool in pools {
+                        let kp = k.with_parallel(pool);
+                        assert_eq!(kp.workers(), pool.0);
+                        let mut got = vec![f32::NAN; n * rows];
+                        kp.gemm(&w, &x, n, &mut got).unwrap();
+                        let same = |a: &[f32], b: &[f32]| {
+                            a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+                        };
+                        assert!(same(&got, &want), "{k:?} {format:?} {rows}x{cols} n={n}");
+                        if n == 1 {
+                            kp.gemv(&w, &x, &mut got).unwrap();
+                            assert!(same(&got, &want));
+                        }
+                        if int8 {
+                            let acts = k
+                                .quantize_acts(&x, n, cols, ActScale::PerBlock, &mut scratch)
+                                .unwrap();
+                            let mut got = vec![f32::NAN; n * rows];
+                            kp.gemm_i8(&w, &acts, &mut got).unwrap();
+                            assert!(same(&got, &want_i8), "i8 {k:?} {format:?} n={n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn small_products_and_single_threaded_stay_on_the_caller() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2)));
+    let k = Kernels::scalar().with_parallel(pool);
+    assert_eq!(k.workers(), 2);
+    assert_eq!(k.single_threaded(), Kernels::scalar());
+    assert_ne!(k, Kernels::scalar());
+    let w = Matrix::new("w", Format::I8, 4, 8, &[1u8; 32]).unwrap();
+    assert!(k.split(&w, 1).is_none());
+}

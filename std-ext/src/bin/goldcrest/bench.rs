@@ -1,7 +1,7 @@
 //! `goldcrest bench --model M`: prefill and decode tokens/s on random token ids, as llama-bench
-//! measures them (one warm-up run, then the median of `--repeat` runs; no warm-up with
-//! `--context`, whose untimed fill serves as one). Single-threaded: the
-//! kernels do not split work across threads yet.
+//! measures them (one warm-up run, then the median of `--repeat` runs; with `--context` the untimed fill is the warm-up). `--threads N` splits
+//! the large matrix products across N threads (default: all cores); the rest of the model
+//! (attention, norms, recurrences) runs on the calling thread.
 //!
 //! `--context N` measures both after N tokens are already in the sequence (untimed), so
 //! attention's cost at long context shows: llama/qwen2 run the N tokens through the model;
@@ -49,6 +49,8 @@ pub struct Args {
     /// Int8 activations for ternary layers (llama, qwen2).
     #[arg(long)]
     int8_acts: bool,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// Median prefill and decode tokens/s, weight bytes, and a one-line description.
@@ -194,6 +196,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: args.int8_acts,
+        threads: args.threads.get(),
     };
     let kernels = session::kernels();
     let (arch, measured) = with_model(Some(&args.model), &options, |model, _| {
@@ -214,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "model": args.model.display().to_string(),
             "arch": arch,
             "isa": format!("{:?}", kernels.isa()),
-            "threads": 1,
+            "threads": options.threads,
             "context": args.context,
             "context_filled": measured.filled,
             "cache_bytes_per_token": measured.cache_per_token.map(|c| c.0),
@@ -229,10 +232,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{}: {}, {weight_mib:.1} MiB of weights, kernels {:?}, 1 thread",
+            "{}: {}, {weight_mib:.1} MiB of weights, kernels {:?}, {} thread(s)",
             args.model.display(),
             measured.describe,
-            kernels.isa()
+            kernels.isa(),
+            options.threads
         );
         if args.context > 0 {
             println!("context {:>5} tokens: {}", args.context, measured.filled);

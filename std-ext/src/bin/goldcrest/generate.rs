@@ -81,6 +81,8 @@ pub struct Args {
     /// KV cache storage (llama, qwen2; goldfinch: f32 or f16 GOLD keys and values).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// Runs `goldcrest generate`.
@@ -101,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: false,
+        threads: args.threads.get(),
     };
     with_model(args.model.as_deref(), &options, |model, st| {
         let tokenizer = session::tokenizer(args.tokenizer.as_deref(), st)?;

@@ -5,7 +5,7 @@
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use crate::session::{Options, check_ids, kv_format, with_model};
+use crate::session::{self, Options, check_ids, kv_format, with_model};
 
 /// Arguments of `goldcrest logits`.
 #[derive(clap::Args)]
@@ -23,6 +23,8 @@ pub struct Args {
     /// others show what a reduced cache changes.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// One output line; f32 values go through serde_json's shortest round-trip formatting.
@@ -39,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk.max(1),
         kv: kv_format(&args.kv)?,
         int8_acts: false,
+        threads: args.threads.get(),
     };
     let (logits, v) = with_model(Some(&args.model), &options, |model, _| {
         let v = model.vocab();

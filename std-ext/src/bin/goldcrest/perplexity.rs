@@ -40,6 +40,8 @@ pub struct Args {
     /// function.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
+    #[command(flatten)]
+    threads: session::Threads,
 }
 
 /// Runs `goldcrest perplexity`.
@@ -53,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk: args.chunk,
         kv: session::kv_format(&args.kv)?,
         int8_acts: false,
+        threads: args.threads.get(),
     };
     let report = with_model(Some(&args.model), &options, |model, st| {
         let tokenizer = session::tokenizer(args.tokenizer.as_deref(), st)?;

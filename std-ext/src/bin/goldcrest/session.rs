@@ -29,6 +29,8 @@ pub struct Options {
     pub kv: KvFormat,
     /// Int8 activations for ternary layers (decoder models).
     pub int8_acts: bool,
+    /// Threads for large matrix products (1: the calling thread only).
+    pub threads: usize,
 }
 
 /// A loaded language model with its state and scratch: the part of each architecture the
@@ -107,7 +109,7 @@ pub fn with_model<R>(
             "the bundled rwkv6-tiny".to_string(),
         ),
     };
-    let kernels = goldcrest_std::kernels::detect();
+    let kernels = goldcrest_std::kernels::detect_with_threads(options.threads);
     let loading = || format!("loading {label}");
     match arch_of(&st).as_str() {
         "llama" | "qwen2" => {
@@ -424,6 +426,24 @@ pub fn kv_format(name: &str) -> anyhow::Result<KvFormat> {
 /// The kernels the session uses (for reports).
 pub fn kernels() -> Kernels {
     goldcrest_std::kernels::detect()
+}
+
+/// `--threads`: threads for large matrix products; all the CPUs this process may use when
+/// not given. Results do not depend on it (the split kernels are bit-identical).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Threads {
+    /// Threads for large matrix products [default: all cores].
+    #[arg(long = "threads")]
+    threads: Option<usize>,
+}
+
+impl Threads {
+    /// The thread count to use (at least 1).
+    pub fn get(&self) -> usize {
+        self.threads
+            .unwrap_or_else(goldcrest_std::parallel::Pool::available)
+            .max(1)
+    }
 }
 
 /// The tokenizer to use: `--tokenizer world` (the bundled RWKV World vocabulary), a vocabulary

@@ -62,6 +62,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         chunk: a.chunk,
         kv: session::kv_format("f16")?,
         int8_acts: false,
+        threads: goldcrest_std::parallel::Pool::available(),
     };
     with_model(Some(&a.model), &options, |model, st| {
         let tokenizer = session::tokenizer(a.tokenizer.as_deref(), st)?.context(
