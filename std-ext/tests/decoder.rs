@@ -1005,3 +1005,67 @@ fn streaming_conversion_is_byte_identical() {
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// `bench --context N` on a decoder fills the KV cache with random keys and values instead of
+/// a prefill, says so, and reports the cache those N positions (plus the timed tokens) occupy.
+#[test]
+fn cli_bench_with_context_fills_the_kv_cache_synthetically() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("llama.gc");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_goldcrest"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fixture_dir = fixture("llama");
+    let converted = run(&[
+        "convert".as_ref(),
+        "llama".as_ref(),
+        fixture_dir.as_os_str(),
+        out.as_os_str(),
+        "--weights".as_ref(),
+        "f32".as_ref(),
+    ]);
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    let bench = |context: &str| {
+        run(&[
+            "bench".as_ref(),
+            "--model".as_ref(),
+            out.as_os_str(),
+            "--context".as_ref(),
+            context.as_ref(),
+            "--prompt-tokens".as_ref(),
+            "6".as_ref(),
+            "--gen-tokens".as_ref(),
+            "3".as_ref(),
+            "--repeat".as_ref(),
+            "1".as_ref(),
+            "--json".as_ref(),
+        ])
+    };
+    let filled = bench("50");
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&filled.stdout).unwrap();
+    assert_eq!(v["arch"], "llama");
+    assert_eq!(v["context"], 50);
+    let how = v["context_filled"].as_str().unwrap();
+    assert!(how.contains("random keys and values"), "{how}");
+    // Per position: 2 layers × K,V × 2 KV heads × head 24 × 2 bytes (f16).
+    assert_eq!(v["cache_bytes_per_token"], 2 * 2 * 2 * 24 * 2);
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s"] {
+        assert!(v[key].as_f64().is_some_and(|r| r > 0.0), "{key} in {v}");
+    }
+    // The fixture's 64 trained positions cannot hold 60 + 6 + 3.
+    let over = bench("60");
+    assert!(!over.status.success());
+    assert!(String::from_utf8_lossy(&over.stderr).contains("exceeds the model's"));
+}

@@ -607,6 +607,42 @@ impl<'s> KvCache<'s> {
         Ok(())
     }
 
+    /// Makes the cache hold `len` positions whose keys and values are `value()` drawn in turn,
+    /// stored in the cache's format exactly as [`Decoder::forward`] stores computed ones; the
+    /// values at earlier positions are replaced. Attention costs the same whatever the cached
+    /// values, so this measures decode and prefill speed at long context without running the
+    /// model over `len` tokens (`goldcrest bench --context`), and builds caches for tests. Fails
+    /// with [`Error::ContextFull`] (cache unchanged) when `len` exceeds [`KvCache::context`]
+    /// on a model without a sliding window in every layer, and with [`Error::NonFinite`] (cache
+    /// partly overwritten, position unchanged) if `value` returns NaN or an infinity, and with
+    /// [`Error::OutOfRange`] for a `head_dim` above 1024 (one row is staged on the stack).
+    pub fn fill_synthetic(&mut self, len: usize, mut value: impl FnMut() -> f32) -> Result<()> {
+        if len > self.context && !self.config.slides_everywhere() {
+            return Err(Error::ContextFull {
+                capacity: self.context as u64,
+            });
+        }
+        const MAX_SYNTHETIC_HEAD_DIM: usize = 1024;
+        let live = len.min(self.context);
+        let mut row_values = [0.0f32; MAX_SYNTHETIC_HEAD_DIM];
+        let row_values = row_values
+            .get_mut(..self.config.head_dim)
+            .ok_or(Error::OutOfRange)?;
+        for row in 0..self.rows() {
+            for slot in 0..live {
+                for v in row_values.iter_mut() {
+                    *v = value();
+                    if !v.is_finite() {
+                        return Err(Error::NonFinite);
+                    }
+                }
+                self.store(row * self.context + slot, row_values);
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Index of the row (`head_dim` values) for `(layer, K=0/V=1, kv_head, position)`;
     /// positions map onto the `context` slots modulo `context` (a ring when sliding).
     fn row(&self, layer: usize, kv: usize, head: usize, pos: usize) -> usize {
@@ -1442,6 +1478,61 @@ mod kv_state_tests {
             assert_eq!(other.len(), 5);
             assert_eq!(live_values(&other), live_values(&cache));
         }
+    }
+
+    #[test]
+    fn synthetic_fill_stores_like_forward_and_saves_like_a_real_cache() {
+        let cfg = config();
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::I8, KvFormat::I4] {
+            let value = |k: usize| ((k * 13) % 17) as f32 * 0.25 - 2.0;
+            let mut a = bytes_for(8, format);
+            let mut synthetic = filled(&mut a, 8, format, 2);
+            let mut k = 0;
+            synthetic
+                .fill_synthetic(5, || {
+                    k += 1;
+                    value(k - 1)
+                })
+                .unwrap();
+            assert_eq!(synthetic.len(), 5);
+            // The same values stored row by row, as forward stores keys and values.
+            let mut b = bytes_for(8, format);
+            let mut stored = filled(&mut b, 8, format, 0);
+            let mut k = 0;
+            for r in 0..stored.rows() {
+                for slot in 0..5 {
+                    let x: Vec<f32> = (0..cfg.head_dim).map(|i| value(k + i)).collect();
+                    k += cfg.head_dim;
+                    stored.store(r * 8 + slot, &x);
+                }
+            }
+            stored.len = 5;
+            assert_eq!(live_values(&synthetic), live_values(&stored));
+            let mut saved = vec![0u8; synthetic.saved_len().unwrap()];
+            synthetic.save(&mut saved).unwrap();
+            let mut c = bytes_for(16, format);
+            let mut restored = filled(&mut c, 16, format, 0);
+            restored.restore(&saved).unwrap();
+            assert_eq!(live_values(&restored), live_values(&synthetic));
+        }
+    }
+
+    #[test]
+    fn synthetic_fill_refuses_overflow_and_non_finite_values() {
+        let mut a = bytes_for(8, KvFormat::F16);
+        let mut cache = filled(&mut a, 8, KvFormat::F16, 3);
+        assert!(matches!(
+            cache.fill_synthetic(9, || 0.5),
+            Err(Error::ContextFull { capacity: 8 })
+        ));
+        assert_eq!(cache.len(), 3);
+        assert!(matches!(
+            cache.fill_synthetic(4, || f32::NAN),
+            Err(Error::NonFinite)
+        ));
+        assert_eq!(cache.len(), 3);
+        cache.fill_synthetic(8, || 0.5).unwrap();
+        assert_eq!(cache.len(), 8);
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub trait LanguageModel {
     fn cache_use(&self) -> Option<CacheUse> {
         None
     }
+    /// Makes the sequence `positions` long with keys and values drawn from `value` instead of
+    /// computed (for speed measurements at long context); `Ok(false)` when the model keeps no
+    /// per-position cache that could be filled this way.
+    fn fill_synthetic(
+        &mut self,
+        _positions: usize,
+        _value: &mut dyn FnMut() -> f32,
+    ) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Bytes a sequence's per-token cache takes.
@@ -284,6 +294,14 @@ impl LanguageModel for DecoderSession<'_, '_, '_> {
             bytes: tokens * per_position,
             at_rest_per_token: None,
         })
+    }
+    fn fill_synthetic(
+        &mut self,
+        positions: usize,
+        value: &mut dyn FnMut() -> f32,
+    ) -> anyhow::Result<bool> {
+        self.cache.fill_synthetic(positions, value)?;
+        Ok(true)
     }
 }
 
