@@ -714,32 +714,20 @@ impl KvRows<'_> {
         }
     }
 
-    /// `Σ a[j] · row[at + j]`.
-    fn dot(&self, at: usize, a: &[f32]) -> f32 {
+    /// `Σ a[j] · row[at + j]`, through the attention kernels (SIMD where the target has it).
+    fn dot(&self, kernels: &Kernels, at: usize, a: &[f32]) -> Result<f32> {
         match self {
-            KvRows::F32(v) => a.iter().zip(&v[at..at + a.len()]).map(|(x, y)| x * y).sum(),
-            KvRows::F16(v) => a
-                .iter()
-                .zip(&v[at..at + a.len()])
-                .map(|(x, y)| x * half::f16::from_bits(*y).to_f32())
-                .sum(),
+            KvRows::F32(v) => kernels.dot_f32(&v[at..at + a.len()], a),
+            KvRows::F16(v) => kernels.dot_f16(&v[at..at + a.len()], a),
         }
     }
 
     /// `y += p · row[at..]`.
-    fn axpy(&self, at: usize, p: f32, y: &mut [f32]) {
+    fn axpy(&self, kernels: &Kernels, at: usize, p: f32, y: &mut [f32]) -> Result<()> {
         let n = y.len();
         match self {
-            KvRows::F32(v) => {
-                for (yj, vj) in y.iter_mut().zip(&v[at..at + n]) {
-                    *yj += p * vj;
-                }
-            }
-            KvRows::F16(v) => {
-                for (yj, vj) in y.iter_mut().zip(&v[at..at + n]) {
-                    *yj += p * half::f16::from_bits(*vj).to_f32();
-                }
-            }
+            KvRows::F32(v) => kernels.axpy_f32(p, &v[at..at + n], y),
+            KvRows::F16(v) => kernels.axpy_f16(p, &v[at..at + n], y),
         }
     }
 }
@@ -1545,13 +1533,13 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
             let head = h * n..(h + 1) * n;
             let q = &b.r[head.clone()];
             for (s, score) in scores.iter_mut().enumerate() {
-                *score = parts.kv.dot(keys + s * c + h * n, q) * scale;
+                *score = parts.kv.dot(&self.kernels, keys + s * c + h * n, q)? * scale;
             }
             ops::softmax(scores)?;
             let y = &mut b.y[head];
             y.fill(0.0);
             for (s, &p) in scores.iter().enumerate() {
-                parts.kv.axpy(values + s * c + h * n, p, y);
+                parts.kv.axpy(&self.kernels, values + s * c + h * n, p, y)?;
             }
         }
         ops::layer_norm(b.y, att.ln_x.0, att.ln_x.1, LAYER_NORM_EPS)?;
