@@ -1282,24 +1282,13 @@ impl KvCache<'_> {
     /// magic, version, format, shape, length, checksum and finiteness before changing
     /// anything: on error the cache is unchanged.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() < KV_STATE_HEADER + 4 {
-            return Err(Error::Truncated {
-                needed: (KV_STATE_HEADER + 4) as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        if bytes[0..8] != KV_STATE_MAGIC {
-            return Err(Error::BadMetadata {
-                key: Name::new("KV state magic"),
-            });
-        }
-        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != KV_STATE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found_major: version,
-                supported_major: KV_STATE_VERSION,
-            });
-        }
+        crate::models::rwkv6::check_saved_prefix(
+            bytes,
+            KV_STATE_HEADER,
+            &KV_STATE_MAGIC,
+            KV_STATE_VERSION,
+            "KV state magic",
+        )?;
         let ours = self.state_header(0);
         if bytes[10..44] != ours[10..44] {
             return Err(Error::BadMetadata {

@@ -1655,24 +1655,13 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
     pub fn restore(&self, ctx: &mut Context, scratch: &mut Scratch, bytes: &[u8]) -> Result<()> {
         self.check(ctx, scratch)?;
         let cfg = *self.config();
-        if bytes.len() < CONTEXT_HEADER + 4 {
-            return Err(Error::Truncated {
-                needed: (CONTEXT_HEADER + 4) as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        if bytes[0..8] != CONTEXT_MAGIC {
-            return Err(Error::BadMetadata {
-                key: Name::new("context magic"),
-            });
-        }
-        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != CONTEXT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found_major: version,
-                supported_major: CONTEXT_VERSION,
-            });
-        }
+        crate::models::rwkv6::check_saved_prefix(
+            bytes,
+            CONTEXT_HEADER,
+            &CONTEXT_MAGIC,
+            CONTEXT_VERSION,
+            "context magic",
+        )?;
         let mut n_bytes = [0u8; 8];
         n_bytes.copy_from_slice(&bytes[32..40]);
         let n = u64::from_le_bytes(n_bytes);

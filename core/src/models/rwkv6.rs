@@ -691,24 +691,13 @@ impl<'s> State<'s> {
     /// touching the current state, which is left unchanged on error.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let len = Self::saved_len(&self.config)?;
-        if bytes.len() < STATE_HEADER + 4 {
-            return Err(Error::Truncated {
-                needed: (STATE_HEADER + 4) as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        if bytes[0..8] != STATE_MAGIC {
-            return Err(Error::BadMetadata {
-                key: Name::new("state magic"),
-            });
-        }
-        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != STATE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found_major: version,
-                supported_major: STATE_VERSION,
-            });
-        }
+        check_saved_prefix(
+            bytes,
+            STATE_HEADER,
+            &STATE_MAGIC,
+            STATE_VERSION,
+            "state magic",
+        )?;
         let expected = self.header();
         if bytes[10..STATE_HEADER] != expected[10..] {
             return Err(Error::BadMetadata {
@@ -740,6 +729,37 @@ impl<'s> State<'s> {
         }
         Ok(())
     }
+}
+
+/// Checks the start every saved form shares (RWKV-6 state, decoder KV cache, GoldFinch
+/// context): room for the `header` bytes and the trailing CRC-32, the 8 magic bytes, and the
+/// u16 format version at offset 8.
+pub(crate) fn check_saved_prefix(
+    bytes: &[u8],
+    header: usize,
+    magic: &[u8; 8],
+    version: u16,
+    what: &'static str,
+) -> Result<()> {
+    if bytes.len() < header + 4 {
+        return Err(Error::Truncated {
+            needed: (header + 4) as u64,
+            available: bytes.len() as u64,
+        });
+    }
+    if bytes[0..8] != *magic {
+        return Err(Error::BadMetadata {
+            key: Name::new(what),
+        });
+    }
+    let found = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if found != version {
+        return Err(Error::UnsupportedVersion {
+            found_major: found,
+            supported_major: version,
+        });
+    }
+    Ok(())
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib) of `bytes`.
