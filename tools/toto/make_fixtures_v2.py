@@ -66,6 +66,8 @@ CONFIGS = {
 }
 
 CONTEXT, HORIZON = 22, 10
+# A long context (about 100 patches) where xPos's distance decay is visible.
+LONG_CONTEXT, LONG_HORIZON = 397, 30
 
 
 def series_values() -> np.ndarray:
@@ -80,6 +82,16 @@ def series_values() -> np.ndarray:
     s2 = -5 + np.cos(2 * math.pi * t / 5) + 0.1 * t
     s2[:5] = np.nan
     return np.stack([s0, s1, s2]).astype(np.float32)
+
+
+def long_values() -> np.ndarray:
+    t = np.arange(LONG_CONTEXT, dtype=np.float64)
+    rng = np.random.default_rng(11)
+    a = 50 + 8 * np.sin(2 * math.pi * t / 24) + 0.02 * t + rng.standard_normal(LONG_CONTEXT)
+    b = 3 * np.cos(2 * math.pi * t / 7) + 0.5 * rng.standard_normal(LONG_CONTEXT)
+    a[100:130] = np.nan
+    b[::17] = np.nan
+    return np.stack([a, b]).astype(np.float32)
 
 
 def prepare(values: np.ndarray, patch: int):
@@ -114,6 +126,7 @@ def main():
         "multi_raw": ([0, 1, 2], [0, 0, 0], 0, 0.0),  # Toto2Model.forecast's defaults
         "groups": ([0, 1, 2], [0, 0, 1], 8, 1e4),
         "uni": ([0], [0], 8, 1e4),
+        "long": ([0, 1], [0, 0], 8, 1e4),
     }
     for cname, overrides in CONFIGS.items():
         gen = torch.Generator().manual_seed(1234)
@@ -126,17 +139,18 @@ def main():
             json.dump(dataclasses.asdict(cfg), f, indent=2)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   os.path.join(d, "model.safetensors"))
-        gold = {"values": torch.from_numpy(values)}
+        gold = {"values": torch.from_numpy(values), "long_values": torch.from_numpy(long_values())}
         p = cfg.patch_size
         for case, (vars_, ids, min_obs, cap) in cases.items():
-            target, mask = prepare(values[vars_], p)
+            source, horizon = (long_values(), LONG_HORIZON) if case == "long" else (values, HORIZON)
+            target, mask = prepare(source[vars_], p)
             sid = torch.tensor([ids], dtype=torch.long)
             inputs = {"target": target, "target_mask": mask, "series_ids": sid}
             with torch.no_grad():
-                q = model.forecast(dict(inputs), HORIZON, scaler_fallback_min_obs=min_obs,
+                q = model.forecast(dict(inputs), horizon, scaler_fallback_min_obs=min_obs,
                                    quantile_real_cap_k=cap)
                 # The scaler statistics and scaled, asinh-compressed context the forecast uses.
-                num_patches = math.ceil(HORIZON / p)
+                num_patches = math.ceil(horizon / p)
                 full_target, full_mask, _, _ = model._prepare_forecast_inputs(dict(inputs), num_patches)
                 _, loc, scale = model.scaler(full_target, full_mask)
                 if min_obs > 0:

@@ -27,6 +27,7 @@ pub mod goldfinch;
 pub mod hf;
 pub mod rwkv6;
 pub mod toto;
+pub mod toto2;
 
 /// One output tensor. The bytes are kept in `u64` words so that every in-memory view is
 /// aligned as the core requires (a file writer aligns them in the file).

@@ -31,12 +31,12 @@ pub struct Options {
 }
 
 /// A tensor read as f32.
-struct Tensor {
-    shape: Vec<usize>,
-    values: Vec<f32>,
+pub(crate) struct Tensor {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) values: Vec<f32>,
 }
 
-fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+pub(crate) fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow!("{}: not a safetensors file: {e}", path.display()))?;

@@ -33,6 +33,7 @@
 
 mod sample;
 mod scaler;
+pub mod v2;
 
 pub use sample::{Rng, mixture_mean, quantile_sorted, sample_mixture, sort_samples};
 pub use scaler::{MINIMUM_SCALE, RunningStats, ScaleClamp};
