@@ -68,7 +68,11 @@ pub fn convert(dir: &Path, options: Options) -> Result<ModelWriter> {
     let group_size = usize_or(&config, "layer_group_size", None)?;
     let variate_layers = usize_or(&config, "num_variate_layers_per_group", None)?;
     let variate_first = bool_or(&config, "variate_layer_first", None)?;
-    let d_ff = usize_or(&config, "d_ff", Some((4 * d_model * 2 / 3 + 7) / 8 * 8))?;
+    let d_ff = usize_or(
+        &config,
+        "d_ff",
+        Some((4 * d_model * 2 / 3).next_multiple_of(8)),
+    )?;
     let groups = match usize_or(&config, "num_groups", Some(0))? {
         0 => heads,
         g => g,

@@ -35,6 +35,21 @@ enum Arch {
     /// Toto from a checkpoint directory (config.json + model.safetensors) with `toto-ts` module
     /// names or the released file's names (`mlp.0.w12`, `mlp.0.w3`, `rotary_emb.freqs`).
     Toto(TotoArgs),
+    /// Toto 2.0 from a checkpoint directory (config.json + model.safetensors as `toto-2`'s
+    /// `Toto2Model.save_pretrained` writes them), strictly by the module's tensor names.
+    Toto2(Toto2Args),
+}
+
+#[derive(clap::Args)]
+struct Toto2Args {
+    /// Directory holding config.json and model.safetensors.
+    dir: PathBuf,
+    /// Output goldcrest file.
+    output: PathBuf,
+    /// Format of the layers' matrices (attention in/out, SwiGLU); the patch embedding, head,
+    /// norms, biases and τ stay f32.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16", "q8", "q4", "tq2", "tq1"])]
+    weights: String,
 }
 
 #[derive(clap::Args)]
@@ -146,7 +161,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Arch::Llama(a) => decoder_command(decoder::Arch::Llama, a),
         Arch::Qwen2(a) => decoder_command(decoder::Arch::Qwen2, a),
         Arch::Toto(a) => toto_command(a),
+        Arch::Toto2(a) => toto2_command(a),
     }
+}
+
+fn toto2_command(a: Toto2Args) -> anyhow::Result<()> {
+    let options = goldcrest_std::convert::toto2::Options {
+        weights: format_arg(&a.weights)?,
+    };
+    // The converter loads its own output with the model before returning it.
+    let writer = goldcrest_std::convert::toto2::convert(&a.dir, options)
+        .with_context(|| format!("converting {}", a.dir.display()))?;
+    writer.write_file(&a.output)?;
+    let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "{}: toto2, {size} bytes ({} layer weights)",
+        a.output.display(),
+        options.weights.name()
+    );
+    Ok(())
 }
 
 fn toto_command(a: TotoArgs) -> anyhow::Result<()> {

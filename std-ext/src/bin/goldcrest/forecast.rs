@@ -1,10 +1,16 @@
 //! `goldcrest forecast --input series.csv [--model toto.gc] --horizon H [--mean | --samples S
 //! --seed N] [--quantiles 0.1,0.5,0.9] [--output forecast.csv] [--plot forecast.svg]`.
+//!
+//! A Toto 2.0 file (`goldcrest convert toto2`) forecasts its nine quantiles 0.1 … 0.9 in one
+//! pass: `<name>_median` is its 0.5 output, requested levels among the nine are its outputs, and
+//! other levels within [0.1, 0.9] are interpolated linearly between the two nearest; levels
+//! outside that range, `--mean`, and the sampling options do not apply.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, ensure};
+use goldcrest_core::models::toto::v2::{self, ForecastOptions, ForecastShape, Toto2};
 use goldcrest_core::models::toto::{
     ForecastSpec, Mode, Series, Toto, quantile_sorted, sort_samples,
 };
@@ -19,8 +25,8 @@ pub struct Args {
     /// empty cells or NA are missing values.
     #[arg(long)]
     input: PathBuf,
-    /// A goldcrest Toto model file (`goldcrest convert toto`); default: the bundled tiny
-    /// ternary Toto (docs/toto.md).
+    /// A goldcrest Toto model file (`goldcrest convert toto` or `goldcrest convert toto2`);
+    /// default: the bundled tiny ternary Toto (docs/toto.md).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Steps to forecast.
@@ -85,18 +91,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ensure!(args.batch > 0, "--batch must be at least 1");
         parse_quantiles(&args.quantiles)?
     };
-    let plot_png = match &args.plot {
-        Some(plot) => {
-            let ext = plot.extension().and_then(|e| e.to_str()).unwrap_or("");
-            ensure!(
-                ext.eq_ignore_ascii_case("svg") || ext.eq_ignore_ascii_case("png"),
-                "--plot {}: the file name must end in .svg or .png",
-                plot.display()
-            );
-            ext.eq_ignore_ascii_case("png")
-        }
-        None => false,
-    };
+    if let Some(plot) = &args.plot {
+        ensure!(
+            is_png(plot) || plot_extension(plot).eq_ignore_ascii_case("svg"),
+            "--plot {}: the file name must end in .svg or .png",
+            plot.display()
+        );
+    }
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
     let csv = series_csv::parse(&text).with_context(|| format!("{}", args.input.display()))?;
@@ -112,8 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "bundled toto-tiny".to_string(),
         ),
     };
-    let model = Toto::new(st, goldcrest_std::kernels::detect())
-        .map_err(|e| anyhow!("{model_name}: {e}"))?;
+    let is_toto2 = st.metadata().arch().and_then(|a| a.as_str()) == Some(v2::ARCH);
 
     // The latest `context` steps of every variate.
     let v_count = csv.names.len();
@@ -129,6 +129,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         groups: None,
     };
     let h = args.horizon;
+    if is_toto2 {
+        ensure!(
+            !args.mean,
+            "--mean: a Toto 2.0 model predicts quantiles, not a mean (use the median column)"
+        );
+        let model = Toto2::new(st, goldcrest_std::kernels::detect())
+            .map_err(|e| anyhow!("{model_name}: {e}"))?;
+        let columns = toto2_columns(&model, &series, h, &quantiles, &csv.names, args.timing)?;
+        let title = format!("Toto 2.0 forecast, {h} steps: median and quantile band");
+        return write_and_plot(&args, &csv, &quantiles, &columns, &title);
+    }
+    let model = Toto::new(st, goldcrest_std::kernels::detect())
+        .map_err(|e| anyhow!("{model_name}: {e}"))?;
     let batch = if args.mean {
         1
     } else {
@@ -144,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut memory = vec![0u8; plan.bytes_unaligned()];
 
     // Per variate: columns of (label, values per step); the first is the point forecast.
-    let mut columns: Vec<Vec<(String, Vec<f64>)>> = Vec::with_capacity(v_count);
+    let mut columns: Vec<Columns> = Vec::with_capacity(v_count);
     if args.mean {
         let mut out = vec![0f64; v_count * h];
         let started = std::time::Instant::now();
@@ -202,6 +215,121 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    let title = if args.mean {
+        format!("Toto mean forecast, {h} steps")
+    } else {
+        format!(
+            "Toto forecast, {h} steps: median and {}–{} band ({} samples)",
+            quantile_label(
+                quantiles
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+                    .min(0.5)
+            ),
+            quantile_label(
+                quantiles
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max)
+                    .max(0.5)
+            ),
+            args.samples
+        )
+    };
+    write_and_plot(&args, &csv, &quantiles, &columns, &title)
+}
+
+/// One variate's output columns: (label, value per step); the first is the point forecast.
+type Columns = Vec<(String, Vec<f64>)>;
+
+/// Per variate: the median column, then one column per requested quantile.
+fn toto2_columns(
+    model: &Toto2<'_>,
+    series: &Series<'_>,
+    h: usize,
+    quantiles: &[f64],
+    names: &[String],
+    timing: bool,
+) -> anyhow::Result<Vec<Columns>> {
+    for &q in quantiles {
+        ensure!(
+            (0.1 - 1e-9..=0.9 + 1e-9).contains(&q),
+            "--quantiles: {q} is outside the Toto 2.0 head's range 0.1 … 0.9"
+        );
+    }
+    let shape = ForecastShape {
+        variates: series.variates,
+        context: series.values.len() / series.variates.max(1),
+        horizon: h,
+    };
+    let plan = model.memory_plan(&shape).map_err(|e| anyhow!("{e}"))?;
+    let mut memory = vec![0u8; plan.bytes_unaligned()];
+    let mut out = vec![0f32; series.variates * h * v2::NUM_QUANTILES];
+    let started = std::time::Instant::now();
+    model
+        .forecast(
+            series,
+            h,
+            &ForecastOptions::default(),
+            &mut memory,
+            &mut out,
+        )
+        .map_err(|e| anyhow!("forecast: {e}"))?;
+    if timing {
+        eprintln!(
+            "forecast time: {:.6} s (one pass)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut columns = Vec::with_capacity(series.variates);
+    for (v, name) in names.iter().enumerate() {
+        let at = |t: usize| &out[(v * h + t) * v2::NUM_QUANTILES..][..v2::NUM_QUANTILES];
+        let mut cols = vec![(
+            format!("{name}_median"),
+            (0..h).map(|t| f64::from(at(t)[v2::MEDIAN])).collect(),
+        )];
+        for &q in quantiles {
+            cols.push((
+                format!("{name}_{}", quantile_label(q)),
+                (0..h).map(|t| interpolate_quantile(at(t), q)).collect(),
+            ));
+        }
+        columns.push(cols);
+    }
+    Ok(columns)
+}
+
+/// The level-`q` value from the nine knots 0.1 … 0.9: a knot's own value, else linear between
+/// the two nearest knots.
+fn interpolate_quantile(knots: &[f32], q: f64) -> f64 {
+    let position = ((q - 0.1) / 0.1).clamp(0.0, 8.0);
+    let nearest = position.round();
+    if (position - nearest).abs() < 1e-9 {
+        return f64::from(knots[nearest as usize]);
+    }
+    let below = position.floor() as usize;
+    let frac = position - below as f64;
+    f64::from(knots[below]) * (1.0 - frac) + f64::from(knots[below + 1]) * frac
+}
+
+fn plot_extension(plot: &std::path::Path) -> &str {
+    plot.extension().and_then(|e| e.to_str()).unwrap_or("")
+}
+
+fn is_png(plot: &std::path::Path) -> bool {
+    plot_extension(plot).eq_ignore_ascii_case("png")
+}
+
+/// Writes the forecast CSV and the optional plot.
+fn write_and_plot(
+    args: &Args,
+    csv: &series_csv::CsvSeries,
+    quantiles: &[f64],
+    columns: &[Columns],
+    title: &str,
+) -> anyhow::Result<()> {
+    let h = args.horizon;
     let stamps = match &csv.time {
         Some((stamps, format)) => Some((future_timestamps(stamps, h)?, *format)),
         None => None,
@@ -210,7 +338,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if stamps.is_some() {
         text.push_str(",timestamp");
     }
-    for cols in &columns {
+    for cols in columns {
         for (label, _) in cols {
             text.push(',');
             text.push_str(label);
@@ -223,7 +351,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             text.push(',');
             text.push_str(&format_timestamp(future[t], *format));
         }
-        for cols in &columns {
+        for cols in columns {
             for (_, vals) in cols {
                 text.push(',');
                 text.push_str(&format!("{}", vals[t] as f32));
@@ -272,16 +400,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        let title = if args.mean {
-            format!("Toto mean forecast, {h} steps")
-        } else {
-            format!(
-                "Toto forecast, {h} steps: median and {}–{} band ({} samples)",
-                quantile_label(quantiles.get(band_columns.0).copied().unwrap_or(0.5)),
-                quantile_label(quantiles.get(band_columns.1).copied().unwrap_or(0.5)),
-                args.samples
-            )
-        };
         // Timestamps under the x axis when the input has them (history, then forecast).
         let x_labels: Vec<String> = match (&csv.time, &stamps) {
             (Some((past, format)), Some((future, _))) => past[past.len() - shown..]
@@ -291,8 +409,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .collect(),
             _ => Vec::new(),
         };
-        let drawing = svg(&plots, &title, &x_labels, 900.0, 420.0);
-        let bytes = if plot_png {
+        let drawing = svg(&plots, title, &x_labels, 900.0, 420.0);
+        let bytes = if is_png(plot) {
             goldcrest_std::plot::png(&drawing, 2.0).map_err(|e| anyhow!(e))?
         } else {
             drawing.into_bytes()
