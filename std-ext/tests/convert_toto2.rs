@@ -442,3 +442,68 @@ fn bad_inputs_are_errors() {
     m.forecast(&missing, 5, &options, &mut memory, &mut out)
         .unwrap();
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn words() -> &'static [u64] {
+        static WORDS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+        WORDS.get_or_init(|| converted(&fixture("xpos"), Format::F32))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any context length, horizon, variate count and missing pattern forecasts without
+        /// error, and each step's nine quantiles come out ascending and finite.
+        #[test]
+        fn forecasts_are_sorted_and_finite(
+            variates in 1usize..4,
+            steps in 1usize..40,
+            horizon in 1usize..12,
+            seed in any::<u64>(),
+            missing_every in 0usize..6,
+        ) {
+            let m = model(words());
+            let mut state = seed | 1;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 10_000) as f64 / 100.0 - 50.0
+            };
+            let values: Vec<f64> = (0..variates * steps)
+                .map(|i| if missing_every > 0 && i % (missing_every + 1) == 0 { f64::NAN } else { next() })
+                .collect();
+            let series = Series { values: &values, variates, groups: None };
+            let shape = ForecastShape { variates, context: steps, horizon };
+            let mut memory = vec![0u8; m.memory_plan(&shape).unwrap().bytes_unaligned()];
+            let mut out = vec![0f32; variates * horizon * NUM_QUANTILES];
+            m.forecast(&series, horizon, &ForecastOptions::default(), &mut memory, &mut out).unwrap();
+            for step in out.chunks_exact(NUM_QUANTILES) {
+                prop_assert!(step.iter().all(|x| x.is_finite()), "{step:?}");
+                prop_assert!(step.windows(2).all(|w| w[0] <= w[1]), "{step:?}");
+            }
+        }
+
+        /// Corrupting a byte of the file gives an error or a working model, never a panic.
+        #[test]
+        fn corrupted_files_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut words = words().to_vec();
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+            let len = trim(bytes).len();
+            bytes[at.index(len)] = byte;
+            let bytes: &[u8] = bytemuck::cast_slice(&words);
+            let Ok(st) = goldcrest_std::load::parse_hosted(&bytes[..len]) else { return Ok(()) };
+            let Ok(m) = Toto2::new(st, Kernels::scalar()) else { return Ok(()) };
+            let values = [1.0, 2.0, f64::NAN, 4.0, 5.0, 3.0];
+            let series = Series { values: &values, variates: 1, groups: None };
+            let shape = ForecastShape { variates: 1, context: 6, horizon: 3 };
+            let Ok(plan) = m.memory_plan(&shape) else { return Ok(()) };
+            let mut memory = vec![0u8; plan.bytes_unaligned()];
+            let mut out = vec![0f32; 3 * NUM_QUANTILES];
+            let _ = m.forecast(&series, 3, &ForecastOptions::default(), &mut memory, &mut out);
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use goldcrest_core::format::{SafeTensors, TensorView};
-use goldcrest_core::models::{decoder, goldfinch, rwkv6};
+use goldcrest_core::models::{decoder, goldfinch, rwkv6, toto};
 use goldcrest_std::load::ModelFile;
 use serde::Serialize;
 
@@ -109,6 +109,23 @@ fn model_plan(st: &SafeTensors<'_>) -> (Option<(usize, usize)>, Option<String>) 
             );
             Ok((plan, assumes))
         }),
+        Some(toto::v2::ARCH) => {
+            toto::v2::Toto2::new(*st, goldcrest_core::kernels::Kernels::scalar()).and_then(
+                |model| {
+                    let shape = toto::v2::ForecastShape {
+                        variates: 1,
+                        context: 4096,
+                        horizon: 256,
+                    };
+                    let assumes = format!(
+                        "{}; one variate, context 4096 steps, horizon 256 (one pass, scratch \
+                         grows with variates × patches)",
+                        model.config()
+                    );
+                    model.memory_plan(&shape).map(|plan| (plan, assumes))
+                },
+            )
+        }
         _ => return (None, None),
     };
     match planned {
