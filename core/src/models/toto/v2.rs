@@ -128,21 +128,13 @@ impl Toto2Config {
             _ => return Err(bad_meta("goldcrest.arch")),
         }
         let int = |name: &str| meta.hyperparameter_usize(ARCH, name);
-        let flag = |name: &'static str| -> Result<bool> {
-            let key = match name {
-                "variate_layer_first" => "goldcrest.toto2.variate_layer_first",
-                "qk_norm" => "goldcrest.toto2.qk_norm",
-                "norm_include_weight" => "goldcrest.toto2.norm_include_weight",
-                "qk_norm_include_weight" => "goldcrest.toto2.qk_norm_include_weight",
-                "per_dim_scale" => "goldcrest.toto2.per_dim_scale",
-                "use_xpos" => "goldcrest.toto2.use_xpos",
-                "attn_bias" => "goldcrest.toto2.attn_bias",
-                _ => "goldcrest.toto2.mlp_bias",
-            };
+        let flag = |name: &str| -> Result<bool> {
             match meta.hyperparameter(ARCH, name).and_then(|v| v.as_str()) {
                 Some("true") => Ok(true),
                 Some("false") => Ok(false),
-                _ => Err(bad_meta(key)),
+                _ => Err(Error::BadMetadata {
+                    key: Name::new(&tensor_name(format_args!("goldcrest.{ARCH}.{name}"))?),
+                }),
             }
         };
         let config = Toto2Config {
