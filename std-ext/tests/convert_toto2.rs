@@ -507,3 +507,52 @@ mod properties {
         }
     }
 }
+
+/// The converted gqa file with one metadata value replaced, loaded by the core model.
+fn load_with_metadata(key: &str, value: &str) -> Result<(), Error> {
+    let words = converted(&fixture("gqa"), Format::F32);
+    let bytes = trim(bytemuck::cast_slice(&words)).to_vec();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut map = meta.metadata().clone().unwrap();
+    map.insert(key.to_string(), value.to_string());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st.tensors();
+    let edited = safetensors::serialize(tensors, Some(map)).unwrap();
+    let mut words = vec![0u64; edited.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..edited.len()].copy_from_slice(&edited);
+    let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..edited.len()];
+    // The file parser refuses a newer format version before the model sees it.
+    let st = goldcrest_std::load::parse_hosted(bytes)?;
+    Toto2::new(st, Kernels::scalar()).map(|_| ())
+}
+
+#[test]
+fn bad_metadata_names_the_key() {
+    assert!(load_with_metadata("goldcrest.toto2.use_xpos", "false").is_ok());
+    let key_of = |e: Error| match e {
+        Error::BadMetadata { key } => key.to_string(),
+        other => panic!("{other:?}"),
+    };
+    for (key, value) in [
+        ("goldcrest.toto2.use_xpos", "maybe"),
+        ("goldcrest.toto2.num_groups", "3"),
+        ("goldcrest.toto2.layer_group_size", "3"),
+        ("goldcrest.toto2.patch_size", "0"),
+        ("goldcrest.toto2.norm_eps", "-1"),
+        ("goldcrest.arch", "toto"),
+    ] {
+        let err = load_with_metadata(key, value).unwrap_err();
+        assert_eq!(key_of(err), key, "{key} = {value}");
+    }
+    assert!(matches!(
+        load_with_metadata("goldcrest.format_version", "2.0"),
+        Err(Error::UnsupportedVersion { .. })
+    ));
+    // A consistent but different shape: the first tensor that disagrees is named.
+    match load_with_metadata("goldcrest.toto2.d_ff", "96") {
+        Err(Error::ShapeMismatch { tensor, .. }) => {
+            assert!(tensor.to_string().contains("ffn.fc1"), "{tensor}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
