@@ -49,7 +49,8 @@ pub struct Args {
     /// Output CSV (default: stdout).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Print the forecast's own time (model call only; no file I/O or parsing) to stderr.
+    /// Print the forecast's own wall and CPU time (model call only; no file I/O or parsing; the
+    /// weights are paged in first) to stderr.
     #[arg(long)]
     timing: bool,
     /// Plot file: `.svg` or `.png` (by extension).
@@ -60,6 +61,17 @@ pub struct Args {
     prefill_chunk: usize,
     #[command(flatten)]
     threads: crate::session::Threads,
+}
+
+/// `forecast cpu time:` line of `--timing`: CPU seconds of all threads since `started`, which
+/// (unlike wall time) other processes on a busy machine barely inflate.
+fn report_cpu_time(started: Option<std::time::Duration>) {
+    if let (Some(a), Some(b)) = (started, goldcrest_std::cpu_time::process()) {
+        eprintln!(
+            "forecast cpu time: {:.6} s (all threads)",
+            b.saturating_sub(a).as_secs_f64()
+        );
+    }
 }
 
 fn parse_quantiles(text: &str) -> anyhow::Result<Vec<f64>> {
@@ -160,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut columns: Vec<Vec<(String, Vec<f64>)>> = Vec::with_capacity(v_count);
     if args.mean {
         let mut out = vec![0f64; v_count * h];
+        let cpu_started = goldcrest_std::cpu_time::process();
         let started = std::time::Instant::now();
         model
             .forecast_mean(&series, h, &mut memory, &mut out)
@@ -169,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "forecast time: {:.6} s (mean mode)",
                 started.elapsed().as_secs_f64()
             );
+            report_cpu_time(cpu_started);
         }
         for (v, name) in csv.names.iter().enumerate() {
             columns.push(vec![(
@@ -184,6 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             batch,
             seed: args.seed,
         };
+        let cpu_started = goldcrest_std::cpu_time::process();
         let started = std::time::Instant::now();
         model
             .forecast_samples(&series, h, mode, &mut memory, &mut out)
@@ -193,6 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "forecast time: {:.6} s ({paths} samples)",
                 started.elapsed().as_secs_f64()
             );
+            report_cpu_time(cpu_started);
         }
         for (v, name) in csv.names.iter().enumerate() {
             let mut cols = vec![(format!("{name}_median"), Vec::with_capacity(h))];
