@@ -597,7 +597,10 @@ fn prefill_chunk_does_not_change_the_forecast() {
         };
         let st = SafeTensors::parse(as_bytes(&words)).unwrap();
         let patch = Toto::new(st, kernels).unwrap().config().patch_size;
-        assert!(c.steps.div_ceil(patch) >= 4, "the context spans several patches");
+        assert!(
+            c.steps.div_ceil(patch) >= 4,
+            "the context spans several patches"
+        );
         let one = run(1);
         for chunk in [2, 3, 8, 64] {
             assert_eq!(one, run(chunk), "{:?} chunk {chunk}", kernels.isa());

@@ -489,7 +489,11 @@ fn dense_float_products_do_not_depend_on_the_token_count() {
                     )
                     .unwrap();
                 }
-                assert!(all.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert!(
+                    all.iter()
+                        .zip(&parts)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
             }
         }
     }
