@@ -1224,7 +1224,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // k is an integer in [-126, 127] here (NaN converts to 0 and stays NaN through `e`).
     e * f32::from_bits(((k as i32 + 127) as u32) << 23)
