@@ -22,6 +22,35 @@ fn fixture(name: &str) -> Vec<u64> {
     words
 }
 
+/// The scalar reference and the fastest kernels this CPU runs (SIMD sums in another order:
+/// the tolerances above cover both).
+#[allow(unsafe_code)]
+fn kernels_under_test() -> Vec<Kernels> {
+    #[allow(unused_mut)]
+    let mut features = goldcrest_core::kernels::CpuFeatures::default();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        features.avx2 = has!("avx2");
+        features.fma = has!("fma");
+        features.f16c = has!("f16c");
+        features.avx512f = has!("avx512f");
+        features.avx512bw = has!("avx512bw");
+        features.avx512vl = has!("avx512vl");
+        features.avx512vnni = has!("avx512vnni");
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        features.neon = std::arch::is_aarch64_feature_detected!("neon");
+        features.dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+    }
+    // SAFETY: the features were detected on this CPU.
+    let detected = unsafe { Kernels::from_cpu_features(features) };
+    let mut v = vec![Kernels::scalar(), detected];
+    v.dedup();
+    v
+}
+
 fn as_bytes(words: &[u64]) -> &[u8] {
     let len = *words.last().unwrap() as usize;
     &bytemuck::cast_slice::<u64, u8>(&words[..words.len() - 1])[..len]
@@ -90,9 +119,15 @@ fn case(g: &Golden, name: &str) -> Case {
 }
 
 fn check_case(model_file: &str, golden_file: &str, name: &str) {
+    for kernels in kernels_under_test() {
+        check_case_with(model_file, golden_file, name, kernels);
+    }
+}
+
+fn check_case_with(model_file: &str, golden_file: &str, name: &str, kernels: Kernels) {
     let words = fixture(model_file);
     let st = SafeTensors::parse(as_bytes(&words)).unwrap();
-    let model = Toto::new(st, Kernels::scalar()).unwrap();
+    let model = Toto::new(st, kernels).unwrap();
     let g = Golden::load(golden_file);
     let c = case(&g, name);
     let series = Series {
@@ -179,7 +214,8 @@ fn check_case(model_file: &str, golden_file: &str, name: &str) {
     let kv_err = max_rel_err(out.iter().copied(), &kv);
     let full_err = max_rel_err(out.iter().copied(), &full);
     eprintln!(
-        "{name}: scaler {loc_err:.1e}/{scale_err:.1e}, head {head_err:?}, mean vs kv {kv_err:.1e}, vs full recompute {full_err:.1e}"
+        "{name} ({:?}): scaler {loc_err:.1e}/{scale_err:.1e}, head {head_err:?}, mean vs kv {kv_err:.1e}, vs full recompute {full_err:.1e}",
+        kernels.isa()
     );
     assert!(kv_err < 1e-4, "{name}: forecast {kv_err}");
     // Where the reference's two paths differ, goldcrest follows the cached one.
@@ -306,13 +342,20 @@ fn samples_match_reference_quantiles() {
 }
 
 /// Path `i` draws from stream `i` of the seed, so the batch size does not change the samples,
-/// and the shared context is computed once however many batches follow.
+/// and the shared context is computed once however many batches follow. Exact with the SIMD
+/// kernels too: dense products give a token the same result whatever the number of tokens.
 #[test]
 fn samples_do_not_depend_on_batching() {
+    for kernels in kernels_under_test() {
+        samples_do_not_depend_on_batching_with(kernels);
+    }
+}
+
+fn samples_do_not_depend_on_batching_with(kernels: Kernels) {
     use goldcrest_core::models::toto::Mode;
     let words = fixture("small.model.safetensors");
     let st = SafeTensors::parse(as_bytes(&words)).unwrap();
-    let model = Toto::new(st, Kernels::scalar()).unwrap();
+    let model = Toto::new(st, kernels).unwrap();
     let g = Golden::load("small.golden.safetensors");
     let c = case(&g, "plain");
     let series = Series {
@@ -519,4 +562,48 @@ fn bad_files_are_refused_with_the_culprit_named() {
         open(&newer),
         Err(Error::UnsupportedVersion { .. })
     ));
+}
+
+/// The context pass gives the same forecast whether its patches go through the network one at
+/// a time (firmware) or all together (the CLI's matrix-matrix prefill), bit for bit, with every
+/// kernel: each token's products and attention do not depend on the other tokens of the pass.
+#[test]
+fn prefill_chunk_does_not_change_the_forecast() {
+    let words = fixture("small.model.safetensors");
+    let g = Golden::load("small.golden.safetensors");
+    let c = case(&g, "plain");
+    let series = Series {
+        values: &c.values,
+        variates: c.variates,
+        groups: Some(&c.groups),
+    };
+    let horizon = 40;
+    for kernels in kernels_under_test() {
+        let run = |chunk: usize| {
+            let st = SafeTensors::parse(as_bytes(&words)).unwrap();
+            let model = Toto::new(st, kernels).unwrap().with_prefill_chunk(chunk);
+            let spec = ForecastSpec {
+                variates: c.variates,
+                context: c.steps,
+                horizon,
+                batch: 1,
+            };
+            let mut mem = vec![0u8; model.memory_plan(&spec).unwrap().bytes_unaligned()];
+            let mut out = vec![0f64; c.variates * horizon];
+            model
+                .forecast_mean(&series, horizon, &mut mem, &mut out)
+                .unwrap();
+            out
+        };
+        let st = SafeTensors::parse(as_bytes(&words)).unwrap();
+        let patch = Toto::new(st, kernels).unwrap().config().patch_size;
+        assert!(
+            c.steps.div_ceil(patch) >= 4,
+            "the context spans several patches"
+        );
+        let one = run(1);
+        for chunk in [2, 3, 8, 64] {
+            assert_eq!(one, run(chunk), "{:?} chunk {chunk}", kernels.isa());
+        }
+    }
 }

@@ -8,6 +8,7 @@
 // size is deliberate.
 #![allow(clippy::result_large_err)]
 
+pub mod cpu_time;
 pub mod kernels;
 pub mod parallel;
 

@@ -97,6 +97,32 @@ fn mean_mode_is_deterministic() {
     assert_eq!(a, b);
 }
 
+/// Threads and the context pass's chunking change the speed, never the output (the split
+/// kernels are bit-identical; each token's products do not depend on the chunk); `--timing`
+/// reports wall and CPU time on stderr only.
+#[test]
+fn threads_and_prefill_chunk_do_not_change_the_forecast() {
+    let csv = series_csv();
+    for mode in [&["--mean"][..], &["--samples", "20", "--batch", "7"][..]] {
+        let base = [&["--horizon", "6", "--threads", "1"][..], mode].concat();
+        let (ok, want, err) = run(&csv, &base);
+        assert!(ok, "{err}");
+        for extra in [
+            &["--threads", "2"][..],
+            &["--prefill-chunk", "1"],
+            &["--prefill-chunk", "3", "--threads", "2", "--timing"],
+        ] {
+            let args = [&["--horizon", "6"][..], mode, extra].concat();
+            let (ok, got, err) = run(&csv, &args);
+            assert!(ok, "{err}");
+            assert_eq!(got, want, "{extra:?}");
+            if extra.contains(&"--timing") {
+                assert!(err.contains("forecast time:") && err.contains("forecast cpu time:"));
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let (ok, _, err) = run("", &["--horizon", "3"]);

@@ -1,8 +1,8 @@
-"""goldcrest vs toto-ts 0.2.0 on the same weights, one thread each, in one run.
+"""goldcrest vs toto-ts 0.2.0 on the same weights, the same thread count each, in one run.
 
 Environment: as train_tiny.py (toto-ts 0.2.0, torch 2.15.0 on CPU).
 Run:  python tools/toto/bench_reference.py OUT_DIR --goldcrest target/release/goldcrest \
-          [--tiny CHECKPOINT_DIR] [--released] [--repeat 3]
+          [--tiny CHECKPOINT_DIR] [--released] [--repeat 3] [--threads 1]
 
 Configurations
   tiny      the bundled model's training checkpoint with its weights as the goldcrest file
@@ -16,6 +16,9 @@ Timings: toto-ts `TotoForecaster.forecast` in process, warm (one untimed call fi
 cache on, `samples_per_batch` = 256 (the whole batch at once); goldcrest `forecast --timing`
 (the model call only, as measured inside the process; its file is mmapped and parsed before).
 Each figure is the median of --repeat runs (256 samples at the released size: one run).
+Threads: torch.set_num_threads(--threads) (also OMP_NUM_THREADS, set before torch loads) and
+goldcrest `--threads`; goldcrest prefaults its mapped weights before timing (torch's are in
+memory), and runs the context in one pass (`--prefill-chunk` 64, the CLI default).
 """
 
 import argparse
@@ -28,7 +31,11 @@ import sys
 import time
 import warnings
 
-import torch
+THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+os.environ["OMP_NUM_THREADS"] = THREADS
+os.environ["MKL_NUM_THREADS"] = THREADS
+
+import torch  # noqa: E402
 from safetensors.torch import save_file
 
 warnings.filterwarnings("ignore")
@@ -66,48 +73,60 @@ def torch_times(model, series, horizon, repeat, sample_repeat):
     out = {}
     with torch.no_grad():
         fc.forecast(inp, prediction_length=horizon, num_samples=None)
-        runs = []
+        runs, cpu = [], []
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             mean = fc.forecast(inp, prediction_length=horizon, num_samples=None).mean
             runs.append(time.perf_counter() - t0)
-        out["mean"] = statistics.median(runs)
+            cpu.append(time.process_time() - c0)
+        out["mean"], out["mean_cpu"] = statistics.median(runs), statistics.median(cpu)
         out["first_mean"] = mean.reshape(-1)[:3].tolist()
-        runs = []
+        runs, cpu = [], []
         for _ in range(sample_repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fc.forecast(inp, prediction_length=horizon, num_samples=256, samples_per_batch=256)
             runs.append(time.perf_counter() - t0)
-        out["samples"] = statistics.median(runs)
+            cpu.append(time.process_time() - c0)
+        out["samples"], out["samples_cpu"] = statistics.median(runs), statistics.median(cpu)
     return out
 
 
-def goldcrest_times(binary, model_file, csv, horizon, context, repeat):
+def goldcrest_times(binary, model_file, csv, horizon, context, repeat, threads):
     out = {}
     for mode, extra in (("mean", ["--mean"]), ("samples", ["--samples", "256", "--batch", "256"])):
-        runs = []
+        runs, cpu = [], []
         for _ in range(repeat):
             r = subprocess.run([binary, "forecast", "--input", csv, "--model", model_file,
                                 "--horizon", str(horizon), "--context", str(context),
-                                "--timing", *extra], capture_output=True, text=True, check=True)
+                                "--timing", "--threads", str(threads), *extra], capture_output=True, text=True, check=True)
             line = [x for x in r.stderr.splitlines() if x.startswith("forecast time:")][0]
             runs.append(float(line.split()[2]))
+            line = [x for x in r.stderr.splitlines() if x.startswith("forecast cpu time:")][0]
+            cpu.append(float(line.split()[3]))
             if mode == "mean":
                 out["first_mean"] = [float(v) for v in r.stdout.splitlines()[1].split(",")[1:2]]
-        out[mode] = statistics.median(runs)
+        out[mode], out[mode + "_cpu"] = statistics.median(runs), statistics.median(cpu)
     return out
 
 
 def report(name, params, torch_t, rows):
+    """Wall seconds (forecasts per second) and, in brackets, CPU seconds of all threads, which
+    other processes on a shared machine inflate far less than wall time."""
     print(f"\n{name}: {params} parameters; toto-ts mean forecast starts {torch_t['first_mean'][:1]}")
-    print("| engine | mean mode: s (forecasts/s) | 256 samples: s (forecasts/s) | speed-up mean | speed-up 256 |")
+    print("| engine | mean mode: wall s (forecasts/s) [cpu s] | 256 samples: wall s (forecasts/s) [cpu s] "
+          "| speed-up mean: wall [cpu] | speed-up 256: wall [cpu] |")
     print("|---|---|---|---|---|")
-    print(f"| toto-ts 0.2.0 | {torch_t['mean']:.4f} ({1 / torch_t['mean']:.1f}) | "
-          f"{torch_t['samples']:.3f} ({1 / torch_t['samples']:.2f}) | 1 | 1 |")
+
+    def cell(t, mode):
+        return f"{t[mode]:.4f} ({1 / t[mode]:.2f}) [{t[mode + '_cpu']:.4f}]"
+
+    def ratio(t, mode):
+        return f"{torch_t[mode] / t[mode]:.1f}x [{torch_t[mode + '_cpu'] / t[mode + '_cpu']:.1f}x]"
+
+    print(f"| toto-ts 0.2.0 | {cell(torch_t, 'mean')} | {cell(torch_t, 'samples')} | 1 | 1 |")
     for label, g in rows:
-        print(f"| {label} | {g['mean']:.4f} ({1 / g['mean']:.1f}) | {g['samples']:.3f} "
-              f"({1 / g['samples']:.2f}) | {torch_t['mean'] / g['mean']:.1f}x | "
-              f"{torch_t['samples'] / g['samples']:.1f}x |   (mean starts {g['first_mean']})")
+        print(f"| {label} | {cell(g, 'mean')} | {cell(g, 'samples')} | {ratio(g, 'mean')} | "
+              f"{ratio(g, 'samples')} |   (mean starts {g['first_mean']})")
     sys.stdout.flush()
 
 
@@ -118,8 +137,10 @@ def main():
     ap.add_argument("--tiny")
     ap.add_argument("--released", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    print(f"threads: torch {torch.get_num_threads()}, goldcrest {args.threads}")
     os.makedirs(args.out, exist_ok=True)
     print("load before:", os.getloadavg())
     if args.tiny:
@@ -129,7 +150,7 @@ def main():
         series = series_csv(csv, 256)
         t = torch_times(model.model, series, 48, args.repeat, args.repeat)
         g = goldcrest_times(args.goldcrest, f"{REPO}/models/toto-tiny.safetensors", csv,
-                            48, 256, args.repeat)
+                            48, 256, args.repeat, args.threads)
         report("tiny (context 256, horizon 48)", sum(p.numel() for p in model.parameters()), t,
                [("goldcrest (tq2_0 + q8_0 file)", g)])
     if args.released:
@@ -146,7 +167,8 @@ def main():
         csv = f"{args.out}/released.csv"
         series = series_csv(csv, 1024)
         t = torch_times(model.model, series, 128, args.repeat, 1)
-        rows = [(f"goldcrest ({k})", goldcrest_times(args.goldcrest, f, csv, 128, 1024, args.repeat))
+        rows = [(f"goldcrest ({k})", goldcrest_times(args.goldcrest, f, csv, 128, 1024, args.repeat,
+                                                        args.threads))
                 for k, f in files.items()]
         report("released size (context 1024, horizon 128)", sum(p.numel() for p in model.parameters()),
                t, rows)

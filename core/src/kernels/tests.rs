@@ -450,3 +450,51 @@ fn small_products_and_single_threaded_stay_on_the_caller() {
     let w = Matrix::new("w", Format::I8, 4, 8, &[1u8; 32]).unwrap();
     assert!(k.split(&w, 1).is_none());
 }
+
+/// Dense float products give every token the same result however many tokens share the call,
+/// so a model's output does not depend on its batch (e.g. Toto's sample paths decoded one at a
+/// time or 256 together): each output is one accumulator over its row, whatever the tile.
+#[test]
+fn dense_float_products_do_not_depend_on_the_token_count() {
+    for format in [Format::F32, Format::F16, Format::Bf16] {
+        // Tails of 0, 5 and 15 columns past the 16-lane chunks; rows not a multiple of 4 or 8.
+        for (rows, cols) in [(13, 64), (9, 101), (21, 783)] {
+            let bytes = random_matrix(format, rows, cols, 3);
+            let store = aligned(&bytes);
+            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            let n = 23;
+            let mut g = Rng(99);
+            let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+            for k in available() {
+                let mut all = vec![f32::NAN; n * rows];
+                k.gemm(&w, &x, n, &mut all).unwrap();
+                for t in 0..n {
+                    let mut one = vec![f32::NAN; rows];
+                    k.gemv(&w, &x[t * cols..(t + 1) * cols], &mut one).unwrap();
+                    let same = one
+                        .iter()
+                        .zip(&all[t * rows..(t + 1) * rows])
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{:?} {format:?} {rows}x{cols} token {t}", k.isa());
+                }
+                // Any split of the tokens into calls.
+                let mut parts = vec![f32::NAN; n * rows];
+                for (first, count) in [(0, 7), (7, 2), (9, 14)] {
+                    k.gemm(
+                        &w,
+                        &x[first * cols..(first + count) * cols],
+                        count,
+                        &mut parts[first * rows..(first + count) * rows],
+                    )
+                    .unwrap();
+                }
+                assert!(
+                    all.iter()
+                        .zip(&parts)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
+        }
+    }
+}
