@@ -687,11 +687,11 @@ impl Kernels {
             let qt = &mut q[t * padded..(t + 1) * padded];
             qt[cols..].iter_mut().for_each(|v| *v = 0);
             match mode {
-                ActScale::PerToken => scales[t] = quantize_absmax(xt, &mut qt[..cols]),
+                ActScale::PerToken => scales[t] = self.quantize_absmax(xt, &mut qt[..cols]),
                 ActScale::PerBlock => {
                     for (b, xb) in xt.chunks(QBLOCK).enumerate() {
                         let qb = &mut qt[b * QBLOCK..b * QBLOCK + xb.len()];
-                        scales[t * blocks + b] = quantize_absmax(xb, qb);
+                        scales[t * blocks + b] = self.quantize_absmax(xb, qb);
                     }
                 }
             }
@@ -708,6 +708,20 @@ impl Kernels {
             blocks,
             mode,
         })
+    }
+
+    /// [`quantize_absmax`] with this ISA's vector code where there is one (identical results).
+    #[allow(unsafe_code)]
+    fn quantize_absmax(&self, x: &[f32], q: &mut [i8]) -> f32 {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                // SAFETY: `Avx512Vnni` is only constructed when AVX-512 F/BW/VL are present;
+                // the caller passes slices of equal length.
+                unsafe { x86::quantize_absmax_avx512(x, q) }
+            }
+            _ => quantize_absmax(x, q),
+        }
     }
 
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
