@@ -724,6 +724,46 @@ impl Kernels {
         }
     }
 
+    /// Softmax numerators: `x[i] = e^(x[i] − shift)` (`shift` is usually `max x`); returns
+    /// `Σ x[i]`. The scalar path uses `libm::expf` and a sequential sum; the AVX-512 path a
+    /// vector exponential within 4 ulp of it and lane-wise partial sums (tested bound: each
+    /// value within 4 ulp, the sum within `(n + 4)·2⁻²⁴·Σ`).
+    #[allow(unsafe_code)]
+    pub fn exp_shifted(&self, x: &mut [f32], shift: f32) -> f32 {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` implies AVX-512 F (see `quantize_absmax`).
+            Isa::Avx512Vnni => unsafe { x86::exp_shifted_avx512(x, shift) },
+            _ => {
+                let mut sum = 0.0;
+                for v in x.iter_mut() {
+                    *v = libm::expf(*v - shift);
+                    sum += *v;
+                }
+                sum
+            }
+        }
+    }
+
+    /// SwiGLU: `gate[i] = silu(gate[i]) · up[i]` (`up.len()` must equal `gate.len()`). Scalar:
+    /// [`crate::ops::silu`]; AVX-512: the same formula with the vector exponential of
+    /// [`Kernels::exp_shifted`] (each output within 8 ulp).
+    #[allow(unsafe_code)]
+    pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
+        check_len(gate.len(), up.len())?;
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` implies AVX-512 F; lengths checked above.
+            Isa::Avx512Vnni => unsafe { x86::silu_mul_avx512(gate, up) },
+            _ => {
+                for (g, &u) in gate.iter_mut().zip(up) {
+                    *g = crate::ops::silu(*g) * u;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
     /// (token-major). `w` must be `tq2_0`, `tq1_0` or `i8` with `w.cols() == acts.cols()`.
     #[allow(unsafe_code)]

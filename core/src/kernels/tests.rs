@@ -306,6 +306,80 @@ fn check_quantize(x: &[f32], n: usize, cols: usize) {
     }
 }
 
+/// Distance in units in the last place between two finite floats of the same sign.
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+fn check_exp(x: &[f32], shift: f32) {
+    let mut want = x.to_vec();
+    let want_sum = Kernels::scalar().exp_shifted(&mut want, shift);
+    for k in available() {
+        let mut got = x.to_vec();
+        let sum = k.exp_shifted(&mut got, shift);
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                ulps(g, w) <= 4,
+                "{:?} e^({} - {shift}): {g} vs {w}",
+                k.isa(),
+                x[i]
+            );
+        }
+        let bound = (x.len() as f32 + 4.0) * f32::EPSILON / 2.0 * want_sum;
+        let close = sum == want_sum || (sum - want_sum).abs() <= bound;
+        assert!(close, "{:?} sum {sum} vs {want_sum}", k.isa());
+    }
+}
+
+#[test]
+fn exponentials_within_4_ulp_of_libm() {
+    // The whole range: overflow to +inf, subnormal results, underflow to 0, exact 0 and 1.
+    let x: Vec<f32> = (0..4000).map(|i| -110.0 + i as f32 * 0.0499).collect();
+    check_exp(&x, 0.0);
+    check_exp(&[0.0, -0.0, 88.7, 89.0, 200.0, -200.0, -1e30, 1e-30], 0.0);
+    let mut g = Rng(5);
+    let scores: Vec<f32> = (0..77).map(|_| g.f() * 30.0).collect();
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    check_exp(&scores, max);
+    for k in available() {
+        let mut nan = [f32::NAN; 3];
+        k.exp_shifted(&mut nan, 0.0);
+        assert!(nan.iter().all(|v| v.is_nan()), "{:?}", k.isa());
+    }
+}
+
+#[test]
+fn silu_mul_within_8_ulp_of_scalar() {
+    let mut g = Rng(17);
+    let gate: Vec<f32> = (0..1000)
+        .map(|i| {
+            if i < 500 {
+                g.f() * 12.0
+            } else {
+                -110.0 + i as f32 * 0.2
+            }
+        })
+        .collect();
+    let up: Vec<f32> = (0..1000).map(|_| g.f() * 3.0).collect();
+    let mut want = gate.clone();
+    Kernels::scalar().silu_mul(&mut want, &up).unwrap();
+    for k in available() {
+        let mut got = gate.clone();
+        k.silu_mul(&mut got, &up).unwrap();
+        for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+            let close = ulps(a, b) <= 8 || (a - b).abs() <= f32::MIN_POSITIVE;
+            assert!(
+                close,
+                "{:?} silu({})·{}: {a} vs {b}",
+                k.isa(),
+                gate[i],
+                up[i]
+            );
+        }
+        assert!(k.silu_mul(&mut got, &up[1..]).is_err());
+    }
+}
+
 #[test]
 fn large_shapes_agree() {
     // Lists what this run covers (visible with --nocapture, e.g. under qemu with -cpu max vs

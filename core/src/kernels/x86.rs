@@ -1680,3 +1680,100 @@ pub unsafe fn quantize_absmax_avx512(x: &[f32], q: &mut [i8]) -> f32 {
         amax / 127.0
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exponentials (softmax numerators, SiLU)
+
+/// `e^x` in 16 lanes, within a few ulp of `libm::expf`: `x = n·ln 2 + r` with `n` rounded to
+/// nearest, so `|r| ≤ ln 2 / 2`; `ln 2` is split in a 9-bit head (so `n·ln2_hi` is exact for
+/// every `|n| ≤ 151`) and a tail; `e^r` by its degree-7 Taylor polynomial (truncation below
+/// `0.35⁸/8! < 6·10⁻⁹` relative); `2^n` applied by `vscalefps`, which overflows to +∞ and
+/// underflows through the subnormals to 0 as `expf` does. NaN passes through.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn exp16(x: __m512) -> __m512 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // `min`/`max` return their second operand when either is NaN: x stays NaN.
+    let x = _mm512_max_ps(
+        _mm512_set1_ps(-104.0),
+        _mm512_min_ps(_mm512_set1_ps(89.0), x),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// Lane mask for elements `i..min(i + 16, n)`.
+#[inline(always)]
+fn mask16(i: usize, n: usize) -> __mmask16 {
+    let left = n - i;
+    if left >= 16 {
+        0xffff
+    } else {
+        ((1u32 << left) - 1) as __mmask16
+    }
+}
+
+/// `x[i] = e^(x[i] − shift)`; returns `Σ x[i]` (16 lane sums, then one reduction).
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn exp_shifted_avx512(x: &mut [f32], shift: f32) -> f32 {
+    let n = x.len();
+    let s = _mm512_set1_ps(shift);
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let k = mask16(i, n);
+        // SAFETY: masked to `i..n`.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p), s));
+            _mm512_mask_storeu_ps(p, k, e);
+            sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
+        }
+        i += 16;
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// `gate[i] = gate[i] / (1 + e^(−gate[i])) · up[i]` (SiLU, then the product).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `up.len() >= gate.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn silu_mul_avx512(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i < n {
+        let k = mask16(i, n);
+        // SAFETY: masked to `i..n`, inside both slices.
+        unsafe {
+            let p = gate.as_mut_ptr().add(i);
+            let g = _mm512_maskz_loadu_ps(k, p);
+            let u = _mm512_maskz_loadu_ps(k, up.as_ptr().add(i));
+            let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+            let sig = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(p, k, _mm512_mul_ps(_mm512_mul_ps(g, sig), u));
+        }
+        i += 16;
+    }
+}

@@ -1082,11 +1082,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
                     *sc = cache.dot(&self.kernels, row, qh, q_sum)? * scale;
                 }
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0.0;
-                for sc in scores.iter_mut() {
-                    *sc = libm::expf(*sc - max);
-                    sum += *sc;
-                }
+                let sum = self.kernels.exp_shifted(scores, max);
                 let oh = &mut out[t * qw + head * hd..t * qw + (head + 1) * hd];
                 let mut offset = 0.0;
                 for (j, &w) in scores.iter().enumerate() {
@@ -1121,9 +1117,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let (gate, up) = (&mut s.gate[..n * ff], &mut s.up[..n * ff]);
         self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate, s.acts)?;
         self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up, s.acts)?;
-        for (g, &u) in gate.iter_mut().zip(up.iter()) {
-            *g = ops::silu(*g) * u;
-        }
+        self.kernels.silu_mul(gate, up)?;
         self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
             *xv += o;
