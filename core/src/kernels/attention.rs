@@ -137,10 +137,7 @@ impl Kernels {
     /// its checks per row.
     #[allow(unsafe_code)]
     pub fn dot_rows_f16(&self, k: &[u16], q: &[f32], out: &mut [f32]) -> Result<()> {
-        check_len(
-            out.len().checked_mul(q.len()).unwrap_or(usize::MAX),
-            k.len(),
-        )?;
+        check_len(out.len().saturating_mul(q.len()), k.len())?;
         if q.is_empty() {
             // No rows to cut `k` into: every row is empty, as is its dot product.
             for o in out.iter_mut() {
@@ -159,10 +156,7 @@ impl Kernels {
     /// outputs in registers across the rows.
     #[allow(unsafe_code)]
     pub fn axpy_rows_f16(&self, w: &[f32], v: &[u16], out: &mut [f32]) -> Result<()> {
-        check_len(
-            w.len().checked_mul(out.len()).unwrap_or(usize::MAX),
-            v.len(),
-        )?;
+        check_len(w.len().saturating_mul(out.len()), v.len())?;
         if out.is_empty() {
             return Ok(());
         }

@@ -80,7 +80,6 @@ proptest! {
     }
 }
 
-/// f16 specials (subnormals, infinities, NaN, signed zero) widen exactly on every ISA.
 proptest! {
     /// The multi-row f16 calls give exactly what one call per row gives, on every ISA.
     #[test]
@@ -110,6 +109,7 @@ proptest! {
     }
 }
 
+/// f16 specials (subnormals, infinities, NaN, signed zero) widen exactly on every ISA.
 #[test]
 fn f16_specials_widen_exactly() {
     let bits: Vec<u16> = [
