@@ -6,6 +6,12 @@
 //!   activation load; per-block integer sums are reduced eight at a time with `vphaddd` and
 //!   combined lane-wise with exactly the scalar reference's float operations (mul, then add;
 //!   never fused), so results are bit-identical to [`super::scalar`].
+//! - Ternary × int8 prefill on AVX-512 VNNI: weight panels (16 rows × 256 weights, interleaved
+//!   for `vpdpbusd`) swept by tiles of 12 tokens with broadcast activations; every accumulator
+//!   lane is one row's finished sum, so no horizontal reductions (see `Panel`). Same
+//!   integers, same combine: bit-identical too.
+//! - Activation quantization, softmax numerators and SiLU have AVX-512 versions (identical
+//!   codes; exponentials within a few ulp of `libm::expf`).
 //! - Float activations: each row-block of weights is expanded once into `±d` (exact) f32 in an
 //!   L1 buffer and applied with FMA to `T` tokens. Each FMA rounds once, like the addition of an
 //!   exact term `±d·x`, so the bound in [`super`] holds.
