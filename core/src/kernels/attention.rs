@@ -132,6 +132,47 @@ impl Kernels {
         Ok(dispatch!(self, dot_f16(k, q)))
     }
 
+    /// [`Kernels::dot_f16`] of `q` with each of `out.len()` consecutive rows of `k`
+    /// (`k.len() == out.len()·q.len()`), in one call: identical results, without a call and
+    /// its checks per row.
+    #[allow(unsafe_code)]
+    pub fn dot_rows_f16(&self, k: &[u16], q: &[f32], out: &mut [f32]) -> Result<()> {
+        check_len(out.len().saturating_mul(q.len()), k.len())?;
+        if q.is_empty() {
+            // No rows to cut `k` into: every row is empty, as is its dot product.
+            for o in out.iter_mut() {
+                *o = dispatch!(self, dot_f16(&[], q));
+            }
+            return Ok(());
+        }
+        for (o, row) in out.iter_mut().zip(k.chunks_exact(q.len())) {
+            *o = dispatch!(self, dot_f16(row, q));
+        }
+        Ok(())
+    }
+
+    /// [`Kernels::axpy_f16`] of each of `w.len()` consecutive rows of `v` with weight `w[r]`, in
+    /// row order (`v.len() == w.len()·out.len()`): identical results; the AVX2 path keeps 64
+    /// outputs in registers across the rows.
+    #[allow(unsafe_code)]
+    pub fn axpy_rows_f16(&self, w: &[f32], v: &[u16], out: &mut [f32]) -> Result<()> {
+        check_len(w.len().saturating_mul(out.len()), v.len())?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `dispatch!`; lengths checked above.
+            Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::axpy_rows_f16(w, v, out) },
+            _ => {
+                for (&wr, row) in w.iter().zip(v.chunks_exact(out.len())) {
+                    self.axpy_f16(wr, row, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `Σ u_i·q_i` over 8-bit codes (`codes.len() == q.len()`).
     #[allow(unsafe_code)]
     pub fn dot_u8(&self, codes: &[u8], q: &[f32]) -> Result<f32> {

@@ -9,7 +9,7 @@
 //!
 //! | ISA | selected when | accelerated |
 //! |-----|---------------|-------------|
-//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8 (`vpdpbusd`), f32/f16/bf16 × f32 (16 lanes), plus all of `Avx2` |
+//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8 (`vpdpbusd`; ternary prefill through weight panels), f32/f16/bf16 × f32 (16 lanes), activation quantization, exp/SiLU, plus all of `Avx2` |
 //! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, i8 × f32/int8, q8_0, q4_0, f32, f16, bf16 |
 //! | `NeonDotprod` | aarch64 with `dotprod` | ternary × int8, i8 × int8 (`sdot` via `asm!`), plus all of `Neon` |
 //! | `Neon` | aarch64 | ternary × int8, i8 × int8 (`smull`/`sadalp`), ternary × f32, i8 × f32, q8_0, q4_0, f32 |
@@ -687,11 +687,11 @@ impl Kernels {
             let qt = &mut q[t * padded..(t + 1) * padded];
             qt[cols..].iter_mut().for_each(|v| *v = 0);
             match mode {
-                ActScale::PerToken => scales[t] = quantize_absmax(xt, &mut qt[..cols]),
+                ActScale::PerToken => scales[t] = self.quantize_absmax(xt, &mut qt[..cols]),
                 ActScale::PerBlock => {
                     for (b, xb) in xt.chunks(QBLOCK).enumerate() {
                         let qb = &mut qt[b * QBLOCK..b * QBLOCK + xb.len()];
-                        scales[t * blocks + b] = quantize_absmax(xb, qb);
+                        scales[t * blocks + b] = self.quantize_absmax(xb, qb);
                     }
                 }
             }
@@ -708,6 +708,60 @@ impl Kernels {
             blocks,
             mode,
         })
+    }
+
+    /// [`quantize_absmax`] with this ISA's vector code where there is one (identical results).
+    #[allow(unsafe_code)]
+    fn quantize_absmax(&self, x: &[f32], q: &mut [i8]) -> f32 {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                // SAFETY: `Avx512Vnni` is only constructed when AVX-512 F/BW/VL are present;
+                // the caller passes slices of equal length.
+                unsafe { x86::quantize_absmax_avx512(x, q) }
+            }
+            _ => quantize_absmax(x, q),
+        }
+    }
+
+    /// Softmax numerators: `x[i] = e^(x[i] − shift)` (`shift` is usually `max x`); returns
+    /// `Σ x[i]`. The scalar path uses `libm::expf` and a sequential sum; the AVX-512 path a
+    /// vector exponential within 4 ulp of it and lane-wise partial sums (tested bound: each
+    /// value within 4 ulp, the sum within `(n + 4)·2⁻²⁴·Σ`).
+    #[allow(unsafe_code)]
+    pub fn exp_shifted(&self, x: &mut [f32], shift: f32) -> f32 {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` implies AVX-512 F (see `quantize_absmax`).
+            Isa::Avx512Vnni => unsafe { x86::exp_shifted_avx512(x, shift) },
+            _ => {
+                let mut sum = 0.0;
+                for v in x.iter_mut() {
+                    *v = libm::expf(*v - shift);
+                    sum += *v;
+                }
+                sum
+            }
+        }
+    }
+
+    /// SwiGLU: `gate[i] = silu(gate[i]) · up[i]` (`up.len()` must equal `gate.len()`). Scalar:
+    /// [`crate::ops::silu`]; AVX-512: the same formula with the vector exponential of
+    /// [`Kernels::exp_shifted`] (each output within 8 ulp).
+    #[allow(unsafe_code)]
+    pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
+        check_len(gate.len(), up.len())?;
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` implies AVX-512 F; lengths checked above.
+            Isa::Avx512Vnni => unsafe { x86::silu_mul_avx512(gate, up) },
+            _ => {
+                for (g, &u) in gate.iter_mut().zip(up) {
+                    *g = crate::ops::silu(*g) * u;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`

@@ -224,6 +224,160 @@ proptest! {
         let mode = if per_block { ActScale::PerBlock } else { ActScale::PerToken };
         check_int8(format, rows, cols, n, mode, seed);
     }
+
+    /// Prefill shapes of the ternary panel kernels: several panel pairs and token tiles.
+    #[test]
+    fn ternary_prefill_bit_identical(tq1 in any::<bool>(), rows in 1usize..80,
+                                     cols in 1usize..800, n in 1usize..40,
+                                     per_block in any::<bool>(), seed in any::<u64>()) {
+        let format = if tq1 { Format::Tq1_0 } else { Format::Tq2_0 };
+        let mode = if per_block { ActScale::PerBlock } else { ActScale::PerToken };
+        check_int8(format, rows, cols, n, mode, seed);
+    }
+
+    #[test]
+    fn quantized_activations_identical(len in 1usize..700, n in 1usize..4, scale in -8i32..8,
+                                       seed in any::<u64>()) {
+        let mut g = Rng(seed | 1);
+        let m = libm::ldexpf(1.0, scale);
+        let x: Vec<f32> = (0..len * n).map(|_| g.f() * m).collect();
+        check_quantize(&x, n, len);
+    }
+}
+
+/// The ternary prefill kernels' tile edges (AVX-512 VNNI: 16-row panels in pairs, 12-token
+/// register tiles, switch-over at 4 tokens): rows around multiples of 16 and 32, every token
+/// count 1..=37, whole and partial 256-blocks, both scale modes.
+#[test]
+fn ternary_prefill_tile_edges_bit_identical() {
+    for format in [Format::Tq2_0, Format::Tq1_0] {
+        for mode in [ActScale::PerToken, ActScale::PerBlock] {
+            for n in 1..=37 {
+                check_int8(format, 33, 300, n, mode, n as u64);
+            }
+            for rows in [1, 15, 16, 17, 31, 32, 47, 64, 65] {
+                for (n, cols) in [(4, 256), (12, 513), (13, 1), (25, 768)] {
+                    check_int8(format, rows, cols, n, mode, (rows * 100 + n) as u64);
+                }
+            }
+        }
+    }
+}
+
+/// Every ISA's activation quantizer gives the scalar one's codes, scales and block sums bit
+/// for bit, including exact halves (`x·127/max` landing on `k + 0.5`), zeros, a subnormal
+/// maximum (where `127/max` overflows) and lengths that are not a multiple of the vector width.
+#[test]
+fn quantized_activations_are_identical_on_every_isa() {
+    // With max |x| = 127 the products are the values themselves: every k + 0.5 in range.
+    let mut halves: Vec<f32> = (0..299).map(|i| (i as f32 - 150.0) + 0.5).collect();
+    halves.push(127.0);
+    halves.iter_mut().for_each(|v| *v = v.clamp(-127.0, 127.0));
+    let mut special = vec![0.0f32; 40];
+    special[3] = f32::from_bits(1); // the smallest subnormal: 127 / max is +inf.
+    special[7] = -f32::from_bits(1);
+    let mut g = Rng(99);
+    let random: Vec<f32> = (0..3 * 517).map(|_| g.f() * 7.0).collect();
+    for (x, n, cols) in [
+        (halves, 1, 300),
+        (special, 2, 20),
+        (random, 3, 517),
+        (vec![0.0f32; 33], 1, 33),
+    ] {
+        check_quantize(&x, n, cols);
+    }
+}
+
+fn check_quantize(x: &[f32], n: usize, cols: usize) {
+    for mode in [ActScale::PerToken, ActScale::PerBlock] {
+        let need = Int8Acts::scratch_bytes(n, cols, mode).unwrap();
+        let mut s0 = vec![0u8; need];
+        let want = Kernels::scalar()
+            .quantize_acts(x, n, cols, mode, &mut s0)
+            .unwrap();
+        for k in available() {
+            let mut s1 = vec![0xAAu8; need];
+            let got = k.quantize_acts(x, n, cols, mode, &mut s1).unwrap();
+            assert_eq!(got.q, want.q, "{:?} {mode:?} codes", k.isa());
+            assert_eq!(got.sums, want.sums, "{:?} {mode:?} sums", k.isa());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got.scales), bits(want.scales), "{:?} scales", k.isa());
+        }
+    }
+}
+
+/// Distance in units in the last place between two finite floats of the same sign.
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+fn check_exp(x: &[f32], shift: f32) {
+    let mut want = x.to_vec();
+    let want_sum = Kernels::scalar().exp_shifted(&mut want, shift);
+    for k in available() {
+        let mut got = x.to_vec();
+        let sum = k.exp_shifted(&mut got, shift);
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                ulps(g, w) <= 4,
+                "{:?} e^({} - {shift}): {g} vs {w}",
+                k.isa(),
+                x[i]
+            );
+        }
+        let bound = (x.len() as f32 + 4.0) * f32::EPSILON / 2.0 * want_sum;
+        let close = sum == want_sum || (sum - want_sum).abs() <= bound;
+        assert!(close, "{:?} sum {sum} vs {want_sum}", k.isa());
+    }
+}
+
+#[test]
+fn exponentials_within_4_ulp_of_libm() {
+    // The whole range: overflow to +inf, subnormal results, underflow to 0, exact 0 and 1.
+    let x: Vec<f32> = (0..4000).map(|i| -110.0 + i as f32 * 0.0499).collect();
+    check_exp(&x, 0.0);
+    check_exp(&[0.0, -0.0, 88.7, 89.0, 200.0, -200.0, -1e30, 1e-30], 0.0);
+    let mut g = Rng(5);
+    let scores: Vec<f32> = (0..77).map(|_| g.f() * 30.0).collect();
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    check_exp(&scores, max);
+    for k in available() {
+        let mut nan = [f32::NAN; 3];
+        k.exp_shifted(&mut nan, 0.0);
+        assert!(nan.iter().all(|v| v.is_nan()), "{:?}", k.isa());
+    }
+}
+
+#[test]
+fn silu_mul_within_8_ulp_of_scalar() {
+    let mut g = Rng(17);
+    let gate: Vec<f32> = (0..1000)
+        .map(|i| {
+            if i < 500 {
+                g.f() * 12.0
+            } else {
+                -110.0 + i as f32 * 0.2
+            }
+        })
+        .collect();
+    let up: Vec<f32> = (0..1000).map(|_| g.f() * 3.0).collect();
+    let mut want = gate.clone();
+    Kernels::scalar().silu_mul(&mut want, &up).unwrap();
+    for k in available() {
+        let mut got = gate.clone();
+        k.silu_mul(&mut got, &up).unwrap();
+        for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+            let close = ulps(a, b) <= 8 || (a - b).abs() <= f32::MIN_POSITIVE;
+            assert!(
+                close,
+                "{:?} silu({})·{}: {a} vs {b}",
+                k.isa(),
+                gate[i],
+                up[i]
+            );
+        }
+        assert!(k.silu_mul(&mut got, &up[1..]).is_err());
+    }
 }
 
 #[test]

@@ -6,6 +6,12 @@
 //!   activation load; per-block integer sums are reduced eight at a time with `vphaddd` and
 //!   combined lane-wise with exactly the scalar reference's float operations (mul, then add;
 //!   never fused), so results are bit-identical to [`super::scalar`].
+//! - Ternary × int8 prefill on AVX-512 VNNI: weight panels (16 rows × 256 weights, interleaved
+//!   for `vpdpbusd`) swept by tiles of 12 tokens with broadcast activations; every accumulator
+//!   lane is one row's finished sum, so no horizontal reductions (see `Panel`). Same
+//!   integers, same combine: bit-identical too.
+//! - Activation quantization, softmax numerators and SiLU have AVX-512 versions (identical
+//!   codes; exponentials within a few ulp of `libm::expf`).
 //! - Float activations: each row-block of weights is expanded once into `±d` (exact) f32 in an
 //!   L1 buffer and applied with FMA to `T` tokens. Each FMA rounds once, like the addition of an
 //!   exact term `±d·x`, so the bound in [`super`] holds.
@@ -86,6 +92,9 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
     // SAFETY: the caller guarantees the features of `isa`.
     unsafe {
         match isa {
+            Isa::Avx512Vnni if acts.tokens >= PANEL_MIN_TOKENS && acts.blocks > 0 => {
+                ternary_gemm_i8_panels(w, acts, y)
+            }
             Isa::Avx512Vnni if w.format() == Format::Tq2_0 => {
                 let mut t0 = 0;
                 while t0 + 4 <= acts.tokens {
@@ -624,6 +633,310 @@ ternary_i8_kernel!(
     4,
     4
 );
+
+// ---------------------------------------------------------------------------------------------
+// Ternary × int8 prefill on AVX-512 VNNI: weight panels, no horizontal reductions
+
+/// Rows of one weight panel: one per i32 lane of a zmm register.
+const PANEL_ROWS: usize = 16;
+
+/// Groups of four consecutive weights in a 256-block (one `vpdpbusd` step each).
+const GROUPS: usize = QBLOCK / 4;
+
+/// Tokens of one register tile: 2 panels × 12 tokens = 24 accumulators, plus the two weight
+/// vectors and one broadcast, out of 32 zmm registers.
+const PANEL_TOKENS: usize = 12;
+
+/// From this many tokens on, the panel kernel pays for its unpacking (each panel is built
+/// once per call and used by every token); fewer tokens use the row-tile kernels.
+const PANEL_MIN_TOKENS: usize = 4;
+
+/// One 256-block of up to 16 rows, laid out for `vpdpbusd`: `codes[g]` is one zmm whose
+/// dword `r` holds the codes (`w + 1`, one byte each) of weights `4g..4g + 4` of row `r`, so a
+/// token's four activations `4g..4g + 4`, broadcast to all lanes, meet all 16 rows in one
+/// instruction with the sums staying in their row's lane. `d` holds the rows' block scales
+/// (0 for rows past the matrix).
+#[repr(C, align(64))]
+struct Panel {
+    codes: [[u32; PANEL_ROWS]; GROUPS],
+    d: [f32; PANEL_ROWS],
+}
+
+impl Panel {
+    const EMPTY: Panel = Panel {
+        codes: [[0; PANEL_ROWS]; GROUPS],
+        d: [0.0; PANEL_ROWS],
+    };
+}
+
+/// Transposes a 16 × 16 matrix of dwords (row `r` = `v[r]`): dword `r` of result `i` is dword
+/// `i` of `v[r]`. Three shuffle stages: dwords, qwords within 128-bit lanes, then lanes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn transpose16(v: &[__m512i; 16]) -> [__m512i; 16] {
+    // t[2p], t[2p+1]: rows 2p and 2p+1 interleaved (dwords 4L..4L+1 and 4L+2..4L+3 of lane L).
+    let mut t = [_mm512_setzero_si512(); 16];
+    for p in 0..8 {
+        t[2 * p] = _mm512_unpacklo_epi32(v[2 * p], v[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_epi32(v[2 * p], v[2 * p + 1]);
+    }
+    // u[4q + c], lane L: rows 4q..4q + 4 of column 4L + c.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for q in 0..4 {
+        let (a, b) = (4 * q, 4 * q + 2);
+        u[4 * q] = _mm512_unpacklo_epi64(t[a], t[b]);
+        u[4 * q + 1] = _mm512_unpackhi_epi64(t[a], t[b]);
+        u[4 * q + 2] = _mm512_unpacklo_epi64(t[a + 1], t[b + 1]);
+        u[4 * q + 3] = _mm512_unpackhi_epi64(t[a + 1], t[b + 1]);
+    }
+    // Column 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let a0 = _mm512_shuffle_i32x4::<0x44>(u[c], u[4 + c]);
+        let a1 = _mm512_shuffle_i32x4::<0xEE>(u[c], u[4 + c]);
+        let a2 = _mm512_shuffle_i32x4::<0x44>(u[8 + c], u[12 + c]);
+        let a3 = _mm512_shuffle_i32x4::<0xEE>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_i32x4::<0x88>(a0, a2);
+        out[4 + c] = _mm512_shuffle_i32x4::<0xDD>(a0, a2);
+        out[8 + c] = _mm512_shuffle_i32x4::<0x88>(a1, a3);
+        out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(a1, a3);
+    }
+    out
+}
+
+/// Fills `panel` with block `b` of rows `rowp[..nrows]` (rows past `nrows` get code 0 and
+/// scale 0, so they add nothing to any output that is stored).
+///
+/// `tq2_0` goes straight from the packed bytes: dword `i` of a block's 64 code bytes holds,
+/// at shift `2j`, weights `128·(i/8) + 32j + 4·(i%8) + 0..4` (byte `32h + m`, shift `2j` is
+/// weight `128h + 32j + m`), i.e. group `32·(i/8) + 8j + i%8`; one transpose of the 16 rows'
+/// code bytes serves all four shifts. `tq1_0` is unpacked per row to weight order in `tmp`
+/// and transposed a quarter-block at a time.
+///
+/// # Safety
+/// `rowp[r]` for `r < nrows` points at a row of at least `b + 1` blocks of `fmt`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn build_panel(
+    fmt: Format,
+    rowp: &[*const u8; PANEL_ROWS],
+    nrows: usize,
+    b: usize,
+    tmp: &mut [[u8; QBLOCK]; PANEL_ROWS],
+    panel: &mut Panel,
+) {
+    let (bb, scale_at) = match fmt {
+        Format::Tq2_0 => (tq2_0::BLOCK_BYTES, tq2_0::SCALE_OFFSET),
+        _ => (tq1_0::BLOCK_BYTES, tq1_0::SCALE_OFFSET),
+    };
+    let mut dh = [0u16; PANEL_ROWS];
+    // SAFETY: block `b` of each of the first `nrows` rows is inside the matrix (caller); the
+    // prefetch of a later block may run past it, which never faults; stores go to `panel` and
+    // `tmp`, whose sizes the indices respect.
+    unsafe {
+        for r in 0..nrows {
+            let p = rowp[r].add(b * bb);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * bb).cast());
+            dh[r] = u16::from_le_bytes([*p.add(scale_at), *p.add(scale_at + 1)]);
+        }
+        _mm512_store_ps(
+            panel.d.as_mut_ptr(),
+            _mm512_cvtph_ps(_mm256_loadu_si256(dh.as_ptr().cast())),
+        );
+        let out = panel.codes.as_mut_ptr().cast::<__m512i>();
+        if fmt == Format::Tq2_0 {
+            let mut v = [_mm512_setzero_si512(); 16];
+            for r in 0..nrows {
+                v[r] = _mm512_loadu_si512(rowp[r].add(b * bb).cast());
+            }
+            let tr = transpose16(&v);
+            let mask3 = _mm512_set1_epi8(3);
+            for (i, &ti) in tr.iter().enumerate() {
+                let g = 32 * (i / 8) + i % 8;
+                _mm512_store_si512(out.add(g), _mm512_and_si512(ti, mask3));
+                let s2 = _mm512_and_si512(_mm512_srli_epi32::<2>(ti), mask3);
+                _mm512_store_si512(out.add(g + 8), s2);
+                let s4 = _mm512_and_si512(_mm512_srli_epi32::<4>(ti), mask3);
+                _mm512_store_si512(out.add(g + 16), s4);
+                let s6 = _mm512_and_si512(_mm512_srli_epi32::<6>(ti), mask3);
+                _mm512_store_si512(out.add(g + 24), s6);
+            }
+        } else {
+            for (r, row) in tmp.iter_mut().enumerate() {
+                if r < nrows {
+                    let blk = &*rowp[r].add(b * bb).cast::<[u8; tq1_0::BLOCK_BYTES]>();
+                    for (c, v) in tq1_codes(blk).iter().enumerate() {
+                        _mm256_storeu_si256(row.as_mut_ptr().add(32 * c).cast(), *v);
+                    }
+                } else {
+                    *row = [0; QBLOCK];
+                }
+            }
+            for q in 0..4 {
+                let mut v = [_mm512_setzero_si512(); 16];
+                for (r, vr) in v.iter_mut().enumerate() {
+                    *vr = _mm512_loadu_si512(tmp[r].as_ptr().add(64 * q).cast());
+                }
+                for (i, ti) in transpose16(&v).iter().enumerate() {
+                    _mm512_store_si512(out.add(16 * q + i), *ti);
+                }
+            }
+        }
+    }
+}
+
+/// Where one tile of the panel kernel writes: `y` (token-major, `rows` per token), the first
+/// row of the panel pair, and each panel's lane mask (rows inside the matrix).
+#[derive(Clone, Copy)]
+struct PanelOut {
+    y: *mut f32,
+    rows: usize,
+    r0: usize,
+    masks: [__mmask16; 2],
+}
+
+/// Tokens `t0..t0 + T` against block `b` of two panels: the 4-byte activation groups are
+/// broadcast (`vpdpbusd` with a memory broadcast) and meet 16 rows at once, so each
+/// accumulator ends the block holding 16 finished row sums; the `+1` offset of the codes is
+/// removed with the token's block sum and the block is combined into `y` exactly as
+/// `Combine::add` does (product, then sum; `0.0 + p` for the first block).
+///
+/// # Safety
+/// Tokens `t0..t0 + T` exist in `acts`, `b < acts.blocks`, and `out.y` holds `acts.tokens`
+/// rows of `out.rows` floats (lanes outside `out.masks` are neither read nor written).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn panel_tile<const T: usize>(
+    panels: &[Panel; 2],
+    acts: &Int8Acts,
+    b: usize,
+    t0: usize,
+    out: PanelOut,
+) {
+    let blocks = acts.blocks;
+    let padded = blocks * QBLOCK;
+    let per_block = acts.mode == ActScale::PerBlock;
+    // SAFETY: activation reads stay inside tokens `t0..t0 + T`, block `b` (caller); panel
+    // loads are aligned 64-byte rows of `codes`; `y` accesses are masked to rows inside the
+    // matrix of tokens inside `acts`, and pointer arithmetic on `y` wraps (a masked-off lane
+    // is never touched, so its address may be past the end).
+    unsafe {
+        let mut ap = [core::ptr::null::<i8>(); T];
+        for (t, p) in ap.iter_mut().enumerate() {
+            *p = acts.q.as_ptr().add((t0 + t) * padded + b * QBLOCK);
+        }
+        let w0p = panels[0].codes.as_ptr().cast::<__m512i>();
+        let w1p = panels[1].codes.as_ptr().cast::<__m512i>();
+        let mut acc0 = [_mm512_setzero_si512(); T];
+        let mut acc1 = [_mm512_setzero_si512(); T];
+        for g in 0..GROUPS {
+            let w0 = _mm512_load_si512(w0p.add(g));
+            let w1 = _mm512_load_si512(w1p.add(g));
+            for t in 0..T {
+                let a = _mm512_set1_epi32(ap[t].add(4 * g).cast::<i32>().read_unaligned());
+                acc0[t] = _mm512_dpbusd_epi32(acc0[t], w0, a);
+                acc1[t] = _mm512_dpbusd_epi32(acc1[t], w1, a);
+            }
+        }
+        let d = [
+            _mm512_load_ps(panels[0].d.as_ptr()),
+            _mm512_load_ps(panels[1].d.as_ptr()),
+        ];
+        for t in 0..T {
+            let tok = t0 + t;
+            let bsum = _mm512_set1_epi32(acts.sums[tok * blocks + b]);
+            let s = per_block.then(|| _mm512_set1_ps(acts.scales[tok * blocks + b]));
+            for (p, acc) in [acc0[t], acc1[t]].into_iter().enumerate() {
+                let isum = _mm512_sub_epi32(acc, bsum);
+                let scale = match s {
+                    Some(s) => _mm512_mul_ps(d[p], s),
+                    None => d[p],
+                };
+                let prod = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), scale);
+                let yp = out.y.wrapping_add(tok * out.rows + out.r0 + PANEL_ROWS * p);
+                let prev = if b == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_maskz_loadu_ps(out.masks[p], yp)
+                };
+                _mm512_mask_storeu_ps(yp, out.masks[p], _mm512_add_ps(prev, prod));
+            }
+        }
+    }
+}
+
+/// Prefill of `tq2_0`/`tq1_0` against int8 activations on AVX-512 VNNI (`acts.tokens ≥ 1`,
+/// `acts.blocks ≥ 1`). For each pair of 16-row panels, block by block: the block is unpacked
+/// once into [`Panel`] layout and then swept by every token in tiles of [`PANEL_TOKENS`];
+/// `y` holds the running per-block combination (the scalar reference's float operations in its
+/// order, so results are bit-identical), finished by the per-token scale.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn ternary_gemm_i8_panels(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+    let (rows, n, blocks) = (w.rows(), acts.tokens, acts.blocks);
+    let fmt = w.format();
+    let mut panels = [Panel::EMPTY, Panel::EMPTY];
+    let mut tmp = [[0u8; QBLOCK]; PANEL_ROWS];
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = [
+            (rows - r0).min(PANEL_ROWS),
+            (rows - r0).saturating_sub(PANEL_ROWS).min(PANEL_ROWS),
+        ];
+        let mut rowp = [[core::ptr::null::<u8>(); PANEL_ROWS]; 2];
+        for (p, rp) in rowp.iter_mut().enumerate() {
+            for (r, ptr) in rp.iter_mut().enumerate().take(nr[p]) {
+                *ptr = w.row(r0 + PANEL_ROWS * p + r).unwrap_or(&[]).as_ptr();
+            }
+        }
+        let out = PanelOut {
+            y: y.as_mut_ptr(),
+            rows,
+            r0,
+            masks: nr.map(|k| ((1u32 << k) - 1) as __mmask16),
+        };
+        for b in 0..blocks {
+            // SAFETY: rows of a checked matrix hold `blocks` blocks; every tile below covers
+            // tokens inside `acts` and `y` is `n · rows` long (checked by the caller).
+            unsafe {
+                for p in 0..2 {
+                    build_panel(fmt, &rowp[p], nr[p], b, &mut tmp, &mut panels[p]);
+                }
+                let mut t0 = 0;
+                while t0 < n {
+                    let tt = (n - t0).min(PANEL_TOKENS);
+                    match tt {
+                        1 => panel_tile::<1>(&panels, acts, b, t0, out),
+                        2 => panel_tile::<2>(&panels, acts, b, t0, out),
+                        3 => panel_tile::<3>(&panels, acts, b, t0, out),
+                        4 => panel_tile::<4>(&panels, acts, b, t0, out),
+                        5 => panel_tile::<5>(&panels, acts, b, t0, out),
+                        6 => panel_tile::<6>(&panels, acts, b, t0, out),
+                        7 => panel_tile::<7>(&panels, acts, b, t0, out),
+                        8 => panel_tile::<8>(&panels, acts, b, t0, out),
+                        9 => panel_tile::<9>(&panels, acts, b, t0, out),
+                        10 => panel_tile::<10>(&panels, acts, b, t0, out),
+                        11 => panel_tile::<11>(&panels, acts, b, t0, out),
+                        _ => panel_tile::<PANEL_TOKENS>(&panels, acts, b, t0, out),
+                    }
+                    t0 += tt;
+                }
+            }
+        }
+        if acts.mode == ActScale::PerToken {
+            for t in 0..n {
+                let s = _mm512_set1_ps(acts.scales[t]);
+                for (p, &m) in out.masks.iter().enumerate() {
+                    // SAFETY: masked to rows of token `t` inside `y`; the address wraps.
+                    unsafe {
+                        let yp = out.y.wrapping_add(t * rows + r0 + PANEL_ROWS * p);
+                        let v = _mm512_maskz_loadu_ps(m, yp);
+                        _mm512_mask_storeu_ps(yp, m, _mm512_mul_ps(v, s));
+                    }
+                }
+            }
+        }
+        r0 += 2 * PANEL_ROWS;
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Ternary × f32
@@ -1486,3 +1799,164 @@ i8_i8_kernel!(
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     sdot_vnni
 );
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization
+
+/// [`super::quantize_absmax`] 16 lanes at a time with the same float operations, so the
+/// codes and the scale are identical: `max |x|` is exact in any order, `x · (127 / max)` is one
+/// rounded product, and rounding half away from zero is done as `libm::roundf` does it,
+/// `trunc(p + copysign(0.5 − 2⁻²⁵, p))`; NaN products (`0 · ∞` when `max` is subnormal) become
+/// 0 and infinities clamp, as Rust's `clamp` then `as i8` do.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL; `q.len() == x.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn quantize_absmax_avx512(x: &[f32], q: &mut [i8]) -> f32 {
+    let n = x.len().min(q.len());
+    let tail_mask = |i: usize| -> __mmask16 {
+        let left = n - i;
+        if left >= 16 {
+            0xffff
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        }
+    };
+    // SAFETY: every access is masked to `i..n`, inside both slices.
+    unsafe {
+        let mut m = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < n {
+            let v = _mm512_maskz_loadu_ps(tail_mask(i), x.as_ptr().add(i));
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+            i += 16;
+        }
+        let amax = _mm512_reduce_max_ps(m);
+        if amax == 0.0 {
+            q[..n].iter_mut().for_each(|v| *v = 0);
+            return 0.0;
+        }
+        let inv = _mm512_set1_ps(127.0 / amax);
+        let half = _mm512_set1_ps(0.5 - 0.25 * f32::EPSILON);
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+        let mut i = 0;
+        while i < n {
+            let k = tail_mask(i);
+            let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x.as_ptr().add(i)), inv);
+            let bias = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(p), sign),
+                _mm512_castps_si512(half),
+            ));
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(
+                _mm512_add_ps(p, bias),
+            );
+            let r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r), r);
+            let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+            _mm512_mask_cvtsepi32_storeu_epi8(
+                q.as_mut_ptr().add(i).cast(),
+                k,
+                _mm512_cvttps_epi32(r),
+            );
+            i += 16;
+        }
+        amax / 127.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exponentials (softmax numerators, SiLU)
+
+/// `e^x` in 16 lanes, within a few ulp of `libm::expf`: `x = n·ln 2 + r` with `n` rounded to
+/// nearest, so `|r| ≤ ln 2 / 2`; `ln 2` is split in a 9-bit head (so `n·ln2_hi` is exact for
+/// every `|n| ≤ 151`) and a tail; `e^r` by its degree-7 Taylor polynomial (truncation below
+/// `0.35⁸/8! < 6·10⁻⁹` relative); `2^n` applied by `vscalefps`, which overflows to +∞ and
+/// underflows through the subnormals to 0 as `expf` does. NaN passes through.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn exp16(x: __m512) -> __m512 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // `min`/`max` return their second operand when either is NaN: x stays NaN.
+    let x = _mm512_max_ps(
+        _mm512_set1_ps(-104.0),
+        _mm512_min_ps(_mm512_set1_ps(89.0), x),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// Lane mask for elements `i..min(i + 16, n)`.
+#[inline(always)]
+fn mask16(i: usize, n: usize) -> __mmask16 {
+    let left = n - i;
+    if left >= 16 {
+        0xffff
+    } else {
+        ((1u32 << left) - 1) as __mmask16
+    }
+}
+
+/// `x[i] = e^(x[i] − shift)`; returns `Σ x[i]` (16 lane sums, then one reduction).
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn exp_shifted_avx512(x: &mut [f32], shift: f32) -> f32 {
+    let n = x.len();
+    let s = _mm512_set1_ps(shift);
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let k = mask16(i, n);
+        // SAFETY: masked to `i..n`.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p), s));
+            _mm512_mask_storeu_ps(p, k, e);
+            sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
+        }
+        i += 16;
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// `gate[i] = gate[i] / (1 + e^(−gate[i])) · up[i]` (SiLU, then the product).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `up.len() >= gate.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn silu_mul_avx512(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i < n {
+        let k = mask16(i, n);
+        // SAFETY: masked to `i..n`, inside both slices.
+        unsafe {
+            let p = gate.as_mut_ptr().add(i);
+            let g = _mm512_maskz_loadu_ps(k, p);
+            let u = _mm512_maskz_loadu_ps(k, up.as_ptr().add(i));
+            let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+            let sig = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(p, k, _mm512_mul_ps(_mm512_mul_ps(g, sig), u));
+        }
+        i += 16;
+    }
+}

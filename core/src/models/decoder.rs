@@ -702,6 +702,67 @@ impl<'s> KvCache<'s> {
         })
     }
 
+    /// [`KvCache::dot`] for positions `first..first + out.len()` of one head's keys; f16 rows
+    /// go to the kernel in runs of consecutive slots (two when the ring wraps).
+    #[allow(clippy::too_many_arguments)]
+    fn dot_range(
+        &self,
+        kernels: &Kernels,
+        layer: usize,
+        head: usize,
+        first: usize,
+        q: &[f32],
+        q_sum: f32,
+        out: &mut [f32],
+    ) -> Result<()> {
+        if self.format != KvFormat::F16 {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = self.dot(kernels, self.row(layer, 0, head, first + j), q, q_sum)?;
+            }
+            return Ok(());
+        }
+        let hd = q.len();
+        let mut done = 0;
+        while done < out.len() {
+            let row = self.row(layer, 0, head, first + done);
+            let run = (self.context - (first + done) % self.context).min(out.len() - done);
+            let keys = &self.f16s[row * hd..(row + run) * hd];
+            kernels.dot_rows_f16(keys, q, &mut out[done..done + run])?;
+            done += run;
+        }
+        Ok(())
+    }
+
+    /// [`KvCache::add_scaled`] for positions `first..first + w.len()` of one head's values with
+    /// weights `w`, in position order; returns the summed offsets.
+    fn add_range(
+        &self,
+        kernels: &Kernels,
+        layer: usize,
+        head: usize,
+        first: usize,
+        w: &[f32],
+        out: &mut [f32],
+    ) -> Result<f32> {
+        if self.format != KvFormat::F16 {
+            let mut offset = 0.0;
+            for (j, &wj) in w.iter().enumerate() {
+                offset += self.add_scaled(kernels, self.row(layer, 1, head, first + j), wj, out)?;
+            }
+            return Ok(offset);
+        }
+        let hd = out.len();
+        let mut done = 0;
+        while done < w.len() {
+            let row = self.row(layer, 1, head, first + done);
+            let run = (self.context - (first + done) % self.context).min(w.len() - done);
+            let values = &self.f16s[row * hd..(row + run) * hd];
+            kernels.axpy_rows_f16(&w[done..done + run], values, out)?;
+            done += run;
+        }
+        Ok(0.0)
+    }
+
     /// `out[i] += w·V[row][i]`, except that the integer forms leave out the row offset and
     /// return `w·offset`, which the caller adds to every output once for all rows.
     fn add_scaled(&self, kernels: &Kernels, row: usize, w: f32, out: &mut [f32]) -> Result<f32> {
@@ -1077,22 +1138,13 @@ impl<'w, 'a> Decoder<'w, 'a> {
                 let qh = &q[t * qw + head * hd..t * qw + (head + 1) * hd];
                 let q_sum: f32 = qh.iter().sum();
                 let scores = &mut s.scores[..pos + 1 - first];
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    let row = cache.row(l, 0, g, first + j);
-                    *sc = cache.dot(&self.kernels, row, qh, q_sum)? * scale;
-                }
+                cache.dot_range(&self.kernels, l, g, first, qh, q_sum, scores)?;
+                scores.iter_mut().for_each(|sc| *sc *= scale);
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0.0;
-                for sc in scores.iter_mut() {
-                    *sc = libm::expf(*sc - max);
-                    sum += *sc;
-                }
+                let sum = self.kernels.exp_shifted(scores, max);
                 let oh = &mut out[t * qw + head * hd..t * qw + (head + 1) * hd];
-                let mut offset = 0.0;
-                for (j, &w) in scores.iter().enumerate() {
-                    let row = cache.row(l, 1, g, first + j);
-                    offset += cache.add_scaled(&self.kernels, row, w / sum, oh)?;
-                }
+                scores.iter_mut().for_each(|w| *w /= sum);
+                let offset = cache.add_range(&self.kernels, l, g, first, scores, oh)?;
                 if offset != 0.0 {
                     oh.iter_mut().for_each(|o| *o += offset);
                 }
@@ -1121,9 +1173,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let (gate, up) = (&mut s.gate[..n * ff], &mut s.up[..n * ff]);
         self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate, s.acts)?;
         self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up, s.acts)?;
-        for (g, &u) in gate.iter_mut().zip(up.iter()) {
-            *g = ops::silu(*g) * u;
-        }
+        self.kernels.silu_mul(gate, up)?;
         self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
             *xv += o;

@@ -80,6 +80,35 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The multi-row f16 calls give exactly what one call per row gives, on every ISA.
+    #[test]
+    fn row_runs_equal_one_call_per_row(
+        d in 0usize..140,
+        rows in 0usize..6,
+        seed in values(6 * 140 + 6 + 140),
+    ) {
+        let v: Vec<u16> = seed[..rows * d].iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+        let w: Vec<f32> = seed[6 * 140..6 * 140 + rows].iter().map(|x| x / 50.0).collect();
+        let q = &seed[6 * 140 + 6..6 * 140 + 6 + d];
+        for k in available() {
+            let mut dots = std::vec![f32::NAN; rows];
+            k.dot_rows_f16(&v, q, &mut dots).unwrap();
+            let mut out = q.to_vec();
+            k.axpy_rows_f16(&w, &v, &mut out).unwrap();
+            let mut want = q.to_vec();
+            for r in 0..rows {
+                let row = &v[r * d..(r + 1) * d];
+                prop_assert_eq!(dots[r].to_bits(), k.dot_f16(row, q).unwrap().to_bits());
+                k.axpy_f16(w[r], row, &mut want).unwrap();
+            }
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&out), bits(&want), "{:?}", k.isa());
+            prop_assert!(k.dot_rows_f16(&v, q, &mut [0.0; 7]).is_err() || rows * d == 7 * d);
+        }
+    }
+}
+
 /// f16 specials (subnormals, infinities, NaN, signed zero) widen exactly on every ISA.
 #[test]
 fn f16_specials_widen_exactly() {

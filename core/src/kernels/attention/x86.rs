@@ -208,3 +208,46 @@ pub unsafe fn axpy_u4(w: f32, codes: &[u8], out: &mut [f32]) {
         out[half + j] += w * (codes[j] >> 4) as f32;
     }
 }
+
+/// [`axpy_f16`] for consecutive rows of `v` (`v.len() == w.len()·out.len()`), row by row in
+/// order. Runs of 64 outputs stay in eight registers across all rows; each output still sees
+/// the same fused multiply-adds in the same order as one [`axpy_f16`] call per row, so results
+/// are identical.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; `v.len() == w.len()·out.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_rows_f16(w: &[f32], v: &[u16], out: &mut [f32]) {
+    let d = out.len();
+    let rows = w.len();
+    let wide = d & !63;
+    let mut c0 = 0;
+    while c0 < wide {
+        // SAFETY: outputs `c0..c0 + 64` and, for each row `r`, values `r·d + c0..+64`, all
+        // inside the slices (`c0 + 64 <= d`, `v.len() == rows·d`).
+        unsafe {
+            let o = out.as_mut_ptr().add(c0);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(o.add(8 * j));
+            }
+            for (r, &wr) in w.iter().enumerate() {
+                let wv = _mm256_set1_ps(wr);
+                let p = v.as_ptr().add(r * d + c0);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(wv, load_f16(p.add(8 * j)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(o.add(8 * j), *a);
+            }
+        }
+        c0 += 64;
+    }
+    if wide < d {
+        for r in 0..rows {
+            // SAFETY: the caller's contract, on the remaining columns of row `r`.
+            unsafe { axpy_f16(w[r], &v[r * d + wide..(r + 1) * d], &mut out[wide..]) };
+        }
+    }
+}
