@@ -22,6 +22,9 @@
 use super::{Isa, Kernels, check_len};
 use crate::error::Result;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod forms;
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
