@@ -50,9 +50,9 @@ use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
 pub use crate::models::decoder::KvFormat;
 use crate::models::rwkv6::{
-    self, ChannelMix, ChannelMixBuffers, WkvInputs, block_tensor, channel_mix,
-    data_dependent_decay, load_channel_mix, low_rank, mix_adapter_hidden, norm_and_shift,
-    shift_mix, stacked_adapters, wkv_step,
+    self, ChannelMix, ChannelMixBuffers, ShiftBuffers, ShiftWeights, WkvInputs, block_tensor,
+    channel_mix, data_dependent_decay, data_dependent_shift, load_channel_mix, low_rank,
+    mix_adapter_hidden, norm_and_shift, shift_mix, stacked_adapters, wkv_step,
 };
 use crate::models::{NameBuf, TensorSource, check_header, format_name, metadata_usize};
 use crate::ops::{self, Vector};
@@ -1370,7 +1370,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         rows: usize,
     ) -> Result<()> {
         let cfg = *self.config();
-        let (c, dm) = (cfg.n_embd, cfg.lora_mix);
+        let c = cfg.n_embd;
         let small = cfg.lora_decay.max(cfg.lora_value2);
         let tc = rows * c;
         let layer = self.weights.layer(i)?;
@@ -1379,31 +1379,27 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         };
         let parts = ctx.parts();
         let (att_shift, wkv, ffn_shift) = finch_state(&cfg, parts.fixed, i);
-        let (xx, sx) = (&mut cb.xx[..tc], &mut cb.sx[..tc]);
-        norm_and_shift(&cb.x[..tc], xx, sx, layer.ln1, att_shift)?;
-        for t in 0..rows {
-            let row = t * c..(t + 1) * c;
-            let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
-            let lora = &mut cb.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
-            mix_adapter_hidden(
-                xx_t,
-                sx_t,
-                att.maa_x,
-                &att.maa_w1,
-                &mut cb.y[row.clone()],
-                lora,
-            )?;
-            for (k, mixed) in cb.mixed.iter_mut().enumerate() {
-                shift_mix(
-                    xx_t,
-                    sx_t,
-                    att.maa[k],
-                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
-                    &mut cb.out[row.clone()],
-                    &mut mixed[row.clone()],
-                )?;
-            }
-        }
+        let shift_weights = ShiftWeights {
+            maa_x: att.maa_x,
+            maa: att.maa,
+            w1: att.maa_w1,
+            w2: att.maa_w2,
+            rank: cfg.lora_mix,
+        };
+        data_dependent_shift(
+            &shift_weights,
+            layer.ln1,
+            &cb.x[..tc],
+            att_shift,
+            ShiftBuffers {
+                xx: &mut cb.xx[..tc],
+                sx: &mut cb.sx[..tc],
+                lora_mix: &mut cb.lora_mix[..],
+                base: &mut cb.y[..tc],
+                correction: &mut cb.out[..tc],
+                mixed: &mut cb.mixed,
+            },
+        )?;
         let [xr, xk, xv, xw, xv2] = &cb.mixed;
         let kern = &self.kernels;
         kern.gemm(&att.receptance, &xr[..tc], rows, &mut cb.r[..tc])?;

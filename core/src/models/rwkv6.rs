@@ -1100,37 +1100,32 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         t_n: usize,
     ) -> Result<()> {
         let cfg = self.config();
-        let (c, n, dm, dd) = (cfg.n_embd, cfg.head_size, cfg.lora_mix, cfg.lora_decay);
+        let (c, n, dd) = (cfg.n_embd, cfg.head_size, cfg.lora_decay);
         let att = &layer.att;
         let tc = t_n * c;
-        let (xx, sx) = (&mut b.xx[..tc], &mut b.sx[..tc]);
-        norm_and_shift(&b.x[..tc], xx, sx, layer.ln1, shift)?;
 
-        // Data-dependent token shift: a low-rank adapter on `xx + sx * maa_x` gives five
-        // corrections, in the order w, k, v, r, g.
-        for t in 0..t_n {
-            let row = t * c..(t + 1) * c;
-            let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
-            let lora = &mut b.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
-            mix_adapter_hidden(
-                xx_t,
-                sx_t,
-                att.maa_x,
-                &att.maa_w1,
-                &mut b.y[row.clone()],
-                lora,
-            )?;
-            for (k, mixed) in b.mixed.iter_mut().enumerate() {
-                shift_mix(
-                    xx_t,
-                    sx_t,
-                    att.maa[k],
-                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
-                    &mut b.out[row.clone()],
-                    &mut mixed[row.clone()],
-                )?;
-            }
-        }
+        // Data-dependent token shift: the adapter's five mixes come in the order w, k, v, r, g.
+        let shift_weights = ShiftWeights {
+            maa_x: att.maa_x,
+            maa: att.maa,
+            w1: att.maa_w1,
+            w2: att.maa_w2,
+            rank: cfg.lora_mix,
+        };
+        data_dependent_shift(
+            &shift_weights,
+            layer.ln1,
+            &b.x[..tc],
+            shift,
+            ShiftBuffers {
+                xx: &mut b.xx[..tc],
+                sx: &mut b.sx[..tc],
+                lora_mix: &mut b.lora_mix[..],
+                base: &mut b.y[..tc],
+                correction: &mut b.out[..tc],
+                mixed: &mut b.mixed,
+            },
+        )?;
         let [xw, xk, xv, xr, xg] = &b.mixed;
 
         let kern = &self.kernels;
@@ -1302,6 +1297,62 @@ pub(crate) fn shift_mix(
                     *d = xx[t * c + j] + sx[t * c + j] * maa.get(j);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// The weights of a Finch data-dependent token shift: a low-rank adapter of rank `rank` on
+/// `xx + sx·maa_x` corrects five static mixes `maa` (in the layer's own order).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftWeights<'a> {
+    pub(crate) maa_x: Vector<'a>,
+    pub(crate) maa: [Vector<'a>; 5],
+    pub(crate) w1: Matrix<'a>,
+    pub(crate) w2: [Matrix<'a>; 5],
+    pub(crate) rank: usize,
+}
+
+/// Working slices of [`data_dependent_shift`] for T token rows.
+pub(crate) struct ShiftBuffers<'b, 's> {
+    /// `LN(x)` and the token shift `previous - current`, [T, C] each.
+    pub(crate) xx: &'b mut [f32],
+    pub(crate) sx: &'b mut [f32],
+    /// Adapter hidden values, at least [T, 5·rank].
+    pub(crate) lora_mix: &'b mut [f32],
+    /// Room, [T, C] each.
+    pub(crate) base: &'b mut [f32],
+    pub(crate) correction: &'b mut [f32],
+    /// The five mixed inputs, at least [T, C] each.
+    pub(crate) mixed: &'b mut [&'s mut [f32]; 5],
+}
+
+/// The inputs of a Finch time mix over the rows of `x`: `xx = LN(x; ln)` and its token shift
+/// `sx` (`shift` carries the last row across calls), then row by row the five mixes
+/// `xx + sx·(maa + adapter)` into `b.mixed`.
+pub(crate) fn data_dependent_shift(
+    w: &ShiftWeights,
+    ln: (Vector, Vector),
+    x: &[f32],
+    shift: &mut [f32],
+    b: ShiftBuffers,
+) -> Result<()> {
+    let (c, dm) = (shift.len(), w.rank);
+    norm_and_shift(x, b.xx, b.sx, ln, shift)?;
+    for t in 0..x.len() / c {
+        let row = t * c..(t + 1) * c;
+        let (xx_t, sx_t) = (&b.xx[row.clone()], &b.sx[row.clone()]);
+        let lora = &mut b.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
+        mix_adapter_hidden(xx_t, sx_t, w.maa_x, &w.w1, &mut b.base[row.clone()], lora)?;
+        for (k, mixed) in b.mixed.iter_mut().enumerate() {
+            shift_mix(
+                xx_t,
+                sx_t,
+                w.maa[k],
+                Some((&lora[k * dm..(k + 1) * dm], &w.w2[k])),
+                &mut b.correction[row.clone()],
+                &mut mixed[row.clone()],
+            )?;
         }
     }
     Ok(())
