@@ -101,44 +101,15 @@ pub struct Config {
 impl Config {
     /// Reads and checks the configuration of the model in `src`.
     pub fn from_source(src: &dyn TensorSource<'_>) -> Result<Config> {
-        check_header(src, ARCH)?;
-        let key = |k: &str| {
-            let mut buf = NameBuf::new();
-            let name = format_name(&mut buf, format_args!("goldcrest.rwkv6.{k}"));
-            let v = metadata_usize(src, name)?;
-            if v > MAX_DIM {
-                return Err(Error::BadMetadata {
-                    key: Name::new(name),
-                });
-            }
-            Ok(v)
-        };
-        let (n_layer, n_embd, head_size) = (key("n_layer")?, key("n_embd")?, key("head_size")?);
-        let (dim_ffn, vocab_size) = (key("dim_ffn")?, key("vocab_size")?);
-        if n_embd % head_size != 0 {
-            return Err(Error::BadMetadata {
-                key: Name::new("goldcrest.rwkv6.head_size"),
-            });
-        }
-        let rank_of = |name: &str, divisor: u64| -> Result<usize> {
-            let t = src.tensor(name)?;
-            let dims = t.shape.dims();
-            match dims {
-                [c, r] if *c == n_embd as u64 && *r > 0 && r % divisor == 0 => {
-                    Ok((r / divisor) as usize)
-                }
-                _ => Err(Error::ShapeMismatch {
-                    tensor: Name::new(name),
-                    expected: Shape::new(&[n_embd as u64, divisor]).unwrap_or_default(),
-                    found: t.shape,
-                }),
-            }
-        };
-        let lora_mix = rank_of("blocks.0.att.time_maa_w1", 5)?;
-        let lora_decay = rank_of("blocks.0.att.time_decay_w1", 1)?;
-        if lora_mix > MAX_DIM || lora_decay > MAX_DIM {
-            return Err(Error::OutOfRange);
-        }
+        let FinchDims {
+            n_layer,
+            n_embd,
+            head_size,
+            dim_ffn,
+            vocab_size,
+        } = FinchDims::from_source(src, ARCH)?;
+        let lora_mix = adapter_rank(src, "blocks.0.att.time_maa_w1", n_embd, 5)?;
+        let lora_decay = adapter_rank(src, "blocks.0.att.time_decay_w1", n_embd, 1)?;
         let config = Config {
             n_layer,
             n_embd,
@@ -174,6 +145,126 @@ impl Config {
             .and_then(|per_layer| per_layer.checked_mul(self.n_layer))
             .ok_or(Error::OutOfRange)
     }
+}
+
+/// The hyperparameters every Finch-family file (RWKV-6, GoldFinch) stores as
+/// `goldcrest.<arch>.*` keys, each positive and at most `MAX_DIM`, with `n_embd` a multiple of
+/// `head_size`.
+pub(crate) struct FinchDims {
+    pub(crate) n_layer: usize,
+    pub(crate) n_embd: usize,
+    pub(crate) head_size: usize,
+    pub(crate) dim_ffn: usize,
+    pub(crate) vocab_size: usize,
+}
+
+impl FinchDims {
+    /// Checks the header of `src` (its `goldcrest.arch` must be `arch`), then reads the keys.
+    pub(crate) fn from_source(src: &dyn TensorSource<'_>, arch: &str) -> Result<Self> {
+        check_header(src, arch)?;
+        let mut buf = NameBuf::new();
+        let mut key = |k: &str| {
+            let name = format_name(&mut buf, format_args!("goldcrest.{arch}.{k}"));
+            let v = metadata_usize(src, name)?;
+            if v > MAX_DIM {
+                return Err(Error::BadMetadata {
+                    key: Name::new(name),
+                });
+            }
+            Ok(v)
+        };
+        let (n_layer, n_embd, head_size) = (key("n_layer")?, key("n_embd")?, key("head_size")?);
+        let (dim_ffn, vocab_size) = (key("dim_ffn")?, key("vocab_size")?);
+        if n_embd % head_size != 0 {
+            let mut buf = NameBuf::new();
+            return Err(Error::BadMetadata {
+                key: Name::new(format_name(
+                    &mut buf,
+                    format_args!("goldcrest.{arch}.head_size"),
+                )),
+            });
+        }
+        Ok(FinchDims {
+            n_layer,
+            n_embd,
+            head_size,
+            dim_ffn,
+            vocab_size,
+        })
+    }
+}
+
+/// The rank of a low-rank adapter from its first matrix `name`, `[n_embd, parts·rank]`
+/// (`parts` adapters side by side), at most `MAX_DIM`.
+pub(crate) fn adapter_rank(
+    src: &dyn TensorSource<'_>,
+    name: &str,
+    n_embd: usize,
+    parts: u64,
+) -> Result<usize> {
+    let t = src.tensor(name)?;
+    let c = n_embd as u64;
+    match t.shape.dims() {
+        [rows, cols] if *rows == c && *cols > 0 && cols % parts == 0 => {
+            let rank = (cols / parts) as usize;
+            if rank > MAX_DIM {
+                return Err(Error::OutOfRange);
+            }
+            Ok(rank)
+        }
+        _ => Err(Error::ShapeMismatch {
+            tensor: Name::new(name),
+            expected: Shape::new(&[c, parts]).unwrap_or_default(),
+            found: t.shape,
+        }),
+    }
+}
+
+/// Fills `layers[..n_layer]` with `load(i)` and returns that part; too short a slice is
+/// [`Error::BufferTooSmall`] with the count needed.
+pub(crate) fn load_layers<L>(
+    layers: &mut [Option<L>],
+    n_layer: usize,
+    mut load: impl FnMut(usize) -> Result<L>,
+) -> Result<&[Option<L>]> {
+    let provided = layers.len();
+    let layers = layers.get_mut(..n_layer).ok_or(Error::BufferTooSmall {
+        needed: n_layer as u64,
+        provided: provided as u64,
+    })?;
+    for (i, slot) in layers.iter_mut().enumerate() {
+        *slot = Some(load(i)?);
+    }
+    Ok(layers)
+}
+
+/// Entry `i` of the layers [`load_layers`] filled.
+pub(crate) fn loaded_layer<L>(layers: &[Option<L>], i: usize) -> Result<&L> {
+    layers
+        .get(i)
+        .and_then(Option::as_ref)
+        .ok_or(Error::OutOfRange)
+}
+
+/// Total bytes of the tensors in `source` but the embedded tokenizer; strict: a tensor that
+/// `is_known` refuses is [`Error::UnexpectedTensor`].
+pub(crate) fn known_tensor_bytes(
+    source: &dyn TensorSource<'_>,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<usize> {
+    let mut bytes = 0usize;
+    source.for_each_tensor_name(&mut |name| {
+        if !is_known(name) {
+            return Err(Error::UnexpectedTensor {
+                tensor: Name::new(name),
+            });
+        }
+        if name != "tokenizer" {
+            bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
+        }
+        Ok(())
+    })?;
+    Ok(bytes)
 }
 
 /// Time-mix ("attention") weights of one block.
@@ -340,16 +431,7 @@ impl<'w, 'a> Weights<'w, 'a> {
     ) -> Result<Self> {
         let config = Config::from_source(source)?;
         let c = config.n_embd as u64;
-        let provided = layers.len();
-        let layers = layers
-            .get_mut(..config.n_layer)
-            .ok_or(Error::BufferTooSmall {
-                needed: config.n_layer as u64,
-                provided: provided as u64,
-            })?;
-        for (i, slot) in layers.iter_mut().enumerate() {
-            *slot = Some(load_layer(source, &config, i)?);
-        }
+        let layers = load_layers(layers, config.n_layer, |i| load_layer(source, &config, i))?;
         let vector = |name: &str| source.tensor(name)?.vector(name, &[c]);
         let emb =
             source
@@ -362,18 +444,7 @@ impl<'w, 'a> Weights<'w, 'a> {
         )?;
         let ln0 = (vector("blocks.0.ln0.weight")?, vector("blocks.0.ln0.bias")?);
         let ln_out = (vector("ln_out.weight")?, vector("ln_out.bias")?);
-        let mut bytes = 0usize;
-        source.for_each_tensor_name(&mut |name| {
-            if !is_known_tensor(name, config.n_layer) {
-                return Err(Error::UnexpectedTensor {
-                    tensor: Name::new(name),
-                });
-            }
-            if name != "tokenizer" {
-                bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
-            }
-            Ok(())
-        })?;
+        let bytes = known_tensor_bytes(source, |name| is_known_tensor(name, config.n_layer))?;
         Ok(Weights {
             config,
             layers,
@@ -392,10 +463,7 @@ impl<'w, 'a> Weights<'w, 'a> {
 
     /// Views of block `i`'s weights.
     pub fn layer(&self, i: usize) -> Result<&Layer<'a>> {
-        self.layers
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or(Error::OutOfRange)
+        loaded_layer(self.layers, i)
     }
 }
 
