@@ -4,22 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "work.h"
-
-static unsigned char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    long n;
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
-        /* malloc's alignment covers every tensor's; the library checks it (tensors are read
-         * in place, as from the firmware's flash). */
-        buf = malloc((size_t)n);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-        *len = (size_t)n;
-    }
-    fclose(f);
-    return buf;
-}
+#include "../c/example.h"
 
 static void print_generation(const char *macro, const char *name, const GenerateResult *g) {
     size_t i;

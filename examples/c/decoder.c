@@ -8,41 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "goldcrest.h"
+#include "example.h"
 
 #define STEPS 8
 static const uint32_t prompt[8] = {1, 17, 42, 99, 200, 7, 255, 64};
-static int failures = 0;
-
-static void expect(GoldcrestStatus got, GoldcrestStatus want, const char *what) {
-    if (got != want) {
-        fprintf(stderr, "FAIL %s: got %s, want %s (%s)\n", what, goldcrest_status_str((int32_t)got),
-                goldcrest_status_str((int32_t)want), goldcrest_last_error());
-        failures++;
-    } else {
-        printf("ok   %-52s %s%s%s\n", what, goldcrest_status_str((int32_t)got),
-               *goldcrest_last_error() ? ": " : "", goldcrest_last_error());
-    }
-}
-
-static void expect_true(int ok, const char *what) {
-    if (!ok) { fprintf(stderr, "FAIL %s\n", what); failures++; }
-    else printf("ok   %s\n", what);
-}
-
-static unsigned char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    long n;
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)n);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-        *len = (size_t)n;
-    }
-    fclose(f);
-    return buf;
-}
 
 /* Session memory: malloc aligns to 16, so ask for GOLDCREST_MEMORY_ALIGN - 1 more and start at
  * the first 64-byte boundary; `exact` is then the aligned start of `total` bytes. */

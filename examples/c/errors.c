@@ -4,34 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "goldcrest.h"
-
-static int failures = 0;
-
-static void expect(GoldcrestStatus got, GoldcrestStatus want, const char *what) {
-    if (got != want) {
-        fprintf(stderr, "FAIL %s: got %s, want %s (%s)\n", what, goldcrest_status_str((int32_t)got),
-                goldcrest_status_str((int32_t)want), goldcrest_last_error());
-        failures++;
-    } else {
-        printf("ok   %-44s %s%s%s\n", what, goldcrest_status_str((int32_t)got),
-               *goldcrest_last_error() ? ": " : "", goldcrest_last_error());
-    }
-}
-
-static unsigned char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    long n;
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)n);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-        *len = (size_t)n;
-    }
-    fclose(f);
-    return buf;
-}
+#include "example.h"
 
 int main(int argc, char **argv) {
     size_t lm_len = 0, toto_len = 0, i;

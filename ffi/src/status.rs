@@ -188,14 +188,8 @@ pub(crate) fn guard(body: impl FnOnce() -> FfiResult) -> GoldcrestStatus {
     }
 }
 
-/// `ptr` as a shared slice of `len` elements; NULL is allowed only when `len` is 0.
-///
-/// # Safety
-/// A non-null `ptr` must be valid for reads of `len` elements for `'a`.
-pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T], Failure> {
-    if len == 0 {
-        return Ok(&[]);
-    }
+/// Checks the pointer of a non-empty buffer: not NULL, aligned for its element type.
+fn check_buffer<T>(ptr: *const T) -> FfiResult {
     if ptr.is_null() {
         return fail(
             GoldcrestStatus::NullPointer,
@@ -208,6 +202,18 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T], 
             "buffer not aligned for its element type",
         );
     }
+    Ok(())
+}
+
+/// `ptr` as a shared slice of `len` elements; NULL is allowed only when `len` is 0.
+///
+/// # Safety
+/// A non-null `ptr` must be valid for reads of `len` elements for `'a`.
+pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    check_buffer(ptr)?;
     // SAFETY: non-null and aligned (checked), valid for `len` reads (caller's contract).
     Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
 }
@@ -221,18 +227,7 @@ pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize) -> Result<&'a mut
     if len == 0 {
         return Ok(&mut []);
     }
-    if ptr.is_null() {
-        return fail(
-            GoldcrestStatus::NullPointer,
-            "NULL buffer with a non-zero length",
-        );
-    }
-    if !(ptr as usize).is_multiple_of(core::mem::align_of::<T>()) {
-        return fail(
-            GoldcrestStatus::Misaligned,
-            "buffer not aligned for its element type",
-        );
-    }
+    check_buffer(ptr.cast_const())?;
     // SAFETY: non-null and aligned (checked), valid for `len` reads and writes, unaliased
     // (caller's contract).
     Ok(unsafe { core::slice::from_raw_parts_mut(ptr, len) })
@@ -243,9 +238,7 @@ pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize) -> Result<&'a mut
 /// # Safety
 /// A non-null `out` must be valid for a write of `T`.
 pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) -> FfiResult {
-    if out.is_null() {
-        return fail(GoldcrestStatus::NullPointer, "NULL out-parameter");
-    }
+    need(out)?;
     if !(out as usize).is_multiple_of(core::mem::align_of::<T>()) {
         return fail(GoldcrestStatus::Misaligned, "out-parameter misaligned");
     }

@@ -80,17 +80,7 @@ fn logits_through_the_abi_equal_the_rust_api_and_open_in_needs_no_heap() {
             ),
             GoldcrestStatus::Ok
         );
-        let mut plan = GoldcrestMemoryPlan::default();
-        assert_eq!(
-            goldcrest_lm_memory_plan(lm, 4, 0, &mut plan),
-            GoldcrestStatus::Ok
-        );
-        let mut mem = AlignedMemory::new(plan.total_bytes);
-        let mut session = null_mut();
-        assert_eq!(
-            goldcrest_session_create(lm, 4, 0, mem.ptr(), mem.len, &mut session),
-            GoldcrestStatus::Ok
-        );
+        let (session, _mem) = new_session(lm, 4, 0);
         assert_eq!(
             goldcrest_session_feed(session, prompt.as_ptr(), prompt.len()),
             GoldcrestStatus::Ok
@@ -133,6 +123,7 @@ fn logits_through_the_abi_equal_the_rust_api_and_open_in_needs_no_heap() {
         assert_eq!(goldcrest_session_free(session), GoldcrestStatus::Ok);
         assert_eq!(goldcrest_lm_free(lm), GoldcrestStatus::Ok);
         // The handle in caller memory is dead now: using it is an error, not UB.
+        let mut plan = GoldcrestMemoryPlan::default();
         assert_eq!(
             goldcrest_lm_memory_plan(lm, 4, 0, &mut plan),
             GoldcrestStatus::WrongHandle
@@ -240,24 +231,10 @@ fn misaligned_and_wrong_kind_pointers_are_errors() {
     let bytes = std::fs::read(RWKV).unwrap();
     // SAFETY: every pointer is valid for what the function may read before it fails.
     unsafe {
-        let mut lm = null_mut();
-        assert_eq!(
-            goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm),
-            GoldcrestStatus::Ok
-        );
+        let lm = open_lm(&bytes);
         let tokens = [0u32; 3];
         let odd = tokens.as_ptr().cast::<u8>().add(1).cast::<u32>();
-        let mut plan = GoldcrestMemoryPlan::default();
-        assert_eq!(
-            goldcrest_lm_memory_plan(lm, 1, 0, &mut plan),
-            GoldcrestStatus::Ok
-        );
-        let mut mem = AlignedMemory::new(plan.total_bytes);
-        let mut s = null_mut();
-        assert_eq!(
-            goldcrest_session_create(lm, 1, 0, mem.ptr(), mem.len, &mut s),
-            GoldcrestStatus::Ok
-        );
+        let (s, _mem) = new_session(lm, 1, 0);
         assert_eq!(
             goldcrest_session_feed(s, odd, 1),
             GoldcrestStatus::Misaligned
@@ -312,6 +289,65 @@ impl AlignedMemory {
     }
     fn ptr(&mut self) -> *mut u8 {
         self.storage[self.skip..].as_mut_ptr()
+    }
+}
+
+/// A model over `bytes`, which it borrows (goldcrest_lm_open_buffer).
+///
+/// # Safety
+/// `bytes` outlives the model.
+unsafe fn open_lm(bytes: &[u8]) -> *mut GoldcrestLm {
+    let mut lm = null_mut();
+    // SAFETY: valid buffer and out-parameter; `bytes` outlives the model (caller).
+    let status = unsafe { goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm) };
+    assert_eq!(status, GoldcrestStatus::Ok);
+    lm
+}
+
+/// What goldcrest_lm_info says of a live model.
+///
+/// # Safety
+/// `lm` is a live model.
+unsafe fn lm_info(lm: *const GoldcrestLm) -> GoldcrestLmInfo {
+    let mut info = GoldcrestLmInfo {
+        kind: GoldcrestLmKind::Rwkv6,
+        vocab_size: 0,
+        n_layer: 0,
+        max_context: 0,
+        weight_bytes: 0,
+    };
+    // SAFETY: `lm` is live (caller); `info` is a valid out-parameter.
+    assert_eq!(
+        unsafe { goldcrest_lm_info(lm, &mut info) },
+        GoldcrestStatus::Ok
+    );
+    info
+}
+
+/// A session of `lm` in fresh memory of exactly the planned size; the memory is returned
+/// with it and must outlive it.
+///
+/// # Safety
+/// `lm` is a live model.
+unsafe fn new_session(
+    lm: *const GoldcrestLm,
+    max_tokens: usize,
+    context: usize,
+) -> (*mut GoldcrestSession, AlignedMemory) {
+    let mut plan = GoldcrestMemoryPlan::default();
+    let mut session = null_mut();
+    // SAFETY: `lm` is live (caller); the memory is aligned and `plan.total_bytes` long.
+    unsafe {
+        assert_eq!(
+            goldcrest_lm_memory_plan(lm, max_tokens, context, &mut plan),
+            GoldcrestStatus::Ok
+        );
+        let mut mem = AlignedMemory::new(plan.total_bytes);
+        assert_eq!(
+            goldcrest_session_create(lm, max_tokens, context, mem.ptr(), mem.len, &mut session),
+            GoldcrestStatus::Ok
+        );
+        (session, mem)
     }
 }
 
@@ -406,32 +442,11 @@ fn decoder_through_the_abi_equals_the_rust_api_and_the_reference() {
 
         // SAFETY: valid buffers for every call; handles used only while alive.
         unsafe {
-            let mut lm = null_mut();
-            assert_eq!(
-                goldcrest_lm_open_buffer(bytes.as_ptr(), len, &mut lm),
-                GoldcrestStatus::Ok
-            );
-            let mut info = GoldcrestLmInfo {
-                kind: GoldcrestLmKind::Rwkv6,
-                vocab_size: 0,
-                n_layer: 0,
-                max_context: 0,
-                weight_bytes: 0,
-            };
-            assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
+            let lm = open_lm(bytes);
+            let info = lm_info(lm);
             assert_eq!(info.kind, kind);
             assert_eq!(info.vocab_size, cfg.vocab);
-            let mut plan = GoldcrestMemoryPlan::default();
-            assert_eq!(
-                goldcrest_lm_memory_plan(lm, 8, 32, &mut plan),
-                GoldcrestStatus::Ok
-            );
-            let mut mem = AlignedMemory::new(plan.total_bytes);
-            let mut s = null_mut();
-            assert_eq!(
-                goldcrest_session_create(lm, 8, 32, mem.ptr(), mem.len, &mut s),
-                GoldcrestStatus::Ok
-            );
+            let (s, _mem) = new_session(lm, 8, 32);
             assert_eq!(
                 goldcrest_session_feed(s, DECODER_PROMPT.as_ptr(), DECODER_PROMPT.len()),
                 GoldcrestStatus::Ok
@@ -467,35 +482,9 @@ fn decoder_state_restored_then_decoded_equals_uninterrupted_decoding() {
     let bytes = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
     // SAFETY: valid buffers for every call; handles used only while alive.
     unsafe {
-        let mut lm = null_mut();
-        assert_eq!(
-            goldcrest_lm_open_buffer(bytes.as_ptr(), len, &mut lm),
-            GoldcrestStatus::Ok
-        );
-        let mut info = GoldcrestLmInfo {
-            kind: GoldcrestLmKind::Rwkv6,
-            vocab_size: 0,
-            n_layer: 0,
-            max_context: 0,
-            weight_bytes: 0,
-        };
-        assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
-        let vocab = info.vocab_size;
-        let new_session = |context: usize| {
-            let mut p = GoldcrestMemoryPlan::default();
-            assert_eq!(
-                goldcrest_lm_memory_plan(lm, 8, context, &mut p),
-                GoldcrestStatus::Ok
-            );
-            let mut mem = AlignedMemory::new(p.total_bytes);
-            let mut s = null_mut();
-            assert_eq!(
-                goldcrest_session_create(lm, 8, context, mem.ptr(), mem.len, &mut s),
-                GoldcrestStatus::Ok
-            );
-            (s, mem)
-        };
-        let (s, _mem) = new_session(32);
+        let lm = open_lm(bytes);
+        let vocab = lm_info(lm).vocab_size;
+        let (s, _mem) = new_session(lm, 8, 32);
 
         // Prompt and 3 fed tokens; the 4th is picked but not fed: the checkpoint.
         let (head, _) = decode(s, &DECODER_PROMPT, 4, vocab);
@@ -537,7 +526,7 @@ fn decoder_state_restored_then_decoded_equals_uninterrupted_decoding() {
         let (again, again_logits) = decode(s, &[head[3]], 8, vocab);
         assert_eq!(again, tail);
         assert_eq!(again_logits, tail_logits);
-        let (longer, _longer_mem) = new_session(64);
+        let (longer, _longer_mem) = new_session(lm, 8, 64);
         assert_eq!(
             goldcrest_session_restore_state(longer, saved.as_ptr(), size),
             GoldcrestStatus::Ok
@@ -547,7 +536,7 @@ fn decoder_state_restored_then_decoded_equals_uninterrupted_decoding() {
         assert_eq!(resumed_logits, tail_logits);
 
         // 11 positions do not fit a context of 8; bad bytes are BAD_STATE; nothing changes.
-        let (short, _short_mem) = new_session(8);
+        let (short, _short_mem) = new_session(lm, 8, 8);
         assert_eq!(
             goldcrest_session_restore_state(short, saved.as_ptr(), size),
             GoldcrestStatus::ContextFull
@@ -599,11 +588,7 @@ fn session_plans_are_exact() {
     ] {
         // SAFETY: valid buffers for every call; handles used only while alive.
         unsafe {
-            let mut lm = null_mut();
-            assert_eq!(
-                goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm),
-                GoldcrestStatus::Ok
-            );
+            let lm = open_lm(bytes);
             let mut plan = GoldcrestMemoryPlan::default();
             assert_eq!(
                 goldcrest_lm_memory_plan(lm, max_tokens, context, &mut plan),
@@ -678,19 +663,8 @@ fn goldfinch_through_the_abi_matches_the_reference_and_resumes_from_its_at_rest_
     let full = floats("full_logits");
     // SAFETY: valid buffers for every call; handles used only while alive.
     unsafe {
-        let mut lm = null_mut();
-        assert_eq!(
-            goldcrest_lm_open_buffer(bytes.as_ptr(), bytes.len(), &mut lm),
-            GoldcrestStatus::Ok
-        );
-        let mut info = GoldcrestLmInfo {
-            kind: GoldcrestLmKind::Rwkv6,
-            vocab_size: 0,
-            n_layer: 0,
-            max_context: 0,
-            weight_bytes: 0,
-        };
-        assert_eq!(goldcrest_lm_info(lm, &mut info), GoldcrestStatus::Ok);
+        let lm = open_lm(&bytes);
+        let info = lm_info(lm);
         assert_eq!(info.kind, GoldcrestLmKind::GoldFinch);
         let vocab = info.vocab_size;
         let mut plan = GoldcrestMemoryPlan::default();
@@ -744,12 +718,7 @@ fn goldfinch_through_the_abi_matches_the_reference_and_resumes_from_its_at_rest_
             GoldcrestStatus::Ok
         );
         let (tail, tail_logits) = decode(s, &[head[2]], 6, vocab);
-        let mut other = AlignedMemory::new(plan.total_bytes);
-        let mut r = null_mut();
-        assert_eq!(
-            goldcrest_session_create(lm, 1, 32, other.ptr(), plan.total_bytes, &mut r),
-            GoldcrestStatus::Ok
-        );
+        let (r, _other) = new_session(lm, 1, 32);
         assert_eq!(
             goldcrest_session_restore_state(r, saved.as_ptr(), size - 1),
             GoldcrestStatus::BadState

@@ -22,6 +22,39 @@
 use super::{Isa, Kernels, check_len};
 use crate::error::Result;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod forms;
+
+/// Defines an ISA module's eight exported primitives, each its generic `dot` or `axpy` loop for
+/// one form, compiled with the ISA's target features (`$f16` for the f16 form, which may need
+/// more). The module provides `dot::<Form, RUNS>` and `axpy::<Form, RUNS>`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! simd_primitives {
+    ($features:literal, $f16:literal) => {
+        simd_primitives!(@form $features, F32, 1, f32, dot_f32, axpy_f32);
+        simd_primitives!(@form $f16, F16, 1, u16, dot_f16, axpy_f16);
+        simd_primitives!(@form $features, U8, 1, u8, dot_u8, axpy_u8);
+        simd_primitives!(@form $features, U4, 2, u8, dot_u4, axpy_u4);
+    };
+    (@form $features:literal, $form:ident, $runs:literal, $code:ty, $dot:ident, $axpy:ident) => {
+        /// # Safety
+        #[doc = concat!("The CPU has ", $features, "; `q.len() == ", $runs, "·codes.len()`.")]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $dot(codes: &[$code], q: &[f32]) -> f32 {
+            // SAFETY: the features are enabled here; lengths are the caller's contract.
+            unsafe { dot::<$form, $runs>(codes, q) }
+        }
+
+        /// # Safety
+        #[doc = concat!("The CPU has ", $features, "; `out.len() == ", $runs, "·codes.len()`.")]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $axpy(w: f32, codes: &[$code], out: &mut [f32]) {
+            // SAFETY: the features are enabled here; lengths are the caller's contract.
+            unsafe { axpy::<$form, $runs>(w, codes, out) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

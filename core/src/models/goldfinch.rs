@@ -50,11 +50,12 @@ use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
 pub use crate::models::decoder::KvFormat;
 use crate::models::rwkv6::{
-    self, ChannelMix, ChannelMixBuffers, WkvInputs, block_tensor, channel_mix,
-    data_dependent_decay, load_channel_mix, low_rank, mix_adapter_hidden, norm_and_shift,
-    shift_mix, stacked_adapters, wkv_step,
+    self, ChannelMix, ChannelMixBuffers, FinchDims, ShiftBuffers, ShiftWeights, WkvInputs,
+    adapter_rank, block_tensor, channel_mix, data_dependent_decay, data_dependent_shift,
+    known_tensor_bytes, load_channel_mix, load_layers, low_rank, mix_adapter_hidden,
+    norm_and_shift, shift_mix, stacked_adapters, wkv_step,
 };
-use crate::models::{NameBuf, TensorSource, check_header, format_name, metadata_usize};
+use crate::models::{NameBuf, TensorSource, format_name};
 use crate::ops::{self, Vector};
 use crate::quant::{self, Matrix};
 
@@ -64,9 +65,6 @@ pub const ARCH: &str = "goldfinch";
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 /// Added to the root mean square (outside the square root) by the weightless RMS norm.
 pub const RMS_EPS: f32 = 1e-8;
-
-/// Upper bound on every dimension (keeps products of dimensions in range on 32-bit targets).
-const MAX_DIM: usize = 1 << 20;
 
 /// Hyperparameters from the `goldcrest.goldfinch.*` metadata plus adapter ranks read from the
 /// tensor shapes.
@@ -115,25 +113,13 @@ fn shape_error(name: &str, expected: &[u64], found: Shape) -> Error {
 impl Config {
     /// Reads and checks the configuration of the model in `src`.
     pub fn from_source(src: &dyn TensorSource<'_>) -> Result<Config> {
-        check_header(src, ARCH)?;
-        let key = |k: &str| {
-            let mut buf = NameBuf::new();
-            let name = format_name(&mut buf, format_args!("goldcrest.goldfinch.{k}"));
-            let v = metadata_usize(src, name)?;
-            if v > MAX_DIM {
-                return Err(Error::BadMetadata {
-                    key: Name::new(name),
-                });
-            }
-            Ok(v)
-        };
-        let (n_layer, n_embd, head_size) = (key("n_layer")?, key("n_embd")?, key("head_size")?);
-        let (dim_ffn, vocab_size) = (key("dim_ffn")?, key("vocab_size")?);
-        if n_embd % head_size != 0 {
-            return Err(Error::BadMetadata {
-                key: Name::new("goldcrest.goldfinch.head_size"),
-            });
-        }
+        let FinchDims {
+            n_layer,
+            n_embd,
+            head_size,
+            dim_ffn,
+            vocab_size,
+        } = FinchDims::from_source(src, ARCH)?;
         let first_gold = n_layer * 2 / 3;
         if first_gold == 0 || first_gold >= n_layer {
             return Err(Error::BadMetadata {
@@ -141,20 +127,7 @@ impl Config {
             });
         }
         let c = n_embd as u64;
-        // Columns of a [C, cols] tensor, a multiple of `parts`.
-        let rank_of = |name: &str, parts: u64| -> Result<usize> {
-            let t = src.tensor(name)?;
-            match t.shape.dims() {
-                [rows, cols] if *rows == c && *cols > 0 && cols % parts == 0 => {
-                    let r = (cols / parts) as usize;
-                    if r > MAX_DIM {
-                        return Err(Error::OutOfRange);
-                    }
-                    Ok(r)
-                }
-                _ => Err(shape_error(name, &[c, parts], t.shape)),
-            }
-        };
+        let rank_of = |name: &str, parts: u64| adapter_rank(src, name, n_embd, parts);
         let mut buf = NameBuf::new();
         let mut gold = |leaf: &str| -> NameBuf {
             let name = format_name(&mut buf, format_args!("blocks.{first_gold}.att.{leaf}"));
@@ -576,30 +549,10 @@ impl<'w, 'a> Weights<'w, 'a> {
     ) -> Result<Self> {
         let config = Config::from_source(source)?;
         let (c, v) = (config.n_embd, config.vocab_size);
-        let provided = layers.len();
-        let layers = layers
-            .get_mut(..config.n_layer)
-            .ok_or(Error::BufferTooSmall {
-                needed: config.n_layer as u64,
-                provided: provided as u64,
-            })?;
-        for (i, slot) in layers.iter_mut().enumerate() {
-            *slot = Some(load_layer(source, &config, i)?);
-        }
+        let layers = load_layers(layers, config.n_layer, |i| load_layer(source, &config, i))?;
         let vector = |name: &str| source.tensor(name)?.vector(name, &[c as u64]);
         let matrix = |name: &str, rows, cols| source.tensor(name)?.matrix(name, rows, cols);
-        let mut bytes = 0usize;
-        source.for_each_tensor_name(&mut |name| {
-            if !is_known_tensor(name, &config) {
-                return Err(Error::UnexpectedTensor {
-                    tensor: Name::new(name),
-                });
-            }
-            if name != "tokenizer" {
-                bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
-            }
-            Ok(())
-        })?;
+        let bytes = known_tensor_bytes(source, |name| is_known_tensor(name, &config))?;
         Ok(Weights {
             config,
             layers,
@@ -620,10 +573,7 @@ impl<'w, 'a> Weights<'w, 'a> {
 
     /// Views of block `i`'s weights.
     pub fn layer(&self, i: usize) -> Result<&Layer<'a>> {
-        self.layers
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or(Error::OutOfRange)
+        rwkv6::loaded_layer(self.layers, i)
     }
 }
 
@@ -1370,7 +1320,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         rows: usize,
     ) -> Result<()> {
         let cfg = *self.config();
-        let (c, dm) = (cfg.n_embd, cfg.lora_mix);
+        let c = cfg.n_embd;
         let small = cfg.lora_decay.max(cfg.lora_value2);
         let tc = rows * c;
         let layer = self.weights.layer(i)?;
@@ -1379,31 +1329,27 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         };
         let parts = ctx.parts();
         let (att_shift, wkv, ffn_shift) = finch_state(&cfg, parts.fixed, i);
-        let (xx, sx) = (&mut cb.xx[..tc], &mut cb.sx[..tc]);
-        norm_and_shift(&cb.x[..tc], xx, sx, layer.ln1, att_shift)?;
-        for t in 0..rows {
-            let row = t * c..(t + 1) * c;
-            let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
-            let lora = &mut cb.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
-            mix_adapter_hidden(
-                xx_t,
-                sx_t,
-                att.maa_x,
-                &att.maa_w1,
-                &mut cb.y[row.clone()],
-                lora,
-            )?;
-            for (k, mixed) in cb.mixed.iter_mut().enumerate() {
-                shift_mix(
-                    xx_t,
-                    sx_t,
-                    att.maa[k],
-                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
-                    &mut cb.out[row.clone()],
-                    &mut mixed[row.clone()],
-                )?;
-            }
-        }
+        let shift_weights = ShiftWeights {
+            maa_x: att.maa_x,
+            maa: att.maa,
+            w1: att.maa_w1,
+            w2: att.maa_w2,
+            rank: cfg.lora_mix,
+        };
+        data_dependent_shift(
+            &shift_weights,
+            layer.ln1,
+            &cb.x[..tc],
+            att_shift,
+            ShiftBuffers {
+                xx: &mut cb.xx[..tc],
+                sx: &mut cb.sx[..tc],
+                lora_mix: &mut cb.lora_mix[..],
+                base: &mut cb.y[..tc],
+                correction: &mut cb.out[..tc],
+                mixed: &mut cb.mixed,
+            },
+        )?;
         let [xr, xk, xv, xw, xv2] = &cb.mixed;
         let kern = &self.kernels;
         kern.gemm(&att.receptance, &xr[..tc], rows, &mut cb.r[..tc])?;

@@ -101,44 +101,15 @@ pub struct Config {
 impl Config {
     /// Reads and checks the configuration of the model in `src`.
     pub fn from_source(src: &dyn TensorSource<'_>) -> Result<Config> {
-        check_header(src, ARCH)?;
-        let key = |k: &str| {
-            let mut buf = NameBuf::new();
-            let name = format_name(&mut buf, format_args!("goldcrest.rwkv6.{k}"));
-            let v = metadata_usize(src, name)?;
-            if v > MAX_DIM {
-                return Err(Error::BadMetadata {
-                    key: Name::new(name),
-                });
-            }
-            Ok(v)
-        };
-        let (n_layer, n_embd, head_size) = (key("n_layer")?, key("n_embd")?, key("head_size")?);
-        let (dim_ffn, vocab_size) = (key("dim_ffn")?, key("vocab_size")?);
-        if n_embd % head_size != 0 {
-            return Err(Error::BadMetadata {
-                key: Name::new("goldcrest.rwkv6.head_size"),
-            });
-        }
-        let rank_of = |name: &str, divisor: u64| -> Result<usize> {
-            let t = src.tensor(name)?;
-            let dims = t.shape.dims();
-            match dims {
-                [c, r] if *c == n_embd as u64 && *r > 0 && r % divisor == 0 => {
-                    Ok((r / divisor) as usize)
-                }
-                _ => Err(Error::ShapeMismatch {
-                    tensor: Name::new(name),
-                    expected: Shape::new(&[n_embd as u64, divisor]).unwrap_or_default(),
-                    found: t.shape,
-                }),
-            }
-        };
-        let lora_mix = rank_of("blocks.0.att.time_maa_w1", 5)?;
-        let lora_decay = rank_of("blocks.0.att.time_decay_w1", 1)?;
-        if lora_mix > MAX_DIM || lora_decay > MAX_DIM {
-            return Err(Error::OutOfRange);
-        }
+        let FinchDims {
+            n_layer,
+            n_embd,
+            head_size,
+            dim_ffn,
+            vocab_size,
+        } = FinchDims::from_source(src, ARCH)?;
+        let lora_mix = adapter_rank(src, "blocks.0.att.time_maa_w1", n_embd, 5)?;
+        let lora_decay = adapter_rank(src, "blocks.0.att.time_decay_w1", n_embd, 1)?;
         let config = Config {
             n_layer,
             n_embd,
@@ -174,6 +145,126 @@ impl Config {
             .and_then(|per_layer| per_layer.checked_mul(self.n_layer))
             .ok_or(Error::OutOfRange)
     }
+}
+
+/// The hyperparameters every Finch-family file (RWKV-6, GoldFinch) stores as
+/// `goldcrest.<arch>.*` keys, each positive and at most `MAX_DIM`, with `n_embd` a multiple of
+/// `head_size`.
+pub(crate) struct FinchDims {
+    pub(crate) n_layer: usize,
+    pub(crate) n_embd: usize,
+    pub(crate) head_size: usize,
+    pub(crate) dim_ffn: usize,
+    pub(crate) vocab_size: usize,
+}
+
+impl FinchDims {
+    /// Checks the header of `src` (its `goldcrest.arch` must be `arch`), then reads the keys.
+    pub(crate) fn from_source(src: &dyn TensorSource<'_>, arch: &str) -> Result<Self> {
+        check_header(src, arch)?;
+        let mut buf = NameBuf::new();
+        let mut key = |k: &str| {
+            let name = format_name(&mut buf, format_args!("goldcrest.{arch}.{k}"));
+            let v = metadata_usize(src, name)?;
+            if v > MAX_DIM {
+                return Err(Error::BadMetadata {
+                    key: Name::new(name),
+                });
+            }
+            Ok(v)
+        };
+        let (n_layer, n_embd, head_size) = (key("n_layer")?, key("n_embd")?, key("head_size")?);
+        let (dim_ffn, vocab_size) = (key("dim_ffn")?, key("vocab_size")?);
+        if n_embd % head_size != 0 {
+            let mut buf = NameBuf::new();
+            return Err(Error::BadMetadata {
+                key: Name::new(format_name(
+                    &mut buf,
+                    format_args!("goldcrest.{arch}.head_size"),
+                )),
+            });
+        }
+        Ok(FinchDims {
+            n_layer,
+            n_embd,
+            head_size,
+            dim_ffn,
+            vocab_size,
+        })
+    }
+}
+
+/// The rank of a low-rank adapter from its first matrix `name`, `[n_embd, parts·rank]`
+/// (`parts` adapters side by side), at most `MAX_DIM`.
+pub(crate) fn adapter_rank(
+    src: &dyn TensorSource<'_>,
+    name: &str,
+    n_embd: usize,
+    parts: u64,
+) -> Result<usize> {
+    let t = src.tensor(name)?;
+    let c = n_embd as u64;
+    match t.shape.dims() {
+        [rows, cols] if *rows == c && *cols > 0 && cols % parts == 0 => {
+            let rank = (cols / parts) as usize;
+            if rank > MAX_DIM {
+                return Err(Error::OutOfRange);
+            }
+            Ok(rank)
+        }
+        _ => Err(Error::ShapeMismatch {
+            tensor: Name::new(name),
+            expected: Shape::new(&[c, parts]).unwrap_or_default(),
+            found: t.shape,
+        }),
+    }
+}
+
+/// Fills `layers[..n_layer]` with `load(i)` and returns that part; too short a slice is
+/// [`Error::BufferTooSmall`] with the count needed.
+pub(crate) fn load_layers<L>(
+    layers: &mut [Option<L>],
+    n_layer: usize,
+    mut load: impl FnMut(usize) -> Result<L>,
+) -> Result<&[Option<L>]> {
+    let provided = layers.len();
+    let layers = layers.get_mut(..n_layer).ok_or(Error::BufferTooSmall {
+        needed: n_layer as u64,
+        provided: provided as u64,
+    })?;
+    for (i, slot) in layers.iter_mut().enumerate() {
+        *slot = Some(load(i)?);
+    }
+    Ok(layers)
+}
+
+/// Entry `i` of the layers [`load_layers`] filled.
+pub(crate) fn loaded_layer<L>(layers: &[Option<L>], i: usize) -> Result<&L> {
+    layers
+        .get(i)
+        .and_then(Option::as_ref)
+        .ok_or(Error::OutOfRange)
+}
+
+/// Total bytes of the tensors in `source` but the embedded tokenizer; strict: a tensor that
+/// `is_known` refuses is [`Error::UnexpectedTensor`].
+pub(crate) fn known_tensor_bytes(
+    source: &dyn TensorSource<'_>,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<usize> {
+    let mut bytes = 0usize;
+    source.for_each_tensor_name(&mut |name| {
+        if !is_known(name) {
+            return Err(Error::UnexpectedTensor {
+                tensor: Name::new(name),
+            });
+        }
+        if name != "tokenizer" {
+            bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
+        }
+        Ok(())
+    })?;
+    Ok(bytes)
 }
 
 /// Time-mix ("attention") weights of one block.
@@ -340,16 +431,7 @@ impl<'w, 'a> Weights<'w, 'a> {
     ) -> Result<Self> {
         let config = Config::from_source(source)?;
         let c = config.n_embd as u64;
-        let provided = layers.len();
-        let layers = layers
-            .get_mut(..config.n_layer)
-            .ok_or(Error::BufferTooSmall {
-                needed: config.n_layer as u64,
-                provided: provided as u64,
-            })?;
-        for (i, slot) in layers.iter_mut().enumerate() {
-            *slot = Some(load_layer(source, &config, i)?);
-        }
+        let layers = load_layers(layers, config.n_layer, |i| load_layer(source, &config, i))?;
         let vector = |name: &str| source.tensor(name)?.vector(name, &[c]);
         let emb =
             source
@@ -362,18 +444,7 @@ impl<'w, 'a> Weights<'w, 'a> {
         )?;
         let ln0 = (vector("blocks.0.ln0.weight")?, vector("blocks.0.ln0.bias")?);
         let ln_out = (vector("ln_out.weight")?, vector("ln_out.bias")?);
-        let mut bytes = 0usize;
-        source.for_each_tensor_name(&mut |name| {
-            if !is_known_tensor(name, config.n_layer) {
-                return Err(Error::UnexpectedTensor {
-                    tensor: Name::new(name),
-                });
-            }
-            if name != "tokenizer" {
-                bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
-            }
-            Ok(())
-        })?;
+        let bytes = known_tensor_bytes(source, |name| is_known_tensor(name, config.n_layer))?;
         Ok(Weights {
             config,
             layers,
@@ -392,10 +463,7 @@ impl<'w, 'a> Weights<'w, 'a> {
 
     /// Views of block `i`'s weights.
     pub fn layer(&self, i: usize) -> Result<&Layer<'a>> {
-        self.layers
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or(Error::OutOfRange)
+        loaded_layer(self.layers, i)
     }
 }
 
@@ -1100,37 +1168,32 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         t_n: usize,
     ) -> Result<()> {
         let cfg = self.config();
-        let (c, n, dm, dd) = (cfg.n_embd, cfg.head_size, cfg.lora_mix, cfg.lora_decay);
+        let (c, n, dd) = (cfg.n_embd, cfg.head_size, cfg.lora_decay);
         let att = &layer.att;
         let tc = t_n * c;
-        let (xx, sx) = (&mut b.xx[..tc], &mut b.sx[..tc]);
-        norm_and_shift(&b.x[..tc], xx, sx, layer.ln1, shift)?;
 
-        // Data-dependent token shift: a low-rank adapter on `xx + sx * maa_x` gives five
-        // corrections, in the order w, k, v, r, g.
-        for t in 0..t_n {
-            let row = t * c..(t + 1) * c;
-            let (xx_t, sx_t) = (&xx[row.clone()], &sx[row.clone()]);
-            let lora = &mut b.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
-            mix_adapter_hidden(
-                xx_t,
-                sx_t,
-                att.maa_x,
-                &att.maa_w1,
-                &mut b.y[row.clone()],
-                lora,
-            )?;
-            for (k, mixed) in b.mixed.iter_mut().enumerate() {
-                shift_mix(
-                    xx_t,
-                    sx_t,
-                    att.maa[k],
-                    Some((&lora[k * dm..(k + 1) * dm], &att.maa_w2[k])),
-                    &mut b.out[row.clone()],
-                    &mut mixed[row.clone()],
-                )?;
-            }
-        }
+        // Data-dependent token shift: the adapter's five mixes come in the order w, k, v, r, g.
+        let shift_weights = ShiftWeights {
+            maa_x: att.maa_x,
+            maa: att.maa,
+            w1: att.maa_w1,
+            w2: att.maa_w2,
+            rank: cfg.lora_mix,
+        };
+        data_dependent_shift(
+            &shift_weights,
+            layer.ln1,
+            &b.x[..tc],
+            shift,
+            ShiftBuffers {
+                xx: &mut b.xx[..tc],
+                sx: &mut b.sx[..tc],
+                lora_mix: &mut b.lora_mix[..],
+                base: &mut b.y[..tc],
+                correction: &mut b.out[..tc],
+                mixed: &mut b.mixed,
+            },
+        )?;
         let [xw, xk, xv, xr, xg] = &b.mixed;
 
         let kern = &self.kernels;
@@ -1302,6 +1365,62 @@ pub(crate) fn shift_mix(
                     *d = xx[t * c + j] + sx[t * c + j] * maa.get(j);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// The weights of a Finch data-dependent token shift: a low-rank adapter of rank `rank` on
+/// `xx + sx·maa_x` corrects five static mixes `maa` (in the layer's own order).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftWeights<'a> {
+    pub(crate) maa_x: Vector<'a>,
+    pub(crate) maa: [Vector<'a>; 5],
+    pub(crate) w1: Matrix<'a>,
+    pub(crate) w2: [Matrix<'a>; 5],
+    pub(crate) rank: usize,
+}
+
+/// Working slices of [`data_dependent_shift`] for T token rows.
+pub(crate) struct ShiftBuffers<'b, 's> {
+    /// `LN(x)` and the token shift `previous - current`, [T, C] each.
+    pub(crate) xx: &'b mut [f32],
+    pub(crate) sx: &'b mut [f32],
+    /// Adapter hidden values, at least [T, 5·rank].
+    pub(crate) lora_mix: &'b mut [f32],
+    /// Room, [T, C] each.
+    pub(crate) base: &'b mut [f32],
+    pub(crate) correction: &'b mut [f32],
+    /// The five mixed inputs, at least [T, C] each.
+    pub(crate) mixed: &'b mut [&'s mut [f32]; 5],
+}
+
+/// The inputs of a Finch time mix over the rows of `x`: `xx = LN(x; ln)` and its token shift
+/// `sx` (`shift` carries the last row across calls), then row by row the five mixes
+/// `xx + sx·(maa + adapter)` into `b.mixed`.
+pub(crate) fn data_dependent_shift(
+    w: &ShiftWeights,
+    ln: (Vector, Vector),
+    x: &[f32],
+    shift: &mut [f32],
+    b: ShiftBuffers,
+) -> Result<()> {
+    let (c, dm) = (shift.len(), w.rank);
+    norm_and_shift(x, b.xx, b.sx, ln, shift)?;
+    for t in 0..x.len() / c {
+        let row = t * c..(t + 1) * c;
+        let (xx_t, sx_t) = (&b.xx[row.clone()], &b.sx[row.clone()]);
+        let lora = &mut b.lora_mix[t * 5 * dm..(t + 1) * 5 * dm];
+        mix_adapter_hidden(xx_t, sx_t, w.maa_x, &w.w1, &mut b.base[row.clone()], lora)?;
+        for (k, mixed) in b.mixed.iter_mut().enumerate() {
+            shift_mix(
+                xx_t,
+                sx_t,
+                w.maa[k],
+                Some((&lora[k * dm..(k + 1) * dm], &w.w2[k])),
+                &mut b.correction[row.clone()],
+                &mut mixed[row.clone()],
+            )?;
         }
     }
     Ok(())

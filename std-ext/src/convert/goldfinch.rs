@@ -14,7 +14,7 @@ use goldcrest_core::quant::Format;
 use safetensors::SafeTensors;
 
 use super::Converted;
-use super::rwkv6::{encode, to_f32};
+use super::rwkv6::{FinchDims, FinchStorage, to_f32};
 
 /// What the converter writes.
 #[derive(Debug, Clone)]
@@ -58,14 +58,6 @@ fn is_large(name: &str) -> bool {
         || name == "w_kv_cache_b.weight"
 }
 
-fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blocks.")?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Converts a GoldFinch safetensors checkpoint (`input` is the whole file).
 pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
     let file = SafeTensors::deserialize(input).context("reading the input safetensors")?;
@@ -76,59 +68,24 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
             .shape()
             .to_vec())
     };
-    let emb = shape_of("emb.weight")?;
-    let faaaa = shape_of("blocks.0.att.time_faaaa")?;
-    let ffn_key = shape_of("blocks.0.ffn.key.weight")?;
-    ensure!(
-        emb.len() == 2,
-        "emb.weight must be [vocab, n_embd], is {emb:?}"
-    );
-    ensure!(
-        faaaa.len() == 2,
-        "blocks.0.att.time_faaaa must be [n_head, head_size], is {faaaa:?}"
-    );
-    ensure!(
-        ffn_key.len() == 2,
-        "blocks.0.ffn.key.weight must be [dim_ffn, n_embd], is {ffn_key:?}"
-    );
-    let n_layer = file
-        .names()
-        .into_iter()
-        .filter_map(layer_of)
-        .max()
-        .map_or(0, |m| m + 1);
+    let dims = FinchDims::from_shapes(file.names(), shape_of)?;
+    let n_layer = dims.n_layer;
     ensure!(
         n_layer >= 2,
         "a GoldFinch model needs at least 2 blocks, found {n_layer}"
     );
-    let (vocab_size, n_embd, head_size, dim_ffn) = (emb[0], emb[1], faaaa[1], ffn_key[0]);
 
+    let storage = FinchStorage {
+        weights: options.weights,
+        embeddings: options.embeddings,
+    };
     let mut out = Converted::default();
     for name in file.names() {
         let view = file.tensor(name)?;
         let values = to_f32(name, &view)?;
-        let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
-        let format = if is_large(name) {
-            options.weights
-        } else if name == "emb.weight" || name == "head.weight" {
-            options.embeddings
-        } else {
-            Format::F32
-        };
-        let tensor = encode(&values, &shape, format).with_context(|| format!("tensor '{name}'"))?;
-        out.tensors.insert(name.to_string(), tensor);
+        storage.store(&mut out, name, is_large(name), name, view.shape(), &values)?;
     }
-    out.set_header(
-        ARCH,
-        &[
-            ("n_layer", n_layer),
-            ("n_embd", n_embd),
-            ("head_size", head_size),
-            ("dim_ffn", dim_ffn),
-            ("vocab_size", vocab_size),
-        ],
-        options.tokenizer.as_ref(),
-    );
+    dims.write_header(&mut out, ARCH, options.tokenizer.as_ref());
     if let Some(base) = options.rope_theta {
         out.metadata
             .insert(format!("goldcrest.{ARCH}.rope_theta"), base.to_string());

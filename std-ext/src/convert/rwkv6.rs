@@ -100,12 +100,115 @@ fn is_linear(name: &str) -> bool {
 }
 
 /// Layer index of `blocks.N.*`.
-fn layer_of(name: &str) -> Option<usize> {
+pub(crate) fn layer_of(name: &str) -> Option<usize> {
     name.strip_prefix("blocks.")?
         .split('.')
         .next()?
         .parse()
         .ok()
+}
+
+/// The hyperparameters a Finch-family checkpoint (RWKV-6, GoldFinch) gives through its tensor
+/// shapes, under official names.
+pub(crate) struct FinchDims {
+    /// One more than the largest `N` of `blocks.N.*` (0 without blocks).
+    pub n_layer: usize,
+    vocab_size: usize,
+    n_embd: usize,
+    head_size: usize,
+    dim_ffn: usize,
+}
+
+impl FinchDims {
+    /// From every official tensor name and `shape_of`, the shape of an official tensor.
+    pub(crate) fn from_shapes<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        shape_of: impl Fn(&str) -> anyhow::Result<Vec<usize>>,
+    ) -> anyhow::Result<Self> {
+        let emb = shape_of("emb.weight")?;
+        let faaaa = shape_of("blocks.0.att.time_faaaa")?;
+        let ffn_key = shape_of("blocks.0.ffn.key.weight")?;
+        ensure!(
+            emb.len() == 2,
+            "emb.weight must be [vocab, n_embd], is {emb:?}"
+        );
+        ensure!(
+            faaaa.len() == 2,
+            "blocks.0.att.time_faaaa must be [n_head, head_size], is {faaaa:?}"
+        );
+        ensure!(
+            ffn_key.len() == 2,
+            "blocks.0.ffn.key.weight must be [dim_ffn, n_embd], is {ffn_key:?}"
+        );
+        let n_layer = names
+            .into_iter()
+            .filter_map(layer_of)
+            .max()
+            .map_or(0, |m| m + 1);
+        Ok(FinchDims {
+            n_layer,
+            vocab_size: emb[0],
+            n_embd: emb[1],
+            head_size: faaaa[1],
+            dim_ffn: ffn_key[0],
+        })
+    }
+
+    /// Writes the architecture, these hyperparameters and the tokenizer into `out`'s header.
+    pub(crate) fn write_header(
+        &self,
+        out: &mut Converted,
+        arch: &str,
+        tokenizer: Option<&(String, Vec<u8>)>,
+    ) {
+        out.set_header(
+            arch,
+            &[
+                ("n_layer", self.n_layer),
+                ("n_embd", self.n_embd),
+                ("head_size", self.head_size),
+                ("dim_ffn", self.dim_ffn),
+                ("vocab_size", self.vocab_size),
+            ],
+            tokenizer,
+        );
+    }
+}
+
+/// How a Finch-family converter stores its tensors: the large matrices in `weights`, the
+/// embedding and head in `embeddings`, everything else (norms, mixing vectors, the bonus, the
+/// decay, the low-rank adapters: small and precision-sensitive) in f32.
+pub(crate) struct FinchStorage {
+    /// Format of the large matrices.
+    pub weights: Format,
+    /// Format of `emb.weight` and `head.weight`.
+    pub embeddings: Format,
+}
+
+impl FinchStorage {
+    /// Encodes `values` (input tensor `name`, `shape`) and adds it to `out` as `official`;
+    /// `large` says whether it is one of the large matrices.
+    pub(crate) fn store(
+        &self,
+        out: &mut Converted,
+        official: &str,
+        large: bool,
+        name: &str,
+        shape: &[usize],
+        values: &[f32],
+    ) -> anyhow::Result<()> {
+        let format = if large {
+            self.weights
+        } else if official == "emb.weight" || official == "head.weight" {
+            self.embeddings
+        } else {
+            Format::F32
+        };
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let tensor = encode(values, &shape, format).with_context(|| format!("tensor '{name}'"))?;
+        out.tensors.insert(official.to_string(), tensor);
+        Ok(())
+    }
 }
 
 pub(crate) fn to_f32(
@@ -244,35 +347,18 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
         Ok(file.tensor(name)?.shape().to_vec())
     };
 
-    // Hyperparameters from shapes.
-    let emb = shape_of("emb.weight")?;
-    let faaaa = shape_of("blocks.0.att.time_faaaa")?;
-    let ffn_key = shape_of("blocks.0.ffn.key.weight")?;
-    ensure!(
-        emb.len() == 2,
-        "emb.weight must be [vocab, n_embd], is {emb:?}"
-    );
-    ensure!(
-        faaaa.len() == 2,
-        "blocks.0.att.time_faaaa must be [n_head, head_size], is {faaaa:?}"
-    );
-    ensure!(
-        ffn_key.len() == 2,
-        "blocks.0.ffn.key.weight must be [dim_ffn, n_embd], is {ffn_key:?}"
-    );
-    let n_layer = sources
-        .keys()
-        .filter_map(|n| layer_of(n))
-        .max()
-        .map_or(0, |m| m + 1);
+    let dims = FinchDims::from_shapes(sources.keys().map(String::as_str), shape_of)?;
+    let n_layer = dims.n_layer;
     ensure!(n_layer > 0, "no blocks.N.* tensors found");
-    let (vocab_size, n_embd, head_size, dim_ffn) = (emb[0], emb[1], faaaa[1], ffn_key[0]);
 
+    let storage = FinchStorage {
+        weights: options.weights,
+        embeddings: options.embeddings,
+    };
     let mut out = Converted::default();
     for (official, name) in &sources {
         let view = file.tensor(name)?;
         let mut values = to_f32(name, &view)?;
-        let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
         if let (Some(every), Some(layer)) = (options.rescale_every, layer_of(official)) {
             ensure!(every > 0, "--rescale-every must be positive");
             if official.ends_with(".att.output.weight") || official.ends_with(".ffn.value.weight") {
@@ -280,28 +366,10 @@ pub fn convert(input: &[u8], options: &Options) -> anyhow::Result<Converted> {
                 values.iter_mut().for_each(|v| *v *= factor);
             }
         }
-        let format = if is_linear(official) {
-            options.weights
-        } else if official == "emb.weight" || official == "head.weight" {
-            options.embeddings
-        } else {
-            Format::F32
-        };
-        let tensor = encode(&values, &shape, format).with_context(|| format!("tensor '{name}'"))?;
-        out.tensors.insert(official.clone(), tensor);
+        let large = is_linear(official);
+        storage.store(&mut out, official, large, name, view.shape(), &values)?;
     }
-
-    out.set_header(
-        ARCH,
-        &[
-            ("n_layer", n_layer),
-            ("n_embd", n_embd),
-            ("head_size", head_size),
-            ("dim_ffn", dim_ffn),
-            ("vocab_size", vocab_size),
-        ],
-        options.tokenizer.as_ref(),
-    );
+    dims.write_header(&mut out, ARCH, options.tokenizer.as_ref());
 
     // The core model is the judge of completeness and shapes.
     let check = &out;

@@ -4,9 +4,12 @@
 //! FMA, so every term is rounded once, as in the bound of [`super`].
 #![allow(unsafe_code)]
 
-use super::scalar;
+use super::forms::{F16, F32, Form, U4, U8, axpy_tail, dot_tail};
 use core::arch::aarch64::*;
 use core::arch::asm;
+
+/// Eight f32 as two vectors of four.
+type Eight = (float32x4_t, float32x4_t);
 
 /// Four f32 from four f16 bit patterns at `p`.
 #[inline(always)]
@@ -25,16 +28,9 @@ unsafe fn load_f16(p: *const u16) -> float32x4_t {
     }
 }
 
-/// Eight f32 (two vectors) from eight bytes at `p`.
-#[inline(always)]
-unsafe fn load_u8(p: *const u8) -> (float32x4_t, float32x4_t) {
-    // SAFETY: the caller guarantees 8 readable bytes at `p`.
-    unsafe { widen(vmovl_u8(vld1_u8(p))) }
-}
-
 /// Eight u16 lanes to two vectors of four f32.
 #[inline(always)]
-unsafe fn widen(w: uint16x8_t) -> (float32x4_t, float32x4_t) {
+unsafe fn widen(w: uint16x8_t) -> Eight {
     // SAFETY: NEON is enabled by the callers.
     unsafe {
         (
@@ -44,192 +40,102 @@ unsafe fn widen(w: uint16x8_t) -> (float32x4_t, float32x4_t) {
     }
 }
 
-/// The low nibbles and the high nibbles of eight bytes at `p`, each as eight f32.
+/// How eight codes of a form become f32 lanes: eight values per run.
+trait Lanes<const R: usize>: Form<R> {
+    /// # Safety
+    /// 8 readable codes at `p`; NEON is enabled by the callers.
+    unsafe fn load8(p: *const Self::Code) -> [Eight; R];
+}
+
+impl Lanes<1> for F32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> [Eight; 1] {
+        // SAFETY: the caller guarantees 8 readable f32 at `p`.
+        unsafe { [(vld1q_f32(p), vld1q_f32(p.add(4)))] }
+    }
+}
+
+impl Lanes<1> for F16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const u16) -> [Eight; 1] {
+        // SAFETY: the caller guarantees 8 readable u16 at `p`.
+        unsafe { [(load_f16(p), load_f16(p.add(4)))] }
+    }
+}
+
+impl Lanes<1> for U8 {
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> [Eight; 1] {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`.
+        unsafe { [widen(vmovl_u8(vld1_u8(p)))] }
+    }
+}
+
+impl Lanes<2> for U4 {
+    /// The low nibbles, then the high nibbles.
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> [Eight; 2] {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`.
+        unsafe {
+            let b = vld1_u8(p);
+            let lo = vand_u8(b, vdup_n_u8(15));
+            let hi = vshr_n_u8::<4>(b);
+            [widen(vmovl_u8(lo)), widen(vmovl_u8(hi))]
+        }
+    }
+}
+
+/// `Σ value·q` over a row of any form; run `r` of code `j` meets `q[r·len + j]`.
+///
+/// # Safety
+/// NEON is enabled in the caller; `q.len() == R·codes.len()`.
 #[inline(always)]
-unsafe fn load_u4(p: *const u8) -> [(float32x4_t, float32x4_t); 2] {
-    // SAFETY: the caller guarantees 8 readable bytes at `p`.
-    unsafe {
-        let b = vld1_u8(p);
-        let lo = vand_u8(b, vdup_n_u8(15));
-        let hi = vshr_n_u8::<4>(b);
-        [widen(vmovl_u8(lo)), widen(vmovl_u8(hi))]
-    }
-}
-
-/// # Safety
-/// NEON must be present; `k.len() == q.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn dot_f32(k: &[f32], q: &[f32]) -> f32 {
-    let n = k.len() & !7;
-    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+unsafe fn dot<F: Lanes<R>, const R: usize>(codes: &[F::Code], q: &[f32]) -> f32 {
+    let len = codes.len();
+    let n = len & !7;
+    // SAFETY: NEON is enabled in the caller.
+    let (mut a0, mut a1) = unsafe { (vdupq_n_f32(0.0), vdupq_n_f32(0.0)) };
     let mut i = 0;
     while i < n {
-        // SAFETY: i + 8 <= n <= k.len() == q.len().
+        // SAFETY: i + 8 <= n <= len, and q holds R runs of len values.
         unsafe {
-            let (kp, qp) = (k.as_ptr().add(i), q.as_ptr().add(i));
-            a0 = vfmaq_f32(a0, vld1q_f32(kp), vld1q_f32(qp));
-            a1 = vfmaq_f32(a1, vld1q_f32(kp.add(4)), vld1q_f32(qp.add(4)));
+            let x = F::load8(codes.as_ptr().add(i));
+            for (r, (x0, x1)) in x.into_iter().enumerate() {
+                let qp = q.as_ptr().add(r * len + i);
+                a0 = vfmaq_f32(a0, x0, vld1q_f32(qp));
+                a1 = vfmaq_f32(a1, x1, vld1q_f32(qp.add(4)));
+            }
         }
         i += 8;
     }
-    vaddvq_f32(vaddq_f32(a0, a1)) + scalar::dot_f32(&k[n..], &q[n..])
+    // SAFETY: NEON is enabled in the caller.
+    unsafe { vaddvq_f32(vaddq_f32(a0, a1)) + dot_tail::<F, R>(codes, q, n) }
 }
 
+/// `out += w·value` over a row of any form; run `r` of code `j` updates `out[r·len + j]`.
+///
 /// # Safety
-/// NEON must be present; `k.len() == q.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
-    let n = k.len() & !7;
-    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= k.len() == q.len().
-        unsafe {
-            let (kp, qp) = (k.as_ptr().add(i), q.as_ptr().add(i));
-            a0 = vfmaq_f32(a0, load_f16(kp), vld1q_f32(qp));
-            a1 = vfmaq_f32(a1, load_f16(kp.add(4)), vld1q_f32(qp.add(4)));
-        }
-        i += 8;
-    }
-    vaddvq_f32(vaddq_f32(a0, a1)) + scalar::dot_f16(&k[n..], &q[n..])
-}
-
-/// # Safety
-/// NEON must be present; `codes.len() == q.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn dot_u8(codes: &[u8], q: &[f32]) -> f32 {
-    let n = codes.len() & !7;
-    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= codes.len() == q.len().
-        unsafe {
-            let (u0, u1) = load_u8(codes.as_ptr().add(i));
-            let qp = q.as_ptr().add(i);
-            a0 = vfmaq_f32(a0, u0, vld1q_f32(qp));
-            a1 = vfmaq_f32(a1, u1, vld1q_f32(qp.add(4)));
-        }
-        i += 8;
-    }
-    vaddvq_f32(vaddq_f32(a0, a1)) + scalar::dot_u8(&codes[n..], &q[n..])
-}
-
-/// # Safety
-/// NEON must be present; `q.len() == 2·codes.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn dot_u4(codes: &[u8], q: &[f32]) -> f32 {
-    let half = codes.len();
-    let n = half & !7;
-    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= half; q holds 2·half values.
-        unsafe {
-            let [(l0, l1), (h0, h1)] = load_u4(codes.as_ptr().add(i));
-            let (lp, hp) = (q.as_ptr().add(i), q.as_ptr().add(half + i));
-            a0 = vfmaq_f32(a0, l0, vld1q_f32(lp));
-            a1 = vfmaq_f32(a1, l1, vld1q_f32(lp.add(4)));
-            a0 = vfmaq_f32(a0, h0, vld1q_f32(hp));
-            a1 = vfmaq_f32(a1, h1, vld1q_f32(hp.add(4)));
-        }
-        i += 8;
-    }
-    let mut tail = 0.0;
-    for j in n..half {
-        tail += (codes[j] & 15) as f32 * q[j];
-        tail += (codes[j] >> 4) as f32 * q[half + j];
-    }
-    vaddvq_f32(vaddq_f32(a0, a1)) + tail
-}
-
-/// `out[i..i + 8] += w·(x0, x1)`.
+/// NEON is enabled in the caller; `out.len() == R·codes.len()`.
 #[inline(always)]
-unsafe fn axpy8(w: float32x4_t, x: (float32x4_t, float32x4_t), out: *mut f32) {
-    // SAFETY: the caller guarantees 8 writable f32 at `out`.
-    unsafe {
-        vst1q_f32(out, vfmaq_f32(vld1q_f32(out), w, x.0));
-        vst1q_f32(out.add(4), vfmaq_f32(vld1q_f32(out.add(4)), w, x.1));
-    }
-}
-
-/// # Safety
-/// NEON must be present; `v.len() == out.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn axpy_f32(w: f32, v: &[f32], out: &mut [f32]) {
-    let n = v.len() & !7;
-    let wv = vdupq_n_f32(w);
+unsafe fn axpy<F: Lanes<R>, const R: usize>(w: f32, codes: &[F::Code], out: &mut [f32]) {
+    let len = codes.len();
+    let n = len & !7;
+    // SAFETY: NEON is enabled in the caller.
+    let wv = unsafe { vdupq_n_f32(w) };
     let mut i = 0;
     while i < n {
-        // SAFETY: i + 8 <= n <= v.len() == out.len().
+        // SAFETY: i + 8 <= n <= len, and out holds R runs of len values.
         unsafe {
-            let p = v.as_ptr().add(i);
-            axpy8(
-                wv,
-                (vld1q_f32(p), vld1q_f32(p.add(4))),
-                out.as_mut_ptr().add(i),
-            );
+            let x = F::load8(codes.as_ptr().add(i));
+            for (r, (x0, x1)) in x.into_iter().enumerate() {
+                let o = out.as_mut_ptr().add(r * len + i);
+                vst1q_f32(o, vfmaq_f32(vld1q_f32(o), wv, x0));
+                vst1q_f32(o.add(4), vfmaq_f32(vld1q_f32(o.add(4)), wv, x1));
+            }
         }
         i += 8;
     }
-    scalar::axpy_f32(w, &v[n..], &mut out[n..]);
+    axpy_tail::<F, R>(w, codes, out, n);
 }
 
-/// # Safety
-/// NEON must be present; `v.len() == out.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn axpy_f16(w: f32, v: &[u16], out: &mut [f32]) {
-    let n = v.len() & !7;
-    let wv = vdupq_n_f32(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= v.len() == out.len().
-        unsafe {
-            let p = v.as_ptr().add(i);
-            axpy8(
-                wv,
-                (load_f16(p), load_f16(p.add(4))),
-                out.as_mut_ptr().add(i),
-            );
-        }
-        i += 8;
-    }
-    scalar::axpy_f16(w, &v[n..], &mut out[n..]);
-}
-
-/// # Safety
-/// NEON must be present; `codes.len() == out.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn axpy_u8(w: f32, codes: &[u8], out: &mut [f32]) {
-    let n = codes.len() & !7;
-    let wv = vdupq_n_f32(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= codes.len() == out.len().
-        unsafe { axpy8(wv, load_u8(codes.as_ptr().add(i)), out.as_mut_ptr().add(i)) };
-        i += 8;
-    }
-    scalar::axpy_u8(w, &codes[n..], &mut out[n..]);
-}
-
-/// # Safety
-/// NEON must be present; `out.len() == 2·codes.len()`.
-#[target_feature(enable = "neon")]
-pub unsafe fn axpy_u4(w: f32, codes: &[u8], out: &mut [f32]) {
-    let half = codes.len();
-    let n = half & !7;
-    let wv = vdupq_n_f32(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= half; out holds 2·half values.
-        unsafe {
-            let [lo, hi] = load_u4(codes.as_ptr().add(i));
-            axpy8(wv, lo, out.as_mut_ptr().add(i));
-            axpy8(wv, hi, out.as_mut_ptr().add(half + i));
-        }
-        i += 8;
-    }
-    for j in n..half {
-        out[j] += w * (codes[j] & 15) as f32;
-        out[half + j] += w * (codes[j] >> 4) as f32;
-    }
-}
+simd_primitives!("neon", "neon");

@@ -1,9 +1,9 @@
-//! AVX2 + FMA + F16C attention primitives: eight lanes, two accumulators for dot products,
-//! the tail (fewer than eight values) in scalar code. Codes are widened to exact f32 before
-//! the FMA, so every term is rounded once, as in the bound of [`super`].
+//! AVX2 + FMA + F16C attention primitives: eight lanes, one accumulator per run of values for
+//! dot products, the tail (fewer than eight codes) in scalar code. Codes are widened to exact
+//! f32 before the FMA, so every term is rounded once, as in the bound of [`super`].
 #![allow(unsafe_code)]
 
-use super::scalar;
+use super::forms::{F16, F32, Form, U4, U8, axpy_tail, dot_tail};
 use core::arch::x86_64::*;
 
 /// Sum of the eight lanes.
@@ -18,196 +18,109 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// Eight f32 from eight f16 bit patterns at `p`.
-#[inline(always)]
-unsafe fn load_f16(p: *const u16) -> __m256 {
-    // SAFETY: the caller guarantees 8 readable u16 at `p` and F16C.
-    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+/// How eight codes of a form become f32 lanes: one vector per run.
+trait Lanes<const R: usize>: Form<R> {
+    /// # Safety
+    /// 8 readable codes at `p`; the CPU features of the calling kernel.
+    unsafe fn load8(p: *const Self::Code) -> [__m256; R];
 }
 
-/// Eight f32 from eight bytes at `p`.
-#[inline(always)]
-unsafe fn load_u8(p: *const u8) -> __m256 {
-    // SAFETY: the caller guarantees 8 readable bytes at `p`.
-    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()))) }
+impl Lanes<1> for F32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> [__m256; 1] {
+        // SAFETY: the caller guarantees 8 readable f32 at `p`.
+        unsafe { [_mm256_loadu_ps(p)] }
+    }
 }
 
-/// The low and high nibbles of eight bytes at `p`, as two vectors of eight f32.
+impl Lanes<1> for F16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const u16) -> [__m256; 1] {
+        // SAFETY: the caller guarantees 8 readable u16 at `p` and F16C.
+        unsafe { [_mm256_cvtph_ps(_mm_loadu_si128(p.cast()))] }
+    }
+}
+
+impl Lanes<1> for U8 {
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> [__m256; 1] {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`.
+        unsafe {
+            [_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                p.cast(),
+            )))]
+        }
+    }
+}
+
+impl Lanes<2> for U4 {
+    /// The low nibbles, then the high nibbles.
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> [__m256; 2] {
+        // SAFETY: the caller guarantees 8 readable bytes at `p`.
+        unsafe {
+            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
+            let lo = _mm256_and_si256(b, _mm256_set1_epi32(15));
+            let hi = _mm256_srli_epi32(b, 4);
+            [_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi)]
+        }
+    }
+}
+
+/// `Σ value·q` over a row of any form; run `r` of code `j` meets `q[r·len + j]`.
+///
+/// # Safety
+/// AVX2 and FMA (and F16C for f16) are enabled in the caller; `q.len() == R·codes.len()`.
 #[inline(always)]
-unsafe fn load_u4(p: *const u8) -> (__m256, __m256) {
-    // SAFETY: the caller guarantees 8 readable bytes at `p`.
+unsafe fn dot<F: Lanes<R>, const R: usize>(codes: &[F::Code], q: &[f32]) -> f32 {
+    let len = codes.len();
+    let n = len & !7;
+    // SAFETY: AVX is enabled in the caller.
+    let mut acc = [unsafe { _mm256_setzero_ps() }; R];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 8 <= n <= len, and q holds R runs of len values.
+        unsafe {
+            let x = F::load8(codes.as_ptr().add(i));
+            for (r, (a, v)) in acc.iter_mut().zip(x).enumerate() {
+                *a = _mm256_fmadd_ps(v, _mm256_loadu_ps(q.as_ptr().add(r * len + i)), *a);
+            }
+        }
+        i += 8;
+    }
+    // SAFETY: AVX is enabled in the caller.
     unsafe {
-        let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
-        let lo = _mm256_and_si256(b, _mm256_set1_epi32(15));
-        let hi = _mm256_srli_epi32(b, 4);
-        (_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi))
+        let total = acc[1..].iter().fold(acc[0], |t, &a| _mm256_add_ps(t, a));
+        hsum(total) + dot_tail::<F, R>(codes, q, n)
     }
 }
 
+/// `out += w·value` over a row of any form; run `r` of code `j` updates `out[r·len + j]`.
+///
 /// # Safety
-/// AVX2 and FMA must be present; `k.len() == q.len()`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_f32(k: &[f32], q: &[f32]) -> f32 {
-    let n = k.len() & !7;
-    let mut acc = _mm256_setzero_ps();
+/// AVX2 and FMA (and F16C for f16) are enabled in the caller; `out.len() == R·codes.len()`.
+#[inline(always)]
+unsafe fn axpy<F: Lanes<R>, const R: usize>(w: f32, codes: &[F::Code], out: &mut [f32]) {
+    let len = codes.len();
+    let n = len & !7;
+    // SAFETY: AVX is enabled in the caller.
+    let wv = unsafe { _mm256_set1_ps(w) };
     let mut i = 0;
     while i < n {
-        // SAFETY: i + 8 <= n <= k.len() == q.len().
+        // SAFETY: i + 8 <= n <= len, and out holds R runs of len values.
         unsafe {
-            let a = _mm256_loadu_ps(k.as_ptr().add(i));
-            acc = _mm256_fmadd_ps(a, _mm256_loadu_ps(q.as_ptr().add(i)), acc);
+            let x = F::load8(codes.as_ptr().add(i));
+            for (r, v) in x.into_iter().enumerate() {
+                let o = out.as_mut_ptr().add(r * len + i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, v, _mm256_loadu_ps(o)));
+            }
         }
         i += 8;
     }
-    // SAFETY: AVX2 is enabled for this function.
-    unsafe { hsum(acc) + scalar::dot_f32(&k[n..], &q[n..]) }
+    axpy_tail::<F, R>(w, codes, out, n);
 }
 
-/// # Safety
-/// AVX2, FMA and F16C must be present; `k.len() == q.len()`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
-    let n = k.len() & !7;
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= k.len() == q.len().
-        unsafe {
-            let a = load_f16(k.as_ptr().add(i));
-            acc = _mm256_fmadd_ps(a, _mm256_loadu_ps(q.as_ptr().add(i)), acc);
-        }
-        i += 8;
-    }
-    // SAFETY: AVX2 is enabled for this function.
-    unsafe { hsum(acc) + scalar::dot_f16(&k[n..], &q[n..]) }
-}
-
-/// # Safety
-/// AVX2 and FMA must be present; `codes.len() == q.len()`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_u8(codes: &[u8], q: &[f32]) -> f32 {
-    let n = codes.len() & !7;
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= codes.len() == q.len().
-        unsafe {
-            let a = load_u8(codes.as_ptr().add(i));
-            acc = _mm256_fmadd_ps(a, _mm256_loadu_ps(q.as_ptr().add(i)), acc);
-        }
-        i += 8;
-    }
-    // SAFETY: AVX2 is enabled for this function.
-    unsafe { hsum(acc) + scalar::dot_u8(&codes[n..], &q[n..]) }
-}
-
-/// # Safety
-/// AVX2 and FMA must be present; `q.len() == 2·codes.len()`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_u4(codes: &[u8], q: &[f32]) -> f32 {
-    let half = codes.len();
-    let n = half & !7;
-    let (mut lo_acc, mut hi_acc) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= half; q holds 2·half values.
-        unsafe {
-            let (lo, hi) = load_u4(codes.as_ptr().add(i));
-            lo_acc = _mm256_fmadd_ps(lo, _mm256_loadu_ps(q.as_ptr().add(i)), lo_acc);
-            hi_acc = _mm256_fmadd_ps(hi, _mm256_loadu_ps(q.as_ptr().add(half + i)), hi_acc);
-        }
-        i += 8;
-    }
-    let mut tail = 0.0;
-    for j in n..half {
-        tail += (codes[j] & 15) as f32 * q[j];
-        tail += (codes[j] >> 4) as f32 * q[half + j];
-    }
-    // SAFETY: AVX2 is enabled for this function.
-    unsafe { hsum(_mm256_add_ps(lo_acc, hi_acc)) + tail }
-}
-
-/// # Safety
-/// AVX2 and FMA must be present; `v.len() == out.len()`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn axpy_f32(w: f32, v: &[f32], out: &mut [f32]) {
-    let n = v.len() & !7;
-    let wv = _mm256_set1_ps(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= v.len() == out.len().
-        unsafe {
-            let o = out.as_mut_ptr().add(i);
-            let x = _mm256_loadu_ps(v.as_ptr().add(i));
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
-        }
-        i += 8;
-    }
-    scalar::axpy_f32(w, &v[n..], &mut out[n..]);
-}
-
-/// # Safety
-/// AVX2, FMA and F16C must be present; `v.len() == out.len()`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn axpy_f16(w: f32, v: &[u16], out: &mut [f32]) {
-    let n = v.len() & !7;
-    let wv = _mm256_set1_ps(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= v.len() == out.len().
-        unsafe {
-            let o = out.as_mut_ptr().add(i);
-            let x = load_f16(v.as_ptr().add(i));
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
-        }
-        i += 8;
-    }
-    scalar::axpy_f16(w, &v[n..], &mut out[n..]);
-}
-
-/// # Safety
-/// AVX2 and FMA must be present; `codes.len() == out.len()`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn axpy_u8(w: f32, codes: &[u8], out: &mut [f32]) {
-    let n = codes.len() & !7;
-    let wv = _mm256_set1_ps(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= codes.len() == out.len().
-        unsafe {
-            let o = out.as_mut_ptr().add(i);
-            let x = load_u8(codes.as_ptr().add(i));
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
-        }
-        i += 8;
-    }
-    scalar::axpy_u8(w, &codes[n..], &mut out[n..]);
-}
-
-/// # Safety
-/// AVX2 and FMA must be present; `out.len() == 2·codes.len()`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn axpy_u4(w: f32, codes: &[u8], out: &mut [f32]) {
-    let half = codes.len();
-    let n = half & !7;
-    let wv = _mm256_set1_ps(w);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n <= half; out holds 2·half values.
-        unsafe {
-            let (lo, hi) = load_u4(codes.as_ptr().add(i));
-            let o = out.as_mut_ptr().add(i);
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, lo, _mm256_loadu_ps(o)));
-            let o = out.as_mut_ptr().add(half + i);
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, hi, _mm256_loadu_ps(o)));
-        }
-        i += 8;
-    }
-    for j in n..half {
-        out[j] += w * (codes[j] & 15) as f32;
-        out[half + j] += w * (codes[j] >> 4) as f32;
-    }
-}
+simd_primitives!("avx2,fma", "avx2,fma,f16c");
 
 /// [`axpy_f16`] for consecutive rows of `v` (`v.len() == w.len()·out.len()`), row by row in
 /// order. Runs of 64 outputs stay in eight registers across all rows; each output still sees
@@ -235,7 +148,11 @@ pub unsafe fn axpy_rows_f16(w: &[f32], v: &[u16], out: &mut [f32]) {
                 let wv = _mm256_set1_ps(wr);
                 let p = v.as_ptr().add(r * d + c0);
                 for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(wv, load_f16(p.add(8 * j)), *a);
+                    *a = _mm256_fmadd_ps(
+                        wv,
+                        _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * j).cast())),
+                        *a,
+                    );
                 }
             }
             for (j, a) in acc.iter().enumerate() {
