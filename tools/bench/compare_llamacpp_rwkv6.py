@@ -298,7 +298,8 @@ def main() -> None:
                          "activations to f16 before F16 products, goldcrest does not")
     ap.add_argument("--lock", metavar="FILE", help="hold this lock file around each timed run")
     ap.add_argument("--scratch", default="/tmp/goldcrest-vs-llamacpp-rwkv6")
-    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the generated files, and reuse them when all are there")
     a = ap.parse_args()
 
     import numpy as np
@@ -316,7 +317,10 @@ def main() -> None:
             cfg = config(shape)
             ckpt_path = scratch / f"rwkv6-{shape}.safetensors"
             f16_gguf = scratch / f"rwkv6-{shape}-F16.gguf"
-            if not (a.keep and ckpt_path.exists() and f16_gguf.exists()):
+            kept = a.keep and f16_gguf.exists() and all(
+                (scratch / f"rwkv6-{shape}-{fmt}.safetensors").exists()
+                for fmt, _ in FORMATS if fmt == "f16" or fmt in wanted)
+            if not kept:
                 print(f"[{shape}] writing random checkpoint", file=sys.stderr, flush=True)
                 write_f16_safetensors(np, rwkv6_tensors(cfg), ckpt_path,
                                       lambda rng, s, k: random_rwkv6(np, rng, s, k))
@@ -336,7 +340,7 @@ def main() -> None:
                 if fmt != "f16" and (a.check_only or fmt not in wanted):
                     continue
                 gc_file = scratch / f"rwkv6-{shape}-{fmt}.safetensors"
-                if not (a.keep and gc_file.exists()):
+                if not (kept and gc_file.exists()):
                     print(f"[{shape}] goldcrest convert --weights {fmt}", file=sys.stderr,
                           flush=True)
                     subprocess.run([a.goldcrest, "convert", "rwkv6", str(ckpt_path),
@@ -347,12 +351,12 @@ def main() -> None:
                     gguf_file = f16_gguf
                 elif label:
                     gguf_file = scratch / f"rwkv6-{shape}-{label}.gguf"
-                    if not (a.keep and gguf_file.exists()):
+                    if not (kept and gguf_file.exists()):
                         quantize_gguf(llama_cpp, f16_gguf, gguf_file, LLAMA_FTYPE_MOSTLY_Q4_0,
                                       max(threads))
                 files[fmt] = (gc_file, label, gguf_file)
             if not a.keep:
-                ckpt_path.unlink()
+                ckpt_path.unlink(missing_ok=True)
             check = check_same_model(np, llama_cpp, a.goldcrest, f16_gguf, files["f16"][0],
                                      shape, "llama.cpp F16 vs goldcrest f16")
             checks.append(check)
