@@ -1,9 +1,9 @@
 //! The bundled tiny RWKV-6 (models/rwkv6-tiny.safetensors, trained by tools/rwkv6/train_tiny.py):
 //! it fits 1 MiB, its host forward matches the PyTorch training model, greedy generation is
-//! the committed list the firmware test also checks, and it writes words without looping.
+//! the committed lists (plain and with a repetition penalty) the firmware test also checks, and it writes words without looping.
 use goldcrest::core::arena::Arena;
 use goldcrest::core::models::rwkv6::{Config, Rwkv6, Scratch, State};
-use goldcrest::core::ops::sample::{Rng, SamplerConfig, sample};
+use goldcrest::core::ops::sample::{Rng, SamplerConfig, greedy as argmax, sample};
 use goldcrest::std::load::ModelFile;
 use goldcrest::std::tokenize::Tokenizer;
 
@@ -52,21 +52,23 @@ fn with_tiny<R>(run: impl FnOnce(&Rwkv6, &mut State, &mut Scratch, &Tokenizer) -
     run(&model, &mut state, &mut scratch, &tokenizer)
 }
 
-/// Greedy decoding with a repetition penalty: argmax after dividing the (positive) logits of
-/// the last `REPEAT_WINDOW` tokens by `REPEAT_PENALTY`. Plain argmax of a model this small
-/// falls into a loop within a few lines ("I am not so much as I am a man." over and over); the
-/// penalty keeps it deterministic and out of loops. The firmware runs the same loop.
+/// The extra check's decoding: greedy with a repetition penalty, argmax after dividing the
+/// (positive) logits of the last `REPEAT_WINDOW` tokens by `REPEAT_PENALTY`. Plain argmax of a
+/// model this small falls into a loop within a few lines ("I am not so much as I am a man."
+/// over and over); the penalty keeps it deterministic and out of loops.
 const REPEAT_PENALTY: f32 = 1.3;
 /// Tokens the repetition penalty looks back over (prompt included).
 const REPEAT_WINDOW: usize = 64;
 
-/// Greedy continuation of `prompt` for `count` tokens (the firmware runs the same loop).
+/// Argmax continuation of `prompt` for `count` tokens, with `penalty` (repetition penalty over
+/// the last `REPEAT_WINDOW` tokens) or without (plain greedy). The firmware runs the same loop.
 fn greedy(
     model: &Rwkv6,
     state: &mut State,
     scratch: &mut Scratch,
     prompt: &[u32],
     count: usize,
+    penalty: Option<f32>,
 ) -> Vec<u32> {
     let v = model.config().vocab_size;
     let (mut logits, mut order) = (vec![0.0f32; v], vec![0u32; v]);
@@ -76,7 +78,7 @@ fn greedy(
         model.step(state, scratch, id, &mut logits).unwrap();
     }
     let sampler = SamplerConfig {
-        repetition_penalty: REPEAT_PENALTY,
+        repetition_penalty: penalty.unwrap_or(1.0),
         ..SamplerConfig::GREEDY
     };
     let mut history = prompt.to_vec();
@@ -87,6 +89,29 @@ fn greedy(
         model.step(state, scratch, next, &mut logits).unwrap();
     }
     history.split_off(prompt.len())
+}
+
+/// Plain greedy: `ops::sample::greedy`, the first largest logit, with no sampler state, so the
+/// committed list pins the model's function and nothing else (the firmware runs the same loop).
+fn argmax_greedy(
+    model: &Rwkv6,
+    state: &mut State,
+    scratch: &mut Scratch,
+    prompt: &[u32],
+    count: usize,
+) -> Vec<u32> {
+    let mut logits = vec![0.0f32; model.config().vocab_size];
+    state.reset();
+    for &id in prompt {
+        model.step(state, scratch, id, &mut logits).unwrap();
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let next = argmax(&logits).unwrap();
+        out.push(next);
+        model.step(state, scratch, next, &mut logits).unwrap();
+    }
+    out
 }
 
 #[test]
@@ -136,27 +161,34 @@ fn host_forward_matches_the_training_model() {
 
 #[test]
 fn greedy_generation_is_the_committed_list() {
-    // The same list is compiled into the Cortex-M firmware test, which checks its own
-    // generation against it: host and firmware are tied through this file.
+    // The same lists are compiled into the Cortex-M firmware test, which checks its own
+    // generation against them: host and firmware are tied through this file.
     if std::env::var_os("GOLDCREST_BLESS_TINY").is_some() {
-        // Regenerates the list after retraining: `GOLDCREST_BLESS_TINY=1 cargo test --test
+        // Regenerates the lists after retraining: `GOLDCREST_BLESS_TINY=1 cargo test --test
         // rwkv6_tiny`, then review the diff (and rerun the firmware test).
         with_tiny(|model, state, scratch, tokenizer| {
             let prompt = tokenizer.encode(GREEDY_PROMPT).unwrap();
-            let ids = greedy(model, state, scratch, &prompt, 32);
+            let plain = argmax_greedy(model, state, scratch, &prompt, 32);
+            let penalized = greedy(model, state, scratch, &prompt, 32, Some(REPEAT_PENALTY));
             let text = serde_json::json!({
                 "prompt": GREEDY_PROMPT,
                 "prompt_ids": prompt,
+                "greedy_ids": plain,
+                "greedy_text": tokenizer.decode_lossy(&plain).unwrap(),
                 "repetition_penalty": REPEAT_PENALTY,
                 "repeat_window": REPEAT_WINDOW,
-                "ids": ids,
-                "text": tokenizer.decode_lossy(&ids).unwrap(),
+                "penalty_ids": penalized,
+                "penalty_text": tokenizer.decode_lossy(&penalized).unwrap(),
             });
             std::fs::write(format!("{FIXTURES}/greedy.json"), format!("{text:#}\n")).unwrap();
         });
     }
     let fixture = json("greedy.json");
-    let (prompt, want) = (ids_of(&fixture["prompt_ids"]), ids_of(&fixture["ids"]));
+    let prompt = ids_of(&fixture["prompt_ids"]);
+    let (plain, penalized) = (
+        ids_of(&fixture["greedy_ids"]),
+        ids_of(&fixture["penalty_ids"]),
+    );
     assert_eq!(
         fixture["repetition_penalty"].as_f64(),
         Some(REPEAT_PENALTY as f64)
@@ -172,7 +204,26 @@ fn greedy_generation_is_the_committed_list() {
                 .unwrap(),
             prompt
         );
-        assert_eq!(greedy(model, state, scratch, &prompt, want.len()), want);
+        assert_eq!(
+            argmax_greedy(model, state, scratch, &prompt, plain.len()),
+            plain
+        );
+        // The sampler's greedy mode is the same argmax.
+        assert_eq!(
+            greedy(model, state, scratch, &prompt, plain.len(), None),
+            plain
+        );
+        assert_eq!(
+            greedy(
+                model,
+                state,
+                scratch,
+                &prompt,
+                penalized.len(),
+                Some(REPEAT_PENALTY)
+            ),
+            penalized
+        );
     });
 }
 
@@ -183,7 +234,7 @@ fn greedy_text_is_words_and_does_not_loop() {
     with_tiny(|model, state, scratch, tokenizer| {
         for prompt in ["ROMEO:\nWhat", "KING HENRY:\nNow, my lords,", "Enter"] {
             let ids = tokenizer.encode(prompt).unwrap();
-            let out = greedy(model, state, scratch, &ids, 64);
+            let out = greedy(model, state, scratch, &ids, 64, Some(REPEAT_PENALTY));
             let distinct: std::collections::HashSet<_> = out.iter().collect();
             let text = tokenizer.decode_lossy(&out).unwrap();
             eprintln!("{prompt:?} -> {text:?}");

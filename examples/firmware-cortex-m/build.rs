@@ -4,9 +4,10 @@
 //! - `expected.rs`: the products computed on the host with goldcrest's scalar reference kernels,
 //!   as exact f32 bit patterns.
 //! - `memory.x`: the board's memory map for cortex-m-rt.
-//! - `tiny_greedy.rs`: the prompt and the 32 greedy token ids of the bundled tiny RWKV-6, from
-//!   the committed `tests/fixtures/rwkv6-tiny/greedy.json` that the host test
-//!   `tests/rwkv6_tiny.rs` checks too (so host and firmware must agree with the same list).
+//! - `tiny_greedy.rs`: the prompt, the 32 plain greedy (argmax) token ids of the bundled tiny
+//!   RWKV-6 and the 32 ids of greedy with a repetition penalty, from the committed
+//!   `tests/fixtures/rwkv6-tiny/greedy.json` that the host test `tests/rwkv6_tiny.rs` checks too
+//!   (so host and firmware must agree with the same lists).
 
 use goldcrest_core::kernels::{ActScale, Int8Acts, Kernels};
 use goldcrest_core::quant::{Format, Matrix, q8_0, tq1_0, tq2_0};
@@ -125,7 +126,11 @@ fn main() {
     println!("cargo:rerun-if-changed=../../models/rwkv6-tiny.safetensors");
     let greedy = std::fs::read_to_string(greedy_path).unwrap();
     let mut tiny = String::new();
-    for (key, ident) in [("prompt_ids", "PROMPT"), ("ids", "GREEDY")] {
+    for (key, ident) in [
+        ("prompt_ids", "PROMPT"),
+        ("greedy_ids", "GREEDY"),
+        ("penalty_ids", "PENALIZED"),
+    ] {
         let ids = json_ids(&greedy, key);
         writeln!(tiny, "pub const {ident}: [u32; {}] = {ids:?};", ids.len()).unwrap();
     }

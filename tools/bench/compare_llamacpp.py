@@ -25,6 +25,8 @@ Usage (venv outside the repo; building llama.cpp takes 10-25 minutes on 2 cores)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -126,7 +128,14 @@ def random_tensor(np, rng, shape, kind, ternary: bool):
 def write_hf(np, cfg: dict, out_dir: Path, ternary: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=1))
-    tensors = hf_tensors(cfg)
+    write_f16_safetensors(
+        np, hf_tensors(cfg), out_dir / "model.safetensors",
+        lambda rng, shape, kind: random_tensor(np, rng, shape, kind, ternary))
+
+
+def write_f16_safetensors(np, tensors, path: Path, make, seed: int = 1234) -> None:
+    """Writes `tensors` ((name, shape, kind) triples) as one f16 safetensors file, each made by
+    `make(rng, shape, kind)` and written straight away, so the model never sits in RAM whole."""
     header, offset = {}, 0
     for name, shape, _ in tensors:
         n = 2 * int(np.prod(shape))
@@ -134,12 +143,14 @@ def write_hf(np, cfg: dict, out_dir: Path, ternary: bool) -> None:
         offset += n
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
-    rng = np.random.default_rng(1234)
-    with open(out_dir / "model.safetensors", "wb") as fh:
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(blob)))
         fh.write(blob)
         for name, shape, kind in tensors:
-            fh.write(random_tensor(np, rng, shape, kind, ternary).tobytes())
+            t = np.asarray(make(rng, shape, kind), dtype=np.float16)
+            assert t.shape == tuple(shape), name
+            fh.write(t.tobytes())
 
 
 def read_hf(np, path: Path) -> dict:
@@ -239,63 +250,110 @@ def median(xs):
     return xs[len(xs) // 2]
 
 
-def time_llamacpp(llama_cpp, path: Path, threads: int, prompt: int, gen: int, repeat: int):
-    import ctypes
-    import random
+@contextlib.contextmanager
+def bench_lock(path: str | None):
+    """Holds the exclusive lock file `path` (as `flock PATH cmd` would), or nothing if None, so
+    only one benchmark runs at a time on a shared machine."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.use_mmap = True
-    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
-    if not model:
-        raise RuntimeError(f"llama.cpp could not load {path}")
-    cparams = llama_cpp.llama_context_default_params()
-    cparams.n_ctx = prompt + gen + 16
-    cparams.n_batch = prompt
-    cparams.n_ubatch = prompt
-    cparams.n_threads = threads
-    cparams.n_threads_batch = threads
-    ctx = llama_cpp.llama_init_from_model(model, cparams)
-    vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
-    rnd = random.Random(0x5EED)
-    ids = [rnd.randrange(vocab) for _ in range(prompt + gen)]
-    batch = llama_cpp.llama_batch_init(prompt, 0, 1)
 
-    def fill(tokens, pos0):
+class LlamaCpp:
+    """One llama.cpp model and context (llama-cpp-python's low-level API) for one sequence."""
+
+    def __init__(self, llama_cpp, path: Path, threads: int, n_ctx: int, n_batch: int):
+        self.lib = llama_cpp
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.use_mmap = True
+        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise RuntimeError(f"llama.cpp could not create a context for {path}")
+        self.vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+
+    def clear(self) -> None:
+        if hasattr(self.lib, "llama_memory_clear"):
+            self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+        else:
+            self.lib.llama_kv_self_clear(self.ctx)
+
+    def decode(self, tokens, pos0: int, all_logits: bool = False) -> None:
+        batch = self.batch
         batch.n_tokens = len(tokens)
         for i, tok in enumerate(tokens):
             batch.token[i] = tok
             batch.pos[i] = pos0 + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = i == len(tokens) - 1
+            batch.logits[i] = all_logits or i == len(tokens) - 1
+        if self.lib.llama_decode(self.ctx, batch) != 0:
+            raise RuntimeError(f"llama_decode of {len(tokens)} token(s) failed")
 
-    def clear():
-        if hasattr(llama_cpp, "llama_memory_clear"):
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-        else:
-            llama_cpp.llama_kv_self_clear(ctx)
+    def logits(self, i: int):
+        """Logits of batch position `i` of the last decode, as a Python list."""
+        ptr = self.lib.llama_get_logits_ith(self.ctx, i)
+        return [ptr[j] for j in range(self.vocab)]
 
+    def close(self) -> None:
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.ctx)
+        self.lib.llama_model_free(self.model)
+
+
+def llamacpp_logits(llama_cpp, path: Path, ids: list[int], threads: int = 1):
+    """llama.cpp's logits after every position of `ids`, run as one batch from an empty state."""
+    lc = LlamaCpp(llama_cpp, path, threads, n_ctx=len(ids) + 16, n_batch=len(ids))
+    try:
+        lc.decode(ids, 0, all_logits=True)
+        return [lc.logits(i) for i in range(len(ids))]
+    finally:
+        lc.close()
+
+
+def goldcrest_logits(exe: str, path: Path, ids: list[int], threads: int = 1):
+    """`goldcrest logits` after every position of `ids`."""
+    cmd = [exe, "logits", "--model", str(path), "--ids", ",".join(map(str, ids)),
+           "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [json.loads(line)["logits"] for line in out.splitlines() if line.strip()]
+
+
+def time_llamacpp(llama_cpp, path: Path, threads: int, prompt: int, gen: int, repeat: int):
+    import random
+
+    lc = LlamaCpp(llama_cpp, path, threads, n_ctx=prompt + gen + 16, n_batch=prompt)
+    rnd = random.Random(0x5EED)
+    ids = [rnd.randrange(lc.vocab) for _ in range(prompt + gen)]
     pre, dec = [], []
     for run in range(repeat + 1):
-        clear()
-        fill(ids[:prompt], 0)
+        lc.clear()
         t = time.perf_counter()
-        if llama_cpp.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama_decode (prefill) failed")
+        lc.decode(ids[:prompt], 0)
         p = prompt / (time.perf_counter() - t)
         t = time.perf_counter()
         for k in range(gen):
-            fill([ids[prompt + k]], prompt + k)
-            if llama_cpp.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode (decode) failed")
+            lc.decode([ids[prompt + k]], prompt + k)
         d = gen / (time.perf_counter() - t)
         if run > 0:
             pre.append(p)
             dec.append(d)
-    llama_cpp.llama_batch_free(batch)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
-    del ctypes
+    lc.close()
     return median(pre), median(dec)
 
 
@@ -319,6 +377,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scratch", default="/tmp/goldcrest-vs-llamacpp")
     ap.add_argument("--keep", action="store_true", help="keep the generated files (implies --reuse)")
+    ap.add_argument("--lock", metavar="FILE",
+                    help="hold this lock file around each timed run (e.g. /work/wt/bench.lock)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse a checkpoint and f16 GGUF already in --scratch")
     a = ap.parse_args()
@@ -361,10 +421,11 @@ def main() -> None:
                 for t in threads:
                     print(f"[{shape}] {gc_fmt} vs {label}, {t} thread(s)", file=sys.stderr,
                           flush=True)
-                    lp, ld = time_llamacpp(llama_cpp, q_gguf, t, a.prompt_tokens, a.gen_tokens,
-                                           a.repeat)
-                    gp, gd, wb = time_goldcrest(a.goldcrest, gc_file, t, a.prompt_tokens,
-                                                a.gen_tokens, a.repeat, extra)
+                    with bench_lock(a.lock):
+                        lp, ld = time_llamacpp(llama_cpp, q_gguf, t, a.prompt_tokens,
+                                               a.gen_tokens, a.repeat)
+                        gp, gd, wb = time_goldcrest(a.goldcrest, gc_file, t, a.prompt_tokens,
+                                                    a.gen_tokens, a.repeat, extra)
                     row = dict(shape=shape, goldcrest=gc_fmt, llamacpp=label, threads=t,
                                goldcrest_prefill=gp, goldcrest_decode=gd, llamacpp_prefill=lp,
                                llamacpp_decode=ld, goldcrest_weight_bytes=wb,
