@@ -64,7 +64,9 @@
 //!
 //! Integer paths are **exact**: every ISA computes the same integer sum per 256-block and
 //! combines blocks with the same float operations in the same order, so results are
-//! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`.
+//! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`,
+//! and `q8_0`/`q4_0` (llama.cpp's `Q8_0`/`Q4_0` × int8 scheme, with a 256-block or per-token
+//! activation scale; their fixed sixteen-lane order is [`scalar::q32_row_i8`]'s).
 //!
 //! # `unsafe`
 //!
@@ -81,6 +83,8 @@ pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_q32;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -711,10 +715,11 @@ impl Kernels {
     }
 
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
-    /// (token-major). `w` must be `tq2_0`, `tq1_0` or `i8` with `w.cols() == acts.cols()`.
+    /// (token-major). `w` must be `tq2_0`, `tq1_0`, `i8`, `q8_0` or `q4_0` with
+    /// `w.cols() == acts.cols()`.
     #[allow(unsafe_code)]
     pub fn gemm_i8(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) -> Result<()> {
-        if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
+        if !Self::has_int8_path(w.format()) {
             return Err(Error::UnsupportedFormat {
                 tensor: Name::EMPTY,
             });
@@ -741,8 +746,24 @@ impl Kernels {
         Ok(())
     }
 
+    /// Whether [`Kernels::gemm_i8`] accepts weights of `format`.
+    pub const fn has_int8_path(format: Format) -> bool {
+        matches!(
+            format,
+            Format::Tq2_0 | Format::Tq1_0 | Format::I8 | Format::Q8_0 | Format::Q4_0
+        )
+    }
+
     #[allow(unsafe_code)]
     fn gemm_i8_checked(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(w.format(), Format::Q8_0 | Format::Q4_0)
+            && matches!(self.isa, Isa::Avx2 | Isa::Avx512Vnni)
+        {
+            // SAFETY: see `gemm_checked`.
+            unsafe { x86_q32::gemm_i8(self.isa, w, acts, y) };
+            return;
+        }
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512Vnni => {
