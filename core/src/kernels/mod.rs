@@ -276,9 +276,19 @@ fn quantize_absmax(x: &[f32], q: &mut [i8]) -> f32 {
     }
     let inv = 127.0 / amax;
     for (o, &v) in q.iter_mut().zip(x) {
-        *o = libm::roundf(v * inv).clamp(-127.0, 127.0) as i8;
+        *o = round_to_i8(v * inv);
     }
     amax / 127.0
+}
+
+/// `libm::roundf(y)` (halves away from zero) clamped to `-127..=127`, for finite `|y| ≤ 2^23`,
+/// without the libm call: truncation and the exact fraction `y − trunc(y)` decide, so the
+/// loop vectorizes (activation quantization runs for every linear layer).
+#[inline(always)]
+fn round_to_i8(y: f32) -> i8 {
+    let t = y as i32;
+    let f = y - t as f32;
+    (t + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
 }
 
 fn split_aligned<T: bytemuck::Pod>(buf: &mut [u8], n: usize) -> Result<(&mut [T], &mut [u8])> {
@@ -600,6 +610,47 @@ impl Kernels {
                 }
             }
         });
+    }
+
+    /// Calls `task(i, part)` for every `part = out[i·len..(i + 1)·len]` (`out.len()` must be
+    /// a multiple of `len`), spread over the pool when there is one and `work` (the caller's
+    /// count of multiply-adds) is at least [`PARALLEL_MIN_WEIGHTS`]. Each part is computed by
+    /// the same code whichever thread runs it, so results do not depend on the thread count.
+    /// For model code with independent outputs besides the matrix products (attention heads).
+    #[allow(unsafe_code)]
+    pub fn for_each_part(
+        &self,
+        out: &mut [f32],
+        len: usize,
+        work: usize,
+        task: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) -> Result<()> {
+        if len == 0 || out.len() % len != 0 {
+            return Err(Error::LengthMismatch {
+                expected: len as u64,
+                found: out.len() as u64,
+            });
+        }
+        let parts = out.len() / len;
+        let pool = self
+            .parallel
+            .filter(|p| p.workers() >= 2 && parts >= 2 && work >= PARALLEL_MIN_WEIGHTS);
+        let Some(pool) = pool else {
+            for (i, part) in out.chunks_exact_mut(len).enumerate() {
+                task(i, part);
+            }
+            return Ok(());
+        };
+        let shared = SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        };
+        pool.run(parts, &|i| {
+            // SAFETY: the pool calls each `i < parts` once, so the ranges `i·len..(i+1)·len`
+            // (inside `out`) never overlap.
+            task(i, unsafe { shared.range(i * len, len) });
+        });
+        Ok(())
     }
 
     fn check_matrix(w: &Matrix) -> Result<()> {

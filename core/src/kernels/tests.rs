@@ -388,6 +388,28 @@ fn q32_int8_matches_the_float_product() {
 }
 
 #[test]
+fn activation_rounding_is_libm_roundf() {
+    let mut g = Rng(5);
+    let mut xs: Vec<f32> = (0..20000).map(|_| g.f() * 140.0).collect();
+    xs.extend([
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        0.499_999_97,
+        -0.499_999_97,
+        126.5,
+        -126.5,
+        127.4,
+        -0.0,
+    ]);
+    for y in xs {
+        let want = libm::roundf(y).clamp(-127.0, 127.0) as i8;
+        assert_eq!(round_to_i8(y), want, "{y}");
+    }
+}
+
+#[test]
 fn empty_matrices_give_zeros() {
     for format in FORMATS {
         for (rows, cols) in [(0usize, 5usize), (3, 0), (0, 0)] {
@@ -488,6 +510,37 @@ fn split_products_are_bit_identical_to_one_thread() {
             }
         }
     }
+}
+
+#[test]
+fn parts_run_once_each_with_and_without_a_pool() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(3)));
+    let task = |i: usize, part: &mut [f32]| {
+        for (j, v) in part.iter_mut().enumerate() {
+            *v += (i * 10 + j) as f32;
+        }
+    };
+    let mut want = vec![0.0f32; 7 * 5];
+    Kernels::scalar()
+        .for_each_part(&mut want, 5, usize::MAX, &task)
+        .unwrap();
+    let mut got = vec![0.0f32; 7 * 5];
+    Kernels::scalar()
+        .with_parallel(pool)
+        .for_each_part(&mut got, 5, PARALLEL_MIN_WEIGHTS, &task)
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(want[5 * 3 + 2], 32.0);
+    assert!(
+        Kernels::scalar()
+            .for_each_part(&mut got, 4, 0, &task)
+            .is_err()
+    );
+    assert!(
+        Kernels::scalar()
+            .for_each_part(&mut got, 0, 0, &task)
+            .is_err()
+    );
 }
 
 #[test]

@@ -99,7 +99,7 @@ const fn offset<const F: u8>() -> i8 {
     if F == Q8 { -128 } else { 8 }
 }
 
-/// Row pointers of a tile and the decode prefetch distance (whole tiles ahead).
+/// Row pointers of a tile.
 fn row_ptrs<const R: usize>(w: &Matrix, r0: usize) -> [*const u8; R] {
     let mut rs = [core::ptr::null::<u8>(); R];
     for (r, p) in rs.iter_mut().enumerate() {
@@ -108,9 +108,17 @@ fn row_ptrs<const R: usize>(w: &Matrix, r0: usize) -> [*const u8; R] {
     rs
 }
 
-fn prefetch_ahead<const R: usize>(w: &Matrix) -> usize {
+/// Whether a tile prefetches weights, and how far ahead. Decode streams the matrix once, so
+/// it fetches whole tiles at least [`PREFETCH_BYTES`] ahead. Prefill reads a block of rows
+/// once per group of tokens: the first group (`t0 == 0`) fetches the next block of rows,
+/// which the later groups give time to arrive; without it each new block stalls on DRAM.
+fn prefetch_plan<const R: usize, const T: usize>(w: &Matrix, t0: usize) -> (bool, usize) {
     let tile_bytes = (R * w.row_bytes()).max(1);
-    PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes
+    if T == 1 {
+        (true, PREFETCH_BYTES.div_ceil(tile_bytes) * tile_bytes)
+    } else {
+        (t0 == 0, tile_bytes)
+    }
 }
 
 /// The f16 scale of the block at `p` (F16C conversion is exact).
@@ -189,7 +197,7 @@ unsafe fn tile_vnni<const F: u8, const PB: bool, const R: usize, const T: usize>
     let bb = w.format().block_bytes();
     let nb = w.row_bytes() / bb;
     let rs = row_ptrs::<R>(w, r0);
-    let ahead = prefetch_ahead::<R>(w);
+    let (prefetch, ahead) = prefetch_plan::<R, T>(w, t0);
     let mut ap = [core::ptr::null::<i8>(); T];
     for (t, p) in ap.iter_mut().enumerate() {
         *p = acts.token(t0 + t).as_ptr();
@@ -203,20 +211,16 @@ unsafe fn tile_vnni<const F: u8, const PB: bool, const R: usize, const T: usize>
         let two = k + 1 < nb;
         let mut a = [_mm512_setzero_si512(); T];
         let mut c = [_mm512_setzero_si512(); T];
-        let mut sa = [_mm512_setzero_ps(); T];
         for t in 0..T {
             // SAFETY: 64 bytes from 32k: blocks k and k + 1 lie inside the zero-padded
             // activations (an odd block count never ends on a 256-boundary).
             a[t] = unsafe { _mm512_loadu_si512(ap[t].add(32 * k).cast()) };
             let sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, a[t]);
             c[t] = _mm512_sub_epi32(_mm512_setzero_si512(), sum);
-            if PB {
-                sa[t] = _mm512_set1_ps(acts.scales[(t0 + t) * acts.blocks + k / 8]);
-            }
         }
         for r in 0..R {
             let p = rs[r].wrapping_add(k * bb);
-            if T == 1 {
+            if prefetch {
                 // A prefetch never faults, hence wrapping arithmetic.
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
             }
@@ -235,7 +239,16 @@ unsafe fn tile_vnni<const F: u8, const PB: bool, const R: usize, const T: usize>
             };
             for t in 0..T {
                 let dot = _mm512_dpbusd_epi32(c[t], codes, a[t]);
-                let s = if PB { _mm512_mul_ps(d, sa[t]) } else { d };
+                // The activation scale is broadcast from memory here rather than held in a
+                // register: a 4 × 4 tile already uses 24 of the 32 vector registers.
+                let s = if PB {
+                    _mm512_mul_ps(
+                        d,
+                        _mm512_set1_ps(acts.scales[(t0 + t) * acts.blocks + k / 8]),
+                    )
+                } else {
+                    d
+                };
                 acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[r][t]);
             }
         }
@@ -297,7 +310,7 @@ unsafe fn tile_avx2<const F: u8, const PB: bool, const R: usize, const T: usize>
     let bb = w.format().block_bytes();
     let nb = w.row_bytes() / bb;
     let rs = row_ptrs::<R>(w, r0);
-    let ahead = prefetch_ahead::<R>(w);
+    let (prefetch, ahead) = prefetch_plan::<R, T>(w, t0);
     let mut ap = [core::ptr::null::<i8>(); T];
     for (t, p) in ap.iter_mut().enumerate() {
         *p = acts.token(t0 + t).as_ptr();
@@ -322,7 +335,7 @@ unsafe fn tile_avx2<const F: u8, const PB: bool, const R: usize, const T: usize>
         }
         for r in 0..R {
             let p = rs[r].wrapping_add(k * bb);
-            if T == 1 {
+            if prefetch {
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
             }
             // SAFETY: block k of row `r0 + r`.
