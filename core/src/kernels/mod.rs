@@ -342,6 +342,9 @@ const TOKEN_SPLIT_ALIGN: usize = 4;
 /// on different cache lines of `y`).
 const ROW_SPLIT_ALIGN: usize = 16;
 
+/// Row-split parts per worker (see [`Kernels::split`]).
+const ROW_PARTS_PER_WORKER: usize = 4;
+
 /// An output slice shared by tasks that each write a disjoint range of it.
 struct SharedOut {
     ptr: *mut f32,
@@ -550,7 +553,8 @@ impl Kernels {
     }
 
     /// The pool and the split when a product of `n` tokens × `w` is worth splitting: rows
-    /// for one token, tokens for eight or more, in aligned parts, one per worker.
+    /// for one token (a few aligned parts per worker), tokens for eight or more (one aligned
+    /// part per worker).
     fn split(&self, w: &Matrix, n: usize) -> Option<(&'static dyn Parallel, Split)> {
         let pool = self.parallel?;
         let workers = pool.workers();
@@ -564,7 +568,18 @@ impl Kernels {
         } else {
             return None;
         };
-        let per = units.div_ceil(workers).div_ceil(align) * align;
+        // Row parts cost nothing extra (each row is read once either way), so there are a few
+        // per worker: a worker that the OS deschedules on a busy machine then holds up only
+        // a small part while the others claim the rest. Token parts each read the whole
+        // matrix, so there is one per worker.
+        let per_worker = match by {
+            SplitBy::Rows => ROW_PARTS_PER_WORKER,
+            SplitBy::Tokens => 1,
+        };
+        let per = units
+            .div_ceil(workers * per_worker)
+            .div_ceil(align)
+            .saturating_mul(align);
         let parts = units.div_ceil(per);
         (parts >= 2).then_some((pool, Split { by, per, parts }))
     }
@@ -625,7 +640,7 @@ impl Kernels {
         work: usize,
         task: &(dyn Fn(usize, &mut [f32]) + Sync),
     ) -> Result<()> {
-        if len == 0 || out.len() % len != 0 {
+        if len == 0 || !out.len().is_multiple_of(len) {
             return Err(Error::LengthMismatch {
                 expected: len as u64,
                 found: out.len() as u64,
