@@ -9,8 +9,8 @@
 //!
 //! | ISA | selected when | accelerated |
 //! |-----|---------------|-------------|
-//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8 (`vpdpbusd`), plus all of `Avx2` |
-//! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, i8 × f32/int8, q8_0, q4_0, f32, f16, bf16 |
+//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8, q8_0/q4_0 × int8 (`vpdpbusd`), plus all of `Avx2` |
+//! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, i8 × f32/int8, q8_0/q4_0 × f32/int8, f32, f16, bf16 |
 //! | `NeonDotprod` | aarch64 with `dotprod` | ternary × int8, i8 × int8 (`sdot` via `asm!`), plus all of `Neon` |
 //! | `Neon` | aarch64 | ternary × int8, i8 × int8 (`smull`/`sadalp`), ternary × f32, i8 × f32, q8_0, q4_0, f32 |
 //! | `Scalar` | always | everything (the reference) |
