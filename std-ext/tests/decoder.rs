@@ -477,6 +477,28 @@ fn qwen2_q8_0_and_q4_0_accuracy() {
             format.name()
         );
         assert!(err <= tol * scale, "{}: {err}", format.name());
+        // Int8 activations (llama.cpp's Q8_0/Q4_0 × Q8_0 scheme): the same bound.
+        let r = run_with(
+            &words,
+            KvFormat::F32,
+            g.generated.len(),
+            8,
+            Some(&g.generated),
+            Some(ActScale::PerBlock),
+            64,
+        );
+        let mut err = max_abs_diff(&r.prompt_logits, &g.logits_prompt);
+        for (i, step) in r.step_logits.iter().enumerate() {
+            err = err.max(max_abs_diff(
+                step,
+                &g.logits_steps[i * g.vocab..(i + 1) * g.vocab],
+            ));
+        }
+        println!(
+            "qwen2 {} int8 activations: max |logit error| {err:.2e} of max |logit| {scale:.1}",
+            format.name()
+        );
+        assert!(err <= tol * scale, "{} int8: {err}", format.name());
     }
 }
 

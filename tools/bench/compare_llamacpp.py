@@ -64,6 +64,9 @@ FORMATS = {
     "qwen2": [("q8", 7, "Q8_0"), ("q4", 2, "Q4_0")],
 }
 GGML_TYPE_F16 = 1
+GGML_TYPE_Q8_0 = 8
+# --head-weights value -> (goldcrest convert arguments, llama.cpp type of the embedding/head).
+HEADS = {"f16": ([], GGML_TYPE_F16), "q8": (["--head-weights", "q8"], GGML_TYPE_Q8_0)}
 
 
 def install(venv: Path) -> None:
@@ -231,12 +234,14 @@ def write_gguf(np, gguf, cfg: dict, hf: dict, path: Path) -> None:
     w.close()
 
 
-def quantize_gguf(llama_cpp, src: Path, dst: Path, ftype: int, threads: int) -> None:
+def quantize_gguf(llama_cpp, src: Path, dst: Path, ftype: int, threads: int, head: int) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads
     params.ftype = ftype
-    params.output_tensor_type = GGML_TYPE_F16
-    params.token_embedding_type = GGML_TYPE_F16
+    # A tied model (Qwen2) has no output tensor: llama.cpp then gives the token embedding the
+    # output type, so both are set alike.
+    params.output_tensor_type = head
+    params.token_embedding_type = head
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize({dst.name}) failed: {rc}")
@@ -371,6 +376,10 @@ def main() -> None:
     ap.add_argument("--install", metavar="VENV", help="create VENV with the pinned packages and exit")
     ap.add_argument("--goldcrest", default="target/release/goldcrest")
     ap.add_argument("--models", default="trilm,qwen2")
+    ap.add_argument("--formats", default="",
+                    help="comma-separated goldcrest formats to run (default: all of each model)")
+    ap.add_argument("--head-weights", default="f16", choices=sorted(HEADS),
+                    help="embedding/head format in both engines (f16: as the checkpoint)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--gen-tokens", type=int, default=64)
@@ -408,16 +417,22 @@ def main() -> None:
                 print(f"[{shape}] writing GGUF", file=sys.stderr, flush=True)
                 write_gguf(np, gguf, cfg, hf, f16_gguf)
                 del hf
+            head_args, head_type = HEADS[a.head_weights]
+            wanted = set(a.formats.split(",")) if a.formats else None
             for gc_fmt, ftype, label in FORMATS[shape]:
-                gc_file = scratch / f"{shape}-{gc_fmt}.safetensors"
+                if wanted is not None and gc_fmt not in wanted:
+                    continue
+                gc_file = scratch / f"{shape}-{gc_fmt}-head{a.head_weights}.safetensors"
                 if not (reuse and gc_file.exists()):
                     subprocess.run([a.goldcrest, "convert", "qwen2" if shape == "qwen2" else "llama",
-                                    str(hf_dir), str(gc_file), "--weights", gc_fmt], check=True,
-                                   stdout=subprocess.DEVNULL)
-                q_gguf = scratch / f"{shape}-{label}.gguf"
+                                    str(hf_dir), str(gc_file), "--weights", gc_fmt, *head_args],
+                                   check=True, stdout=subprocess.DEVNULL)
+                q_gguf = scratch / f"{shape}-{label}-head{a.head_weights}.gguf"
                 if not (reuse and q_gguf.exists()):
-                    quantize_gguf(llama_cpp, f16_gguf, q_gguf, ftype, max(threads))
-                extra = ["--int8-acts"] if shape == "trilm" else []
+                    quantize_gguf(llama_cpp, f16_gguf, q_gguf, ftype, max(threads), head_type)
+                # llama.cpp quantizes activations for all of these formats (Q8_K for TQ*, Q8_0
+                # for Q8_0/Q4_0); goldcrest does the same with --int8-acts.
+                extra = ["--int8-acts"]
                 for t in threads:
                     print(f"[{shape}] {gc_fmt} vs {label}, {t} thread(s)", file=sys.stderr,
                           flush=True)
@@ -427,6 +442,7 @@ def main() -> None:
                         gp, gd, wb = time_goldcrest(a.goldcrest, gc_file, t, a.prompt_tokens,
                                                     a.gen_tokens, a.repeat, extra)
                     row = dict(shape=shape, goldcrest=gc_fmt, llamacpp=label, threads=t,
+                               head=a.head_weights,
                                goldcrest_prefill=gp, goldcrest_decode=gd, llamacpp_prefill=lp,
                                llamacpp_decode=ld, goldcrest_weight_bytes=wb,
                                gguf_bytes=q_gguf.stat().st_size,
@@ -442,11 +458,12 @@ def main() -> None:
     finally:
         if not a.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    print("\n| model | goldcrest | llama.cpp | threads | prefill tok/s (gc / llama) | ratio "
-          "| decode tok/s (gc / llama) | ratio |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("\n| model | goldcrest | llama.cpp | head | threads | load | prefill tok/s (gc / llama) "
+          "| ratio | decode tok/s (gc / llama) | ratio |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['shape']} | {r['goldcrest']} | {r['llamacpp']} | {r['threads']} "
+        print(f"| {r['shape']} | {r['goldcrest']} | {r['llamacpp']} | {r['head']} | {r['threads']} "
+              f"| {r['load']:.1f} "
               f"| {r['goldcrest_prefill']:.1f} / {r['llamacpp_prefill']:.1f} "
               f"| {r['goldcrest_prefill'] / r['llamacpp_prefill']:.2f}x "
               f"| {r['goldcrest_decode']:.2f} / {r['llamacpp_decode']:.2f} "

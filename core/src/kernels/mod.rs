@@ -9,8 +9,8 @@
 //!
 //! | ISA | selected when | accelerated |
 //! |-----|---------------|-------------|
-//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8 (`vpdpbusd`; ternary prefill through weight panels), f32/f16/bf16 × f32 (16 lanes), activation quantization, exp/SiLU, plus all of `Avx2` |
-//! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, i8 × f32/int8, q8_0, q4_0, f32, f16, bf16 |
+//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8, q8_0/q4_0 × int8 (`vpdpbusd`; ternary prefill through weight panels), f32/f16/bf16 × f32 (16 lanes), activation quantization, exp/SiLU, plus all of `Avx2` |
+//! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, i8 × f32/int8, q8_0/q4_0 × f32/int8, f32, f16, bf16 |
 //! | `NeonDotprod` | aarch64 with `dotprod` | ternary × int8, i8 × int8 (`sdot` via `asm!`), plus all of `Neon` |
 //! | `Neon` | aarch64 | ternary × int8, i8 × int8 (`smull`/`sadalp`), ternary × f32, i8 × f32, q8_0, q4_0, f32 |
 //! | `Scalar` | always | everything (the reference) |
@@ -64,7 +64,9 @@
 //!
 //! Integer paths are **exact**: every ISA computes the same integer sum per 256-block and
 //! combines blocks with the same float operations in the same order, so results are
-//! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`.
+//! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`,
+//! and `q8_0`/`q4_0` (llama.cpp's `Q8_0`/`Q4_0` × int8 scheme, with a 256-block or per-token
+//! activation scale; their fixed sixteen-lane order is [`scalar::q32_row_i8`]'s).
 //!
 //! # `unsafe`
 //!
@@ -81,6 +83,8 @@ pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_q32;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -272,9 +276,19 @@ fn quantize_absmax(x: &[f32], q: &mut [i8]) -> f32 {
     }
     let inv = 127.0 / amax;
     for (o, &v) in q.iter_mut().zip(x) {
-        *o = libm::roundf(v * inv).clamp(-127.0, 127.0) as i8;
+        *o = round_to_i8(v * inv);
     }
     amax / 127.0
+}
+
+/// `libm::roundf(y)` (halves away from zero) clamped to `-127..=127`, for finite `|y| ≤ 2^23`,
+/// without the libm call: truncation and the exact fraction `y − trunc(y)` decide, so the
+/// loop vectorizes (activation quantization runs for every linear layer).
+#[inline(always)]
+fn round_to_i8(y: f32) -> i8 {
+    let t = y as i32;
+    let f = y - t as f32;
+    (t + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
 }
 
 fn split_aligned<T: bytemuck::Pod>(buf: &mut [u8], n: usize) -> Result<(&mut [T], &mut [u8])> {
@@ -327,6 +341,9 @@ const TOKEN_SPLIT_ALIGN: usize = 4;
 /// Row splits are multiples of this (SIMD row tiles cover up to 8 rows; 16 also keeps parts
 /// on different cache lines of `y`).
 const ROW_SPLIT_ALIGN: usize = 16;
+
+/// Row-split parts per worker (see [`Kernels::split`]).
+const ROW_PARTS_PER_WORKER: usize = 4;
 
 /// An output slice shared by tasks that each write a disjoint range of it.
 struct SharedOut {
@@ -536,7 +553,8 @@ impl Kernels {
     }
 
     /// The pool and the split when a product of `n` tokens × `w` is worth splitting: rows
-    /// for one token, tokens for eight or more, in aligned parts, one per worker.
+    /// for one token (a few aligned parts per worker), tokens for eight or more (one aligned
+    /// part per worker).
     fn split(&self, w: &Matrix, n: usize) -> Option<(&'static dyn Parallel, Split)> {
         let pool = self.parallel?;
         let workers = pool.workers();
@@ -550,7 +568,18 @@ impl Kernels {
         } else {
             return None;
         };
-        let per = units.div_ceil(workers).div_ceil(align) * align;
+        // Row parts cost nothing extra (each row is read once either way), so there are a few
+        // per worker: a worker that the OS deschedules on a busy machine then holds up only
+        // a small part while the others claim the rest. Token parts each read the whole
+        // matrix, so there is one per worker.
+        let per_worker = match by {
+            SplitBy::Rows => ROW_PARTS_PER_WORKER,
+            SplitBy::Tokens => 1,
+        };
+        let per = units
+            .div_ceil(workers * per_worker)
+            .div_ceil(align)
+            .saturating_mul(align);
         let parts = units.div_ceil(per);
         (parts >= 2).then_some((pool, Split { by, per, parts }))
     }
@@ -596,6 +625,47 @@ impl Kernels {
                 }
             }
         });
+    }
+
+    /// Calls `task(i, part)` for every `part = out[i·len..(i + 1)·len]` (`out.len()` must be
+    /// a multiple of `len`), spread over the pool when there is one and `work` (the caller's
+    /// count of multiply-adds) is at least [`PARALLEL_MIN_WEIGHTS`]. Each part is computed by
+    /// the same code whichever thread runs it, so results do not depend on the thread count.
+    /// For model code with independent outputs besides the matrix products (attention heads).
+    #[allow(unsafe_code)]
+    pub fn for_each_part(
+        &self,
+        out: &mut [f32],
+        len: usize,
+        work: usize,
+        task: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) -> Result<()> {
+        if len == 0 || !out.len().is_multiple_of(len) {
+            return Err(Error::LengthMismatch {
+                expected: len as u64,
+                found: out.len() as u64,
+            });
+        }
+        let parts = out.len() / len;
+        let pool = self
+            .parallel
+            .filter(|p| p.workers() >= 2 && parts >= 2 && work >= PARALLEL_MIN_WEIGHTS);
+        let Some(pool) = pool else {
+            for (i, part) in out.chunks_exact_mut(len).enumerate() {
+                task(i, part);
+            }
+            return Ok(());
+        };
+        let shared = SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        };
+        pool.run(parts, &|i| {
+            // SAFETY: the pool calls each `i < parts` once, so the ranges `i·len..(i+1)·len`
+            // (inside `out`) never overlap.
+            task(i, unsafe { shared.range(i * len, len) });
+        });
+        Ok(())
     }
 
     fn check_matrix(w: &Matrix) -> Result<()> {
@@ -765,10 +835,11 @@ impl Kernels {
     }
 
     /// Integer-activation product: `y` receives `acts.tokens()` rows of `w.rows()`
-    /// (token-major). `w` must be `tq2_0`, `tq1_0` or `i8` with `w.cols() == acts.cols()`.
+    /// (token-major). `w` must be `tq2_0`, `tq1_0`, `i8`, `q8_0` or `q4_0` with
+    /// `w.cols() == acts.cols()`.
     #[allow(unsafe_code)]
     pub fn gemm_i8(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) -> Result<()> {
-        if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
+        if !Self::has_int8_path(w.format()) {
             return Err(Error::UnsupportedFormat {
                 tensor: Name::EMPTY,
             });
@@ -795,8 +866,24 @@ impl Kernels {
         Ok(())
     }
 
+    /// Whether [`Kernels::gemm_i8`] accepts weights of `format`.
+    pub const fn has_int8_path(format: Format) -> bool {
+        matches!(
+            format,
+            Format::Tq2_0 | Format::Tq1_0 | Format::I8 | Format::Q8_0 | Format::Q4_0
+        )
+    }
+
     #[allow(unsafe_code)]
     fn gemm_i8_checked(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(w.format(), Format::Q8_0 | Format::Q4_0)
+            && matches!(self.isa, Isa::Avx2 | Isa::Avx512Vnni)
+        {
+            // SAFETY: see `gemm_checked`.
+            unsafe { x86_q32::gemm_i8(self.isa, w, acts, y) };
+            return;
+        }
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512Vnni => {

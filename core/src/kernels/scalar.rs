@@ -197,9 +197,76 @@ impl Combine {
     }
 }
 
+/// f32 lane accumulators of the `q8_0`/`q4_0` × int8 order ([`q32_row_i8`]).
+pub const Q32_LANES: usize = 16;
+
+/// The 32 signed weights of a `q8_0` or `q4_0` block and its scale.
+#[inline(always)]
+fn q32_block(format: Format, blk: &[u8]) -> (f32, [i8; 32]) {
+    match format {
+        Format::Q4_0 => match <&[u8; q4_0::BLOCK_BYTES]>::try_from(blk) {
+            Ok(b) => q4_0::unpack_block(b),
+            Err(_) => (0.0, [0; 32]),
+        },
+        _ => match <&[u8; q8_0::BLOCK_BYTES]>::try_from(blk) {
+            Ok(b) => q8_0::unpack_block(b),
+            Err(_) => (0.0, [0; 32]),
+        },
+    }
+}
+
+/// One `q8_0`/`q4_0` row times token `t` of `acts` (zero-padded to whole 256-blocks, so every
+/// 32-block of the row has 32 activations).
+///
+/// The order, which every SIMD path reproduces bit for bit: [`Q32_LANES`] f32 accumulators;
+/// 32-block `k` splits into eight exact integer partial sums `p_j` (products `4j..4j+4`) and
+/// adds each to lane `8·(k mod 2) + j` as `acc = fma(p_j, s, acc)` (one rounding), with
+/// `s = d_k` for [`ActScale::PerToken`] and `s = d_k·a_(k/8)` (the block's activation scale)
+/// for [`ActScale::PerBlock`]; then lanes are added pairwise at distance 8, 4, 2 and 1, and a
+/// per-token activation scale multiplies the result. Sixteen independent lanes are what a
+/// 512-bit register holds for two blocks, so SIMD code never reduces horizontally per block.
+pub fn q32_row_i8(format: Format, row: &[u8], acts: &Int8Acts, t: usize) -> f32 {
+    let bb = format.block_bytes();
+    let a = acts.token(t);
+    let mut acc = [0.0f32; Q32_LANES];
+    for (k, (blk, ak)) in row.chunks_exact(bb).zip(a.chunks_exact(32)).enumerate() {
+        let (d, q) = q32_block(format, blk);
+        let s = match acts.mode {
+            ActScale::PerToken => d,
+            ActScale::PerBlock => d * acts.scales[t * acts.blocks + k / 8],
+        };
+        for j in 0..8 {
+            let p: i32 = (4 * j..4 * j + 4).map(|i| q[i] as i32 * ak[i] as i32).sum();
+            let lane = &mut acc[8 * (k % 2) + j];
+            *lane = libm::fmaf(p as f32, s, *lane);
+        }
+    }
+    let mut width = Q32_LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
+    }
+    match acts.mode {
+        ActScale::PerToken => acc[0] * acts.scales[t],
+        ActScale::PerBlock => acc[0],
+    }
+}
+
 /// Integer-activation product (shapes and format already checked by the caller).
 pub fn gemm_i8(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
     let rows = w.rows();
+    if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+        for t in 0..acts.tokens {
+            for r in 0..rows {
+                y[t * rows + r] = w
+                    .row(r)
+                    .map_or(0.0, |row| q32_row_i8(w.format(), row, acts, t));
+            }
+        }
+        return;
+    }
     for t in 0..acts.tokens {
         let a = acts.token(t);
         for r in 0..rows {

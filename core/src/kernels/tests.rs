@@ -218,9 +218,9 @@ proptest! {
     }
 
     #[test]
-    fn int8_paths_bit_identical(fi in 0usize..3, rows in 1usize..19, cols in 1usize..700,
+    fn int8_paths_bit_identical(fi in 0usize..5, rows in 1usize..19, cols in 1usize..700,
                                 n in 1usize..10, per_block in any::<bool>(), seed in any::<u64>()) {
-        let format = [Format::Tq2_0, Format::Tq1_0, Format::I8][fi];
+        let format = [Format::Tq2_0, Format::Tq1_0, Format::I8, Format::Q8_0, Format::Q4_0][fi];
         let mode = if per_block { ActScale::PerBlock } else { ActScale::PerToken };
         check_int8(format, rows, cols, n, mode, seed);
     }
@@ -405,6 +405,12 @@ fn large_shapes_agree() {
         check_int8(Format::I8, 37, 2048 + 100, 9, mode, 15);
         check_int8(Format::I8, 37, 2048, 1, mode, 16);
         check_int8(Format::Tq1_0, 33, 1024, 5, mode, 13);
+        // Qwen2-0.5B widths: 896 (28 blocks of 32, 3.5 activation blocks), 4864 (152 blocks).
+        for format in [Format::Q8_0, Format::Q4_0] {
+            check_int8(format, 37, 896, 9, mode, 17);
+            check_int8(format, 29, 4864, 5, mode, 18);
+            check_int8(format, 41, 896 + 32, 1, mode, 19);
+        }
     }
 }
 
@@ -491,6 +497,72 @@ fn int8_matches_bitnet_definition() {
     }
 }
 
+/// The `q8_0`/`q4_0` × int8 reference against the exact dot product of the dequantized
+/// weights with the float activations: the only error is the activations' rounding to int8,
+/// at most half a step (`scale / 2`) per activation, so `|Σ w·(x − x̂)| ≤ Σ|w|·scale/2`
+/// (plus 1e-5 relative for the f32 sums).
+#[test]
+fn q32_int8_matches_the_float_product() {
+    for format in [Format::Q8_0, Format::Q4_0] {
+        for mode in [ActScale::PerToken, ActScale::PerBlock] {
+            let (rows, cols, n) = (7, 896 + 17, 3);
+            let bytes = random_matrix(format, rows, cols, 21);
+            let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+            let mut g = Rng(22);
+            let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 2.0).collect();
+            let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
+            let acts = Kernels::scalar()
+                .quantize_acts(&x, n, cols, mode, &mut s)
+                .unwrap();
+            let mut got = vec![0.0f32; n * rows];
+            Kernels::scalar().gemm_i8(&w, &acts, &mut got).unwrap();
+            let mut wrow = vec![0.0f32; cols];
+            for r in 0..rows {
+                quant::dequantize_row(format, w.row(r).unwrap(), cols, &mut wrow).unwrap();
+                for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let (mut exact, mut bound) = (0.0f64, 0.0f64);
+                    for (c, (&wv, &xv)) in wrow.iter().zip(xt).enumerate() {
+                        let step = acts.token_scales(t)[match mode {
+                            ActScale::PerToken => 0,
+                            ActScale::PerBlock => c / QBLOCK,
+                        }];
+                        exact += wv as f64 * xv as f64;
+                        bound += (wv as f64).abs() * (step as f64 / 2.0 + 1e-5 * xv.abs() as f64);
+                    }
+                    let err = (got[t * rows + r] as f64 - exact).abs();
+                    assert!(
+                        err <= bound,
+                        "{format:?} {mode:?} r{r} t{t}: {err} > {bound}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_rounding_is_libm_roundf() {
+    let mut g = Rng(5);
+    let mut xs: Vec<f32> = (0..20000).map(|_| g.f() * 140.0).collect();
+    xs.extend([
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        0.499_999_97,
+        -0.499_999_97,
+        126.5,
+        -126.5,
+        127.4,
+        -0.0,
+    ]);
+    for y in xs {
+        let want = libm::roundf(y).clamp(-127.0, 127.0) as i8;
+        assert_eq!(round_to_i8(y), want, "{y}");
+    }
+}
+
 #[test]
 fn empty_matrices_give_zeros() {
     for format in FORMATS {
@@ -504,7 +576,7 @@ fn empty_matrices_give_zeros() {
                 let mut y = vec![f32::NAN; 4 * rows];
                 k.gemm(&w, &x, 4, &mut y).unwrap();
                 assert!(y.iter().all(|&v| v == 0.0), "{:?} {format:?}", k.isa());
-                if matches!(format, Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
+                if Kernels::has_int8_path(format) {
                     let mode = ActScale::PerToken;
                     let mut s = vec![0u8; Int8Acts::scratch_bytes(4, cols, mode).unwrap()];
                     let acts = k.quantize_acts(&x, 4, cols, mode, &mut s).unwrap();
@@ -555,7 +627,7 @@ fn split_products_are_bit_identical_to_one_thread() {
                 let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
                 let mut scratch =
                     vec![0u8; Int8Acts::scratch_bytes(n, cols, ActScale::PerBlock).unwrap()];
-                let int8 = matches!(format, Format::Tq2_0 | Format::Tq1_0 | Format::I8);
+                let int8 = Kernels::has_int8_path(format);
                 for k in available() {
                     let mut want = vec![0.0f32; n * rows];
                     k.gemm(&w, &x, n, &mut want).unwrap();
@@ -592,6 +664,37 @@ fn split_products_are_bit_identical_to_one_thread() {
             }
         }
     }
+}
+
+#[test]
+fn parts_run_once_each_with_and_without_a_pool() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(3)));
+    let task = |i: usize, part: &mut [f32]| {
+        for (j, v) in part.iter_mut().enumerate() {
+            *v += (i * 10 + j) as f32;
+        }
+    };
+    let mut want = vec![0.0f32; 7 * 5];
+    Kernels::scalar()
+        .for_each_part(&mut want, 5, usize::MAX, &task)
+        .unwrap();
+    let mut got = vec![0.0f32; 7 * 5];
+    Kernels::scalar()
+        .with_parallel(pool)
+        .for_each_part(&mut got, 5, PARALLEL_MIN_WEIGHTS, &task)
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(want[5 * 3 + 2], 32.0);
+    assert!(
+        Kernels::scalar()
+            .for_each_part(&mut got, 4, 0, &task)
+            .is_err()
+    );
+    assert!(
+        Kernels::scalar()
+            .for_each_part(&mut got, 0, 0, &task)
+            .is_err()
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@
 //! [`Error::ContextFull`] before touching anything, so it never overruns.
 
 use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use half::f16;
 
@@ -33,7 +34,7 @@ use crate::error::{Error, Name, Result};
 use crate::format::SafeTensors;
 use crate::kernels::{ActScale, Int8Acts, Kernels};
 use crate::ops::{self, Vector};
-use crate::quant::{Format, Matrix, dequantize_row};
+use crate::quant::{Matrix, dequantize_row};
 
 /// Largest dimension accepted from metadata; keeps every product of two dimensions in range.
 const MAX_DIM: usize = 1 << 22;
@@ -786,6 +787,62 @@ impl<'s> KvCache<'s> {
     }
 }
 
+/// Positions whose scores are computed, exponentiated and applied together in
+/// [`Heads::attend`] (on the stack: attention needs no scratch per thread).
+const ATTEND_CHUNK: usize = 64;
+
+/// One layer's cached keys and values of one KV head, as attention reads them.
+struct Heads<'c, 'k, 'm> {
+    cache: &'c KvCache<'m>,
+    kernels: &'k Kernels,
+    layer: usize,
+    group: usize,
+}
+
+impl Heads<'_, '_, '_> {
+    /// `oh = softmax(q·Kᵀ·scale)·V` over positions `first..=pos`, in chunks with a running
+    /// maximum (the online softmax): each chunk's scores are exponentiated against the
+    /// largest score so far, and what was accumulated under a smaller maximum is rescaled
+    /// by `e^(old − new)`. Equal to the two-pass softmax up to rounding, without a buffer
+    /// of `context` scores.
+    fn attend(
+        &self,
+        qh: &[f32],
+        first: usize,
+        pos: usize,
+        scale: f32,
+        oh: &mut [f32],
+    ) -> Result<()> {
+        let (cache, l, g) = (self.cache, self.layer, self.group);
+        let q_sum: f32 = qh.iter().sum();
+        oh.fill(0.0);
+        let (mut max, mut sum, mut offset) = (f32::NEG_INFINITY, 0.0f32, 0.0f32);
+        let mut scores = [0.0f32; ATTEND_CHUNK];
+        let mut j0 = first;
+        while j0 <= pos {
+            let sc = &mut scores[..ATTEND_CHUNK.min(pos + 1 - j0)];
+            cache.dot_range(self.kernels, l, g, j0, qh, q_sum, sc)?;
+            sc.iter_mut().for_each(|v| *v *= scale);
+            let chunk_max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            if chunk_max > max {
+                if sum != 0.0 {
+                    let alpha = ops::exp_fast(max - chunk_max);
+                    oh.iter_mut().for_each(|o| *o *= alpha);
+                    sum *= alpha;
+                    offset *= alpha;
+                }
+                max = chunk_max;
+            }
+            sum += self.kernels.exp_shifted(sc, max);
+            offset += cache.add_range(self.kernels, l, g, j0, sc, oh)?;
+            j0 += sc.len();
+        }
+        let inv = 1.0 / sum;
+        oh.iter_mut().for_each(|o| *o = (*o + offset) * inv);
+        Ok(())
+    }
+}
+
 /// Per-call working memory for up to `max_tokens` tokens at a time.
 #[derive(Debug)]
 pub struct Scratch<'s> {
@@ -798,20 +855,14 @@ pub struct Scratch<'s> {
     attn: &'s mut [f32],
     gate: &'s mut [f32],
     up: &'s mut [f32],
-    scores: &'s mut [f32],
     rope: &'s mut [f32],
     /// Int8 copies of a linear layer's input (with [`Decoder::with_int8_activations`]).
     acts: &'s mut [u8],
 }
 
-type ScratchParts<C> = ([<C as Carve>::Out<f32>; 10], <C as Carve>::Out<u8>);
+type ScratchParts<C> = ([<C as Carve>::Out<f32>; 9], <C as Carve>::Out<u8>);
 
-fn carve_scratch<C: Carve>(
-    c: &mut C,
-    cfg: &Config,
-    context: usize,
-    max_tokens: usize,
-) -> Result<ScratchParts<C>> {
+fn carve_scratch<C: Carve>(c: &mut C, cfg: &Config, max_tokens: usize) -> Result<ScratchParts<C>> {
     let t = |w: usize| max_tokens.checked_mul(w).ok_or(Error::OutOfRange);
     let widest = cfg.hidden.max(cfg.q_width()).max(cfg.intermediate);
     let acts =
@@ -825,25 +876,26 @@ fn carve_scratch<C: Carve>(
         c.take(t(cfg.q_width())?)?,
         c.take(t(cfg.intermediate)?)?,
         c.take(t(cfg.intermediate)?)?,
-        c.take(context)?,
         c.take(cfg.head_dim)?,
     ];
     Ok((floats, c.take(acts)?))
 }
 
 impl<'s> Scratch<'s> {
-    /// Carves scratch for chunks of up to `max_tokens` tokens and a `context`-position cache.
+    /// Carves scratch for chunks of up to `max_tokens` tokens. `context` (the cache's length)
+    /// no longer changes the size (attention keeps its scores on the stack); it stays for
+    /// callers written against the earlier layout.
     pub fn carve(
         config: &Config,
-        context: usize,
+        _context: usize,
         max_tokens: usize,
         arena: &mut Arena<'s>,
     ) -> Result<Self> {
         if max_tokens == 0 {
             return Err(Error::OutOfRange);
         }
-        let ([x, h, q, k, v, attn, gate, up, scores, rope], acts) =
-            carve_scratch(arena, config, context, max_tokens)?;
+        let ([x, h, q, k, v, attn, gate, up, rope], acts) =
+            carve_scratch(arena, config, max_tokens)?;
         Ok(Scratch {
             max_tokens,
             x,
@@ -854,7 +906,6 @@ impl<'s> Scratch<'s> {
             attn,
             gate,
             up,
-            scores,
             rope,
             acts,
         })
@@ -913,9 +964,10 @@ impl<'w, 'a> Decoder<'w, 'a> {
         }
     }
 
-    /// Quantizes the input of every ternary (`tq2_0`, `tq1_0`) or `i8` linear layer to int8
-    /// and uses the integer kernels (what llama.cpp does for TQ2_0/TQ1_0). Faster, and no
-    /// longer bit-comparable with the float model; other formats keep f32 activations.
+    /// Quantizes the input of every ternary (`tq2_0`, `tq1_0`), `i8`, `q8_0` or `q4_0` linear
+    /// layer (the head included) to int8 and uses the integer kernels (what llama.cpp does for
+    /// TQ2_0/TQ1_0/Q8_0/Q4_0). Faster, and no longer bit-comparable with the float model;
+    /// f32/f16/bf16 layers keep f32 activations.
     pub fn with_int8_activations(mut self, scale: ActScale) -> Self {
         self.int8_acts = Some(scale);
         self
@@ -943,7 +995,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let mut state = Planner::new();
         carve_cache(&mut state, config, context, kv)?;
         let mut scratch = Planner::new();
-        carve_scratch(&mut scratch, config, context, max_tokens)?;
+        carve_scratch(&mut scratch, config, max_tokens)?;
         Ok(MemoryPlan {
             weight_bytes,
             state_bytes: state.bytes(),
@@ -986,12 +1038,6 @@ impl<'w, 'a> Decoder<'w, 'a> {
             return Err(Error::LengthMismatch {
                 expected: cfg.head_dim as u64,
                 found: scratch.rope.len() as u64,
-            });
-        }
-        if scratch.scores.len() < cache.context {
-            return Err(Error::BufferTooSmall {
-                needed: cache.context as u64,
-                provided: scratch.scores.len() as u64,
             });
         }
         if tokens.is_empty() {
@@ -1071,8 +1117,10 @@ impl<'w, 'a> Decoder<'w, 'a> {
         y: &mut [f32],
         acts: &mut [u8],
     ) -> Result<()> {
-        let integer = matches!(w.format(), Format::Tq2_0 | Format::Tq1_0 | Format::I8);
-        if let Some(mode) = self.int8_acts.filter(|_| integer) {
+        if let Some(mode) = self
+            .int8_acts
+            .filter(|_| Kernels::has_int8_path(w.format()))
+        {
             let a = self.kernels.quantize_acts(x, n, w.cols(), mode, acts)?;
             self.kernels.gemm_i8(w, &a, y)?;
         } else if n == 1 {
@@ -1082,6 +1130,36 @@ impl<'w, 'a> Decoder<'w, 'a> {
         }
         if let Some(b) = b {
             add_bias(b, y, w.rows());
+        }
+        Ok(())
+    }
+
+    /// Several linear layers of the same input: with int8 activations the input is quantized
+    /// once for all of them (q, k, v; gate, up), with the same result as one at a time.
+    fn linears(
+        &self,
+        x: &[f32],
+        n: usize,
+        acts: &mut [u8],
+        outs: &mut [(&Matrix, Option<&Vector>, &mut [f32])],
+    ) -> Result<()> {
+        let cols = x.len() / n.max(1);
+        let shared = self.int8_acts.filter(|_| {
+            outs.iter()
+                .all(|(w, _, _)| Kernels::has_int8_path(w.format()) && w.cols() == cols)
+        });
+        let Some(mode) = shared else {
+            for (w, b, y) in outs.iter_mut() {
+                self.linear(w, *b, x, n, y, acts)?;
+            }
+            return Ok(());
+        };
+        let a = self.kernels.quantize_acts(x, n, cols, mode, acts)?;
+        for (w, b, y) in outs.iter_mut() {
+            self.kernels.gemm_i8(w, &a, y)?;
+            if let Some(b) = b {
+                add_bias(b, y, w.rows());
+            }
         }
         Ok(())
     }
@@ -1106,9 +1184,16 @@ impl<'w, 'a> Decoder<'w, 'a> {
             )?;
         }
         let (q, k, v) = (&mut s.q[..n * qw], &mut s.k[..n * kvw], &mut s.v[..n * kvw]);
-        self.linear(&layer.q, layer.q_bias.as_ref(), hn, n, q, s.acts)?;
-        self.linear(&layer.k, layer.k_bias.as_ref(), hn, n, k, s.acts)?;
-        self.linear(&layer.v, layer.v_bias.as_ref(), hn, n, v, s.acts)?;
+        self.linears(
+            hn,
+            n,
+            s.acts,
+            &mut [
+                (&layer.q, layer.q_bias.as_ref(), &mut *q),
+                (&layer.k, layer.k_bias.as_ref(), &mut *k),
+                (&layer.v, layer.v_bias.as_ref(), &mut *v),
+            ],
+        )?;
         let start = cache.len;
         for t in 0..n {
             let pos = start + t;
@@ -1128,27 +1213,35 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let group = cfg.n_head / cfg.n_kv_head;
         let scale = 1.0 / libm::sqrtf(hd as f32);
         let out = &mut s.attn[..n * qw];
-        out.fill(0.0);
-        for t in 0..n {
+        let (cache, q, kernels) = (&*cache, &*q, self.kernels);
+        let failed = AtomicBool::new(false);
+        // Multiply-adds of the scores and the weighted sum, to decide whether threads pay.
+        let work = n
+            .saturating_mul(cfg.n_head)
+            .saturating_mul(start + n)
+            .saturating_mul(2 * hd);
+        // One part per (token, head): independent outputs, so they may run on any thread.
+        kernels.for_each_part(out, hd, work, &|i, oh| {
+            let (t, head) = (i / cfg.n_head, i % cfg.n_head);
             // Causal, and within the window: positions first..=pos.
             let pos = start + t;
             let first = cfg.window(l).map_or(0, |w| (pos + 1).saturating_sub(w));
-            for head in 0..cfg.n_head {
-                let g = head / group;
-                let qh = &q[t * qw + head * hd..t * qw + (head + 1) * hd];
-                let q_sum: f32 = qh.iter().sum();
-                let scores = &mut s.scores[..pos + 1 - first];
-                cache.dot_range(&self.kernels, l, g, first, qh, q_sum, scores)?;
-                scores.iter_mut().for_each(|sc| *sc *= scale);
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let sum = self.kernels.exp_shifted(scores, max);
-                let oh = &mut out[t * qw + head * hd..t * qw + (head + 1) * hd];
-                scores.iter_mut().for_each(|w| *w /= sum);
-                let offset = cache.add_range(&self.kernels, l, g, first, scores, oh)?;
-                if offset != 0.0 {
-                    oh.iter_mut().for_each(|o| *o += offset);
-                }
+            let qh = &q[t * qw + head * hd..t * qw + (head + 1) * hd];
+            let heads = Heads {
+                cache,
+                kernels: &kernels,
+                layer: l,
+                group: head / group,
+            };
+            if heads.attend(qh, first, pos, scale, oh).is_err() {
+                failed.store(true, Ordering::Relaxed);
             }
+        })?;
+        if failed.load(Ordering::Relaxed) {
+            return Err(Error::LengthMismatch {
+                expected: hd as u64,
+                found: 0,
+            });
         }
         self.linear(&layer.o, layer.o_bias.as_ref(), out, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
@@ -1171,8 +1264,15 @@ impl<'w, 'a> Decoder<'w, 'a> {
             )?;
         }
         let (gate, up) = (&mut s.gate[..n * ff], &mut s.up[..n * ff]);
-        self.linear(&layer.gate, layer.gate_bias.as_ref(), hn, n, gate, s.acts)?;
-        self.linear(&layer.up, layer.up_bias.as_ref(), hn, n, up, s.acts)?;
+        self.linears(
+            hn,
+            n,
+            s.acts,
+            &mut [
+                (&layer.gate, layer.gate_bias.as_ref(), &mut *gate),
+                (&layer.up, layer.up_bias.as_ref(), &mut *up),
+            ],
+        )?;
         self.kernels.silu_mul(gate, up)?;
         self.linear(&layer.down, layer.down_bias.as_ref(), gate, n, hn, s.acts)?;
         for (xv, &o) in s.x[..n * h].iter_mut().zip(hn.iter()) {
@@ -1202,7 +1302,7 @@ impl<'w, 'a> Decoder<'w, 'a> {
         let h = cfg.hidden;
         let last = &s.x[(n - 1) * h..n * h];
         rms_norm(last, &self.weights.norm, cfg.rms_eps, &mut s.h[..h])?;
-        self.kernels.gemv(&self.weights.head, &s.h[..h], logits)
+        self.linear(&self.weights.head, None, &s.h[..h], 1, logits, s.acts)
     }
 }
 

@@ -48,7 +48,8 @@ pub struct Args {
     /// KV cache storage (llama, qwen2; goldfinch: f32 or f16 GOLD keys and values).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "int8", "int4", "i8", "i4"])]
     kv: String,
-    /// Int8 activations for ternary layers (llama, qwen2).
+    /// Int8 activations for tq2_0/tq1_0/i8/q8_0/q4_0 layers and head (llama, qwen2), as
+    /// llama.cpp quantizes them for its TQ and Q8_0/Q4_0 products.
     #[arg(long)]
     int8_acts: bool,
     #[command(flatten)]
