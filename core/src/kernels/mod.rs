@@ -281,14 +281,15 @@ fn quantize_absmax(x: &[f32], q: &mut [i8]) -> f32 {
     amax / 127.0
 }
 
-/// `libm::roundf(y)` (halves away from zero) clamped to `-127..=127`, for finite `|y| ≤ 2^23`,
+/// `libm::roundf(y)` (halves away from zero) clamped to `-127..=127` (NaN gives 0),
 /// without the libm call: truncation and the exact fraction `y − trunc(y)` decide, so the
 /// loop vectorizes (activation quantization runs for every linear layer).
 #[inline(always)]
 fn round_to_i8(y: f32) -> i8 {
     let t = y as i32;
     let f = y - t as f32;
-    (t + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
+    // Clamped first so that ±∞ (t saturated to i32::MAX/MIN) cannot overflow the add.
+    (t.clamp(-128, 128) + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
 }
 
 fn split_aligned<T: bytemuck::Pod>(buf: &mut [u8], n: usize) -> Result<(&mut [T], &mut [u8])> {
