@@ -352,8 +352,9 @@ def main() -> None:
                 elif label:
                     gguf_file = scratch / f"rwkv6-{shape}-{label}.gguf"
                     if not (kept and gguf_file.exists()):
+                        # Embedding and head stay F16, as in goldcrest's q4 file.
                         quantize_gguf(llama_cpp, f16_gguf, gguf_file, LLAMA_FTYPE_MOSTLY_Q4_0,
-                                      max(threads))
+                                      max(threads), GGML_TYPE_F16)
                 files[fmt] = (gc_file, label, gguf_file)
             if not a.keep:
                 ckpt_path.unlink(missing_ok=True)
