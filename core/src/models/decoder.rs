@@ -173,14 +173,7 @@ impl Config {
     /// Reads and checks the hyperparameters of a `llama` or `qwen2` file.
     pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<Config> {
         let meta = st.metadata();
-        if let Some((major, _)) = meta.format_version()?
-            && major > 1
-        {
-            return Err(Error::UnsupportedVersion {
-                found_major: major,
-                supported_major: 1,
-            });
-        }
+        // `SafeTensors::parse` has already refused files of a newer major format version.
         let arch = match meta.arch().and_then(|a| a.as_str()) {
             Some("llama") => Arch::Llama,
             Some("qwen2") => Arch::Qwen2,

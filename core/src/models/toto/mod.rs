@@ -86,7 +86,7 @@ pub struct TotoConfig {
     pub scale_factor_exponent: f64,
 }
 
-fn bad_meta(key: &str) -> Error {
+pub(crate) fn bad_meta(key: &str) -> Error {
     Error::BadMetadata {
         key: Name::new(key),
     }
@@ -96,14 +96,7 @@ impl TotoConfig {
     /// Reads and checks the configuration from a file's metadata.
     pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<TotoConfig> {
         let meta = st.metadata();
-        if let Some((major, _)) = meta.format_version()?
-            && major > 1
-        {
-            return Err(Error::UnsupportedVersion {
-                found_major: major,
-                supported_major: 1,
-            });
-        }
+        // `SafeTensors::parse` has already refused files of a newer major format version.
         match meta.arch() {
             Some(a) if a.as_str() == Some(ARCH) => {}
             _ => return Err(bad_meta("goldcrest.arch")),

@@ -28,7 +28,7 @@
 //! [`Toto2::memory_plan`] gives the exact bytes for a [`ForecastShape`]; every activation of the
 //! single pass lives in the caller's buffer (no KV cache: the whole sequence is one pass).
 
-use super::{RunningStats, Series, rope_angle, softplus, tensor_name};
+use super::{RunningStats, Series, bad_meta, rope_angle, softplus, tensor_name};
 use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::SafeTensors;
@@ -105,24 +105,11 @@ pub struct Toto2Config {
     pub mlp_bias: bool,
 }
 
-fn bad_meta(key: &str) -> Error {
-    Error::BadMetadata {
-        key: Name::new(key),
-    }
-}
-
 impl Toto2Config {
     /// Reads and checks the configuration from a file's metadata.
     pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<Toto2Config> {
         let meta = st.metadata();
-        if let Some((major, _)) = meta.format_version()?
-            && major > 1
-        {
-            return Err(Error::UnsupportedVersion {
-                found_major: major,
-                supported_major: 1,
-            });
-        }
+        // `SafeTensors::parse` has already refused files of a newer major format version.
         match meta.arch() {
             Some(a) if a.as_str() == Some(ARCH) => {}
             _ => return Err(bad_meta("goldcrest.arch")),
