@@ -181,6 +181,41 @@ unsafe fn codes_zmm<const F: u8>(p: *const u8, bb: usize, two: bool) -> __m512i 
     }
 }
 
+/// What both ISAs' tiles of `R` rows × `T` tokens set up before their block loop.
+struct Tile<const R: usize, const T: usize> {
+    rows: usize,
+    /// Bytes per block and blocks per row.
+    bb: usize,
+    nb: usize,
+    /// The tile's weight rows and token activations.
+    rs: [*const u8; R],
+    ap: [*const i8; T],
+    /// [`prefetch_plan`]'s answer for this tile.
+    prefetch: bool,
+    ahead: usize,
+}
+
+impl<const R: usize, const T: usize> Tile<R, T> {
+    #[inline(always)]
+    fn new(w: &Matrix, acts: &Int8Acts, r0: usize, t0: usize) -> Self {
+        let bb = w.format().block_bytes();
+        let (prefetch, ahead) = prefetch_plan::<R, T>(w, t0);
+        let mut ap = [core::ptr::null::<i8>(); T];
+        for (t, p) in ap.iter_mut().enumerate() {
+            *p = acts.token(t0 + t).as_ptr();
+        }
+        Tile {
+            rows: w.rows(),
+            bb,
+            nb: w.row_bytes() / bb,
+            rs: row_ptrs::<R>(w, r0),
+            ap,
+            prefetch,
+            ahead,
+        }
+    }
+}
+
 /// `q8_0`/`q4_0` × int8 on a tile of `R` rows × `T` tokens with 512-bit vectors.
 ///
 /// # Safety
@@ -193,15 +228,15 @@ unsafe fn tile_vnni<const F: u8, const PB: bool, const R: usize, const T: usize>
     t0: usize,
     y: &mut [f32],
 ) {
-    let rows = w.rows();
-    let bb = w.format().block_bytes();
-    let nb = w.row_bytes() / bb;
-    let rs = row_ptrs::<R>(w, r0);
-    let (prefetch, ahead) = prefetch_plan::<R, T>(w, t0);
-    let mut ap = [core::ptr::null::<i8>(); T];
-    for (t, p) in ap.iter_mut().enumerate() {
-        *p = acts.token(t0 + t).as_ptr();
-    }
+    let Tile {
+        rows,
+        bb,
+        nb,
+        rs,
+        prefetch,
+        ahead,
+        ap,
+    } = Tile::<R, T>::new(w, acts, r0, t0);
     let off = _mm512_set1_epi8(offset::<F>());
     // Lanes 0..8 take element 0 (block k's scale), lanes 8..16 element 1 (block k + 1's).
     let pick = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -306,15 +341,15 @@ unsafe fn tile_avx2<const F: u8, const PB: bool, const R: usize, const T: usize>
     t0: usize,
     y: &mut [f32],
 ) {
-    let rows = w.rows();
-    let bb = w.format().block_bytes();
-    let nb = w.row_bytes() / bb;
-    let rs = row_ptrs::<R>(w, r0);
-    let (prefetch, ahead) = prefetch_plan::<R, T>(w, t0);
-    let mut ap = [core::ptr::null::<i8>(); T];
-    for (t, p) in ap.iter_mut().enumerate() {
-        *p = acts.token(t0 + t).as_ptr();
-    }
+    let Tile {
+        rows,
+        bb,
+        nb,
+        rs,
+        prefetch,
+        ahead,
+        ap,
+    } = Tile::<R, T>::new(w, acts, r0, t0);
     // [even blocks, odd blocks] per output.
     let mut acc = [[[_mm256_setzero_ps(); 2]; T]; R];
     for k in 0..nb {
