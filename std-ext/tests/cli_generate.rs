@@ -4,27 +4,19 @@
 //! resume, perplexity against exp(mean NLL) from `goldcrest logits`, and error exits.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+mod common;
+use common::{Run, argmax, goldcrest, join_ids as join, parse_ids};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn goldcrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goldcrest"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// Its stdout, failing the test with its stderr unless it succeeded.
+fn ok(run: Run) -> String {
+    assert!(run.ok, "{}", run.stderr);
+    run.stdout
 }
 
 /// Converted fixtures, made once per test run: (rwkv6 with the World tokenizer, qwen2, llama).
@@ -37,7 +29,7 @@ fn models() -> &'static (PathBuf, PathBuf, PathBuf) {
         let fixtures = root().join("tests/fixtures");
         let rwkv = dir.join("rwkv6.safetensors");
         let rwkv_in = fixtures.join("rwkv6/tiny_a.safetensors");
-        ok(goldcrest(&[
+        ok(goldcrest([
             "convert",
             "rwkv6",
             rwkv_in.to_str().unwrap(),
@@ -53,7 +45,7 @@ fn models() -> &'static (PathBuf, PathBuf, PathBuf) {
         for arch in ["qwen2", "llama"] {
             let out = dir.join(format!("{arch}.safetensors"));
             let input = fixtures.join("decoder").join(arch);
-            ok(goldcrest(&[
+            ok(goldcrest([
                 "convert",
                 arch,
                 input.to_str().unwrap(),
@@ -73,48 +65,18 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn join(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn parse_ids(text: &str) -> Vec<u32> {
-    text.trim()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect()
-}
-
 /// Every position's logits from `goldcrest logits`.
 fn logits(model: &Path, ids: &[u32]) -> Vec<Vec<f32>> {
-    let text = ok(goldcrest(&[
+    let text = ok(goldcrest([
         "logits",
         "--model",
         path(model),
         "--ids",
         &join(ids),
     ]));
-    text.lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            v["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
+    let flat = common::logits_lines(&text);
+    let vocab = flat.len() / ids.len();
+    flat.chunks(vocab).map(<[f32]>::to_vec).collect()
 }
 
 fn greedy_ids(model: &Path, prompt: &[u32], n: usize, extra: &[&str]) -> Vec<u32> {
@@ -167,7 +129,7 @@ fn decoder_greedy_generation_equals_the_transformers_tokens() {
         "goldcrest-cli-swa-{}.safetensors",
         std::process::id()
     ));
-    ok(goldcrest(&[
+    ok(goldcrest([
         "convert",
         "qwen2",
         path(&fixture),
@@ -213,7 +175,7 @@ fn rwkv6_greedy_generation_follows_the_model_and_streams_text() {
     assert_eq!(greedy_ids(rwkv, &prompt, 6, &[]), expected);
 
     // Without --emit-ids the embedded World tokenizer turns the same ids into text.
-    let text = ok(goldcrest(&[
+    let text = ok(goldcrest([
         "generate",
         "--model",
         path(rwkv),
@@ -235,7 +197,7 @@ fn rwkv6_greedy_generation_follows_the_model_and_streams_text() {
     assert!(chars.len() >= 3, "{text:?}");
     let stop: String = chars[chars.len() - 2..].iter().collect();
     let cut = text.find(&stop).unwrap();
-    let stopped = ok(goldcrest(&[
+    let stopped = ok(goldcrest([
         "generate",
         "--model",
         path(rwkv),
@@ -306,7 +268,7 @@ fn rwkv6_state_out_then_state_in_continues_identically() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
     std::fs::write(&state, bytes).unwrap();
-    let out = goldcrest(&[
+    let out = goldcrest([
         "generate",
         "--model",
         path(rwkv),
@@ -315,8 +277,8 @@ fn rwkv6_state_out_then_state_in_continues_identically() {
         "--state-in",
         path(&state),
     ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("state"));
+    assert!(!out.ok);
+    assert!(out.stderr.contains("state"), "{}", out.stderr);
 }
 
 #[test]
@@ -324,7 +286,7 @@ fn context_limit_stops_generation_with_a_message() {
     let (_, qwen2, _) = models();
     // The qwen2 fixture holds 64 positions: 60 prompt ids leave room for 4 more.
     let prompt: Vec<u32> = (0..60).map(|i| (i * 7 % 256) as u32).collect();
-    let out = goldcrest(&[
+    let out = goldcrest([
         "generate",
         "--model",
         path(qwen2),
@@ -335,13 +297,9 @@ fn context_limit_stops_generation_with_a_message() {
         "--ids",
         &join(&prompt),
     ]);
-    let stdout = ok(Output {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: out.stderr.clone(),
-    });
-    assert_eq!(parse_ids(&stdout).len(), 5);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("context limit of 64"));
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(parse_ids(&out.stdout).len(), 5);
+    assert!(out.stderr.contains("context limit of 64"), "{}", out.stderr);
 }
 
 /// exp(mean NLL of each next token) over the logits of `goldcrest logits`, window by window.
@@ -427,8 +385,8 @@ fn perplexity_equals_exp_mean_nll_from_logits() {
 
 fn fails_saying(args: &[&str], needle: &str) {
     let out = goldcrest(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.ok, "{args:?} succeeded");
+    let err = &out.stderr;
     assert!(err.contains(needle), "{args:?}: {err}");
 }
 

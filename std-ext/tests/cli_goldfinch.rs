@@ -4,54 +4,21 @@
 //! `--state-in` continues exactly as one uninterrupted run, and `bench`/`inspect` report the
 //! cache. Tolerance on logits 1e-4 absolute.
 
-use std::process::{Command, Output};
+mod common;
+use common::{goldcrest, goldcrest_ok, golden_f32, golden_ids, join_ids as join};
 
 fn fixture(file: &str) -> String {
-    format!(
-        "{}/../tests/fixtures/goldfinch/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn goldcrest(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_goldcrest"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    let path = common::fixture(&format!("goldfinch/{file}"));
+    path.to_str().unwrap().to_owned()
 }
 
 /// Tokens and whole-sequence logits [T, V] of a fixture's golden file.
 fn golden(name: &str) -> (Vec<u32>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(&format!("{name}.golden.safetensors"))).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let words = |name: &str| -> Vec<[u8; 4]> {
-        st.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect()
-    };
+    let path = common::fixture(&format!("goldfinch/{name}.golden.safetensors"));
     (
-        words("tokens")
-            .into_iter()
-            .map(|b| i32::from_le_bytes(b) as u32)
-            .collect(),
-        words("full_logits")
-            .into_iter()
-            .map(f32::from_le_bytes)
-            .collect(),
+        golden_ids(&path, "tokens"),
+        golden_f32(&path, "full_logits"),
     )
-}
-
-fn join(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[test]
@@ -60,7 +27,7 @@ fn logits_match_the_reference() {
         let (tokens, reference) = golden(name);
         for chunk in ["1", "64"] {
             let model = fixture(&format!("{name}.safetensors"));
-            let out = goldcrest(&[
+            let out = goldcrest_ok([
                 "logits",
                 "--model",
                 &model,
@@ -69,24 +36,7 @@ fn logits_match_the_reference() {
                 "--ids",
                 &join(&tokens),
             ]);
-            let mut got = Vec::new();
-            for (i, line) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                assert_eq!(v["pos"], i);
-                got.extend(
-                    v["logits"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_f64().unwrap() as f32),
-                );
-            }
-            assert_eq!(got.len(), reference.len());
-            let d = got
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let d = common::max_abs_diff(&common::logits_lines(&out.stdout), &reference);
             assert!(d <= 1e-4, "{name} chunk {chunk}: {d}");
         }
     }
@@ -106,7 +56,7 @@ fn perplexity_equals_the_reference_nll() {
         .sum::<f64>()
         / (tokens.len() - 1) as f64;
     for chunk in ["1", "3"] {
-        let out = goldcrest(&[
+        let out = goldcrest_ok([
             "perplexity",
             "--model",
             &fixture("tiny_b.safetensors"),
@@ -115,7 +65,7 @@ fn perplexity_equals_the_reference_nll() {
             "--ids",
             &join(&tokens),
         ]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(report["arch"], "goldfinch");
         assert_eq!(report["tokens"], tokens.len() - 1);
         let got = report["mean_nll"].as_f64().unwrap();
@@ -138,16 +88,8 @@ fn generate(model: &str, ids: &[u32], max: usize, state: &[&str]) -> (Vec<u32>, 
     let ids = join(ids);
     args.extend(["--ids", &ids]);
     args.extend(state);
-    let out = goldcrest(&args);
-    let text = String::from_utf8(out.stdout).unwrap();
-    (
-        text.trim()
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap())
-            .collect(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let out = goldcrest_ok(&args);
+    (common::parse_ids(&out.stdout), out.stderr)
 }
 
 #[test]
@@ -185,18 +127,23 @@ fn saved_context_continues_like_one_run() {
     assert_eq!(continued, uninterrupted);
 
     // A context saved from one model does not restore into another.
-    let other = Command::new(env!("CARGO_BIN_EXE_goldcrest"))
-        .args(["generate", "--model", &fixture("tiny_b.safetensors")])
-        .args(["--ids", "1", "--greedy", "--state-in", saved])
-        .output()
-        .unwrap();
-    assert!(!other.status.success());
-    assert!(String::from_utf8_lossy(&other.stderr).contains("restoring the state"));
+    let other = goldcrest([
+        "generate",
+        "--model",
+        &fixture("tiny_b.safetensors"),
+        "--ids",
+        "1",
+        "--greedy",
+        "--state-in",
+        saved,
+    ]);
+    assert!(!other.ok);
+    assert!(other.stderr.contains("restoring the state"));
 }
 
 #[test]
 fn bench_and_inspect_report_the_cache() {
-    let out = goldcrest(&[
+    let out = goldcrest_ok([
         "bench",
         "--model",
         &fixture("tiny_b.safetensors"),
@@ -208,7 +155,7 @@ fn bench_and_inspect_report_the_cache() {
         "--repeat",
         "1",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["arch"], "goldfinch");
     for key in ["prefill_tokens_per_s", "decode_tokens_per_s"] {
         assert!(v[key].as_f64().is_some_and(|r| r > 0.0), "{key} in {v}");
@@ -216,7 +163,7 @@ fn bench_and_inspect_report_the_cache() {
 
     // With 20 tokens already in the context (restored from a synthetic saved context), and
     // the cache per token: tiny_b with f16 keys and values, 4 + 4·8 + 2·(2·128·2).
-    let out = goldcrest(&[
+    let out = goldcrest_ok([
         "bench",
         "--model",
         &fixture("tiny_b.safetensors"),
@@ -230,7 +177,7 @@ fn bench_and_inspect_report_the_cache() {
         "--repeat",
         "1",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["context"], 20);
     assert!(
         v["context_filled"]
@@ -242,8 +189,8 @@ fn bench_and_inspect_report_the_cache() {
     assert_eq!(v["cache_bytes_per_token"], 1060);
     assert_eq!(v["cache_at_rest_bytes_per_token"], 36);
 
-    let out = goldcrest(&["inspect", "--json", &fixture("tiny_b.safetensors")]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = goldcrest_ok(["inspect", "--json", &fixture("tiny_b.safetensors")]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let plan = &v["memory_plan"];
     // tiny_b: C 128, 2 GOLD layers, c_dim 8: 4 + 4·8 + 2·(2·128·2) working with f16 keys and
     // values (4 + 4·(8 + 2·128·2) with f32), 4 + 4·8 at rest.

@@ -10,6 +10,9 @@ use goldcrest_core::models::decoder::{Arch, Decoder, KvCache, KvFormat, Scratch,
 use goldcrest_core::quant::Format;
 use goldcrest_std::convert::decoder::{Options, convert};
 
+mod common;
+use common::{argmax, goldcrest, goldcrest_ok, max_abs_diff};
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/decoder")
@@ -152,24 +155,6 @@ fn run_with(
 
 fn golden_prompt() -> Vec<u32> {
     vec![1, 17, 42, 99, 200, 7, 255, 64]
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// f32 weights, f32 cache: every prompt logit and every step's logits within 1e-4, and the
@@ -855,30 +840,29 @@ fn kv_formats_over_256_steps() {
 fn cli_convert_then_inspect_reports_the_plan() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("qwen2.gc");
-    let run = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_goldcrest"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let fixture_dir = fixture("qwen2");
-    let converted = run(&[
-        "convert".as_ref(),
-        "qwen2".as_ref(),
-        fixture_dir.as_os_str(),
-        out.as_os_str(),
-        "--weights".as_ref(),
-        "q4".as_ref(),
-    ]);
-    let stderr = String::from_utf8_lossy(&converted.stderr);
-    assert!(converted.status.success(), "{stderr}");
-    assert!(stderr.contains("q4_0 linear weights"), "{stderr}");
-    let inspected = run(&["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]);
-    assert!(inspected.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let convert = |weights: &str, to: &Path| {
+        goldcrest([
+            "convert".as_ref(),
+            "qwen2".as_ref(),
+            fixture_dir.as_os_str(),
+            to.as_os_str(),
+            "--weights".as_ref(),
+            weights.as_ref(),
+        ])
+    };
+    let converted = convert("q4", &out);
+    assert!(converted.ok, "{}", converted.stderr);
+    assert!(
+        converted.stderr.contains("q4_0 linear weights"),
+        "{}",
+        converted.stderr
+    );
+    let inspected = goldcrest_ok(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    let v: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
     // 2 layers × K,V × 2 KV heads × 64 positions × head 16 × 2 bytes (f16).
     assert_eq!(v["memory_plan"]["state_bytes"], 2 * 2 * 2 * 64 * 16 * 2);
-    let bench = run(&[
+    let bench = goldcrest_ok([
         "bench".as_ref(),
         "--model".as_ref(),
         out.as_os_str(),
@@ -892,31 +876,15 @@ fn cli_convert_then_inspect_reports_the_plan() {
         "i8".as_ref(),
         "--json".as_ref(),
     ]);
-    assert!(
-        bench.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bench.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&bench.stdout).unwrap();
     assert_eq!(v["arch"], "qwen2");
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     // `logits` on an f32 conversion prints transformers' prompt logits (within 1e-4).
     let f32_file = dir.path().join("qwen2-f32.gc");
-    let converted = run(&[
-        "convert".as_ref(),
-        "qwen2".as_ref(),
-        fixture_dir.as_os_str(),
-        f32_file.as_os_str(),
-        "--weights".as_ref(),
-        "f32".as_ref(),
-    ]);
-    assert!(converted.status.success());
-    let ids = golden_prompt()
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let logits = run(&[
+    let converted = convert("f32", &f32_file);
+    assert!(converted.ok, "{}", converted.stderr);
+    let ids = common::join_ids(&golden_prompt());
+    let logits = goldcrest_ok([
         "logits".as_ref(),
         "--model".as_ref(),
         f32_file.as_os_str(),
@@ -925,36 +893,12 @@ fn cli_convert_then_inspect_reports_the_plan() {
         "--chunk".as_ref(),
         "3".as_ref(),
     ]);
-    assert!(
-        logits.status.success(),
-        "{}",
-        String::from_utf8_lossy(&logits.stderr)
-    );
-    let printed: Vec<f32> = String::from_utf8(logits.stdout)
-        .unwrap()
-        .lines()
-        .flat_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            v["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let printed = common::logits_lines(&logits.stdout);
     let err = max_abs_diff(&printed, &golden("qwen2").logits_prompt);
     assert!(err <= 1e-4, "{err}");
-    let refused = run(&[
-        "convert".as_ref(),
-        "qwen2".as_ref(),
-        fixture_dir.as_os_str(),
-        out.as_os_str(),
-        "--weights".as_ref(),
-        "tq2".as_ref(),
-    ]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("not ternary"));
+    let refused = convert("tq2", &out);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("not ternary"), "{}", refused.stderr);
 }
 
 /// `convert_to_file` (the CLI's streaming path: header from the planned sizes, then each
@@ -1034,14 +978,8 @@ fn streaming_conversion_is_byte_identical() {
 fn cli_bench_with_context_fills_the_kv_cache_synthetically() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("llama.gc");
-    let run = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_goldcrest"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let fixture_dir = fixture("llama");
-    let converted = run(&[
+    goldcrest_ok([
         "convert".as_ref(),
         "llama".as_ref(),
         fixture_dir.as_os_str(),
@@ -1049,13 +987,8 @@ fn cli_bench_with_context_fills_the_kv_cache_synthetically() {
         "--weights".as_ref(),
         "f32".as_ref(),
     ]);
-    assert!(
-        converted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&converted.stderr)
-    );
     let bench = |context: &str| {
-        run(&[
+        goldcrest([
             "bench".as_ref(),
             "--model".as_ref(),
             out.as_os_str(),
@@ -1071,12 +1004,8 @@ fn cli_bench_with_context_fills_the_kv_cache_synthetically() {
         ])
     };
     let filled = bench("50");
-    assert!(
-        filled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&filled.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&filled.stdout).unwrap();
+    assert!(filled.ok, "{}", filled.stderr);
+    let v: serde_json::Value = serde_json::from_str(&filled.stdout).unwrap();
     assert_eq!(v["arch"], "llama");
     assert_eq!(v["context"], 50);
     let how = v["context_filled"].as_str().unwrap();
@@ -1088,6 +1017,10 @@ fn cli_bench_with_context_fills_the_kv_cache_synthetically() {
     }
     // The fixture's 64 trained positions cannot hold 60 + 6 + 3.
     let over = bench("60");
-    assert!(!over.status.success());
-    assert!(String::from_utf8_lossy(&over.stderr).contains("exceeds the model's"));
+    assert!(!over.ok);
+    assert!(
+        over.stderr.contains("exceeds the model's"),
+        "{}",
+        over.stderr
+    );
 }

@@ -3,46 +3,31 @@
 //! GluonTS predictor's settings, which the CLI uses) within 1e-5 relative to max(1, |value|);
 //! a level between two of the nine is their linear interpolation.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+
+mod common;
+use common::goldcrest;
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/toto2/gqa")
+    common::fixture("toto2/gqa")
 }
 
 fn golden(key: &str) -> Vec<f64> {
-    let bytes = std::fs::read(fixture().join("golden.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(key).unwrap();
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-        .collect()
-}
-
-fn goldcrest(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_goldcrest"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let values = common::golden_f32(&fixture().join("golden.safetensors"), key);
+    values.into_iter().map(f64::from).collect()
 }
 
 #[test]
 fn converted_model_forecasts_reference_quantiles() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("toto2.gc");
-    let (ok, _, err) = goldcrest(&[
+    let run = goldcrest([
         "convert".as_ref(),
         "toto2".as_ref(),
         fixture().as_os_str(),
         model.as_os_str(),
     ]);
-    assert!(ok, "{err}");
+    assert!(run.ok, "{}", run.stderr);
 
     // The fixture's three variates, 22 steps; NaN is an empty cell.
     let values = golden("values");
@@ -64,7 +49,7 @@ fn converted_model_forecasts_reference_quantiles() {
     }
     let input = dir.path().join("in.csv");
     std::fs::write(&input, csv).unwrap();
-    let (ok, out, err) = goldcrest(&[
+    let run = goldcrest([
         "forecast".as_ref(),
         "--input".as_ref(),
         input.as_os_str(),
@@ -75,8 +60,8 @@ fn converted_model_forecasts_reference_quantiles() {
         "--quantiles".as_ref(),
         "0.1,0.25,0.9".as_ref(),
     ]);
-    assert!(ok, "{err}");
-    let mut lines = out.lines();
+    assert!(run.ok, "{}", run.stderr);
+    let mut lines = run.stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let rows: Vec<Vec<f64>> = lines
         .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
@@ -109,7 +94,7 @@ fn converted_model_forecasts_reference_quantiles() {
     }
 
     // Options that do not apply to Toto 2.0 are refused with a reason.
-    let (ok, _, err) = goldcrest(&[
+    let run = goldcrest([
         "forecast".as_ref(),
         "--input".as_ref(),
         input.as_os_str(),
@@ -120,8 +105,12 @@ fn converted_model_forecasts_reference_quantiles() {
         "--quantiles".as_ref(),
         "0.05,0.5".as_ref(),
     ]);
-    assert!(!ok && err.contains("0.1 … 0.9"), "{err}");
-    let (ok, _, err) = goldcrest(&[
+    assert!(
+        !run.ok && run.stderr.contains("0.1 … 0.9"),
+        "{}",
+        run.stderr
+    );
+    let run = goldcrest([
         "forecast".as_ref(),
         "--input".as_ref(),
         input.as_os_str(),
@@ -131,5 +120,5 @@ fn converted_model_forecasts_reference_quantiles() {
         "3".as_ref(),
         "--mean".as_ref(),
     ]);
-    assert!(!ok && err.contains("--mean"), "{err}");
+    assert!(!run.ok && run.stderr.contains("--mean"), "{}", run.stderr);
 }
