@@ -148,7 +148,7 @@ fn bench(c: &mut Criterion) {
             let mut ram = vec![0u8; plan.bytes_unaligned()];
             let mut arena = Arena::new_unaligned(&mut ram);
             let mut cache = KvCache::carve(&cfg, context, KvFormat::F16, &mut arena).unwrap();
-            let mut scratch = Scratch::carve(&cfg, context, PROMPT, &mut arena).unwrap();
+            let mut scratch = Scratch::carve(&cfg, PROMPT, &mut arena).unwrap();
             let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| i * 7 % VOCAB as u32).collect();
             let mut logits = vec![0.0f32; VOCAB];
             group.throughput(Throughput::Elements(PROMPT as u64));

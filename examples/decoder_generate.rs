@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ram = vec![0u8; plan.bytes_unaligned()];
     let mut arena = Arena::new_unaligned(&mut ram);
     let mut cache = KvCache::carve(&config, context, KvFormat::F16, &mut arena)?;
-    let mut scratch = Scratch::carve(&config, context, chunk, &mut arena)?;
+    let mut scratch = Scratch::carve(&config, chunk, &mut arena)?;
     eprintln!(
         "weights {} B in place, RAM {} B",
         plan.weight_bytes,

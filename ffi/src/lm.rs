@@ -689,7 +689,7 @@ fn build_session(
                 decoder::KvFormat::F16,
                 &mut arena,
             )?,
-            scratch: decoder::Scratch::carve(m.config(), context, max_tokens, &mut arena)?,
+            scratch: decoder::Scratch::carve(m.config(), max_tokens, &mut arena)?,
         },
         Model::GoldFinch(m) => Run::GoldFinch {
             context: goldfinch::Context::carve(m.config(), context, &mut arena)?,

@@ -434,7 +434,7 @@ fn decoder_through_the_abi_equals_the_rust_api_and_the_reference() {
         );
         let mut cache =
             KvCache::carve(&cfg, 32, KvFormat::F16, &mut Arena::new_unaligned(&mut a)).unwrap();
-        let mut scratch = Scratch::carve(&cfg, 32, 8, &mut Arena::new_unaligned(&mut b)).unwrap();
+        let mut scratch = Scratch::carve(&cfg, 8, &mut Arena::new_unaligned(&mut b)).unwrap();
         let mut want = vec![0f32; cfg.vocab];
         decoder
             .forward(&mut cache, &mut scratch, &DECODER_PROMPT, &mut want)

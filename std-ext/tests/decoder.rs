@@ -127,7 +127,7 @@ fn run_with(
     let mut state_arena = Arena::new_unaligned(&mut state);
     let mut cache = KvCache::carve(&cfg, context, kv, &mut state_arena).unwrap();
     let mut scratch_arena = Arena::new_unaligned(&mut scratch);
-    let mut s = Scratch::carve(&cfg, context, chunk, &mut scratch_arena).unwrap();
+    let mut s = Scratch::carve(&cfg, chunk, &mut scratch_arena).unwrap();
     assert!(state_arena.used() <= plan.state_bytes + 63);
 
     let prompt: Vec<u32> = golden_prompt();
@@ -307,7 +307,7 @@ fn full_context_is_an_error_and_changes_nothing() {
     let mut state = vec![0u8; plan.bytes_unaligned()];
     let mut arena = Arena::new_unaligned(&mut state);
     let mut cache = KvCache::carve(&cfg, 4, KvFormat::F16, &mut arena).unwrap();
-    let mut s = Scratch::carve(&cfg, 4, 2, &mut arena).unwrap();
+    let mut s = Scratch::carve(&cfg, 2, &mut arena).unwrap();
     let mut logits = vec![0.0; cfg.vocab];
     decoder
         .forward(&mut cache, &mut s, &[1, 2, 3], &mut logits)
@@ -354,7 +354,7 @@ fn memory_plan_is_exact() {
         KvCache::carve(&cfg, 32, kv, &mut arena).unwrap();
         assert_eq!(arena.remaining(), 0);
         let mut arena = Arena::new(&mut state.0[..plan.scratch_bytes]).unwrap();
-        Scratch::carve(&cfg, 32, 5, &mut arena).unwrap();
+        Scratch::carve(&cfg, 5, &mut arena).unwrap();
         assert_eq!(arena.remaining(), 0);
         let mut short = Arena::new(&mut state.0[..plan.state_bytes - 1]).unwrap();
         assert!(KvCache::carve(&cfg, 32, kv, &mut short).is_err());
@@ -671,7 +671,7 @@ mod lying_metadata {
                 let mut mem = vec![0u8; plan.bytes_unaligned()];
                 let mut arena = Arena::new_unaligned(&mut mem);
                 let mut cache = KvCache::carve(&cfg, context, KvFormat::I8, &mut arena).unwrap();
-                let mut s = Scratch::carve(&cfg, context, 2, &mut arena).unwrap();
+                let mut s = Scratch::carve(&cfg, 2, &mut arena).unwrap();
                 let mut logits = vec![0.0; cfg.vocab];
                 let tokens = [1u32, 2, 3];
                 let n = tokens.len().min(context);
@@ -757,7 +757,7 @@ fn sliding_window_ring_cache_never_fills() {
     let mut mem = vec![0u8; plan.bytes_unaligned()];
     let mut arena = Arena::new_unaligned(&mut mem);
     let mut cache = KvCache::carve(&cfg, 6, KvFormat::F32, &mut arena).unwrap();
-    let mut s = Scratch::carve(&cfg, 6, 3, &mut arena).unwrap();
+    let mut s = Scratch::carve(&cfg, 3, &mut arena).unwrap();
     let mut logits = vec![0.0; cfg.vocab];
     decoder
         .forward(&mut cache, &mut s, &[1, 2, 3, 4, 5, 6], &mut logits)

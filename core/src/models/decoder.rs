@@ -875,15 +875,9 @@ fn carve_scratch<C: Carve>(c: &mut C, cfg: &Config, max_tokens: usize) -> Result
 }
 
 impl<'s> Scratch<'s> {
-    /// Carves scratch for chunks of up to `max_tokens` tokens. `context` (the cache's length)
-    /// no longer changes the size (attention keeps its scores on the stack); it stays for
-    /// callers written against the earlier layout.
-    pub fn carve(
-        config: &Config,
-        _context: usize,
-        max_tokens: usize,
-        arena: &mut Arena<'s>,
-    ) -> Result<Self> {
+    /// Carves scratch for chunks of up to `max_tokens` tokens. Its size does not depend on the
+    /// context length: attention keeps its running scores on the stack.
+    pub fn carve(config: &Config, max_tokens: usize, arena: &mut Arena<'s>) -> Result<Self> {
         if max_tokens == 0 {
             return Err(Error::OutOfRange);
         }

@@ -135,7 +135,7 @@ pub fn with_model<R>(
             let mut ram = vec![0u8; plan.bytes_unaligned()];
             let mut arena = Arena::new_unaligned(&mut ram);
             let cache = KvCache::carve(&config, context, options.kv, &mut arena)?;
-            let scratch = decoder::Scratch::carve(&config, context, chunk, &mut arena)?;
+            let scratch = decoder::Scratch::carve(&config, chunk, &mut arena)?;
             let mut session = DecoderSession {
                 model,
                 cache,
