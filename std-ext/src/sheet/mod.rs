@@ -339,6 +339,32 @@ fn push_cell(cells: &mut Vec<Cell>, cell: Cell, opts: &ReadOptions) -> Result<()
     Ok(())
 }
 
+/// [`push_cell`] for a reader's plain cell (no number format, default style) at a position
+/// that may not fit the grid's `u32` coordinates.
+fn push_plain_cell(
+    cells: &mut Vec<Cell>,
+    (row, col): (Option<u32>, Option<u32>),
+    (text, kind): (String, CellKind),
+    opts: &ReadOptions,
+) -> Result<(), ReadError> {
+    let (Some(row), Some(col)) = (row, col) else {
+        return Err(SheetError::OutOfGrid {
+            row: MAX_ROWS,
+            col: MAX_COLS,
+        }
+        .into());
+    };
+    let cell = Cell {
+        row,
+        col,
+        text,
+        kind,
+        number_format: None,
+        style: Style::default(),
+    };
+    push_cell(cells, cell, opts)
+}
+
 fn merges(dims: Vec<calamine::Dimensions>) -> Vec<CellRange> {
     dims.into_iter()
         .map(|d| CellRange::new(d.start.0, d.start.1, d.end.0, d.end.1))
@@ -447,31 +473,14 @@ fn read_other_sheet<RS: Read + Seek>(
         let (r0, c0) = range.start().unwrap_or((0, 0));
         let mut cells = Vec::new();
         for (r, c, v) in range.used_cells() {
-            let Some((text, kind)) = display(&data_ref(v), None) else {
+            let Some(shown) = display(&data_ref(v), None) else {
                 continue;
             };
-            let (Some(row), Some(col)) = (
+            let at = (
                 u32::try_from(r).ok().and_then(|r| r.checked_add(r0)),
                 u32::try_from(c).ok().and_then(|c| c.checked_add(c0)),
-            ) else {
-                return Err(SheetError::OutOfGrid {
-                    row: MAX_ROWS,
-                    col: MAX_COLS,
-                }
-                .into());
-            };
-            push_cell(
-                &mut cells,
-                Cell {
-                    row,
-                    col,
-                    text,
-                    kind,
-                    number_format: None,
-                    style: Style::default(),
-                },
-                opts,
-            )?;
+            );
+            push_plain_cell(&mut cells, at, shown, opts)?;
         }
         Ok(Sheet::new(name, cells, merged)?)
     }
@@ -503,25 +512,8 @@ pub fn read_csv(
             } else {
                 CellKind::Text
             };
-            let (Ok(row), Ok(col)) = (u32::try_from(row), u32::try_from(col)) else {
-                return Err(SheetError::OutOfGrid {
-                    row: MAX_ROWS,
-                    col: MAX_COLS,
-                }
-                .into());
-            };
-            push_cell(
-                &mut cells,
-                Cell {
-                    row,
-                    col,
-                    text,
-                    kind,
-                    number_format: None,
-                    style: Style::default(),
-                },
-                opts,
-            )?;
+            let at = (u32::try_from(row).ok(), u32::try_from(col).ok());
+            push_plain_cell(&mut cells, at, (text, kind), opts)?;
         }
     }
     Ok(Sheet::new(name, cells, Vec::new())?)
