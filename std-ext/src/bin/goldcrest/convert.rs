@@ -201,17 +201,20 @@ fn toto_command(a: TotoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tokenizer `--tokenizer SPEC [--tokenizer-kind KIND]` names, as its kind and the bytes to embed.
+fn embeddable_tokenizer(
+    spec: Option<&str>,
+    kind: Option<&str>,
+) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+    spec.map(|spec| Tokenizer::embeddable(spec, kind).with_context(|| format!("tokenizer {spec}")))
+        .transpose()
+}
+
 fn goldfinch_command(a: GoldfinchArgs) -> anyhow::Result<()> {
     use goldcrest_core::models::goldfinch;
     let input =
         std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let tokenizer = match &a.tokenizer {
-        Some(spec) => Some(
-            Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
-                .with_context(|| format!("tokenizer {spec}"))?,
-        ),
-        None => None,
-    };
+    let tokenizer = embeddable_tokenizer(a.tokenizer.as_deref(), a.tokenizer_kind.as_deref())?;
     let options = goldcrest_std::convert::goldfinch::Options {
         weights: format_arg(&a.weights)?,
         embeddings: format_arg(&a.embeddings)?,
@@ -247,13 +250,7 @@ fn goldfinch_command(a: GoldfinchArgs) -> anyhow::Result<()> {
 fn rwkv6_command(a: Rwkv6Args) -> anyhow::Result<()> {
     let input =
         std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let tokenizer = match &a.tokenizer {
-        Some(spec) => Some(
-            Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
-                .with_context(|| format!("tokenizer {spec}"))?,
-        ),
-        None => None,
-    };
+    let tokenizer = embeddable_tokenizer(a.tokenizer.as_deref(), a.tokenizer_kind.as_deref())?;
     let options = Options {
         weights: format_arg(&a.weights)?,
         embeddings: format_arg(&a.embeddings)?,
@@ -296,13 +293,7 @@ fn decoder_command(arch: decoder::Arch, a: DecoderArgs) -> anyhow::Result<()> {
             eprint!("\r\x1b[K[{done}/{total}] {name}");
         }
     };
-    let tokenizer = match &a.tokenizer {
-        Some(spec) => Some(
-            Tokenizer::embeddable(spec, a.tokenizer_kind.as_deref())
-                .with_context(|| format!("tokenizer {spec}"))?,
-        ),
-        None => None,
-    };
+    let tokenizer = embeddable_tokenizer(a.tokenizer.as_deref(), a.tokenizer_kind.as_deref())?;
     // Streams: header first, then each tensor as it is converted.
     convert_to_file(&a.input, arch, options, tokenizer, &a.output, &mut progress)
         .with_context(|| format!("converting {}", a.input.display()))?;
