@@ -227,6 +227,9 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train exactly this many steps, the schedule over steps instead of "
+                         "--minutes of wall clock (for equal-budget comparisons on a shared machine)")
     ap.add_argument("--full-precision", action="store_true",
                     help="train plain f32 linear layers (the baseline evaluate.py compares with)")
     args = ap.parse_args()
@@ -243,8 +246,8 @@ def main():
     budget = args.minutes * 60
     start = time.time()
     step, running = 0, None
-    while time.time() - start < budget:
-        frac = (time.time() - start) / budget
+    while (step < args.steps) if args.steps else (time.time() - start < budget):
+        frac = step / args.steps if args.steps else (time.time() - start) / budget
         lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
