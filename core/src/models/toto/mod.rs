@@ -854,10 +854,12 @@ impl<'a> Toto<'a> {
                     } = &mut scratch;
                     let mut hs = HeadScratch { h, un, proj, mix };
                     let (values, affine, rng) = (&mut **values, &**affine, &mut **rng);
-                    let mut generate_value = |t: usize, i: usize, params: &[f32]| {
-                        let x = generate(mode, rng, t / v_count, params, k);
-                        values[t * p + i] = unscale(&affine[2 * t..2 * t + 2], x);
-                    };
+                    let mut generate_value =
+                        |t: usize, i: usize, raw: &RawHead<'_>, weights: &mut [f32]| {
+                            let x = generate_raw(mode, rng, t / v_count, raw, weights)?;
+                            values[t * p + i] = unscale(&affine[2 * t..2 * t + 2], x);
+                            Ok(())
+                        };
                     self.head_split(&dims, &mut hs, n, &mut generate_value)?;
                 }
                 for t in 0..n {
@@ -938,17 +940,22 @@ impl<'a> Toto<'a> {
             proj: scratch.proj,
             mix: scratch.mix,
         };
-        self.head_split(dims, &mut hs, n, each)
+        let width = 4 * dims.k;
+        self.head_split(dims, &mut hs, n, &mut |t, s, raw, mix| {
+            raw.params(mix)?;
+            each(t, s, &mix[..width]);
+            Ok(())
+        })
     }
 
-    /// Unembeds `n` tokens' hidden states and evaluates the mixture head at each of their `p`
-    /// positions, `chunk` tokens at a time.
+    /// Unembeds `n` tokens' hidden states and hands each of their `p` positions' mixture
+    /// projections to `each` (with a `4k` scratch), `chunk` tokens at a time.
     fn head_split(
         &self,
         dims: &Dims,
         hs: &mut HeadScratch<'_>,
         n: usize,
-        each: &mut dyn FnMut(usize, usize, &[f32]),
+        each: &mut dyn FnMut(usize, usize, &RawHead<'_>, &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         let (d, p, k) = (dims.d, dims.p, dims.k);
         let kern = &self.kernels;
@@ -979,16 +986,13 @@ impl<'a> Toto<'a> {
             for tc in 0..c {
                 for s in 0..p {
                     let part = |j: usize| &hs.proj[at(tc, s, j)..at(tc, s, j) + k];
-                    let (df, loc, sc, logits) = (part(0), part(1), part(2), part(3));
-                    let mix = &mut *hs.mix;
-                    for i in 0..k {
-                        mix[i] = 2.0 + softplus(df[i]).max(f32::EPSILON);
-                        mix[k + i] = loc[i];
-                        mix[2 * k + i] = softplus(sc[i]).max(f32::EPSILON);
-                    }
-                    mix[3 * k..4 * k].copy_from_slice(logits);
-                    ops::softmax(&mut mix[3 * k..4 * k])?;
-                    each(t0 + tc, s, &mix[..width]);
+                    let raw = RawHead {
+                        df: part(0),
+                        loc: part(1),
+                        scale: part(2),
+                        logits: part(3),
+                    };
+                    each(t0 + tc, s, &raw, &mut hs.mix[..width])?;
                 }
             }
             t0 += c;
@@ -1020,6 +1024,71 @@ fn generate(mode: Mode, rng_state: &mut [u64], path: usize, params: &[f32], k: u
             x
         }
     }
+}
+
+/// One position's mixture projections before their activations: `[df; k], [loc; k],
+/// [scale; k], [logits; k]` as the linear layers give them.
+struct RawHead<'p> {
+    df: &'p [f32],
+    loc: &'p [f32],
+    scale: &'p [f32],
+    logits: &'p [f32],
+}
+
+impl RawHead<'_> {
+    /// The mixture parameters `[df; k], [loc; k], [scale; k], [weight; k]` into `mix` (`4k`).
+    fn params(&self, mix: &mut [f32]) -> Result<()> {
+        let k = self.loc.len();
+        for i in 0..k {
+            mix[i] = student_df(self.df[i]);
+            mix[k + i] = self.loc[i];
+            mix[2 * k + i] = student_scale(self.scale[i]);
+        }
+        mix[3 * k..4 * k].copy_from_slice(self.logits);
+        ops::softmax(&mut mix[3 * k..4 * k])
+    }
+}
+
+/// A component's degrees of freedom from its projection (above 2, so its variance is finite).
+fn student_df(raw: f32) -> f32 {
+    2.0 + softplus(raw).max(f32::EPSILON)
+}
+
+/// A component's scale from its projection.
+fn student_scale(raw: f32) -> f32 {
+    softplus(raw).max(f32::EPSILON)
+}
+
+/// [`generate`] from the raw projections: only the picked component's degrees of freedom and
+/// scale go through softplus (the same numbers as [`RawHead::params`] then [`generate`], for a
+/// fraction of the transcendental functions). `weights`: `k` scratch.
+fn generate_raw(
+    mode: Mode,
+    rng_state: &mut [u64],
+    path: usize,
+    raw: &RawHead<'_>,
+    weights: &mut [f32],
+) -> Result<f64> {
+    let k = raw.loc.len();
+    let weights = &mut weights[..k];
+    weights.copy_from_slice(raw.logits);
+    ops::softmax(weights)?;
+    Ok(match mode {
+        Mode::Mean => sample::weighted_mean(raw.loc, weights),
+        Mode::Samples { .. } => {
+            let slot = &mut rng_state[4 * path..4 * path + 4];
+            let mut rng = Rng::from_array([slot[0], slot[1], slot[2], slot[3]]);
+            let pick = sample::pick_component(&mut rng, weights);
+            let x = sample::student_t_draw(
+                &mut rng,
+                student_df(raw.df[pick]),
+                raw.loc[pick],
+                student_scale(raw.scale[pick]),
+            );
+            slot.copy_from_slice(&rng.to_array());
+            x
+        }
+    })
 }
 
 fn unscale(affine: &[f64], z: f64) -> f64 {

@@ -120,23 +120,35 @@ pub fn sample_mixture(rng: &mut Rng, params: &[f32], k: usize) -> f64 {
     let (df, rest) = params.split_at(k);
     let (loc, rest) = rest.split_at(k);
     let (scale, weight) = rest.split_at(k);
+    let pick = pick_component(rng, weight);
+    student_t_draw(rng, df[pick], loc[pick], scale[pick])
+}
+
+/// The first step of [`sample_mixture`]: a component index drawn by `weight` (one uniform).
+pub(crate) fn pick_component(rng: &mut Rng, weight: &[f32]) -> usize {
     let u = rng.uniform();
     let mut acc = 0.0;
-    let mut pick = k - 1;
     for (i, w) in weight.iter().enumerate() {
         acc += *w as f64;
         if u < acc {
-            pick = i;
-            break;
+            return i;
         }
     }
-    loc[pick] as f64 + scale[pick] as f64 * rng.student_t(df[pick] as f64)
+    weight.len().saturating_sub(1)
+}
+
+/// The second step of [`sample_mixture`]: `loc + scale · t_df`.
+pub(crate) fn student_t_draw(rng: &mut Rng, df: f32, loc: f32, scale: f32) -> f64 {
+    loc as f64 + scale as f64 * rng.student_t(df as f64)
 }
 
 /// The mixture mean `Σ w_k loc_k` (every component has df > 2, so its mean is its loc).
 pub fn mixture_mean(params: &[f32], k: usize) -> f64 {
-    let loc = &params[k..2 * k];
-    let weight = &params[3 * k..4 * k];
+    weighted_mean(&params[k..2 * k], &params[3 * k..4 * k])
+}
+
+/// `Σ w_k loc_k` in f64.
+pub(crate) fn weighted_mean(loc: &[f32], weight: &[f32]) -> f64 {
     loc.iter()
         .zip(weight)
         .map(|(l, w)| *l as f64 * *w as f64)
