@@ -854,9 +854,10 @@ impl<'a> Toto<'a> {
                     } = &mut scratch;
                     let mut hs = HeadScratch { h, un, proj, mix };
                     let (values, affine, rng) = (&mut **values, &**affine, &mut **rng);
+                    let kern = &self.kernels;
                     let mut generate_value =
                         |t: usize, i: usize, raw: &RawHead<'_>, weights: &mut [f32]| {
-                            let x = generate_raw(mode, rng, t / v_count, raw, weights)?;
+                            let x = generate_raw(kern, mode, rng, t / v_count, raw, weights)?;
                             values[t * p + i] = unscale(&affine[2 * t..2 * t + 2], x);
                             Ok(())
                         };
@@ -904,7 +905,7 @@ impl<'a> Toto<'a> {
                 space_attention(dims, scratch, series, positions * paths)?;
             } else {
                 time_attention(
-                    dims, state, scratch, time_layer, paths, pos, positions, center,
+                    kern, dims, state, scratch, time_layer, paths, pos, positions, center,
                 )?;
                 time_layer += 1;
             }
@@ -942,7 +943,7 @@ impl<'a> Toto<'a> {
         };
         let width = 4 * dims.k;
         self.head_split(dims, &mut hs, n, &mut |t, s, raw, mix| {
-            raw.params(mix)?;
+            raw.params(&self.kernels, mix)?;
             each(t, s, &mix[..width]);
             Ok(())
         })
@@ -1037,7 +1038,7 @@ struct RawHead<'p> {
 
 impl RawHead<'_> {
     /// The mixture parameters `[df; k], [loc; k], [scale; k], [weight; k]` into `mix` (`4k`).
-    fn params(&self, mix: &mut [f32]) -> Result<()> {
+    fn params(&self, kern: &Kernels, mix: &mut [f32]) -> Result<()> {
         let k = self.loc.len();
         for i in 0..k {
             mix[i] = student_df(self.df[i]);
@@ -1045,7 +1046,7 @@ impl RawHead<'_> {
             mix[2 * k + i] = student_scale(self.scale[i]);
         }
         mix[3 * k..4 * k].copy_from_slice(self.logits);
-        ops::softmax(&mut mix[3 * k..4 * k])
+        softmax(kern, &mut mix[3 * k..4 * k])
     }
 }
 
@@ -1063,6 +1064,7 @@ fn student_scale(raw: f32) -> f32 {
 /// scale go through softplus (the same numbers as [`RawHead::params`] then [`generate`], for a
 /// fraction of the transcendental functions). `weights`: `k` scratch.
 fn generate_raw(
+    kern: &Kernels,
     mode: Mode,
     rng_state: &mut [u64],
     path: usize,
@@ -1072,7 +1074,7 @@ fn generate_raw(
     let k = raw.loc.len();
     let weights = &mut weights[..k];
     weights.copy_from_slice(raw.logits);
-    ops::softmax(weights)?;
+    softmax(kern, weights)?;
     Ok(match mode {
         Mode::Mean => sample::weighted_mean(raw.loc, weights),
         Mode::Samples { .. } => {
@@ -1256,6 +1258,29 @@ fn add_rows(h: &mut [f32], delta: &[f32]) {
     }
 }
 
+/// [`ops::softmax`] with the kernels' exponential ([`Kernels::exp_shifted`]: the same numbers
+/// with the scalar kernels, a vector exponential within a few ulp with SIMD ones).
+fn softmax(kern: &Kernels, x: &mut [f32]) -> Result<()> {
+    if x.is_empty() {
+        return Ok(());
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in x.iter() {
+        if v.is_nan() {
+            return Err(Error::NonFinite);
+        }
+        max = max.max(v);
+    }
+    if max == f32::NEG_INFINITY {
+        return Err(Error::NonFinite);
+    }
+    let inv = 1.0 / kern.exp_shifted(x, max);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    Ok(())
+}
+
 /// `torch.nn.functional.softplus` (linear above 20).
 fn softplus(x: f32) -> f32 {
     if x > 20.0 {
@@ -1391,6 +1416,7 @@ fn cache_index(dims: &Dims, layer: usize, path: usize, v: usize, pos: usize) -> 
 
 #[allow(clippy::too_many_arguments)]
 fn time_attention(
+    kern: &Kernels,
     dims: &Dims,
     state: &mut State<'_>,
     scratch: &mut Scratch<'_>,
@@ -1438,9 +1464,9 @@ fn time_attention(
                     let (g, base) = cache_index(dims, layer, path, v, s);
                     let keys: &[f32] = if g { state.k_gen } else { state.k_ctx };
                     let key = &keys[base + head * hd..base + (head + 1) * hd];
-                    *score = q.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * norm;
+                    *score = kern.dot_f32(key, q)? * norm;
                 }
-                ops::softmax(scores)?;
+                softmax(kern, scores)?;
                 let out = &mut scratch.att[t * d + head * hd..t * d + (head + 1) * hd];
                 out.fill(0.0);
                 for (s, w) in scores.iter().enumerate() {
