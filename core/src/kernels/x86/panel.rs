@@ -54,6 +54,10 @@ pub(super) fn supports(format: Format) -> bool {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn gemm(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
     let mut panel = Panel([[0.0; ROWS]; COLS]);
     let mut staging = Rows16([[0.0; COLS]; 16]);
     let mut r0 = 0;
