@@ -554,7 +554,6 @@ impl<'a> Toto<'a> {
             tokens,
             chunk,
             prefill,
-            fused,
             scores: (nc + hp - 1).max(spec.variates),
             un: if fused { 0 } else { mul(&[chunk, p, c.embed_dim])? },
             proj: mul(&[4, chunk, p, c.k_components])?,
