@@ -634,7 +634,10 @@ unsafe impl goldcrest_core::kernels::Parallel for SpawningPool {
 fn samples_do_not_depend_on_the_thread_count() {
     use goldcrest_core::models::toto::Mode;
     let tiny = {
-        let path = format!("{}/../models/toto-tiny.safetensors", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../models/toto-tiny.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let bytes = std::fs::read(&path).unwrap();
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
@@ -682,7 +685,10 @@ fn samples_do_not_depend_on_the_thread_count() {
             assert!(one.iter().all(|x| x.is_finite()));
             for pool in pools {
                 let got = run(kernels.with_parallel(pool));
-                let same = one.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = one
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{kernels:?} with {} workers", pool.0);
             }
         }

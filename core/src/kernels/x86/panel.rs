@@ -134,7 +134,10 @@ fn expand(fmt: Format, row: &[u8], c0: usize, nc: usize, out: &mut [f32; COLS]) 
                 for (i, &vi) in v.iter().enumerate() {
                     // SAFETY: 8 floats at `32j + 8i < COLS`.
                     unsafe {
-                        _mm256_storeu_ps(out.as_mut_ptr().add(32 * j + 8 * i), _mm256_mul_ps(vi, dv))
+                        _mm256_storeu_ps(
+                            out.as_mut_ptr().add(32 * j + 8 * i),
+                            _mm256_mul_ps(vi, dv),
+                        )
                     };
                 }
             }
@@ -155,10 +158,7 @@ fn transpose_into(staging: &Rows16, panel: &mut Panel, half: usize, nc: usize) {
         for (i, &ti) in t.iter().enumerate() {
             // SAFETY: lanes `16·half..16·half + 16` of panel column `16g + i < COLS`.
             unsafe {
-                _mm512_storeu_si512(
-                    panel.0[16 * g + i].as_mut_ptr().add(16 * half).cast(),
-                    ti,
-                )
+                _mm512_storeu_si512(panel.0[16 * g + i].as_mut_ptr().add(16 * half).cast(), ti)
             };
         }
     }

@@ -263,6 +263,9 @@ impl Series<'_> {
     }
 }
 
+/// Receives `(token, step in patch, raw head projections, 4k scratch)` for each position.
+type HeadSink<'f> = dyn FnMut(usize, usize, &RawHead<'_>, &mut [f32]) -> Result<()> + 'f;
+
 /// Receives `(variate, patch, step in patch, head parameters)` for each context position.
 type PositionSink<'f> = dyn FnMut(usize, usize, usize, &[f32]) + 'f;
 
@@ -555,7 +558,11 @@ impl<'a> Toto<'a> {
             chunk,
             prefill,
             scores: (nc + hp - 1).max(spec.variates),
-            un: if fused { 0 } else { mul(&[chunk, p, c.embed_dim])? },
+            un: if fused {
+                0
+            } else {
+                mul(&[chunk, p, c.embed_dim])?
+            },
             proj: mul(&[4, chunk, p, c.k_components])?,
             parts,
             unit_paths,
@@ -989,13 +996,8 @@ impl<'a> Toto<'a> {
             &mut **gate,
             &mut **patch,
         );
-        let (mut q, mut scores, mut un, mut proj, mut mix) = (
-            &mut **q,
-            &mut **scores,
-            &mut **un,
-            &mut **proj,
-            &mut **mix,
-        );
+        let (mut q, mut scores, mut un, mut proj, mut mix) =
+            (&mut **q, &mut **scores, &mut **un, &mut **proj, &mut **mix);
         let (mut values, mut stats, mut affine, mut rng) =
             (&mut **values, &mut **stats, &mut **affine, &mut **rng);
         let (mut k_gen, mut v_gen) = (&mut *state.k_gen, &mut *state.v_gen);
@@ -1173,7 +1175,7 @@ impl<'a> Toto<'a> {
         dims: &Dims,
         hs: &mut HeadScratch<'_>,
         n: usize,
-        each: &mut dyn FnMut(usize, usize, &RawHead<'_>, &mut [f32]) -> Result<()>,
+        each: &mut HeadSink<'_>,
     ) -> Result<()> {
         let (d, p, k) = (dims.d, dims.p, dims.k);
         let kern = &self.kernels;
@@ -1402,7 +1404,7 @@ fn lcm(a: usize, b: usize) -> usize {
     while y != 0 {
         (x, y) = (y, x % y);
     }
-    if x == 0 { 0 } else { a / x * b }
+    a.checked_div(x).map_or(0, |q| q * b)
 }
 
 /// The first `n` elements of `*buf`, leaving the rest in `*buf`.
