@@ -570,7 +570,9 @@ impl<'a> Toto<'a> {
     }
 
     /// Exact memory for a forecast of this shape: state (KV caches, scaler statistics, the
-    /// context's next-patch distribution) and scratch.
+    /// context's next-patch distribution) and scratch. With a worker pool in the model's
+    /// kernels and a batch large enough to split, the scratch holds head and attention buffers
+    /// for each part (one per worker at most): plan with the kernels you forecast with.
     pub fn memory_plan(&self, spec: &ForecastSpec) -> Result<MemoryPlan> {
         let dims = self.dims(spec)?;
         let mut planner = Planner::new();
