@@ -1782,11 +1782,19 @@ fn time_attention(
                 rope_xpos(kslot, pos, at.center, true);
             }
             let scores = &mut scores[..=pos];
-            for (s, score) in scores.iter_mut().enumerate() {
-                let (g, base) = cache_index(dims, layer, path, v, s);
-                let keys: &[f32] = if g { kv.k_gen } else { kv.k_ctx.read() };
-                let key = &keys[base + head * hd..base + (head + 1) * hd];
-                *score = kern.dot_f32(key, q)? * norm;
+            // Context positions, then generated ones: each run's keys are `d` apart.
+            let in_ctx = (pos + 1).min(dims.nc);
+            let (ctx_scores, gen_scores) = scores.split_at_mut(in_ctx);
+            let (_, first) = cache_index(dims, layer, path, v, 0);
+            let keys = kv.k_ctx.read().get(first + head * hd..).unwrap_or(&[]);
+            kern.dot_rows_f32(keys, d, q, ctx_scores)?;
+            if !gen_scores.is_empty() {
+                let (_, first) = cache_index(dims, layer, path, v, dims.nc);
+                let keys = kv.k_gen.get(first + head * hd..).unwrap_or(&[]);
+                kern.dot_rows_f32(keys, d, q, gen_scores)?;
+            }
+            for score in scores.iter_mut() {
+                *score *= norm;
             }
             softmax(kern, scores)?;
             let out = &mut att[t * d + head * hd..t * d + (head + 1) * hd];
