@@ -607,3 +607,90 @@ fn prefill_chunk_does_not_change_the_forecast() {
         }
     }
 }
+
+/// A pool whose `run` spawns one scoped thread per task, in reverse order, so parts really run
+/// concurrently and out of order.
+struct SpawningPool(usize);
+
+// SAFETY: every index runs exactly once and the scope joins all threads before `run` returns.
+#[allow(unsafe_code)]
+unsafe impl goldcrest_core::kernels::Parallel for SpawningPool {
+    fn workers(&self) -> usize {
+        self.0
+    }
+    fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|s| {
+            for i in (0..tasks).rev() {
+                s.spawn(move || task(i));
+            }
+        });
+    }
+}
+
+/// Large batches decode in parts on the workers; every path's samples are the same bits as on
+/// one thread, for 2 and 3 workers (parts of 128 + 72 and 64 + 64 + 72 paths), with the
+/// small f32 fixture (two variates) and the bundled ternary/q8_0 tiny model.
+#[test]
+fn samples_do_not_depend_on_the_thread_count() {
+    use goldcrest_core::models::toto::Mode;
+    let tiny = {
+        let path = format!(
+            "{}/../models/toto-tiny.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        words.push(bytes.len() as u64);
+        words
+    };
+    let small = fixture("small.model.safetensors");
+    let pools: [&'static SpawningPool; 2] = [
+        Box::leak(Box::new(SpawningPool(2))),
+        Box::leak(Box::new(SpawningPool(3))),
+    ];
+    let wave: Vec<f64> = (0..2 * 100)
+        .map(|i| 10.0 + (i as f64 * 0.3).sin() + (i / 100) as f64)
+        .collect();
+    for (words, variates) in [(&tiny, 1usize), (&small, 2)] {
+        let st = SafeTensors::parse(as_bytes(words)).unwrap();
+        let series = Series {
+            values: &wave[..variates * 100],
+            variates,
+            groups: None,
+        };
+        let (paths, horizon) = (200, 40);
+        for kernels in kernels_under_test() {
+            let run = |kernels: Kernels| {
+                let model = Toto::new(st, kernels).unwrap();
+                let spec = ForecastSpec {
+                    variates,
+                    context: 100,
+                    horizon,
+                    batch: paths,
+                };
+                let mut mem = vec![0u8; model.memory_plan(&spec).unwrap().bytes_unaligned()];
+                let mut out = vec![0f32; variates * horizon * paths];
+                let mode = Mode::Samples {
+                    paths,
+                    batch: paths,
+                    seed: 9,
+                };
+                model
+                    .forecast_samples(&series, horizon, mode, &mut mem, &mut out)
+                    .unwrap();
+                out
+            };
+            let one = run(kernels);
+            assert!(one.iter().all(|x| x.is_finite()));
+            for pool in pools {
+                let got = run(kernels.with_parallel(pool));
+                let same = one
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{kernels:?} with {} workers", pool.0);
+            }
+        }
+    }
+}

@@ -158,6 +158,37 @@ impl Kernels {
         Ok(dispatch!(self, dot_f32(k, q)))
     }
 
+    /// [`Kernels::dot_f32`] of `q` with `out.len()` rows of `k` that start `stride` apart (row
+    /// `i` is `k[i·stride..i·stride + q.len()]`), in one call: identical results, without a
+    /// call and its checks per row (for example one head's keys in a cache of whole tokens).
+    #[allow(unsafe_code)]
+    pub fn dot_rows_f32(&self, k: &[f32], stride: usize, q: &[f32], out: &mut [f32]) -> Result<()> {
+        if let Some(last) = out.len().checked_sub(1) {
+            let need = last
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(q.len()))
+                .ok_or(crate::error::Error::OutOfRange)?;
+            if need > k.len() {
+                return Err(crate::error::Error::LengthMismatch {
+                    expected: need as u64,
+                    found: k.len() as u64,
+                });
+            }
+        }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `dispatch!`; every row was checked to lie inside `k`.
+            Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::dot_rows_f32(k, stride, q, out) },
+            _ => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let row = &k[i * stride..i * stride + q.len()];
+                    *o = dispatch!(self, dot_f32(row, q));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `Σ f32(k_i)·q_i` with `k` as f16 bit patterns.
     #[allow(unsafe_code)]
     pub fn dot_f16(&self, k: &[u16], q: &[f32]) -> Result<f32> {

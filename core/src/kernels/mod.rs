@@ -331,6 +331,13 @@ pub unsafe trait Parallel: Sync {
     fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync));
 }
 
+/// [`Kernels::gemm`] computes each token of a call of at least this many tokens with the same
+/// operations in the same order, whatever the number of tokens in the call, on every ISA: a
+/// model may split such a batch into calls of at least this many tokens each (for example
+/// across threads) and get the same numbers bit for bit. (Below it, x86 ternary products take
+/// a matrix-vector path that sums in another order.)
+pub const GEMM_INVARIANT_TOKENS: usize = 4;
+
 /// Products smaller than this many weights stay on the calling thread: waking a worker costs
 /// a few microseconds, about what a core needs for this many multiply-adds.
 pub const PARALLEL_MIN_WEIGHTS: usize = 1 << 17;
@@ -667,6 +674,34 @@ impl Kernels {
             task(i, unsafe { shared.range(i * len, len) });
         });
         Ok(())
+    }
+
+    /// Calls `task` once on every element of `parts`, spread over the pool's workers when there
+    /// is one and there are at least two parts (else in order on the calling thread). For model
+    /// code that splits whole independent computations (such as groups of sample paths, each
+    /// with its own buffers) rather than single products.
+    #[allow(unsafe_code)]
+    pub fn for_each_mut<T: Send>(&self, parts: &mut [T], task: &(dyn Fn(&mut T) + Sync)) {
+        let pool = self
+            .parallel
+            .filter(|p| p.workers() >= 2 && parts.len() >= 2);
+        let Some(pool) = pool else {
+            parts.iter_mut().for_each(task);
+            return;
+        };
+        struct Items<T>(*mut T);
+        // SAFETY: each task dereferences a different element (below); `T: Send` lets that
+        // element be used from another thread.
+        unsafe impl<T: Send> Sync for Items<T> {}
+        let count = parts.len();
+        let items = Items(parts.as_mut_ptr());
+        let items = &items;
+        pool.run(count, &|i| {
+            // SAFETY: the pool calls each `i < parts.len()` exactly once and returns only after
+            // all calls have returned (the `Parallel` contract), so the `&mut` to element `i`
+            // is unique and does not outlive the borrow of `parts`.
+            task(unsafe { &mut *items.0.add(i) });
+        });
     }
 
     fn check_matrix(w: &Matrix) -> Result<()> {

@@ -755,3 +755,56 @@ fn dense_float_products_do_not_depend_on_the_token_count() {
         }
     }
 }
+
+/// Every format: calls of at least `GEMM_INVARIANT_TOKENS` tokens give each token the same bits
+/// whatever the count (the AVX-512 transposed panels' 12-, 4- and 1-token tiles, AVX2 and NEON
+/// tiles and their leftovers), with rows past one 32-row panel and columns past one 256 chunk.
+#[test]
+fn float_products_of_enough_tokens_do_not_depend_on_the_token_count() {
+    let split = [(0usize, 12usize), (12, 4), (16, 5), (21, 8)];
+    let n = 29;
+    for format in FORMATS {
+        for (rows, cols) in [(45, 64), (16, 128), (33, 300), (7, 513)] {
+            let bytes = random_matrix(format, rows, cols, 5);
+            let store = aligned(&bytes);
+            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            let mut g = Rng(17);
+            let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+            for k in available() {
+                let mut all = vec![f32::NAN; n * rows];
+                k.gemm(&w, &x, n, &mut all).unwrap();
+                let mut parts = vec![f32::NAN; n * rows];
+                for (first, count) in split {
+                    assert!(count >= GEMM_INVARIANT_TOKENS);
+                    k.gemm(
+                        &w,
+                        &x[first * cols..(first + count) * cols],
+                        count,
+                        &mut parts[first * rows..(first + count) * rows],
+                    )
+                    .unwrap();
+                }
+                let same = all
+                    .iter()
+                    .zip(&parts)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{:?} {format:?} {rows}x{cols}", k.isa());
+            }
+        }
+    }
+}
+
+#[test]
+fn for_each_mut_visits_every_part_once() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(3)));
+    for k in [Kernels::scalar(), Kernels::scalar().with_parallel(pool)] {
+        let mut parts: Vec<(usize, u32)> = (0..7).map(|i| (i, 0)).collect();
+        k.for_each_mut(&mut parts, &|p| p.1 += 1 + p.0 as u32);
+        assert!(parts.iter().all(|&(i, c)| c == 1 + i as u32));
+        let mut one = [(0usize, 0u32)];
+        k.for_each_mut(&mut one, &|p| p.1 += 5);
+        assert_eq!(one[0].1, 5);
+        k.for_each_mut(&mut [] as &mut [(usize, u32)], &|_| unreachable!());
+    }
+}

@@ -12,7 +12,9 @@
 //!   integers, same combine: bit-identical too.
 //! - Activation quantization, softmax numerators and SiLU have AVX-512 versions (identical
 //!   codes; exponentials within a few ulp of `libm::expf`).
-//! - Float activations: each row-block of weights is expanded once into `±d` (exact) f32 in an
+//! - Float activations, four or more tokens on AVX-512 (ternary, `q8_0`, `q4_0`): 32-row panels
+//!   of exact f32 weights stored transposed, swept by tiles of 12 tokens (see `panel`).
+//! - Float activations otherwise: each row-block of weights is expanded once into `±d` (exact) f32 in an
 //!   L1 buffer and applied with FMA to `T` tokens. Each FMA rounds once, like the addition of an
 //!   exact term `±d·x`, so the bound in [`super`] holds.
 //! - Dense f32/f16/bf16: FMA over 8 lanes (AVX2, 4 rows × 3 tokens) or 16 lanes (AVX-512,
@@ -25,6 +27,8 @@ use super::scalar::{self, Combine};
 use super::{ActScale, Int8Acts, Isa, QBLOCK};
 use crate::quant::{Format, Matrix, tq1_0, tq2_0};
 use core::arch::x86_64::*;
+
+mod panel;
 
 /// Float-activation products. Caller checked shapes.
 ///
@@ -44,6 +48,10 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
                         ternary_gemv_f32_avx2(w, xt, yt)
                     }
                 }
+            }
+            // Several tokens on AVX-512: transposed weight panels (no horizontal sums).
+            f if isa == Isa::Avx512Vnni && n >= GEMM_MIN_TOKENS && panel::supports(f) => {
+                panel::gemm(w, x, n, y)
             }
             Format::Tq2_0 | Format::Tq1_0 => ternary_f32_avx2(w, x, n, y),
             // Monomorphized per element type and per decode/prefill so the inner loops carry

@@ -109,6 +109,34 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Strided f32 rows give exactly what one `dot_f32` per row gives, on every ISA; rows past
+    /// the end of `k` are an error, not a panic.
+    #[test]
+    fn strided_f32_rows_equal_one_call_per_row(
+        d in 0usize..40,
+        extra in 0usize..9,
+        rows in 0usize..6,
+        seed in values(6 * 48 + 40),
+    ) {
+        let stride = d + extra;
+        let k_len = if rows == 0 { 0 } else { (rows - 1) * stride + d };
+        let k = &seed[..k_len];
+        let q = &seed[6 * 48..6 * 48 + d];
+        for kern in available() {
+            let mut dots = std::vec![f32::NAN; rows];
+            kern.dot_rows_f32(k, stride, q, &mut dots).unwrap();
+            for r in 0..rows {
+                let want = kern.dot_f32(&k[r * stride..r * stride + d], q).unwrap();
+                prop_assert_eq!(dots[r].to_bits(), want.to_bits(), "{:?}", kern.isa());
+            }
+            let mut one_more = std::vec![0.0; rows + 1];
+            let fits = rows * stride + d <= k_len;
+            prop_assert_eq!(kern.dot_rows_f32(k, stride, q, &mut one_more).is_ok(), fits);
+        }
+    }
+}
+
 /// f16 specials (subnormals, infinities, NaN, signed zero) widen exactly on every ISA.
 #[test]
 fn f16_specials_widen_exactly() {

@@ -127,6 +127,19 @@ simd_primitives!("avx2,fma", "avx2,fma,f16c");
 /// the same fused multiply-adds in the same order as one [`axpy_f16`] call per row, so results
 /// are identical.
 ///
+/// `out[i] = dot_f32(k[i·stride ..][..q.len()], q)` with the dot product inlined.
+///
+/// # Safety
+/// AVX2 and FMA must be present; every row lies inside `k`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_rows_f32(k: &[f32], stride: usize, q: &[f32], out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let row = &k[i * stride..i * stride + q.len()];
+        // SAFETY: the features are enabled here; `row.len() == q.len()`.
+        *o = unsafe { dot::<F32, 1>(row, q) };
+    }
+}
+
 /// # Safety
 /// AVX2, FMA and F16C must be present; `v.len() == w.len()·out.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]

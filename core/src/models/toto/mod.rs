@@ -263,6 +263,9 @@ impl Series<'_> {
     }
 }
 
+/// Receives `(token, step in patch, raw head projections, 4k scratch)` for each position.
+type HeadSink<'f> = dyn FnMut(usize, usize, &RawHead<'_>, &mut [f32]) -> Result<()> + 'f;
+
 /// Receives `(variate, patch, step in patch, head parameters)` for each context position.
 type PositionSink<'f> = dyn FnMut(usize, usize, usize, &[f32]) + 'f;
 
@@ -523,11 +526,21 @@ impl<'a> Toto<'a> {
         let nc = spec.context.div_ceil(p);
         let hp = spec.horizon.div_ceil(p);
         let prefill = self.prefill_chunk.min(nc);
+        let fused = matches!(self.output, OutputHead::Fused(_));
         let tokens = spec
             .batch
             .max(prefill)
             .checked_mul(spec.variates)
             .ok_or(Error::OutOfRange)?;
+        let chunk = tokens.min(HEAD_CHUNK);
+        // Sample paths split across workers in units of whole paths holding whole head chunks,
+        // only when every part gets at least one unit (smaller batches stay on one thread).
+        let unit_paths = lcm(chunk, spec.variates) / spec.variates;
+        let parts = self
+            .kernels
+            .workers()
+            .min(spec.batch / unit_paths)
+            .clamp(1, MAX_PARTS);
         Ok(Dims {
             v: spec.variates,
             batch: spec.batch,
@@ -542,14 +555,24 @@ impl<'a> Toto<'a> {
             k: c.k_components,
             p,
             tokens,
-            chunk: tokens.min(HEAD_CHUNK),
+            chunk,
             prefill,
-            fused: matches!(self.output, OutputHead::Fused(_)),
+            scores: (nc + hp - 1).max(spec.variates),
+            un: if fused {
+                0
+            } else {
+                mul(&[chunk, p, c.embed_dim])?
+            },
+            proj: mul(&[4, chunk, p, c.k_components])?,
+            parts,
+            unit_paths,
         })
     }
 
     /// Exact memory for a forecast of this shape: state (KV caches, scaler statistics, the
-    /// context's next-patch distribution) and scratch.
+    /// context's next-patch distribution) and scratch. With a worker pool in the model's
+    /// kernels and a batch large enough to split, the scratch holds head and attention buffers
+    /// for each part (one per worker at most): plan with the kernels you forecast with.
     pub fn memory_plan(&self, spec: &ForecastSpec) -> Result<MemoryPlan> {
         let dims = self.dims(spec)?;
         let mut planner = Planner::new();
@@ -744,7 +767,7 @@ impl<'a> Toto<'a> {
                     }
                 }
             }
-            self.step(dims, state, scratch, series, 1, j0, m, center)?;
+            self.step(dims, state, scratch, series, j0, m, center)?;
             let last_chunk = j0 + m == nc;
             let next = &mut *state.next;
             if let Some(each) = each.as_mut() {
@@ -792,8 +815,7 @@ impl<'a> Toto<'a> {
         let mut state = carve_state(&mut arena, &dims)?;
         let mut scratch = carve_scratch(&mut arena, &dims)?;
         self.prefill(series, spec.context, &dims, &mut state, &mut scratch, None)?;
-        let (p, v_count, k) = (dims.p, dims.v, dims.k);
-        let width = 4 * k;
+        let (p, v_count) = (dims.p, dims.v);
         let mut first = 0;
         while first < paths {
             let nb = dims.batch.min(paths - first);
@@ -809,57 +831,7 @@ impl<'a> Toto<'a> {
                 }
             }
             for s in 0..dims.hp {
-                if s == 0 {
-                    for t in 0..n {
-                        let v = t % v_count;
-                        for i in 0..p {
-                            let at = (v * p + i) * width;
-                            let params = &state.next[at..at + width];
-                            let x = generate(mode, scratch.rng, t / v_count, params, k);
-                            let x = unscale(&scratch.affine[2 * t..2 * t + 2], x);
-                            scratch.values[t * p + i] = x;
-                        }
-                    }
-                } else {
-                    for t in 0..n {
-                        let v = t % v_count;
-                        let mut stats = RunningStats::from_slice(&scratch.stats[4 * t..4 * t + 4]);
-                        for i in 0..p {
-                            stats.push(scratch.values[t * p + i], 1.0);
-                        }
-                        scratch.stats[4 * t..4 * t + 4].copy_from_slice(&stats.to_array());
-                        let clamp = ScaleClamp {
-                            low: state.clamp[2 * v],
-                            high: state.clamp[2 * v + 1],
-                        };
-                        let (loc, scale) = (stats.mean, clamp.apply(stats.scale()));
-                        scratch.affine[2 * t] = loc;
-                        scratch.affine[2 * t + 1] = scale;
-                        for i in 0..p {
-                            scratch.patch[t * p + i] =
-                                ((scratch.values[t * p + i] - loc) / scale) as f32;
-                        }
-                    }
-                    let pos = dims.nc + s - 1;
-                    self.step(&dims, &mut state, &mut scratch, series, nb, pos, 1, pos / 2)?;
-                    let Scratch {
-                        h,
-                        un,
-                        proj,
-                        mix,
-                        values,
-                        affine,
-                        rng,
-                        ..
-                    } = &mut scratch;
-                    let mut hs = HeadScratch { h, un, proj, mix };
-                    let (values, affine, rng) = (&mut **values, &**affine, &mut **rng);
-                    let mut generate_value = |t: usize, i: usize, params: &[f32]| {
-                        let x = generate(mode, rng, t / v_count, params, k);
-                        values[t * p + i] = unscale(&affine[2 * t..2 * t + 2], x);
-                    };
-                    self.head_split(&dims, &mut hs, n, &mut generate_value)?;
-                }
+                self.generate_patch(&dims, &mut state, &mut scratch, series, nb, s, mode)?;
                 for t in 0..n {
                     let (b, v) = (t / v_count, t % v_count);
                     for i in 0..p {
@@ -875,8 +847,8 @@ impl<'a> Toto<'a> {
         Ok(())
     }
 
-    /// One patch position for `paths × variates` tokens: `scratch.patch` (scaled) in,
-    /// `scratch.h` (final hidden states) out, KV cache written at `pos`.
+    /// Context patches `pos..pos + positions` of every variate: `scratch.patch` (scaled) in,
+    /// `scratch.h` (final hidden states) out, the context KV cache written at those positions.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -884,44 +856,296 @@ impl<'a> Toto<'a> {
         state: &mut State<'_>,
         scratch: &mut Scratch<'_>,
         series: &Series<'_>,
-        paths: usize,
         pos: usize,
         positions: usize,
         center: usize,
     ) -> Result<()> {
         let kern = &self.kernels;
-        let (d, hid) = (dims.d, dims.hid);
-        let n = positions * paths * dims.v;
-        self.patch_embed.apply(kern, scratch.patch, n, scratch.h)?;
+        let n = positions * dims.v;
+        let Scratch {
+            h,
+            xn,
+            att,
+            qkv,
+            q,
+            up,
+            gate,
+            patch,
+            scores,
+            ..
+        } = scratch;
+        let mut tokens = TokenBufs {
+            h,
+            xn,
+            att,
+            qkv,
+            up,
+            gate,
+            patch,
+        };
+        let (q, scores) = (&mut q[..dims.hd], &mut scores[..dims.scores]);
+        let mut kv = Kv {
+            k_ctx: Ctx::Write(state.k_ctx),
+            v_ctx: Ctx::Write(state.v_ctx),
+            k_gen: &mut [],
+            v_gen: &mut [],
+        };
         let mut time_layer = 0;
+        self.layers(dims, n, &mut tokens, &mut |l, t| {
+            if self.config.is_spacewise(l) {
+                space_attention(dims, t.qkv, t.att, scores, series, positions)
+            } else {
+                let at = Attend {
+                    layer: time_layer,
+                    paths: 1,
+                    first_pos: pos,
+                    positions,
+                    center,
+                };
+                time_layer += 1;
+                time_attention(kern, dims, &mut kv, t.qkv, t.att, q, scores, &at)
+            }
+        })
+    }
+
+    /// Patch embedding and every layer for `n` tokens of `t.patch`, into `t.h`; `attend(layer,
+    /// t)` fills `t.att` from `t.qkv`.
+    fn layers(
+        &self,
+        dims: &Dims,
+        n: usize,
+        t: &mut TokenBufs<'_>,
+        attend: &mut dyn FnMut(usize, &mut TokenBufs<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let kern = &self.kernels;
+        let (d, hid) = (dims.d, dims.hid);
+        self.patch_embed.apply(kern, t.patch, n, t.h)?;
         for l in 0..self.config.num_layers {
             let lw = self.layer(l)?;
-            rms_norm_rows(&scratch.h[..n * d], lw.norm1, &mut scratch.xn[..n * d])?;
-            lw.qkv.apply(kern, scratch.xn, n, scratch.qkv)?;
-            if self.config.is_spacewise(l) {
-                space_attention(dims, scratch, series, positions * paths)?;
-            } else {
-                time_attention(
-                    dims, state, scratch, time_layer, paths, pos, positions, center,
-                )?;
-                time_layer += 1;
-            }
-            lw.wo.apply(kern, scratch.att, n, scratch.xn)?;
-            add_rows(&mut scratch.h[..n * d], &scratch.xn[..n * d]);
-            rms_norm_rows(&scratch.h[..n * d], lw.norm2, &mut scratch.xn[..n * d])?;
-            lw.mlp_in.apply(kern, scratch.xn, n, scratch.up)?;
-            for t in 0..n {
-                let u = &scratch.up[t * 2 * hid..(t + 1) * 2 * hid];
-                let g = &mut scratch.gate[t * hid..(t + 1) * hid];
+            rms_norm_rows(&t.h[..n * d], lw.norm1, &mut t.xn[..n * d])?;
+            lw.qkv.apply(kern, t.xn, n, t.qkv)?;
+            attend(l, t)?;
+            lw.wo.apply(kern, t.att, n, t.xn)?;
+            add_rows(&mut t.h[..n * d], &t.xn[..n * d]);
+            rms_norm_rows(&t.h[..n * d], lw.norm2, &mut t.xn[..n * d])?;
+            lw.mlp_in.apply(kern, t.xn, n, t.up)?;
+            for i in 0..n {
+                let u = &t.up[i * 2 * hid..(i + 1) * 2 * hid];
+                let g = &mut t.gate[i * hid..(i + 1) * hid];
                 let (a, b) = u.split_at(hid);
                 for ((g, &a), &b) in g.iter_mut().zip(a).zip(b) {
                     *g = silu(a) * b;
                 }
             }
-            lw.mlp_out.apply(kern, scratch.gate, n, scratch.xn)?;
-            add_rows(&mut scratch.h[..n * d], &scratch.xn[..n * d]);
+            lw.mlp_out.apply(kern, t.gate, n, t.xn)?;
+            add_rows(&mut t.h[..n * d], &t.xn[..n * d]);
         }
         Ok(())
+    }
+
+    /// Paths per part when `nb` paths decode together (the last part also takes what is left):
+    /// whole units of whole head chunks of whole paths, so every token meets the same products
+    /// (each head chunk the same tokens; layer products of at least
+    /// [`crate::kernels::GEMM_INVARIANT_TOKENS`] tokens) and the same draws whichever part
+    /// and thread it falls in.
+    fn part_paths(dims: &Dims, nb: usize) -> usize {
+        let unit = dims.unit_paths.max(1);
+        let units = nb / unit;
+        let parts = dims.parts.min(units).max(1);
+        (units.div_ceil(parts) * unit).max(unit)
+    }
+
+    /// Generated patch `s` (0: drawn from the context's distribution) of `nb` paths into
+    /// `scratch.values`, split into parts of whole paths that run on the kernels' workers.
+    #[allow(clippy::too_many_arguments)]
+    fn generate_patch(
+        &self,
+        dims: &Dims,
+        state: &mut State<'_>,
+        scratch: &mut Scratch<'_>,
+        series: &Series<'_>,
+        nb: usize,
+        s: usize,
+        mode: Mode,
+    ) -> Result<()> {
+        let per = Self::part_paths(dims, nb);
+        let (v, d, p, hid, k) = (dims.v, dims.d, dims.p, dims.hid, dims.k);
+        let gen_per_path = mul(&[dims.lt, v, dims.ng, d])?;
+        let Scratch {
+            h,
+            xn,
+            att,
+            qkv,
+            q,
+            up,
+            gate,
+            patch,
+            scores,
+            un,
+            proj,
+            mix,
+            values,
+            stats,
+            affine,
+            rng,
+        } = scratch;
+        let (mut h, mut xn, mut att, mut qkv, mut up, mut gate, mut patch) = (
+            &mut **h,
+            &mut **xn,
+            &mut **att,
+            &mut **qkv,
+            &mut **up,
+            &mut **gate,
+            &mut **patch,
+        );
+        let (mut q, mut scores, mut un, mut proj, mut mix) =
+            (&mut **q, &mut **scores, &mut **un, &mut **proj, &mut **mix);
+        let (mut values, mut stats, mut affine, mut rng) =
+            (&mut **values, &mut **stats, &mut **affine, &mut **rng);
+        let (mut k_gen, mut v_gen) = (&mut *state.k_gen, &mut *state.v_gen);
+        let mut parts: heapless::Vec<DecodePart<'_>, MAX_PARTS> = heapless::Vec::new();
+        let mut b0 = 0;
+        while b0 < nb {
+            let rest = nb - b0;
+            let paths = if rest < per + dims.unit_paths {
+                rest
+            } else {
+                per
+            };
+            let n = paths * v;
+            let part = DecodePart {
+                paths,
+                tokens: TokenBufs {
+                    h: cut(&mut h, n * d)?,
+                    xn: cut(&mut xn, n * d)?,
+                    att: cut(&mut att, n * d)?,
+                    qkv: cut(&mut qkv, n * 3 * d)?,
+                    up: cut(&mut up, n * 2 * hid)?,
+                    gate: cut(&mut gate, n * hid)?,
+                    patch: cut(&mut patch, n * p)?,
+                },
+                q: cut(&mut q, dims.hd)?,
+                scores: cut(&mut scores, dims.scores)?,
+                un: cut(&mut un, dims.un)?,
+                proj: cut(&mut proj, dims.proj)?,
+                mix: cut(&mut mix, 4 * k)?,
+                values: cut(&mut values, n * p)?,
+                stats: cut(&mut stats, n * 4)?,
+                affine: cut(&mut affine, n * 2)?,
+                rng: cut(&mut rng, paths * 4)?,
+                k_gen: cut(&mut k_gen, paths * gen_per_path)?,
+                v_gen: cut(&mut v_gen, paths * gen_per_path)?,
+                result: Ok(()),
+            };
+            parts.push(part).map_err(|_| Error::OutOfRange)?;
+            b0 += paths;
+        }
+        let shared = Shared {
+            k_ctx: state.k_ctx,
+            v_ctx: state.v_ctx,
+            clamp: state.clamp,
+            next: state.next,
+        };
+        self.kernels.for_each_mut(&mut parts, &|part| {
+            part.result = self.decode_part(dims, part, &shared, series, s, mode);
+        });
+        parts.iter().try_for_each(|part| part.result)
+    }
+
+    /// [`Toto::generate_patch`] for one part.
+    fn decode_part(
+        &self,
+        dims: &Dims,
+        part: &mut DecodePart<'_>,
+        shared: &Shared<'_>,
+        series: &Series<'_>,
+        s: usize,
+        mode: Mode,
+    ) -> Result<()> {
+        let (v_count, p, k) = (dims.v, dims.p, dims.k);
+        let width = 4 * k;
+        let n = part.paths * v_count;
+        let kern = &self.kernels;
+        if s == 0 {
+            for t in 0..n {
+                let v = t % v_count;
+                for i in 0..p {
+                    let at = (v * p + i) * width;
+                    let params = &shared.next[at..at + width];
+                    let x = generate(mode, part.rng, t / v_count, params, k);
+                    part.values[t * p + i] = unscale(&part.affine[2 * t..2 * t + 2], x);
+                }
+            }
+            return Ok(());
+        }
+        for t in 0..n {
+            let v = t % v_count;
+            let mut stats = RunningStats::from_slice(&part.stats[4 * t..4 * t + 4]);
+            for i in 0..p {
+                stats.push(part.values[t * p + i], 1.0);
+            }
+            part.stats[4 * t..4 * t + 4].copy_from_slice(&stats.to_array());
+            let clamp = ScaleClamp {
+                low: shared.clamp[2 * v],
+                high: shared.clamp[2 * v + 1],
+            };
+            let (loc, scale) = (stats.mean, clamp.apply(stats.scale()));
+            part.affine[2 * t] = loc;
+            part.affine[2 * t + 1] = scale;
+            for i in 0..p {
+                part.tokens.patch[t * p + i] = ((part.values[t * p + i] - loc) / scale) as f32;
+            }
+        }
+        let pos = dims.nc + s - 1;
+        let DecodePart {
+            paths,
+            tokens,
+            q,
+            scores,
+            un,
+            proj,
+            mix,
+            values,
+            affine,
+            rng,
+            k_gen,
+            v_gen,
+            ..
+        } = part;
+        let mut kv = Kv {
+            k_ctx: Ctx::Read(shared.k_ctx),
+            v_ctx: Ctx::Read(shared.v_ctx),
+            k_gen,
+            v_gen,
+        };
+        let mut time_layer = 0;
+        self.layers(dims, n, tokens, &mut |l, t| {
+            if self.config.is_spacewise(l) {
+                space_attention(dims, t.qkv, t.att, scores, series, *paths)
+            } else {
+                let at = Attend {
+                    layer: time_layer,
+                    paths: *paths,
+                    first_pos: pos,
+                    positions: 1,
+                    center: pos / 2,
+                };
+                time_layer += 1;
+                time_attention(kern, dims, &mut kv, t.qkv, t.att, q, scores, &at)
+            }
+        })?;
+        let mut hs = HeadScratch {
+            h: tokens.h,
+            un,
+            proj,
+            mix,
+        };
+        let (values, affine, rng) = (&mut **values, &**affine, &mut **rng);
+        self.head_split(dims, &mut hs, n, &mut |t, i, raw, weights| {
+            let x = generate_raw(kern, mode, rng, t / v_count, raw, weights)?;
+            values[t * p + i] = unscale(&affine[2 * t..2 * t + 2], x);
+            Ok(())
+        })
     }
 
     fn head(
@@ -938,17 +1162,22 @@ impl<'a> Toto<'a> {
             proj: scratch.proj,
             mix: scratch.mix,
         };
-        self.head_split(dims, &mut hs, n, each)
+        let width = 4 * dims.k;
+        self.head_split(dims, &mut hs, n, &mut |t, s, raw, mix| {
+            raw.params(&self.kernels, mix)?;
+            each(t, s, &mix[..width]);
+            Ok(())
+        })
     }
 
-    /// Unembeds `n` tokens' hidden states and evaluates the mixture head at each of their `p`
-    /// positions, `chunk` tokens at a time.
+    /// Unembeds `n` tokens' hidden states and hands each of their `p` positions' mixture
+    /// projections to `each` (with a `4k` scratch), `chunk` tokens at a time.
     fn head_split(
         &self,
         dims: &Dims,
         hs: &mut HeadScratch<'_>,
         n: usize,
-        each: &mut dyn FnMut(usize, usize, &[f32]),
+        each: &mut HeadSink<'_>,
     ) -> Result<()> {
         let (d, p, k) = (dims.d, dims.p, dims.k);
         let kern = &self.kernels;
@@ -979,16 +1208,13 @@ impl<'a> Toto<'a> {
             for tc in 0..c {
                 for s in 0..p {
                     let part = |j: usize| &hs.proj[at(tc, s, j)..at(tc, s, j) + k];
-                    let (df, loc, sc, logits) = (part(0), part(1), part(2), part(3));
-                    let mix = &mut *hs.mix;
-                    for i in 0..k {
-                        mix[i] = 2.0 + softplus(df[i]).max(f32::EPSILON);
-                        mix[k + i] = loc[i];
-                        mix[2 * k + i] = softplus(sc[i]).max(f32::EPSILON);
-                    }
-                    mix[3 * k..4 * k].copy_from_slice(logits);
-                    ops::softmax(&mut mix[3 * k..4 * k])?;
-                    each(t0 + tc, s, &mix[..width]);
+                    let raw = RawHead {
+                        df: part(0),
+                        loc: part(1),
+                        scale: part(2),
+                        logits: part(3),
+                    };
+                    each(t0 + tc, s, &raw, &mut hs.mix[..width])?;
                 }
             }
             t0 += c;
@@ -1020,6 +1246,72 @@ fn generate(mode: Mode, rng_state: &mut [u64], path: usize, params: &[f32], k: u
             x
         }
     }
+}
+
+/// One position's mixture projections before their activations: `[df; k], [loc; k],
+/// [scale; k], [logits; k]` as the linear layers give them.
+struct RawHead<'p> {
+    df: &'p [f32],
+    loc: &'p [f32],
+    scale: &'p [f32],
+    logits: &'p [f32],
+}
+
+impl RawHead<'_> {
+    /// The mixture parameters `[df; k], [loc; k], [scale; k], [weight; k]` into `mix` (`4k`).
+    fn params(&self, kern: &Kernels, mix: &mut [f32]) -> Result<()> {
+        let k = self.loc.len();
+        for i in 0..k {
+            mix[i] = student_df(self.df[i]);
+            mix[k + i] = self.loc[i];
+            mix[2 * k + i] = student_scale(self.scale[i]);
+        }
+        mix[3 * k..4 * k].copy_from_slice(self.logits);
+        softmax(kern, &mut mix[3 * k..4 * k])
+    }
+}
+
+/// A component's degrees of freedom from its projection (above 2, so its variance is finite).
+fn student_df(raw: f32) -> f32 {
+    2.0 + softplus(raw).max(f32::EPSILON)
+}
+
+/// A component's scale from its projection.
+fn student_scale(raw: f32) -> f32 {
+    softplus(raw).max(f32::EPSILON)
+}
+
+/// [`generate`] from the raw projections: only the picked component's degrees of freedom and
+/// scale go through softplus (the same numbers as [`RawHead::params`] then [`generate`], for a
+/// fraction of the transcendental functions). `weights`: `k` scratch.
+fn generate_raw(
+    kern: &Kernels,
+    mode: Mode,
+    rng_state: &mut [u64],
+    path: usize,
+    raw: &RawHead<'_>,
+    weights: &mut [f32],
+) -> Result<f64> {
+    let k = raw.loc.len();
+    let weights = &mut weights[..k];
+    weights.copy_from_slice(raw.logits);
+    softmax(kern, weights)?;
+    Ok(match mode {
+        Mode::Mean => sample::weighted_mean(raw.loc, weights),
+        Mode::Samples { .. } => {
+            let slot = &mut rng_state[4 * path..4 * path + 4];
+            let mut rng = Rng::from_array([slot[0], slot[1], slot[2], slot[3]]);
+            let pick = sample::pick_component(&mut rng, weights);
+            let x = sample::student_t_draw(
+                &mut rng,
+                student_df(raw.df[pick]),
+                raw.loc[pick],
+                student_scale(raw.scale[pick]),
+            );
+            slot.copy_from_slice(&rng.to_array());
+            x
+        }
+    })
 }
 
 fn unscale(affine: &[f64], z: f64) -> f64 {
@@ -1081,8 +1373,20 @@ struct Dims {
     tokens: usize,
     chunk: usize,
     prefill: usize,
-    fused: bool,
+    /// Attention score scratch per part.
+    scores: usize,
+    /// Unembedding scratch per part (0 with a fused head).
+    un: usize,
+    /// Mixture projection scratch per part.
+    proj: usize,
+    /// Parts a batch of sample paths may be split into (each with its own head scratch).
+    parts: usize,
+    /// Paths per split unit: whole head chunks of whole paths.
+    unit_paths: usize,
 }
+
+/// Most parts a batch of sample paths is split into.
+const MAX_PARTS: usize = 16;
 
 struct Bufs<C: Carve> {
     k_ctx: C::Out<f32>,
@@ -1096,6 +1400,95 @@ struct Bufs<C: Carve> {
 }
 
 type State<'m> = Bufs<Arena<'m>>;
+
+fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a.checked_div(x).map_or(0, |q| q * b)
+}
+
+/// The first `n` elements of `*buf`, leaving the rest in `*buf`.
+fn cut<'b, T>(buf: &mut &'b mut [T], n: usize) -> Result<&'b mut [T]> {
+    if n > buf.len() {
+        return Err(Error::OutOfRange);
+    }
+    let (head, rest) = core::mem::take(buf).split_at_mut(n);
+    *buf = rest;
+    Ok(head)
+}
+
+/// Token-major buffers of the layers.
+struct TokenBufs<'b> {
+    h: &'b mut [f32],
+    xn: &'b mut [f32],
+    att: &'b mut [f32],
+    qkv: &'b mut [f32],
+    up: &'b mut [f32],
+    gate: &'b mut [f32],
+    patch: &'b mut [f32],
+}
+
+/// A group of sample paths generating one patch, with its own buffers (see
+/// [`Toto::generate_patch`]).
+struct DecodePart<'b> {
+    paths: usize,
+    tokens: TokenBufs<'b>,
+    q: &'b mut [f32],
+    scores: &'b mut [f32],
+    un: &'b mut [f32],
+    proj: &'b mut [f32],
+    mix: &'b mut [f32],
+    values: &'b mut [f64],
+    stats: &'b mut [f64],
+    affine: &'b mut [f64],
+    rng: &'b mut [u64],
+    k_gen: &'b mut [f32],
+    v_gen: &'b mut [f32],
+    result: Result<()>,
+}
+
+/// What every part reads: the context's KV cache, scale clamps and next-patch distribution.
+struct Shared<'b> {
+    k_ctx: &'b [f32],
+    v_ctx: &'b [f32],
+    clamp: &'b [f64],
+    next: &'b [f32],
+}
+
+/// The context cache: written while the context is processed, read while paths decode.
+enum Ctx<'c> {
+    Write(&'c mut [f32]),
+    Read(&'c [f32]),
+}
+
+impl Ctx<'_> {
+    fn read(&self) -> &[f32] {
+        match self {
+            Ctx::Write(c) => c,
+            Ctx::Read(c) => c,
+        }
+    }
+}
+
+/// Key and value caches: the context's, and the generated patches' of the paths at hand
+/// (path-major: `((path · time layers + layer) · variates + variate) · generated + patch`).
+struct Kv<'c> {
+    k_ctx: Ctx<'c>,
+    v_ctx: Ctx<'c>,
+    k_gen: &'c mut [f32],
+    v_gen: &'c mut [f32],
+}
+
+/// Which tokens a time-wise attention call covers.
+struct Attend {
+    layer: usize,
+    paths: usize,
+    first_pos: usize,
+    positions: usize,
+    center: usize,
+}
 
 fn mul(xs: &[usize]) -> Result<usize> {
     xs.iter()
@@ -1146,18 +1539,14 @@ fn carve_scratch<C: Carve>(c: &mut C, d: &Dims) -> Result<ScratchBufs<C>> {
         xn: c.take(mul(&[t, d.d])?)?,
         att: c.take(mul(&[t, d.d])?)?,
         qkv: c.take(mul(&[t, 3, d.d])?)?,
-        q: c.take(d.hd)?,
+        q: c.take(mul(&[d.parts, d.hd])?)?,
         up: c.take(mul(&[t, 2, d.hid])?)?,
         gate: c.take(mul(&[t, d.hid])?)?,
         patch: c.take(mul(&[t, d.p])?)?,
-        scores: c.take((d.nc + d.ng).max(d.v))?,
-        un: c.take(if d.fused {
-            0
-        } else {
-            mul(&[d.chunk, d.p, d.d])?
-        })?,
-        proj: c.take(mul(&[4, d.chunk, d.p, d.k])?)?,
-        mix: c.take(4 * d.k)?,
+        scores: c.take(mul(&[d.parts, d.scores])?)?,
+        un: c.take(mul(&[d.parts, d.un])?)?,
+        proj: c.take(mul(&[d.parts, d.proj])?)?,
+        mix: c.take(mul(&[d.parts, 4, d.k])?)?,
         values: c.take(mul(&[t, d.p])?)?,
         stats: c.take(mul(&[t, 4])?)?,
         affine: c.take(mul(&[t, 2])?)?,
@@ -1185,6 +1574,29 @@ fn add_rows(h: &mut [f32], delta: &[f32]) {
     for (a, b) in h.iter_mut().zip(delta) {
         *a += *b;
     }
+}
+
+/// [`ops::softmax`] with the kernels' exponential ([`Kernels::exp_shifted`]: the same numbers
+/// with the scalar kernels, a vector exponential within a few ulp with SIMD ones).
+fn softmax(kern: &Kernels, x: &mut [f32]) -> Result<()> {
+    if x.is_empty() {
+        return Ok(());
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in x.iter() {
+        if v.is_nan() {
+            return Err(Error::NonFinite);
+        }
+        max = max.max(v);
+    }
+    if max == f32::NEG_INFINITY {
+        return Err(Error::NonFinite);
+    }
+    let inv = 1.0 / kern.exp_shifted(x, max);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    Ok(())
 }
 
 /// `torch.nn.functional.softplus` (linear above 20).
@@ -1309,78 +1721,90 @@ fn qkv_col(dims: &Dims, part: usize, head: usize, dim: usize) -> usize {
     part * dims.d + dim * dims.heads + head
 }
 
+/// Where position `pos` of (time layer, path, variate) starts: in the generated-patch cache
+/// (`true`; `path` counts from the first path of the cache at hand) or the context's.
 fn cache_index(dims: &Dims, layer: usize, path: usize, v: usize, pos: usize) -> (bool, usize) {
     if pos < dims.nc {
         (false, ((layer * dims.v + v) * dims.nc + pos) * dims.d)
     } else {
         (
             true,
-            (((layer * dims.batch + path) * dims.v + v) * dims.ng + (pos - dims.nc)) * dims.d,
+            (((path * dims.lt + layer) * dims.v + v) * dims.ng + (pos - dims.nc)) * dims.d,
         )
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn time_attention(
+    kern: &Kernels,
     dims: &Dims,
-    state: &mut State<'_>,
-    scratch: &mut Scratch<'_>,
-    layer: usize,
-    paths: usize,
-    first_pos: usize,
-    positions: usize,
-    center: usize,
+    kv: &mut Kv<'_>,
+    qkv: &[f32],
+    att: &mut [f32],
+    q: &mut [f32],
+    scores: &mut [f32],
+    at: &Attend,
 ) -> Result<()> {
     let (hd, d) = (dims.hd, dims.d);
     let norm = 1.0 / libm::sqrtf(hd as f32);
     let mut table = RopeTable::new();
+    let layer = at.layer;
     // Tokens are position-major, then path, then variate; earlier positions are written to the
     // cache before later ones attend to them.
-    for (step, path, v) in (0..positions)
-        .flat_map(|j| (0..paths).flat_map(move |b| (0..dims.v).map(move |v| (j, b, v))))
+    for (step, path, v) in (0..at.positions)
+        .flat_map(|j| (0..at.paths).flat_map(move |b| (0..dims.v).map(move |v| (j, b, v))))
     {
-        let pos = first_pos + step;
-        {
-            let t = (step * paths + path) * dims.v + v;
-            let row = &scratch.qkv[t * 3 * d..(t + 1) * 3 * d];
-            let (is_gen, at) = cache_index(dims, layer, path, v, pos);
-            for head in 0..dims.heads {
-                let q = &mut *scratch.q;
-                let (kc, vc) = if is_gen {
-                    (&mut *state.k_gen, &mut *state.v_gen)
-                } else {
-                    (&mut *state.k_ctx, &mut *state.v_ctx)
-                };
-                let kslot = &mut kc[at + head * hd..at + (head + 1) * hd];
-                for j in 0..hd {
-                    q[j] = row[qkv_col(dims, 0, head, j)];
-                    kslot[j] = row[qkv_col(dims, 1, head, j)];
-                    vc[at + head * hd + j] = row[qkv_col(dims, 2, head, j)];
+        let pos = at.first_pos + step;
+        let t = (step * at.paths + path) * dims.v + v;
+        let row = &qkv[t * 3 * d..(t + 1) * 3 * d];
+        let (is_gen, base) = cache_index(dims, layer, path, v, pos);
+        for head in 0..dims.heads {
+            let (kc, vc): (&mut [f32], &mut [f32]) = if is_gen {
+                (kv.k_gen, kv.v_gen)
+            } else {
+                match (&mut kv.k_ctx, &mut kv.v_ctx) {
+                    (Ctx::Write(k), Ctx::Write(v)) => (k, v),
+                    // Decoding never writes context positions.
+                    _ => return Err(Error::OutOfRange),
                 }
-                if table.prepare(hd, pos, center) {
-                    table.apply(q, false);
-                    table.apply(kslot, true);
-                } else {
-                    rope_xpos(q, pos, center, false);
-                    rope_xpos(kslot, pos, center, true);
-                }
-                let scores = &mut scratch.scores[..=pos];
-                for (s, score) in scores.iter_mut().enumerate() {
-                    let (g, base) = cache_index(dims, layer, path, v, s);
-                    let keys: &[f32] = if g { state.k_gen } else { state.k_ctx };
-                    let key = &keys[base + head * hd..base + (head + 1) * hd];
-                    *score = q.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * norm;
-                }
-                ops::softmax(scores)?;
-                let out = &mut scratch.att[t * d + head * hd..t * d + (head + 1) * hd];
-                out.fill(0.0);
-                for (s, w) in scores.iter().enumerate() {
-                    let (g, base) = cache_index(dims, layer, path, v, s);
-                    let values: &[f32] = if g { state.v_gen } else { state.v_ctx };
-                    let value = &values[base + head * hd..base + (head + 1) * hd];
-                    for (o, x) in out.iter_mut().zip(value) {
-                        *o += w * x;
-                    }
+            };
+            let kslot = &mut kc[base + head * hd..base + (head + 1) * hd];
+            for j in 0..hd {
+                q[j] = row[qkv_col(dims, 0, head, j)];
+                kslot[j] = row[qkv_col(dims, 1, head, j)];
+                vc[base + head * hd + j] = row[qkv_col(dims, 2, head, j)];
+            }
+            if table.prepare(hd, pos, at.center) {
+                table.apply(q, false);
+                table.apply(kslot, true);
+            } else {
+                rope_xpos(q, pos, at.center, false);
+                rope_xpos(kslot, pos, at.center, true);
+            }
+            let scores = &mut scores[..=pos];
+            // Context positions, then generated ones: each run's keys are `d` apart.
+            let in_ctx = (pos + 1).min(dims.nc);
+            let (ctx_scores, gen_scores) = scores.split_at_mut(in_ctx);
+            let (_, first) = cache_index(dims, layer, path, v, 0);
+            let keys = kv.k_ctx.read().get(first + head * hd..).unwrap_or(&[]);
+            kern.dot_rows_f32(keys, d, q, ctx_scores)?;
+            if !gen_scores.is_empty() {
+                let (_, first) = cache_index(dims, layer, path, v, dims.nc);
+                let keys = kv.k_gen.get(first + head * hd..).unwrap_or(&[]);
+                kern.dot_rows_f32(keys, d, q, gen_scores)?;
+            }
+            for score in scores.iter_mut() {
+                *score *= norm;
+            }
+            softmax(kern, scores)?;
+            let out = &mut att[t * d + head * hd..t * d + (head + 1) * hd];
+            out.fill(0.0);
+            for (s, w) in scores.iter().enumerate() {
+                let (g, base) = cache_index(dims, layer, path, v, s);
+                let values: &[f32] = if g { kv.v_gen } else { kv.v_ctx.read() };
+                let value = &values[base + head * hd..base + (head + 1) * hd];
+                for (o, x) in out.iter_mut().zip(value) {
+                    *o += w * x;
                 }
             }
         }
@@ -1390,7 +1814,9 @@ fn time_attention(
 
 fn space_attention(
     dims: &Dims,
-    scratch: &mut Scratch<'_>,
+    qkv: &[f32],
+    att: &mut [f32],
+    scores: &mut [f32],
     series: &Series<'_>,
     paths: usize,
 ) -> Result<()> {
@@ -1400,7 +1826,7 @@ fn space_attention(
         for v1 in 0..vn {
             let t1 = path * vn + v1;
             for head in 0..dims.heads {
-                let scores = &mut scratch.scores[..vn];
+                let scores = &mut scores[..vn];
                 for (v2, score) in scores.iter_mut().enumerate() {
                     if series.group(v1) != series.group(v2) {
                         *score = f32::NEG_INFINITY;
@@ -1409,8 +1835,8 @@ fn space_attention(
                     let t2 = path * vn + v2;
                     let mut acc = 0.0;
                     for j in 0..hd {
-                        acc += scratch.qkv[t1 * 3 * d + qkv_col(dims, 0, head, j)]
-                            * scratch.qkv[t2 * 3 * d + qkv_col(dims, 1, head, j)];
+                        acc += qkv[t1 * 3 * d + qkv_col(dims, 0, head, j)]
+                            * qkv[t2 * 3 * d + qkv_col(dims, 1, head, j)];
                     }
                     *score = acc * norm;
                 }
@@ -1418,10 +1844,9 @@ fn space_attention(
                 for j in 0..hd {
                     let mut acc = 0.0;
                     for (v2, w) in scores.iter().enumerate() {
-                        acc +=
-                            w * scratch.qkv[(path * vn + v2) * 3 * d + qkv_col(dims, 2, head, j)];
+                        acc += w * qkv[(path * vn + v2) * 3 * d + qkv_col(dims, 2, head, j)];
                     }
-                    scratch.att[t1 * d + head * hd + j] = acc;
+                    att[t1 * d + head * hd + j] = acc;
                 }
             }
         }
