@@ -798,7 +798,10 @@ impl<'a> SafeTensors<'a> {
     /// The entries called `names[0]`, `names[1]`, ... found in one pass over the header
     /// ([`SafeTensors::tensor`] scans the header once per name); `None` where absent. For
     /// models that resolve a layer's tensors on every step.
-    pub(crate) fn find_raws<const N: usize>(&self, names: &[&str; N]) -> [Option<RawTensor<'a>>; N] {
+    pub(crate) fn find_raws<const N: usize>(
+        &self,
+        names: &[&str; N],
+    ) -> [Option<RawTensor<'a>>; N] {
         let mut found: [Option<RawTensor<'a>>; N] = [None; N];
         let mut left = N;
         for raw in self.raw_tensors() {
