@@ -758,8 +758,9 @@ impl<'a> Toto<'a> {
                     }
                 }
             }
-            self.step(dims, state, scratch, series, 1, j0, m, center)?;
             let last_chunk = j0 + m == nc;
+            let last_only = each.is_none() && last_chunk;
+            let last = self.step(dims, state, scratch, series, 1, j0, m, center, last_only)?;
             let next = &mut *state.next;
             if let Some(each) = each.as_mut() {
                 // Every position's distribution (tokens are patch-major, then variate).
@@ -773,8 +774,7 @@ impl<'a> Toto<'a> {
                 })?;
             } else if last_chunk {
                 // Only the last patch's distribution: the first forecast patch.
-                let first = (m - 1) * v_count;
-                self.head(dims, scratch, first, v_count, &mut |v, s, params| {
+                self.head(dims, scratch, last, v_count, &mut |v, s, params| {
                     let at = (v * p + s) * width;
                     next[at..at + width].copy_from_slice(params);
                 })?;
@@ -855,7 +855,17 @@ impl<'a> Toto<'a> {
                         }
                     }
                     let pos = dims.nc + s - 1;
-                    self.step(&dims, &mut state, &mut scratch, series, nb, pos, 1, pos / 2)?;
+                    self.step(
+                        &dims,
+                        &mut state,
+                        &mut scratch,
+                        series,
+                        nb,
+                        pos,
+                        1,
+                        pos / 2,
+                        false,
+                    )?;
                     let Scratch {
                         h,
                         un,
@@ -889,8 +899,13 @@ impl<'a> Toto<'a> {
         Ok(())
     }
 
-    /// One patch position for `paths × variates` tokens: `scratch.patch` (scaled) in,
-    /// `scratch.h` (final hidden states) out, KV cache written at `pos`.
+    /// `positions` patch positions from `pos` for `paths × variates` tokens each:
+    /// `scratch.patch` (scaled) in, `scratch.h` (final hidden states) out, KV cache written.
+    /// With `last_only`, only the last position's final states are wanted: the variate-wise
+    /// layers after the last time-wise one (where positions do not interact) run on that
+    /// position alone, whose states end up at the start of `scratch.h` (the Toto-Open-Base
+    /// layout, 11 time-wise layers then one variate-wise, saves a twelfth of a 16-patch context
+    /// pass). Returns the row of `scratch.h` where the last position's tokens start.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -900,15 +915,27 @@ impl<'a> Toto<'a> {
         series: &Series<'_>,
         paths: usize,
         pos: usize,
-        positions: usize,
+        mut positions: usize,
         center: usize,
-    ) -> Result<()> {
+        last_only: bool,
+    ) -> Result<usize> {
         let kern = &self.kernels;
         let (d, hid) = (dims.d, dims.hid);
-        let n = positions * paths * dims.v;
+        let per_position = paths * dims.v;
+        let mut n = positions * per_position;
+        let tail = (0..self.config.num_layers)
+            .rev()
+            .find(|&l| !self.config.is_spacewise(l))
+            .map_or(0, |l| l + 1);
         self.patch_embed.apply(kern, scratch.patch, n, scratch.h)?;
         let mut time_layer = 0;
         for l in 0..self.config.num_layers {
+            if last_only && l == tail && positions > 1 {
+                let from = (positions - 1) * per_position * d;
+                scratch.h.copy_within(from..from + per_position * d, 0);
+                positions = 1;
+                n = per_position;
+            }
             let lw = self.layer(l)?;
             rms_norm_rows(&scratch.h[..n * d], lw.norm1, &mut scratch.xn[..n * d])?;
             lw.qkv.apply(kern, scratch.xn, n, scratch.qkv)?;
@@ -935,7 +962,7 @@ impl<'a> Toto<'a> {
             lw.mlp_out.apply(kern, scratch.gate, n, scratch.xn)?;
             add_rows(&mut scratch.h[..n * d], &scratch.xn[..n * d]);
         }
-        Ok(())
+        Ok((positions - 1) * per_position)
     }
 
     fn head(
