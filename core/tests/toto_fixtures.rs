@@ -567,6 +567,8 @@ fn bad_files_are_refused_with_the_culprit_named() {
 /// The context pass gives the same forecast whether its patches go through the network one at
 /// a time (firmware) or all together (the CLI's matrix-matrix prefill), bit for bit, with every
 /// kernel: each token's products and attention do not depend on the other tokens of the pass.
+/// (With several patches per pass the model's trailing variate-wise layer runs on the last
+/// patch alone, so this also checks that shortcut.)
 #[test]
 fn prefill_chunk_does_not_change_the_forecast() {
     let words = fixture("small.model.safetensors");

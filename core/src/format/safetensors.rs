@@ -795,6 +795,32 @@ impl<'a> SafeTensors<'a> {
         TensorView::from_raw(self, raw)
     }
 
+    /// The entries called `names[0]`, `names[1]`, ... found in one pass over the header
+    /// ([`SafeTensors::tensor`] scans the header once per name); `None` where absent. For
+    /// models that resolve a layer's tensors on every step.
+    pub(crate) fn find_raws<const N: usize>(
+        &self,
+        names: &[&str; N],
+    ) -> [Option<RawTensor<'a>>; N] {
+        let mut found: [Option<RawTensor<'a>>; N] = [None; N];
+        let mut left = N;
+        for raw in self.raw_tensors() {
+            if let Some(slot) = names
+                .iter()
+                .position(|n| raw.name == *n)
+                .and_then(|i| found.get_mut(i))
+                && slot.is_none()
+            {
+                *slot = Some(raw);
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
     /// Whether a tensor called `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.find_raw(name).is_some()

@@ -40,7 +40,7 @@ pub use scaler::{MINIMUM_SCALE, RunningStats, ScaleClamp};
 
 use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
-use crate::format::SafeTensors;
+use crate::format::{SafeTensors, TensorView};
 use crate::kernels::Kernels;
 use crate::ops::{self, Vector};
 use crate::quant::Matrix;
@@ -470,31 +470,45 @@ impl<'a> Toto<'a> {
         })
     }
 
-    fn vector(&self, name: &str, len: usize) -> Result<Vector<'a>> {
-        let t = self.st.tensor(name)?;
-        t.expect_shape(&[len as u64])?;
-        Vector::from_bytes(name, t.format()?, t.bytes())
-    }
-
+    /// Layer `i`'s weights, found in one pass over the header (looked up by name one at a
+    /// time, the ten tensors took about 2 ms of header scanning per step at the released size).
     fn layer(&self, i: usize) -> Result<LayerWeights<'a>> {
         let c = &self.config;
         let (d, h) = (c.embed_dim, c.mlp_hidden_dim);
-        let base = tensor_name(format_args!("transformer.layers.{i}"))?;
-        let lin = |field: &str, rows, cols| -> Result<Linear<'a>> {
-            Self::load_linear(
-                &self.st,
-                &tensor_name(format_args!("{base}.{field}"))?,
-                rows,
-                cols,
-            )
+        let mut names = [const { NameBuf::new() }; LAYER_TENSORS.len()];
+        for (name, field) in names.iter_mut().zip(LAYER_TENSORS) {
+            *name = tensor_name(format_args!("transformer.layers.{i}.{field}"))?;
+        }
+        let raws = self.st.find_raws(&names.each_ref().map(|n| n.as_str()));
+        let view = |k: usize| -> Result<TensorView<'a>> {
+            let name = names[k].as_str();
+            let raw = raws[k].ok_or(Error::MissingTensor {
+                tensor: Name::new(name),
+            })?;
+            TensorView::from_raw(&self.st, raw)
+        };
+        let vector = |k: usize, len: usize| -> Result<Vector<'a>> {
+            let t = view(k)?;
+            t.expect_shape(&[len as u64])?;
+            Vector::from_bytes(names[k].as_str(), t.format()?, t.bytes())
+        };
+        // `LAYER_TENSORS` lists each linear layer's weight, then its bias.
+        let lin = |k: usize, rows: usize, cols: usize| -> Result<Linear<'a>> {
+            let (w, b) = (view(k)?, view(k + 1)?);
+            w.expect_shape(&[rows as u64, cols as u64])?;
+            b.expect_shape(&[rows as u64])?;
+            Ok(Linear {
+                w: w.matrix()?,
+                b: b.f32s()?,
+            })
         };
         Ok(LayerWeights {
-            norm1: self.vector(&tensor_name(format_args!("{base}.norm1.scale"))?, d)?,
-            norm2: self.vector(&tensor_name(format_args!("{base}.norm2.scale"))?, d)?,
-            qkv: lin("attention.wQKV", 3 * d, d)?,
-            wo: lin("attention.wO", d, d)?,
-            mlp_in: lin("mlp.0", 2 * h, d)?,
-            mlp_out: lin("mlp.2", d, h)?,
+            norm1: vector(0, d)?,
+            norm2: vector(1, d)?,
+            qkv: lin(2, 3 * d, d)?,
+            wo: lin(4, d, d)?,
+            mlp_in: lin(6, 2 * h, d)?,
+            mlp_out: lin(8, d, h)?,
         })
     }
 
@@ -767,8 +781,9 @@ impl<'a> Toto<'a> {
                     }
                 }
             }
-            self.step(dims, state, scratch, series, j0, m, center)?;
             let last_chunk = j0 + m == nc;
+            let last_only = each.is_none() && last_chunk;
+            let last = self.step(dims, state, scratch, series, j0, m, center, last_only)?;
             let next = &mut *state.next;
             if let Some(each) = each.as_mut() {
                 // Every position's distribution (tokens are patch-major, then variate).
@@ -782,8 +797,7 @@ impl<'a> Toto<'a> {
                 })?;
             } else if last_chunk {
                 // Only the last patch's distribution: the first forecast patch.
-                let first = (m - 1) * v_count;
-                self.head(dims, scratch, first, v_count, &mut |v, s, params| {
+                self.head(dims, scratch, last, v_count, &mut |v, s, params| {
                     let at = (v * p + s) * width;
                     next[at..at + width].copy_from_slice(params);
                 })?;
@@ -849,6 +863,8 @@ impl<'a> Toto<'a> {
 
     /// Context patches `pos..pos + positions` of every variate: `scratch.patch` (scaled) in,
     /// `scratch.h` (final hidden states) out, the context KV cache written at those positions.
+    /// With `last_only`, only the last position's final states are wanted (see [`Self::layers`]).
+    /// Returns the row of `scratch.h` where the last position's tokens start.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -859,7 +875,8 @@ impl<'a> Toto<'a> {
         pos: usize,
         positions: usize,
         center: usize,
-    ) -> Result<()> {
+        last_only: bool,
+    ) -> Result<usize> {
         let kern = &self.kernels;
         let n = positions * dims.v;
         let Scratch {
@@ -891,9 +908,10 @@ impl<'a> Toto<'a> {
             v_gen: &mut [],
         };
         let mut time_layer = 0;
-        self.layers(dims, n, &mut tokens, &mut |l, t| {
+        let keep_last = last_only.then_some(dims.v);
+        self.layers(dims, n, keep_last, &mut tokens, &mut |l, tokens, t| {
             if self.config.is_spacewise(l) {
-                space_attention(dims, t.qkv, t.att, scores, series, positions)
+                space_attention(dims, t.qkv, t.att, scores, series, tokens / dims.v)
             } else {
                 let at = Attend {
                     layer: time_layer,
@@ -909,22 +927,39 @@ impl<'a> Toto<'a> {
     }
 
     /// Patch embedding and every layer for `n` tokens of `t.patch`, into `t.h`; `attend(layer,
-    /// t)` fills `t.att` from `t.qkv`.
+    /// tokens, t)` fills the first `tokens` rows of `t.att` from `t.qkv`. With `keep_last =
+    /// Some(k)`, only the last `k` tokens' final states are wanted: the variate-wise layers after
+    /// the last time-wise one (where positions do not interact) run on those alone, moved to the
+    /// start of `t.h` (the Toto-Open-Base layout, 11 time-wise layers then one variate-wise,
+    /// saves a twelfth of a 16-patch context pass). Returns the row of `t.h` where those `k`
+    /// tokens end up (0 without `keep_last`).
     fn layers(
         &self,
         dims: &Dims,
-        n: usize,
+        mut n: usize,
+        keep_last: Option<usize>,
         t: &mut TokenBufs<'_>,
-        attend: &mut dyn FnMut(usize, &mut TokenBufs<'_>) -> Result<()>,
-    ) -> Result<()> {
+        attend: &mut dyn FnMut(usize, usize, &mut TokenBufs<'_>) -> Result<()>,
+    ) -> Result<usize> {
         let kern = &self.kernels;
         let (d, hid) = (dims.d, dims.hid);
+        let tail = (0..self.config.num_layers)
+            .rev()
+            .find(|&l| !self.config.is_spacewise(l))
+            .map_or(0, |l| l + 1);
         self.patch_embed.apply(kern, t.patch, n, t.h)?;
         for l in 0..self.config.num_layers {
+            if let Some(k) = keep_last
+                && l == tail
+                && n > k
+            {
+                t.h.copy_within((n - k) * d..n * d, 0);
+                n = k;
+            }
             let lw = self.layer(l)?;
             rms_norm_rows(&t.h[..n * d], lw.norm1, &mut t.xn[..n * d])?;
             lw.qkv.apply(kern, t.xn, n, t.qkv)?;
-            attend(l, t)?;
+            attend(l, n, t)?;
             lw.wo.apply(kern, t.att, n, t.xn)?;
             add_rows(&mut t.h[..n * d], &t.xn[..n * d]);
             rms_norm_rows(&t.h[..n * d], lw.norm2, &mut t.xn[..n * d])?;
@@ -940,7 +975,7 @@ impl<'a> Toto<'a> {
             lw.mlp_out.apply(kern, t.gate, n, t.xn)?;
             add_rows(&mut t.h[..n * d], &t.xn[..n * d]);
         }
-        Ok(())
+        Ok(keep_last.map_or(0, |k| n - k))
     }
 
     /// Paths per part when `nb` paths decode together (the last part also takes what is left):
@@ -1119,7 +1154,7 @@ impl<'a> Toto<'a> {
             v_gen,
         };
         let mut time_layer = 0;
-        self.layers(dims, n, tokens, &mut |l, t| {
+        self.layers(dims, n, None, tokens, &mut |l, _, t| {
             if self.config.is_spacewise(l) {
                 space_attention(dims, t.qkv, t.att, scores, series, *paths)
             } else {
