@@ -122,6 +122,15 @@ impl<'a> Metadata<'a> {
         self.get(KEY_ARCH)
     }
 
+    /// Checks that `goldcrest.arch` is `arch`; [`Error::BadMetadata`] naming `goldcrest.arch`
+    /// if it is missing or another architecture.
+    pub fn expect_arch(&self, arch: &str) -> Result<()> {
+        match self.arch() {
+            Some(a) if a.as_str() == Some(arch) => Ok(()),
+            _ => Err(bad(KEY_ARCH)),
+        }
+    }
+
     /// The hyperparameter `goldcrest.<arch>.<name>`, if present.
     pub fn hyperparameter(&self, arch: &str, name: &str) -> Option<JsonStr<'a>> {
         self.iter()
@@ -143,6 +152,25 @@ impl<'a> Metadata<'a> {
             .hyperparameter(arch, name)
             .ok_or(Error::BadMetadata { key })?;
         parse_with(v, key)
+    }
+
+    /// The hyperparameter `goldcrest.<arch>.<name>` parsed as `true` or `false`;
+    /// [`Error::BadMetadata`] names the key if it is missing or neither.
+    pub fn hyperparameter_bool(&self, arch: &str, name: &str) -> Result<bool> {
+        let key = joined_name(&["goldcrest.", arch, ".", name]);
+        let v = self
+            .hyperparameter(arch, name)
+            .ok_or(Error::BadMetadata { key })?;
+        parse_with(v, key)
+    }
+
+    /// [`Metadata::hyperparameter_bool`], or `default` when the key is absent (a key that is
+    /// present must still say `true` or `false`).
+    pub fn hyperparameter_bool_or(&self, arch: &str, name: &str, default: bool) -> Result<bool> {
+        match self.hyperparameter(arch, name) {
+            None => Ok(default),
+            Some(_) => self.hyperparameter_bool(arch, name),
+        }
     }
 
     /// The hyperparameter `goldcrest.<arch>.<name>` parsed as a finite `f32`.

@@ -108,6 +108,25 @@ fn reads_tensors_and_views() {
     assert_eq!(esc.unescape(&mut b).unwrap(), "aé\n");
     assert_eq!(meta.format_version(), Ok(None));
     assert_eq!(meta.get_str("goldcrest.arch"), Ok("llama"));
+    assert_eq!(meta.expect_arch("llama"), Ok(()));
+    assert!(matches!(
+        meta.expect_arch("qwen2"),
+        Err(Error::BadMetadata { key }) if key.as_str() == "goldcrest.arch"
+    ));
+    // A number is not a flag; an absent flag takes the default only in the `_or` form.
+    assert!(matches!(
+        meta.hyperparameter_bool("llama", "n_layer"),
+        Err(Error::BadMetadata { key }) if key.as_str() == "goldcrest.llama.n_layer"
+    ));
+    assert!(matches!(
+        meta.hyperparameter_bool_or("llama", "n_layer", true),
+        Err(Error::BadMetadata { .. })
+    ));
+    assert!(matches!(
+        meta.hyperparameter_bool("llama", "tied"),
+        Err(Error::BadMetadata { key }) if key.as_str() == "goldcrest.llama.tied"
+    ));
+    assert_eq!(meta.hyperparameter_bool_or("llama", "tied", true), Ok(true));
     assert!(matches!(
         meta.get_str("esc"),
         Err(Error::BadMetadata { .. })

@@ -92,31 +92,28 @@ pub(crate) fn bad_meta(key: &str) -> Error {
     }
 }
 
+/// Checks that every `(key, size)` is in `1..=65536` ([`Error::BadMetadata`] naming the first
+/// that is not): the bound keeps every product of sizes a plan makes in range on 32-bit targets.
+pub(crate) fn check_sizes(sizes: &[(&str, usize)]) -> Result<()> {
+    match sizes.iter().find(|&&(_, v)| v == 0 || v > 1 << 16) {
+        Some(&(key, _)) => Err(bad_meta(key)),
+        None => Ok(()),
+    }
+}
+
 impl TotoConfig {
     /// Reads and checks the configuration from a file's metadata.
     pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<TotoConfig> {
         let meta = st.metadata();
         // `SafeTensors::parse` has already refused files of a newer major format version.
-        match meta.arch() {
-            Some(a) if a.as_str() == Some(ARCH) => {}
-            _ => return Err(bad_meta("goldcrest.arch")),
-        }
+        meta.expect_arch(ARCH)?;
         let int = |name: &str| meta.hyperparameter_usize(ARCH, name);
         let every_key = "goldcrest.toto.spacewise_every_n_layers";
         let every = match meta.get_str(every_key)? {
             "-1" => None,
             s => Some(s.parse::<usize>().map_err(|_| bad_meta(every_key))?),
         };
-        let flag = |name: &str, default: bool| -> Result<bool> {
-            match meta.hyperparameter(ARCH, name) {
-                None => Ok(default),
-                Some(v) => match v.as_str() {
-                    Some("true") => Ok(true),
-                    Some("false") => Ok(false),
-                    _ => Err(bad_meta(name)),
-                },
-            }
-        };
+        let flag = |name: &str, default: bool| meta.hyperparameter_bool_or(ARCH, name, default);
         let exponent = match meta.hyperparameter(ARCH, "scale_factor_exponent") {
             None => 10.0,
             Some(_) => meta.hyperparameter_f32(ARCH, "scale_factor_exponent")? as f64,
@@ -138,20 +135,14 @@ impl TotoConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let positive = [
+        check_sizes(&[
             ("goldcrest.toto.patch_size", self.patch_size),
             ("goldcrest.toto.embed_dim", self.embed_dim),
             ("goldcrest.toto.num_layers", self.num_layers),
             ("goldcrest.toto.num_heads", self.num_heads),
             ("goldcrest.toto.mlp_hidden_dim", self.mlp_hidden_dim),
             ("goldcrest.toto.k_components", self.k_components),
-        ];
-        for (key, v) in positive {
-            // Bounds keep every product below in range on 32-bit targets too.
-            if v == 0 || v > 1 << 16 {
-                return Err(bad_meta(key));
-            }
-        }
+        ])?;
         if !self.embed_dim.is_multiple_of(self.num_heads) || !self.head_dim().is_multiple_of(2) {
             return Err(bad_meta("goldcrest.toto.num_heads"));
         }

@@ -28,7 +28,7 @@
 //! [`Toto2::memory_plan`] gives the exact bytes for a [`ForecastShape`]; every activation of the
 //! single pass lives in the caller's buffer (no KV cache: the whole sequence is one pass).
 
-use super::{RunningStats, Series, bad_meta, rope_angle, softplus, tensor_name};
+use super::{RunningStats, Series, bad_meta, check_sizes, rope_angle, softplus, tensor_name};
 use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::SafeTensors;
@@ -110,20 +110,9 @@ impl Toto2Config {
     pub fn from_safetensors(st: &SafeTensors<'_>) -> Result<Toto2Config> {
         let meta = st.metadata();
         // `SafeTensors::parse` has already refused files of a newer major format version.
-        match meta.arch() {
-            Some(a) if a.as_str() == Some(ARCH) => {}
-            _ => return Err(bad_meta("goldcrest.arch")),
-        }
+        meta.expect_arch(ARCH)?;
         let int = |name: &str| meta.hyperparameter_usize(ARCH, name);
-        let flag = |name: &str| -> Result<bool> {
-            match meta.hyperparameter(ARCH, name).and_then(|v| v.as_str()) {
-                Some("true") => Ok(true),
-                Some("false") => Ok(false),
-                _ => Err(Error::BadMetadata {
-                    key: Name::new(&tensor_name(format_args!("goldcrest.{ARCH}.{name}"))?),
-                }),
-            }
-        };
+        let flag = |name: &str| meta.hyperparameter_bool(ARCH, name);
         let config = Toto2Config {
             patch_size: int("patch_size")?,
             d_model: int("d_model")?,
@@ -151,7 +140,7 @@ impl Toto2Config {
 
     /// Checks the values are positive, bounded and consistent (the reference's assertions).
     pub fn check(&self) -> Result<()> {
-        let positive = [
+        check_sizes(&[
             ("goldcrest.toto2.patch_size", self.patch_size),
             ("goldcrest.toto2.d_model", self.d_model),
             ("goldcrest.toto2.num_heads", self.num_heads),
@@ -161,13 +150,7 @@ impl Toto2Config {
             ("goldcrest.toto2.d_ff", self.d_ff),
             ("goldcrest.toto2.num_layers", self.num_layers),
             ("goldcrest.toto2.layer_group_size", self.layer_group_size),
-        ];
-        for (key, v) in positive {
-            // Bounds keep every product below in range on 32-bit targets too.
-            if v == 0 || v > 1 << 16 {
-                return Err(bad_meta(key));
-            }
-        }
+        ])?;
         if !self.num_heads.is_multiple_of(self.num_groups) {
             return Err(bad_meta("goldcrest.toto2.num_groups"));
         }
