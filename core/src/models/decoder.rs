@@ -33,6 +33,7 @@ use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::SafeTensors;
 use crate::kernels::{ActScale, Int8Acts, Kernels};
+use crate::models::known_tensor_bytes;
 use crate::ops::{self, Vector};
 use crate::quant::{Matrix, dequantize_row};
 
@@ -392,19 +393,7 @@ impl<'w, 'a> Weights<'w, 'a> {
             matrix(st, "lm_head.weight", config.vocab, config.hidden)?
         };
         let norm = vector(st, "model.norm.weight", config.hidden)?;
-        let mut bytes = 0usize;
-        for view in st.tensors() {
-            let name = view.name();
-            let name = name.as_str().unwrap_or("");
-            if !is_known(name, &config) {
-                return Err(Error::UnexpectedTensor {
-                    tensor: Name::new(view.name().raw()),
-                });
-            }
-            if name != "tokenizer" {
-                bytes = bytes.saturating_add(view.bytes().len());
-            }
-        }
+        let bytes = known_tensor_bytes(st, |name| is_known(name, &config))?;
         Ok(Weights {
             config,
             layers,

@@ -52,10 +52,10 @@ pub use crate::models::decoder::KvFormat;
 use crate::models::rwkv6::{
     self, ChannelMix, ChannelMixBuffers, FinchDims, ShiftBuffers, ShiftWeights, WkvInputs,
     adapter_rank, block_tensor, channel_mix, data_dependent_decay, data_dependent_shift,
-    known_tensor_bytes, load_channel_mix, load_layers, low_rank, mix_adapter_hidden,
-    norm_and_shift, shift_mix, stacked_adapters, wkv_step,
+    load_channel_mix, load_layers, low_rank, mix_adapter_hidden, norm_and_shift, shift_mix,
+    stacked_adapters, wkv_step,
 };
-use crate::models::{NameBuf, TensorSource, format_name};
+use crate::models::{NameBuf, TensorSource, format_name, known_tensor_bytes};
 use crate::ops::{self, Vector};
 use crate::quant::{self, Matrix};
 

@@ -115,6 +115,27 @@ impl<'a> TensorSource<'a> for SafeTensors<'a> {
     }
 }
 
+/// Total bytes of the tensors in `source` but the embedded tokenizer; strict: a tensor that
+/// `is_known` refuses is [`Error::UnexpectedTensor`].
+pub(crate) fn known_tensor_bytes(
+    source: &dyn TensorSource<'_>,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<usize> {
+    let mut bytes = 0usize;
+    source.for_each_tensor_name(&mut |name| {
+        if !is_known(name) {
+            return Err(Error::UnexpectedTensor {
+                tensor: Name::new(name),
+            });
+        }
+        if name != "tokenizer" {
+            bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
+        }
+        Ok(())
+    })?;
+    Ok(bytes)
+}
+
 /// A tensor name built without allocation (`blocks.12.att.key.weight`).
 pub(crate) type NameBuf = heapless::String<96>;
 

@@ -63,7 +63,9 @@
 use crate::arena::{Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
-use crate::models::{NameBuf, TensorRef, TensorSource, check_header, format_name, metadata_usize};
+use crate::models::{
+    NameBuf, TensorRef, TensorSource, check_header, format_name, known_tensor_bytes, metadata_usize,
+};
 use crate::ops::{self, Vector};
 use crate::quant::{self, Matrix};
 
@@ -244,27 +246,6 @@ pub(crate) fn loaded_layer<L>(layers: &[Option<L>], i: usize) -> Result<&L> {
         .get(i)
         .and_then(Option::as_ref)
         .ok_or(Error::OutOfRange)
-}
-
-/// Total bytes of the tensors in `source` but the embedded tokenizer; strict: a tensor that
-/// `is_known` refuses is [`Error::UnexpectedTensor`].
-pub(crate) fn known_tensor_bytes(
-    source: &dyn TensorSource<'_>,
-    is_known: impl Fn(&str) -> bool,
-) -> Result<usize> {
-    let mut bytes = 0usize;
-    source.for_each_tensor_name(&mut |name| {
-        if !is_known(name) {
-            return Err(Error::UnexpectedTensor {
-                tensor: Name::new(name),
-            });
-        }
-        if name != "tokenizer" {
-            bytes = bytes.saturating_add(source.tensor(name)?.bytes.len());
-        }
-        Ok(())
-    })?;
-    Ok(bytes)
 }
 
 /// Time-mix ("attention") weights of one block.

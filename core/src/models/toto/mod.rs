@@ -42,6 +42,7 @@ use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::{SafeTensors, TensorView};
 use crate::kernels::Kernels;
+use crate::models::known_tensor_bytes;
 use crate::ops::{self, Vector};
 use crate::quant::Matrix;
 use core::fmt::Write;
@@ -385,22 +386,7 @@ impl<'a> Toto<'a> {
         for i in 0..config.num_layers {
             model.layer(i)?;
         }
-        let head_tensors = match output {
-            OutputHead::Fused(_) => 2,
-            OutputHead::Separate { .. } => 2 + 8,
-        };
-        let expected = 2 + head_tensors + LAYER_TENSORS.len() * config.num_layers;
-        if st.len() != expected {
-            for t in st.tensors() {
-                let mut buf = [0u8; 128];
-                let name = t.name().unescape(&mut buf).unwrap_or("?");
-                if !model.is_expected(name) {
-                    return Err(Error::UnexpectedTensor {
-                        tensor: Name::new(name),
-                    });
-                }
-            }
-        }
+        known_tensor_bytes(&st, |name| model.is_expected(name))?;
         Ok(model)
     }
 

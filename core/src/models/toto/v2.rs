@@ -33,6 +33,7 @@ use crate::arena::{ARENA_ALIGN, Arena, Carve, MemoryPlan, Planner};
 use crate::error::{Error, Name, Result};
 use crate::format::SafeTensors;
 use crate::kernels::Kernels;
+use crate::models::known_tensor_bytes;
 use crate::ops::{self, Vector};
 use crate::quant::Matrix;
 
@@ -449,36 +450,11 @@ impl<'a> Toto2<'a> {
                 None
             },
         };
-        let mut expected = 6 + 6 + usize::from(config.norm_include_weight);
         for i in 0..config.num_layers {
             model.layer(i)?;
-            expected += model.layer_tensor_count();
         }
-        if st.len() != expected {
-            for t in st.tensors() {
-                let mut buf = [0u8; 128];
-                let name = t.name().unescape(&mut buf).unwrap_or("?");
-                if !model.is_expected(name) {
-                    return Err(Error::UnexpectedTensor {
-                        tensor: Name::new(name),
-                    });
-                }
-            }
-        }
+        known_tensor_bytes(&st, |name| model.is_expected(name))?;
         Ok(model)
-    }
-
-    fn layer_tensor_count(&self) -> usize {
-        let c = &self.config;
-        let norms = if c.norm_include_weight { 2 } else { 0 };
-        let qk = if c.qk_norm && c.qk_norm_include_weight {
-            2
-        } else {
-            0
-        };
-        let biases = if c.attn_bias { 2 } else { 0 } + if c.mlp_bias { 2 } else { 0 };
-        // in_proj, out_proj, fc1, fc2 weights and the two τ scalars.
-        6 + norms + qk + biases + usize::from(c.per_dim_scale)
     }
 
     fn is_expected(&self, name: &str) -> bool {
