@@ -23,8 +23,11 @@ use core::arch::x86_64::*;
 const Q8: u8 = 0;
 const Q4: u8 = 1;
 
-/// Distance of the decode kernels' software prefetch (as the other int8 kernels).
-const PREFETCH_BYTES: usize = 16384;
+/// Minimum distance of the decode kernels' software prefetch. Decode fetches the next tile's
+/// bytes while it works on this one: with short rows (Qwen2's 896 columns
+/// make 952-byte `q8_0` rows, 7.6 KB tiles), one tile ahead measured 0–25% faster than
+/// three (the old 16 KiB minimum) in seven interleaved runs on a loaded machine.
+const PREFETCH_BYTES: usize = 4096;
 
 /// `q8_0`/`q4_0` weights × int8 activations. Caller checked shapes and format.
 ///
@@ -257,8 +260,15 @@ unsafe fn tile_vnni<const F: u8, const PB: bool, const R: usize, const T: usize>
         for r in 0..R {
             let p = rs[r].wrapping_add(k * bb);
             if prefetch {
-                // A prefetch never faults, hence wrapping arithmetic.
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
+                // A prefetch never faults, hence wrapping arithmetic. One step reads two
+                // blocks: 68 bytes of `q8_0`, so a single prefetch per step would leave one
+                // cache line in seventeen to a demand miss; the second covers it (with one
+                // tile ahead: +8–27% decode bandwidth on Qwen2's shapes, four runs).
+                let at = p.wrapping_add(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                if F == Q8 {
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64).cast());
+                }
             }
             // SAFETY: block k (and k + 1 when `two`) of row `r0 + r`.
             let (codes, d) = unsafe {
