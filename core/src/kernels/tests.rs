@@ -680,7 +680,7 @@ fn int8_prefill_splits_by_aligned_rows_and_float_prefill_by_tokens() {
         let bytes = vec![0u8; rows * Format::Tq2_0.row_bytes(cols).unwrap()];
         let w = Matrix::new("w", Format::Tq2_0, rows, cols, &bytes).unwrap();
         let covers = |split: Split, units: usize, align: usize| {
-            split.per % align == 0
+            split.per.is_multiple_of(align)
                 && split.per * split.parts >= units
                 && split.per * (split.parts - 1) < units
         };
