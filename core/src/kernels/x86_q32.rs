@@ -25,7 +25,7 @@ const Q4: u8 = 1;
 
 /// Minimum distance of the decode kernels' software prefetch. Decode fetches the next tile's
 /// bytes while it works on this one: with short rows (Qwen2's 896 columns
-/// make 952-byte `q8_0` rows, 7.6 KB tiles), one tile ahead measured 0–25% faster than
+/// make 952-byte `q8_0` rows, 7.6 KB tiles), one tile ahead measured −1 to +25% against
 /// three (the old 16 KiB minimum) in seven interleaved runs on a loaded machine.
 const PREFETCH_BYTES: usize = 4096;
 
@@ -263,7 +263,7 @@ unsafe fn tile_vnni<const F: u8, const PB: bool, const R: usize, const T: usize>
                 // A prefetch never faults, hence wrapping arithmetic. One step reads two
                 // blocks: 68 bytes of `q8_0`, so a single prefetch per step would leave one
                 // cache line in seventeen to a demand miss; the second covers it (with one
-                // tile ahead: +8–27% decode bandwidth on Qwen2's shapes, four runs).
+                // tile ahead: +22–28% decode bandwidth on Qwen2's shapes, three runs).
                 let at = p.wrapping_add(ahead);
                 _mm_prefetch::<_MM_HINT_T0>(at.cast());
                 if F == Q8 {
