@@ -19,7 +19,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::scalar::{self, Combine};
-use super::{Int8Acts, Isa, QBLOCK};
+use super::{Int8Acts, Isa, QBLOCK, StridedOut};
 use crate::quant::{Format, Matrix, tq1_0, tq2_0};
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -67,7 +67,7 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU must support NEON, and the dot-product extension for `Isa::NeonDotprod`.
-pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
     if w.format() == Format::I8 {
         // SAFETY: the caller guarantees the features of `isa`.
         unsafe {
@@ -80,7 +80,7 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
         return;
     }
     if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0) {
-        return scalar::gemm_i8(w, acts, y);
+        return scalar::gemm_i8_strided(w, acts, y);
     }
     // SAFETY: the caller guarantees the features of `isa`.
     unsafe {
@@ -126,7 +126,7 @@ const TOKENS: usize = 8;
 macro_rules! ternary_i8 {
     ($name:ident, $features:literal, $dot:ident) => {
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
             let rows = w.rows();
             let mut codes = [0u8; QBLOCK];
             let mut trits = [0i8; QBLOCK];
@@ -158,7 +158,7 @@ macro_rules! ternary_i8 {
                         }
                     }
                     for (t, cb) in comb.iter().enumerate().take(nt) {
-                        y[(t0 + t) * rows + r] = cb.finish(acts, t0 + t);
+                        y.set(t0 + t, r, cb.finish(acts, t0 + t));
                     }
                     t0 += nt;
                 }
@@ -364,7 +364,7 @@ macro_rules! i8_i8 {
         /// Dense `i8` × int8: exact integer sums per 256-block (the partial last block of an
         /// unpadded row in scalar code), combined in block order by [`Combine`].
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
             let (rows, cols) = (w.rows(), w.cols());
             let full = cols / QBLOCK;
             for r in 0..rows {
@@ -400,7 +400,7 @@ macro_rules! i8_i8 {
                         }
                     }
                     for (t, cb) in comb.iter().enumerate().take(nt) {
-                        y[(t0 + t) * rows + r] = cb.finish(acts, t0 + t);
+                        y.set(t0 + t, r, cb.finish(acts, t0 + t));
                     }
                     t0 += nt;
                 }

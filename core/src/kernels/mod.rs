@@ -72,7 +72,9 @@
 //!
 //! The ISA modules (`x86`, `aarch64`) contain the unsafe code (intrinsics, `asm!`); this
 //! module calls into them from the two dispatch points below, hands split products' disjoint
-//! output ranges to [`Parallel`] workers through one raw pointer (`SharedOut`), and
+//! output ranges to [`Parallel`] workers through one raw pointer (`SharedOut`; a part of an
+//! int8 product split by rows is a strided view, `StridedOut`, since its runs interleave with
+//! the other parts'), and
 //! [`Kernels::from_cpu_features`] is `unsafe` because it trusts its caller about the CPU.
 
 use crate::error::{Error, Name, Result};
@@ -350,6 +352,10 @@ const TOKEN_SPLIT_ALIGN: usize = 4;
 /// on different cache lines of `y`).
 const ROW_SPLIT_ALIGN: usize = 16;
 
+/// Row splits of int8 products of several tokens are multiples of this: two 16-row panels of
+/// the AVX-512 ternary prefill kernel, so no part unpacks a panel another part also unpacks.
+const PREFILL_ROW_SPLIT_ALIGN: usize = 32;
+
 /// Row-split parts per worker (see [`Kernels::split`]).
 const ROW_PARTS_PER_WORKER: usize = 4;
 
@@ -375,6 +381,101 @@ impl SharedOut {
         debug_assert!(start + len <= self.len);
         // SAFETY: in bounds and unaliased per this function's contract.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// The output of one int8 product (or of one part of a split one): `tokens` runs of `rows`
+/// floats, run `t` starting `t · stride` floats after the first (`stride ≥ rows`). The
+/// whole product's output is token-major, so a part that covers a range of rows writes a
+/// strided block of it; parts of one product interleave in memory but never share an
+/// element. A view holds a raw pointer, not a slice, because slices of interleaved parts
+/// would overlap (two live `&mut [f32]` over the same memory), which Rust forbids even when
+/// the elements each writes are disjoint.
+pub(crate) struct StridedOut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    stride: usize,
+    tokens: usize,
+    _borrow: core::marker::PhantomData<&'a mut [f32]>,
+}
+
+#[allow(unsafe_code)]
+impl<'a> StridedOut<'a> {
+    /// The start of `y`: `tokens` runs of `rows` back to back. Panics when `y` is shorter
+    /// than `tokens · rows` (callers have checked the shapes).
+    pub(crate) fn contiguous(y: &'a mut [f32], rows: usize, tokens: usize) -> Self {
+        assert!(rows.checked_mul(tokens).is_some_and(|len| len <= y.len()));
+        StridedOut {
+            ptr: y.as_mut_ptr(),
+            rows,
+            stride: rows,
+            tokens,
+            _borrow: core::marker::PhantomData,
+        }
+    }
+
+    /// Rows `first..first + rows` of every token of `out`, a token-major output of
+    /// `out.len / stride` tokens × `stride` rows.
+    ///
+    /// # Safety
+    /// `first + rows <= stride` and `tokens · stride <= out.len`; while the view lives, no
+    /// other view or reference may access the elements it covers (`t · stride + first + r`
+    /// for `t < tokens`, `r < rows`), and `out`'s pointer must stay valid (the [`Parallel`]
+    /// contract: no task outlives the borrow `out` came from).
+    unsafe fn rows_of(
+        out: &SharedOut,
+        first: usize,
+        rows: usize,
+        stride: usize,
+        tokens: usize,
+    ) -> Self {
+        debug_assert!(first + rows <= stride && tokens * stride <= out.len);
+        StridedOut {
+            // SAFETY: `first <= stride <= out.len` (caller), so the pointer stays in bounds.
+            ptr: unsafe { out.ptr.add(first) },
+            rows,
+            stride,
+            tokens,
+            _borrow: core::marker::PhantomData,
+        }
+    }
+
+    /// Rows written per token.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Floats from one token's run to the next.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// `y[t, r] = v`. Panics when `(t, r)` is outside the view (a kernel bug, as an
+    /// out-of-bounds slice index would be).
+    #[inline(always)]
+    pub(crate) fn set(&mut self, t: usize, r: usize, v: f32) {
+        assert!(t < self.tokens && r < self.rows);
+        // SAFETY: inside the view (checked above), which this `&mut self` accesses alone.
+        unsafe { *self.ptr.add(t * self.stride + r) = v };
+    }
+
+    /// Where token `t`'s run starts, for vector stores and masked loads. The address is
+    /// computed with wrapping arithmetic, so forming it is safe; the caller's `unsafe` block
+    /// must keep accesses inside `0..rows` of a token `< tokens`.
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn token_ptr(&mut self, t: usize) -> *mut f32 {
+        self.ptr.wrapping_add(t.wrapping_mul(self.stride))
+    }
+
+    /// The view as one slice when its runs are back to back.
+    pub(crate) fn as_contiguous(&mut self) -> Option<&mut [f32]> {
+        (self.stride == self.rows || self.tokens <= 1).then(|| {
+            // SAFETY: with no gaps (or one run) the view is `tokens · rows` consecutive
+            // floats it alone accesses, for as long as `&mut self` is borrowed.
+            unsafe { core::slice::from_raw_parts_mut(self.ptr, self.tokens * self.rows) }
+        })
     }
 }
 
@@ -408,12 +509,12 @@ impl core::fmt::Debug for Kernels {
 }
 
 /// One part of a split product: `(w_part, first_token, tokens, y_part)`.
-type PartProduct<'p> = dyn Fn(&Matrix, usize, usize, &mut [f32]) + Sync + 'p;
+type PartProduct<'p> = dyn Fn(&Matrix, usize, usize, &mut StridedOut) + Sync + 'p;
 
 /// How a product is divided between workers.
 #[derive(Clone, Copy)]
 enum SplitBy {
-    /// Row ranges of the matrix (one token).
+    /// Row ranges of the matrix (all tokens; each part writes a strided block of `y`).
     Rows,
     /// Token ranges (every part reads the whole matrix).
     Tokens,
@@ -538,8 +639,9 @@ impl Kernels {
 
     /// The same kernels, splitting products of at least [`PARALLEL_MIN_WEIGHTS`] weights
     /// across `parallel`'s workers: matrix-vector products by rows, matrix-matrix products by
-    /// tokens. Results are bit-identical to the single-threaded kernels (each output element
-    /// is computed by the same code in the same order; only which thread runs it changes).
+    /// tokens (float) or rows (int8; see `Kernels::split`). Results are bit-identical to the
+    /// single-threaded kernels (each output element is computed by the same code in the same
+    /// order; only which thread runs it changes).
     pub fn with_parallel(self, parallel: &'static dyn Parallel) -> Self {
         Kernels {
             parallel: Some(parallel),
@@ -560,17 +662,36 @@ impl Kernels {
         self.parallel.map_or(1, |p| p.workers().max(1))
     }
 
-    /// The pool and the split when a product of `n` tokens × `w` is worth splitting: rows
-    /// for one token (a few aligned parts per worker), tokens for eight or more (one aligned
-    /// part per worker).
-    fn split(&self, w: &Matrix, n: usize) -> Option<(&'static dyn Parallel, Split)> {
+    /// The pool and the split when a product of `n` tokens × `w` is worth splitting.
+    ///
+    /// One token: rows (a few aligned parts per worker). Several tokens: rows when
+    /// `prefill_rows` (the int8 products, whose prefill kernels unpack or stream each weight
+    /// block once per call: split by tokens, every worker would unpack the whole matrix)
+    /// and the matrix has enough rows, else tokens when there are eight or more (one aligned
+    /// part per worker; the float products, whose tiles gain nothing from fewer rows). Int8
+    /// products count `rows · cols · n` multiply-adds against [`PARALLEL_MIN_WEIGHTS`]; the
+    /// float ones, as before, `rows · cols`.
+    fn split(
+        &self,
+        w: &Matrix,
+        n: usize,
+        prefill_rows: bool,
+    ) -> Option<(&'static dyn Parallel, Split)> {
         let pool = self.parallel?;
         let workers = pool.workers();
-        if workers < 2 || w.rows().saturating_mul(w.cols()) < PARALLEL_MIN_WEIGHTS {
+        let weights = w.rows().saturating_mul(w.cols());
+        let work = if prefill_rows {
+            weights.saturating_mul(n)
+        } else {
+            weights
+        };
+        if workers < 2 || work < PARALLEL_MIN_WEIGHTS || n == 0 {
             return None;
         }
         let (units, align, by) = if n == 1 {
             (w.rows(), ROW_SPLIT_ALIGN, SplitBy::Rows)
+        } else if prefill_rows && w.rows() >= workers * PREFILL_ROW_SPLIT_ALIGN {
+            (w.rows(), PREFILL_ROW_SPLIT_ALIGN, SplitBy::Rows)
         } else if n >= 2 * TOKEN_SPLIT_ALIGN {
             (n, TOKEN_SPLIT_ALIGN, SplitBy::Tokens)
         } else {
@@ -593,7 +714,7 @@ impl Kernels {
     }
 
     /// Runs `product(w_part, first_token, tokens, y_part)` on each part of a split product.
-    /// `y` is token-major `n × w.rows()`.
+    /// `y` is token-major `n × w.rows()` (checked by the caller).
     #[allow(unsafe_code)]
     fn run_split(
         pool: &dyn Parallel,
@@ -619,17 +740,24 @@ impl Kernels {
                     let Ok(part_w) = Matrix::new("", w.format(), count, w.cols(), bytes) else {
                         return;
                     };
-                    // SAFETY: parts cover disjoint row ranges of the single token's output,
-                    // and `first + count <= rows == y.len()`.
-                    let y_part = unsafe { out.range(first, count) };
-                    product(&part_w, 0, 1, y_part);
+                    // SAFETY: the pool runs each part once, and parts cover disjoint row
+                    // ranges `first..first + count` (`<= rows`), so the views' elements
+                    // `t · rows + first + r` (`t < n`, `r < count`) never coincide, and all lie
+                    // inside `y` (`n · rows` long). The pool returns before `y`'s borrow ends.
+                    let mut y_part = unsafe { StridedOut::rows_of(&out, first, count, rows, n) };
+                    product(&part_w, 0, n, &mut y_part);
                 }
                 SplitBy::Tokens => {
                     let count = split.per.min(n - first);
                     // SAFETY: parts cover disjoint token ranges; each token's outputs are
                     // `rows` contiguous floats inside `y` (`n · rows` long).
                     let y_part = unsafe { out.range(first * rows, count * rows) };
-                    product(w, first, count, y_part);
+                    product(
+                        w,
+                        first,
+                        count,
+                        &mut StridedOut::contiguous(y_part, rows, count),
+                    );
                 }
             }
         });
@@ -733,12 +861,16 @@ impl Kernels {
     }
 
     fn gemm_split(&self, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
-        let Some((pool, split)) = self.split(w, n) else {
+        let Some((pool, split)) = self.split(w, n, false) else {
             return self.gemm_checked(w, x, n, y);
         };
         let cols = w.cols();
         Self::run_split(pool, split, w, n, y, &|part_w, first, count, y_part| {
             let x_part = &x[first * cols..(first + count) * cols];
+            // Float products split by rows for one token only, so every part is contiguous.
+            let Some(y_part) = y_part.as_contiguous() else {
+                unreachable!("a float product split by rows over several tokens")
+            };
             self.gemm_checked(part_w, x_part, count, y_part);
         });
     }
@@ -885,8 +1017,12 @@ impl Kernels {
             acts.tokens.checked_mul(w.rows()).ok_or(Error::OutOfRange)?,
             y.len(),
         )?;
-        let Some((pool, split)) = self.split(w, acts.tokens) else {
-            self.gemm_i8_checked(w, acts, y);
+        let Some((pool, split)) = self.split(w, acts.tokens, true) else {
+            self.gemm_i8_checked(
+                w,
+                acts,
+                &mut StridedOut::contiguous(y, w.rows(), acts.tokens),
+            );
             return Ok(());
         };
         Self::run_split(
@@ -911,7 +1047,9 @@ impl Kernels {
     }
 
     #[allow(unsafe_code)]
-    fn gemm_i8_checked(&self, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+    /// `y` covers `acts.tokens` runs of `w.rows()` floats.
+    fn gemm_i8_checked(&self, w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
+        debug_assert!(y.rows() == w.rows() && y.tokens == acts.tokens);
         #[cfg(target_arch = "x86_64")]
         if matches!(w.format(), Format::Q8_0 | Format::Q4_0)
             && matches!(self.isa, Isa::Avx2 | Isa::Avx512Vnni)
@@ -931,7 +1069,7 @@ impl Kernels {
                 // SAFETY: see `gemm_checked`.
                 unsafe { aarch64::gemm_i8(self.isa, w, acts, y) }
             }
-            _ => scalar::gemm_i8(w, acts, y),
+            _ => scalar::gemm_i8_strided(w, acts, y),
         }
     }
 

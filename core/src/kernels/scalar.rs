@@ -4,7 +4,7 @@
 //! results. Integer-activation kernels must match them bit for bit, float-activation kernels
 //! within the bound stated in [`super`].
 
-use super::{ActScale, Int8Acts, QBLOCK};
+use super::{ActScale, Int8Acts, QBLOCK, StridedOut};
 use crate::quant::{Format, Matrix, float, q4_0, q8_0, tq1_0, tq2_0};
 
 /// Dot product of one stored row with `x` (`x.len() == cols`), f32 activations.
@@ -254,15 +254,26 @@ pub fn q32_row_i8(format: Format, row: &[u8], acts: &Int8Acts, t: usize) -> f32 
     }
 }
 
-/// Integer-activation product (shapes and format already checked by the caller).
+/// Integer-activation product (shapes and format already checked by the caller): `y` holds
+/// `acts.tokens()` rows of `w.rows()` (token-major).
 pub fn gemm_i8(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+    gemm_i8_strided(
+        w,
+        acts,
+        &mut StridedOut::contiguous(y, w.rows(), acts.tokens),
+    );
+}
+
+/// [`gemm_i8`] into a strided view (one part of a product split by rows).
+pub(crate) fn gemm_i8_strided(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
     let rows = w.rows();
     if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
         for t in 0..acts.tokens {
             for r in 0..rows {
-                y[t * rows + r] = w
+                let v = w
                     .row(r)
                     .map_or(0.0, |row| q32_row_i8(w.format(), row, acts, t));
+                y.set(t, r, v);
             }
         }
         return;
@@ -274,7 +285,7 @@ pub fn gemm_i8(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
             if let Some(row) = w.row(r) {
                 row_block_isums(w.format(), row, a, |b, s, d| c.add(acts, t, b, s, d));
             }
-            y[t * rows + r] = c.finish(acts, t);
+            y.set(t, r, c.finish(acts, t));
         }
     }
 }

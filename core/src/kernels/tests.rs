@@ -614,9 +614,12 @@ fn split_products_are_bit_identical_to_one_thread() {
         std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2))),
         std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(3))),
     ];
-    // Above PARALLEL_MIN_WEIGHTS, with row counts that do not divide evenly.
-    for (rows, cols) in [(301, 512), (77, 2000)] {
-        assert!(rows * cols >= PARALLEL_MIN_WEIGHTS);
+    // Above PARALLEL_MIN_WEIGHTS, with row counts that do not divide evenly: int8 products of
+    // several tokens split by rows (301 rows: parts of 32 and a last part of 13; 77 rows: by
+    // rows on two workers, by tokens on three), and a small matrix that only many tokens
+    // make worth splitting (67 rows: parts of 32, 32 and 3, a partial 16-row panel).
+    for (rows, cols) in [(301, 512), (77, 2000), (67, 256)] {
+        assert!(rows * cols >= PARALLEL_MIN_WEIGHTS || rows * cols * 37 >= PARALLEL_MIN_WEIGHTS);
         for format in FORMATS {
             let bytes = random_matrix(format, rows, cols, 7);
             let store = aligned(&bytes);
@@ -666,6 +669,91 @@ fn split_products_are_bit_identical_to_one_thread() {
     }
 }
 
+/// The split each kind of product gets: int8 prefill by rows in whole panel pairs (each
+/// worker unpacks only its own panels), float prefill by tokens, decode by rows.
+#[test]
+fn int8_prefill_splits_by_aligned_rows_and_float_prefill_by_tokens() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2)));
+    let k = Kernels::scalar().with_parallel(pool);
+    for rows in [2048usize, 2000, 97] {
+        let cols = 2048;
+        let bytes = vec![0u8; rows * Format::Tq2_0.row_bytes(cols).unwrap()];
+        let w = Matrix::new("w", Format::Tq2_0, rows, cols, &bytes).unwrap();
+        let covers = |split: Split, units: usize, align: usize| {
+            split.per.is_multiple_of(align)
+                && split.per * split.parts >= units
+                && split.per * (split.parts - 1) < units
+        };
+        let (_, s) = k.split(&w, 512, true).unwrap();
+        assert!(matches!(s.by, SplitBy::Rows), "{rows}");
+        assert!(covers(s, rows, PREFILL_ROW_SPLIT_ALIGN), "{rows}");
+        assert!(s.parts <= 2 * ROW_PARTS_PER_WORKER && s.parts >= 2);
+        let (_, s) = k.split(&w, 512, false).unwrap();
+        assert!(matches!(s.by, SplitBy::Tokens) && covers(s, 512, TOKEN_SPLIT_ALIGN));
+        let (_, s) = k.split(&w, 1, true).unwrap();
+        assert!(matches!(s.by, SplitBy::Rows) && covers(s, rows, ROW_SPLIT_ALIGN));
+    }
+    // Too few rows for two aligned parts: tokens.
+    let bytes = vec![0u8; 40 * Format::Tq2_0.row_bytes(4096).unwrap()];
+    let w = Matrix::new("w", Format::Tq2_0, 40, 4096, &bytes).unwrap();
+    let (_, s) = k.split(&w, 64, true).unwrap();
+    assert!(matches!(s.by, SplitBy::Tokens));
+    assert!(k.split(&w, 3, true).is_none());
+    assert!(Kernels::scalar().split(&w, 64, true).is_none());
+}
+
+/// A strided view writes exactly its rows of every token and nothing between them.
+#[test]
+fn strided_parts_write_only_their_rows() {
+    let (rows, cols, n) = (37usize, 300usize, 5usize);
+    for format in FORMATS.into_iter().filter(|&f| Kernels::has_int8_path(f)) {
+        let bytes = random_matrix(format, rows, cols, 11);
+        let store = aligned(&bytes);
+        let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+        let w = Matrix::new("w", format, rows, cols, data).unwrap();
+        let mut g = Rng(5);
+        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        for k in available() {
+            let mut scratch =
+                vec![0u8; Int8Acts::scratch_bytes(n, cols, ActScale::PerToken).unwrap()];
+            let acts = k
+                .quantize_acts(&x, n, cols, ActScale::PerToken, &mut scratch)
+                .unwrap();
+            let mut want = vec![0.0f32; n * rows];
+            k.gemm_i8(&w, &acts, &mut want).unwrap();
+            for (first, count) in [(0usize, 16usize), (16, 21), (5, 1)] {
+                let part_bytes = &data[first * format.row_bytes(cols).unwrap()
+                    ..(first + count) * format.row_bytes(cols).unwrap()];
+                let part = Matrix::new("p", format, count, cols, part_bytes).unwrap();
+                let mut y = vec![f32::NAN; n * rows];
+                let out = SharedOut {
+                    ptr: y.as_mut_ptr(),
+                    len: y.len(),
+                };
+                // SAFETY: the only view of `y` while it lives; rows `first..first + count` of
+                // `n` runs of `rows` lie inside `y`.
+                #[allow(unsafe_code)]
+                let mut view = unsafe { StridedOut::rows_of(&out, first, count, rows, n) };
+                k.gemm_i8_checked(&part, &acts, &mut view);
+                for t in 0..n {
+                    for r in 0..rows {
+                        let got = y[t * rows + r];
+                        if (first..first + count).contains(&r) {
+                            assert_eq!(
+                                got.to_bits(),
+                                want[t * rows + r].to_bits(),
+                                "{k:?} {format:?}"
+                            );
+                        } else {
+                            assert!(got.is_nan(), "{k:?} {format:?} wrote row {r} of token {t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn parts_run_once_each_with_and_without_a_pool() {
     let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(3)));
@@ -705,7 +793,11 @@ fn small_products_and_single_threaded_stay_on_the_caller() {
     assert_eq!(k.single_threaded(), Kernels::scalar());
     assert_ne!(k, Kernels::scalar());
     let w = Matrix::new("w", Format::I8, 4, 8, &[1u8; 32]).unwrap();
-    assert!(k.split(&w, 1).is_none());
+    assert!(k.split(&w, 1, true).is_none());
+    assert!(
+        k.split(&w, 1000, true).is_none(),
+        "32 weights × 1000 tokens: not worth a wake-up"
+    );
 }
 
 /// Dense float products give every token the same result however many tokens share the call,

@@ -24,7 +24,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::scalar::{self, Combine};
-use super::{ActScale, Int8Acts, Isa, QBLOCK};
+use super::{ActScale, Int8Acts, Isa, QBLOCK, StridedOut};
 use crate::quant::{Format, Matrix, tq1_0, tq2_0};
 use core::arch::x86_64::*;
 
@@ -82,7 +82,7 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
 ///
 /// # Safety
 /// As [`gemm`].
-pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
     if w.format() == Format::I8 {
         // SAFETY: the caller guarantees the features of `isa`.
         unsafe {
@@ -95,7 +95,7 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
         return;
     }
     if !matches!(w.format(), Format::Tq2_0 | Format::Tq1_0) {
-        return scalar::gemm_i8(w, acts, y);
+        return scalar::gemm_i8_strided(w, acts, y);
     }
     // SAFETY: the caller guarantees the features of `isa`.
     unsafe {
@@ -133,7 +133,7 @@ fn row_block<const B: usize>(row: &[u8], b: usize) -> &[u8; B] {
 macro_rules! ternary_i8_kernel {
     ($name:ident, $tile:ident, $features:literal, $dot:ident, $gemv_r:literal, $gemm_r:literal, $gemm_t:literal) => {
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
             let rows = w.rows();
             let mut t0 = 0;
             // SAFETY: same features as this function.
@@ -162,7 +162,7 @@ macro_rules! ternary_i8_kernel {
             w: &Matrix,
             acts: &Int8Acts,
             t0: usize,
-            y: &mut [f32],
+            y: &mut StridedOut,
         ) {
             // SAFETY: every raw load below reads 32 bytes inside a checked row-block (66 bytes
             // for tq2_0), a 256-byte code buffer, a token's `blocks·256` padded activations, or
@@ -321,7 +321,7 @@ macro_rules! ternary_i8_kernel {
                         for (l, &v) in out.iter().enumerate() {
                             let i = 8 * k + l;
                             if i < R * T {
-                                y[(t0 + i % T) * rows + r0 + i / T] = v;
+                                y.set(t0 + i % T, r0 + i / T, v);
                             }
                         }
                     }
@@ -334,7 +334,7 @@ macro_rules! ternary_i8_kernel {
                         scalar::row_block_isums(fmt, row, acts.token(t), |b, s, d| {
                             c.add(acts, t, b, s, d)
                         });
-                        y[t * rows + r] = c.finish(acts, t);
+                        y.set(t, r, c.finish(acts, t));
                     }
                 }
             }
@@ -348,7 +348,7 @@ macro_rules! ternary_i8_kernel {
 /// for all eight rows of a tile. Integer sums and their combination are those of the scalar
 /// reference, so results are bit-identical.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut [f32]) {
+unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut StridedOut) {
     const R: usize = 8;
     let rows = w.rows();
     let blocks = acts.blocks;
@@ -445,15 +445,16 @@ unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut [f32]) 
         if !per_block {
             comb = _mm256_mul_ps(comb, _mm256_set1_ps(scales[0]));
         }
-        // SAFETY: rows `r0..r0 + 8` of output row `t`.
-        unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(t * rows + r0), comb) };
+        assert!(r0 + R <= y.rows());
+        // SAFETY: rows `r0..r0 + 8` (`<= y.rows()`, checked) of token `t` of the view.
+        unsafe { _mm256_storeu_ps(y.token_ptr(t).add(r0), comb) };
         r0 += R;
     }
     for r in full..rows {
         let row = w.row(r).unwrap_or(&[]);
         let mut c = Combine::new();
         scalar::row_block_isums(Format::Tq2_0, row, a_all, |b, s, d| c.add(acts, t, b, s, d));
-        y[t * rows + r] = c.finish(acts, t);
+        y.set(t, r, c.finish(acts, t));
     }
 }
 
@@ -462,7 +463,7 @@ unsafe fn tq2_gemv_i8_zmm(w: &Matrix, acts: &Int8Acts, t: usize, y: &mut [f32]) 
 /// tokens' activations (gathered into the same order). Lane `l` of combiner `k` is the pair
 /// `8k + l = 4r + t`. Integer sums and their combination are the scalar reference's.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut [f32]) {
+unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut StridedOut) {
     const R: usize = 4;
     const T: usize = 4;
     let rows = w.rows();
@@ -583,7 +584,7 @@ unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut [f32]
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), fin) };
             for (l, &v) in out.iter().enumerate() {
                 let i = 8 * k + l;
-                y[(t0 + i % T) * rows + r0 + i / T] = v;
+                y.set(t0 + i % T, r0 + i / T, v);
             }
         }
         r0 += R;
@@ -595,7 +596,7 @@ unsafe fn tq2_gemm4_i8_zmm(w: &Matrix, acts: &Int8Acts, t0: usize, y: &mut [f32]
             scalar::row_block_isums(Format::Tq2_0, row, acts.token(t), |b, s, d| {
                 c.add(acts, t, b, s, d)
             });
-            y[t * rows + r] = c.finish(acts, t);
+            y.set(t, r, c.finish(acts, t));
         }
     }
 }
@@ -792,12 +793,13 @@ unsafe fn build_panel(
     }
 }
 
-/// Where one tile of the panel kernel writes: `y` (token-major, `rows` per token), the first
-/// row of the panel pair, and each panel's lane mask (rows inside the matrix).
+/// Where one tile of the panel kernel writes: `y` (token `t`'s outputs start at
+/// `y + t · stride`), the first row of the panel pair, and each panel's lane mask (rows inside
+/// the matrix).
 #[derive(Clone, Copy)]
 struct PanelOut {
     y: *mut f32,
-    rows: usize,
+    stride: usize,
     r0: usize,
     masks: [__mmask16; 2],
 }
@@ -810,7 +812,8 @@ struct PanelOut {
 ///
 /// # Safety
 /// Tokens `t0..t0 + T` exist in `acts`, `b < acts.blocks`, and `out.y` holds `acts.tokens`
-/// rows of `out.rows` floats (lanes outside `out.masks` are neither read nor written).
+/// runs, `out.stride` apart, of the matrix's rows (lanes outside `out.masks` are neither read
+/// nor written), which no other thread accesses during the call.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn panel_tile<const T: usize>(
@@ -860,7 +863,9 @@ unsafe fn panel_tile<const T: usize>(
                     None => d[p],
                 };
                 let prod = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), scale);
-                let yp = out.y.wrapping_add(tok * out.rows + out.r0 + PANEL_ROWS * p);
+                let yp = out
+                    .y
+                    .wrapping_add(tok * out.stride + out.r0 + PANEL_ROWS * p);
                 let prev = if b == 0 {
                     _mm512_setzero_ps()
                 } else {
@@ -878,7 +883,7 @@ unsafe fn panel_tile<const T: usize>(
 /// `y` holds the running per-block combination (the scalar reference's float operations in its
 /// order, so results are bit-identical), finished by the per-token scale.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn ternary_gemm_i8_panels(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+unsafe fn ternary_gemm_i8_panels(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
     let (rows, n, blocks) = (w.rows(), acts.tokens, acts.blocks);
     let fmt = w.format();
     let mut panels = [Panel::EMPTY, Panel::EMPTY];
@@ -896,14 +901,15 @@ unsafe fn ternary_gemm_i8_panels(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
             }
         }
         let out = PanelOut {
-            y: y.as_mut_ptr(),
-            rows,
+            y: y.token_ptr(0),
+            stride: y.stride(),
             r0,
             masks: nr.map(|k| ((1u32 << k) - 1) as __mmask16),
         };
         for b in 0..blocks {
             // SAFETY: rows of a checked matrix hold `blocks` blocks; every tile below covers
-            // tokens inside `acts` and `y` is `n · rows` long (checked by the caller).
+            // tokens inside `acts`, and `y` is a view of `n` runs of `rows` (the caller's
+            // shapes), which this call alone accesses (`&mut`).
             unsafe {
                 for p in 0..2 {
                     build_panel(fmt, &rowp[p], nr[p], b, &mut tmp, &mut panels[p]);
@@ -935,7 +941,7 @@ unsafe fn ternary_gemm_i8_panels(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
                 for (p, &m) in out.masks.iter().enumerate() {
                     // SAFETY: masked to rows of token `t` inside `y`; the address wraps.
                     unsafe {
-                        let yp = out.y.wrapping_add(t * rows + r0 + PANEL_ROWS * p);
+                        let yp = out.y.wrapping_add(t * out.stride + r0 + PANEL_ROWS * p);
                         let v = _mm512_maskz_loadu_ps(m, yp);
                         _mm512_mask_storeu_ps(yp, m, _mm512_mul_ps(v, s));
                     }
@@ -1699,7 +1705,7 @@ macro_rules! i8_i8_kernel {
         /// are bit-identical to the scalar reference. A partial last block (`cols % 256`) is
         /// summed in scalar code because the row has no padding.
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
+        unsafe fn $name(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn tile<const R: usize, const T: usize>(
@@ -1707,9 +1713,9 @@ macro_rules! i8_i8_kernel {
                 acts: &Int8Acts,
                 r0: usize,
                 t0: usize,
-                y: &mut [f32],
+                y: &mut StridedOut,
             ) {
-                let (rows, cols) = (w.rows(), w.cols());
+                let cols = w.cols();
                 let full = cols / QBLOCK;
                 let mut comb = [[Combine::new(); T]; R];
                 let mut rs = [core::ptr::null::<u8>(); R];
@@ -1772,7 +1778,7 @@ macro_rules! i8_i8_kernel {
                 }
                 for r in 0..R {
                     for t in 0..T {
-                        y[(t0 + t) * rows + r0 + r] = comb[r][t].finish(acts, t0 + t);
+                        y.set(t0 + t, r0 + r, comb[r][t].finish(acts, t0 + t));
                     }
                 }
             }
