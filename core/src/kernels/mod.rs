@@ -164,6 +164,10 @@ pub struct Int8Acts<'a> {
     pub(crate) cols: usize,
     pub(crate) blocks: usize,
     pub(crate) mode: ActScale,
+    /// Tokens quantized together ([`Kernels::quantize_acts`]'s `n`); token slices made for a
+    /// split product keep it, so every part of a product uses the same `q8_0`/`q4_0` order
+    /// (see [`scalar::Q32_PREFILL_MIN_TOKENS`]).
+    pub(crate) batch: usize,
 }
 
 impl<'a> Int8Acts<'a> {
@@ -778,6 +782,7 @@ impl Kernels {
             cols,
             blocks,
             mode,
+            batch: n,
         })
     }
 
