@@ -1,5 +1,8 @@
-//! x86-64 `q8_0`/`q4_0` × int8 products (decode and prefill), bit-identical to
-//! [`scalar::q32_row_i8`](super::scalar::q32_row_i8).
+//! x86-64 `q8_0`/`q4_0` × int8 products: decode (and batches below
+//! [`Q32_PREFILL_MIN_TOKENS`]) bit-identical to [`scalar::q32_row_i8`](super::scalar::q32_row_i8),
+//! prefill bit-identical to [`scalar::q32_row_i8_blockwise`](super::scalar::q32_row_i8_blockwise).
+//!
+//! # Decode tiles
 //!
 //! Weights become unsigned codes (`q8_0`: `w + 128`, one `xor`; `q4_0`: the raw nibbles,
 //! `w + 8`) so they feed `vpdpbusd` (VNNI) or `vpmaddubsw` (AVX2); the offset is removed by
@@ -11,6 +14,19 @@
 //!
 //! Tiles of `R` rows × `T` tokens share every activation load (and its offset correction)
 //! and every weight load; decode streams eight rows at once with software prefetch.
+//!
+//! # Prefill
+//!
+//! AVX-512 VNNI (the idea of the ternary panel kernel in `x86`): 32 rows × 32 blocks are
+//! unpacked once into two 16-row panels (`PanelChunk`, 36 KiB: one 16 × 16 dword transpose per
+//! two blocks of 16 rows, so lane `r` of a zmm holds four consecutive codes of row `r`), then
+//! every token of a 128-token chunk sweeps them in tiles of 2 panels × 6 tokens: per block,
+//! eight `vpdpbusd` with the token's broadcast activations give each (row, token) its exact
+//! block sum in one i32 lane (started from `−offset·Σ₃₂a`, computed once per token chunk),
+//! then one convert and one FMA by the rows' block scales extend that output's f32 chain.
+//! 24 accumulators + 2 weight vectors + 1 broadcast fit the 32 zmm registers; nothing is
+//! reduced horizontally. AVX2 has no such lane budget: its 2 × 4 tiles reduce eight block dot
+//! products at once (`vphaddd` tree) into one vector whose lanes follow the same chains.
 
 #![allow(unsafe_code)]
 // Tiles index rows and tokens with the same counters.
