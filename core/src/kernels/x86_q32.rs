@@ -661,6 +661,17 @@ unsafe fn panel_tile<const PB: bool, const T: usize>(
     }
 }
 
+/// Prefetches blocks `k0..k0 + kb` of row `r` into L2 (a prefetch never faults).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn prefetch_blocks(w: &Matrix, r: usize, k0: usize, kb: usize) {
+    let bb = w.format().block_bytes();
+    let p = w.row(r).unwrap_or(&[]).as_ptr().wrapping_add(k0 * bb);
+    for line in (0..kb * bb).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(line).cast());
+    }
+}
+
 /// Prefill on AVX-512 VNNI: for each chunk of [`TOKEN_CHUNK`] tokens and [`CHUNK_BLOCKS`]
 /// blocks, the tokens' per-block offset corrections are computed once; then each pair of
 /// 16-row panels is unpacked once into a [`PanelChunk`] and swept by every token in register
@@ -709,8 +720,17 @@ unsafe fn panels_vnni<const F: u8, const PB: bool>(w: &Matrix, acts: &Int8Acts, 
                     build_chunk::<F>(w, r0, k0, kb, &mut chunk);
                     let blocks = (k0, kb, nb);
                     let mut t0 = tc0;
+                    let mut next_row = r0 + 2 * PANEL_ROWS;
                     while t0 < tc0 + tcn {
                         let tt = (tc0 + tcn - t0).min(TILE_TOKENS);
+                        // The next panel pair's blocks, two rows per tile into L2, so its
+                        // build does not wait on L3 or memory (16 tiles cover 32 rows).
+                        for _ in 0..2 {
+                            if next_row < (r0 + 4 * PANEL_ROWS).min(rows) {
+                                prefetch_blocks(w, next_row, k0, kb);
+                                next_row += 1;
+                            }
+                        }
                         let c = &corr[(t0 - tc0) * CHUNK_BLOCKS..];
                         match tt {
                             1 => panel_tile::<PB, 1>(&chunk, blocks, c, acts, t0, out, r0, masks),
