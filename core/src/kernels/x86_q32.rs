@@ -509,44 +509,45 @@ unsafe fn build_chunk<const F: u8>(
     kb: usize,
     chunk: &mut PanelChunk,
 ) {
-    let bb = w.format().block_bytes();
+    let (bb, row_bytes) = (w.format().block_bytes(), w.row_bytes());
+    // Byte offsets of sixteen consecutive rows (rows are contiguous, `row_bytes` apart; 15
+    // rows of any matrix that fits in memory are far below 2³¹ bytes).
+    let row_offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(row_bytes as i32),
+    );
     for p in 0..2 {
         let first = r0 + PANEL_ROWS * p;
         let nr = w.rows().saturating_sub(first).min(PANEL_ROWS);
-        let mut rs = [core::ptr::null::<u8>(); PANEL_ROWS];
-        for (r, ptr) in rs.iter_mut().enumerate().take(nr) {
-            *ptr = w
-                .row(first + r)
-                .unwrap_or(&[])
-                .as_ptr()
-                .wrapping_add(k0 * bb);
-        }
+        let mask = ((1u32 << nr) - 1) as __mmask16;
+        // Block `k0` of row `first` (only dereferenced for rows that exist).
+        let base = w.data().as_ptr().wrapping_add(first * row_bytes + k0 * bb);
         let mut j = 0;
         while j < kb {
             let two = j + 1 < kb;
             let mut v = [_mm512_setzero_si512(); PANEL_ROWS];
-            let mut dh = [[0u16; PANEL_ROWS]; 2];
             for r in 0..nr {
                 // SAFETY: blocks `k0 + j` (and `k0 + j + 1` when `two`) of row `first + r`
                 // exist (caller).
-                unsafe {
-                    let blk = rs[r].add(j * bb);
-                    v[r] = codes_zmm::<F>(blk, bb, two);
-                    dh[0][r] = core::ptr::read_unaligned(blk.cast::<u16>());
-                    if two {
-                        dh[1][r] = core::ptr::read_unaligned(blk.add(bb).cast::<u16>());
-                    }
-                }
+                v[r] = unsafe { codes_zmm::<F>(base.add(r * row_bytes + j * bb), bb, two) };
             }
             let tr = transpose16(&v);
             for h in 0..(1 + usize::from(two)) {
-                // SAFETY: `j + h < kb <= CHUNK_BLOCKS`: aligned 64-byte rows of `chunk`.
+                // SAFETY: `j + h < kb <= CHUNK_BLOCKS`: aligned 64-byte rows of `chunk`; the
+                // gather reads the first four bytes (scale and two code bytes) of block
+                // `k0 + j + h` of the rows in `mask` only.
                 unsafe {
                     for g in 0..8 {
                         let dst = chunk.codes[j + h][p][g].as_mut_ptr();
                         _mm512_store_si512(dst.cast(), tr[8 * h + g]);
                     }
-                    let d = _mm512_cvtph_ps(_mm256_loadu_si256(dh[h].as_ptr().cast()));
+                    let words = _mm512_mask_i32gather_epi32::<1>(
+                        _mm512_setzero_si512(),
+                        mask,
+                        row_offsets,
+                        base.wrapping_add((j + h) * bb).cast(),
+                    );
+                    let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
                     _mm512_store_ps(chunk.d[j + h][p].as_mut_ptr(), d);
                 }
             }
@@ -719,15 +720,26 @@ unsafe fn panels_vnni<const F: u8, const PB: bool>(w: &Matrix, acts: &Int8Acts, 
                 unsafe {
                     build_chunk::<F>(w, r0, k0, kb, &mut chunk);
                     let blocks = (k0, kb, nb);
+                    // The next panel pair to build (the first one of the next block chunk,
+                    // or of the next token chunk, after the last rows) is fetched into L2 a
+                    // few rows per tile, so its build does not wait on memory.
+                    let (next_r0, next_k0) = if r0 + 2 * PANEL_ROWS < rows {
+                        (r0 + 2 * PANEL_ROWS, k0)
+                    } else if k0 + CHUNK_BLOCKS < nb {
+                        (0, k0 + CHUNK_BLOCKS)
+                    } else {
+                        (0, 0)
+                    };
+                    let next_kb = (nb - next_k0).min(CHUNK_BLOCKS);
+                    let next_end = (next_r0 + 2 * PANEL_ROWS).min(rows);
+                    let per_tile = (2 * PANEL_ROWS).div_ceil(tcn.div_ceil(TILE_TOKENS));
+                    let mut next_row = next_r0;
                     let mut t0 = tc0;
-                    let mut next_row = r0 + 2 * PANEL_ROWS;
                     while t0 < tc0 + tcn {
                         let tt = (tc0 + tcn - t0).min(TILE_TOKENS);
-                        // The next panel pair's blocks, two rows per tile into L2, so its
-                        // build does not wait on L3 or memory (16 tiles cover 32 rows).
-                        for _ in 0..2 {
-                            if next_row < (r0 + 4 * PANEL_ROWS).min(rows) {
-                                prefetch_blocks(w, next_row, k0, kb);
+                        for _ in 0..per_tile {
+                            if next_row < next_end {
+                                prefetch_blocks(w, next_row, next_k0, next_kb);
                                 next_row += 1;
                             }
                         }
