@@ -5,6 +5,8 @@
 //!   so criterion's bytes/s divided by the stream-read figure is the fraction of bandwidth.
 //! - `gemm/<shape>/<format>-<acts>`: prefill of 64 tokens; throughput = multiply-adds per call
 //!   (criterion's "elements/s" = MAC/s), to compare with the int8 SIMD peak.
+//! - `qwen2-prefill-<tokens>/<shape>/<format>-i8blk`: `q8_0`/`q4_0` prefill kernels alone at
+//!   Qwen2-0.5B's shapes, 64 and 512 tokens (MAC/s).
 //!
 //! Time is this thread's **CPU time** (from `/proc/thread-self/schedstat`; wall time where
 //! that is unavailable), so that other processes on a shared machine do not inflate it; they
@@ -234,7 +236,7 @@ fn run(c: &mut Criterion<ThreadCpu>, group: &str, tokens: usize) {
                         .expect("gemm")
                 })
             });
-            if matches!(case.format, Format::Tq2_0 | Format::Tq1_0 | Format::I8) {
+            if Kernels::has_int8_path(case.format) {
                 for (mode, tag) in [(ActScale::PerToken, "i8tok"), (ActScale::PerBlock, "i8blk")] {
                     let need = Int8Acts::scratch_bytes(tokens, cols, mode).expect("size");
                     let mut scratch = vec![0u8; need];
@@ -263,6 +265,40 @@ fn gemm(c: &mut Criterion<ThreadCpu>) {
     run(c, "gemm", PREFILL_TOKENS);
 }
 
+/// Qwen2-0.5B's linear layers (rows × cols: q/o 896×896, gate/up 4864×896, down 896×4864)
+/// in `q8_0`/`q4_0` against int8 activations with per-256 scales (what `--int8-acts` runs),
+/// prefill of 64 and 512 tokens. The activations are quantized once outside the timed loop,
+/// so this is the kernel alone; throughput = multiply-adds per call.
+fn qwen2_prefill(c: &mut Criterion<ThreadCpu>) {
+    let k = kernels();
+    let mode = ActScale::PerBlock;
+    for tokens in [64usize, 512] {
+        let mut g = c.benchmark_group(format!("qwen2-prefill-{tokens}"));
+        for (rows, cols) in [(896usize, 896usize), (4864, 896), (896, 4864)] {
+            let x = values(tokens * cols, 7);
+            let mut y = vec![0.0f32; tokens * rows];
+            let mut scratch = vec![0u8; Int8Acts::scratch_bytes(tokens, cols, mode).expect("size")];
+            let acts = k
+                .quantize_acts(&x, tokens, cols, mode, &mut scratch)
+                .expect("quantize");
+            let w = values(rows * cols, (rows * 31 + cols) as u64);
+            for format in [Format::Q8_0, Format::Q4_0] {
+                let b = quantize::quantize("w", &w, rows, cols, format).expect("quantize");
+                let len = b.len();
+                let store = aligned(b);
+                let data = &bytemuck::cast_slice::<u32, u8>(&store)[..len];
+                let m = Matrix::new("w", format, rows, cols, data).expect("matrix");
+                g.throughput(Throughput::Elements((rows * cols * tokens) as u64));
+                let id = format!("{}-i8blk", format.name());
+                g.bench_function(BenchmarkId::new(format!("{rows}x{cols}"), id), |b| {
+                    b.iter(|| k.gemm_i8(&m, black_box(&acts), &mut y).expect("gemm_i8"))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -270,6 +306,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
-    targets = stream_read, gemv, gemm
+    targets = stream_read, gemv, gemm, qwen2_prefill
 }
 criterion_main!(benches);

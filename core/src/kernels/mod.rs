@@ -9,7 +9,7 @@
 //!
 //! | ISA | selected when | accelerated |
 //! |-----|---------------|-------------|
-//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8, q8_0/q4_0 × int8 (`vpdpbusd`; ternary prefill through weight panels), f32/f16/bf16 × f32 (16 lanes), activation quantization, exp/SiLU, plus all of `Avx2` |
+//! | `Avx512Vnni` | avx512f+bw+vl+vnni, avx2, fma, f16c | ternary × int8, i8 × int8, q8_0/q4_0 × int8 (`vpdpbusd`; ternary and q8_0/q4_0 prefill through weight panels), f32/f16/bf16 × f32 (16 lanes), activation quantization, exp/SiLU, plus all of `Avx2` |
 //! | `Avx2` | avx2, fma, f16c | ternary × f32/int8, i8 × f32/int8, q8_0/q4_0 × f32/int8, f32, f16, bf16 |
 //! | `NeonDotprod` | aarch64 with `dotprod` | ternary × int8, i8 × int8 (`sdot` via `asm!`), plus all of `Neon` |
 //! | `Neon` | aarch64 | ternary × int8, i8 × int8 (`smull`/`sadalp`), ternary × f32, i8 × f32, q8_0, q4_0, f32 |
@@ -66,7 +66,12 @@
 //! combines blocks with the same float operations in the same order, so results are
 //! bit-identical to the scalar reference. Supported weight formats: `tq2_0`, `tq1_0`, `i8`,
 //! and `q8_0`/`q4_0` (llama.cpp's `Q8_0`/`Q4_0` × int8 scheme, with a 256-block or per-token
-//! activation scale; their fixed sixteen-lane order is [`scalar::q32_row_i8`]'s).
+//! activation scale). `q8_0`/`q4_0` have two fixed orders, chosen by the number of tokens
+//! quantized together (never by ISA or thread count): decode (fewer than
+//! [`scalar::Q32_PREFILL_MIN_TOKENS`]) uses [`scalar::q32_row_i8`]'s sixteen lanes, prefill
+//! [`scalar::q32_row_i8_blockwise`]'s one chain per output (what weight panels compute without
+//! horizontal reductions). The same token prefilled and decoded may therefore differ by
+//! rounding (tested bound: `2·(nb + nb/8 + 10)·2⁻²⁴·Σ_k |d_k|·s_k·Σ|w·a|` over `nb` blocks).
 //!
 //! # `unsafe`
 //!
@@ -166,6 +171,10 @@ pub struct Int8Acts<'a> {
     pub(crate) cols: usize,
     pub(crate) blocks: usize,
     pub(crate) mode: ActScale,
+    /// Tokens quantized together ([`Kernels::quantize_acts`]'s `n`); token slices made for a
+    /// split product keep it, so every part of a product uses the same `q8_0`/`q4_0` order
+    /// (see [`scalar::Q32_PREFILL_MIN_TOKENS`]).
+    pub(crate) batch: usize,
 }
 
 impl<'a> Int8Acts<'a> {
@@ -945,6 +954,7 @@ impl Kernels {
             cols,
             blocks,
             mode,
+            batch: n,
         })
     }
 

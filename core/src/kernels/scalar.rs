@@ -216,7 +216,8 @@ fn q32_block(format: Format, blk: &[u8]) -> (f32, [i8; 32]) {
 }
 
 /// One `q8_0`/`q4_0` row times token `t` of `acts` (zero-padded to whole 256-blocks, so every
-/// 32-block of the row has 32 activations).
+/// 32-block of the row has 32 activations) in the decode order (batches of fewer than
+/// [`Q32_PREFILL_MIN_TOKENS`] tokens).
 ///
 /// The order, which every SIMD path reproduces bit for bit: [`Q32_LANES`] f32 accumulators;
 /// 32-block `k` splits into eight exact integer partial sums `p_j` (products `4j..4j+4`) and
@@ -254,6 +255,41 @@ pub fn q32_row_i8(format: Format, row: &[u8], acts: &Int8Acts, t: usize) -> f32 
     }
 }
 
+/// Activations quantized in batches of at least this many tokens (a prefill) meet `q8_0`/`q4_0`
+/// weights in the blockwise order of [`q32_row_i8_blockwise`]; smaller batches (decode) in the
+/// sixteen-lane order of [`q32_row_i8`]. The choice depends only on the batch, never on the ISA
+/// or the thread count, so every ISA stays bit-identical to this module.
+pub const Q32_PREFILL_MIN_TOKENS: usize = 4;
+
+/// One `q8_0`/`q4_0` row times token `t` of `acts` in the prefill ("blockwise") order, which
+/// the AVX-512 VNNI weight-panel kernel and the AVX2 prefill tiles reproduce bit for bit.
+///
+/// Block `k` gives the exact integer `i_k = Σ₃₂ w·a` (`|i_k| < 2²⁴`, so `i_k as f32` is
+/// exact). [`ActScale::PerToken`]: `g = fma(i_k, d_k, g)` over all blocks from `g = 0`, and the
+/// result is `g · s` (the token's scale). [`ActScale::PerBlock`]: the same chain restarts at 0
+/// for each 256-activation group `G` (blocks `8G..8G + 8`, clipped to the row), and each
+/// group's `g` is folded as `out = fma(g, s_G, out)` from `out = 0` in group order. One float
+/// chain per output means a SIMD lane can hold one (row, token) output and reduce nothing.
+pub fn q32_row_i8_blockwise(format: Format, row: &[u8], acts: &Int8Acts, t: usize) -> f32 {
+    let bb = format.block_bytes();
+    let nb = row.len() / bb;
+    let a = acts.token(t);
+    let (mut g, mut out) = (0.0f32, 0.0f32);
+    for (k, (blk, ak)) in row.chunks_exact(bb).zip(a.chunks_exact(32)).enumerate() {
+        let (d, q) = q32_block(format, blk);
+        let isum: i32 = q.iter().zip(ak).map(|(&w, &v)| w as i32 * v as i32).sum();
+        g = libm::fmaf(isum as f32, d, g);
+        if acts.mode == ActScale::PerBlock && (k % 8 == 7 || k + 1 == nb) {
+            out = libm::fmaf(g, acts.scales[t * acts.blocks + k / 8], out);
+            g = 0.0;
+        }
+    }
+    match acts.mode {
+        ActScale::PerToken => g * acts.scales[t],
+        ActScale::PerBlock => out,
+    }
+}
+
 /// Integer-activation product (shapes and format already checked by the caller): `y` holds
 /// `acts.tokens()` rows of `w.rows()` (token-major).
 pub fn gemm_i8(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
@@ -268,11 +304,14 @@ pub fn gemm_i8(w: &Matrix, acts: &Int8Acts, y: &mut [f32]) {
 pub(crate) fn gemm_i8_strided(w: &Matrix, acts: &Int8Acts, y: &mut StridedOut) {
     let rows = w.rows();
     if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+        let row_i8 = if acts.batch >= Q32_PREFILL_MIN_TOKENS {
+            q32_row_i8_blockwise
+        } else {
+            q32_row_i8
+        };
         for t in 0..acts.tokens {
             for r in 0..rows {
-                let v = w
-                    .row(r)
-                    .map_or(0.0, |row| q32_row_i8(w.format(), row, acts, t));
+                let v = w.row(r).map_or(0.0, |row| row_i8(w.format(), row, acts, t));
                 y.set(t, r, v);
             }
         }

@@ -264,6 +264,222 @@ fn ternary_prefill_tile_edges_bit_identical() {
     }
 }
 
+/// The `q8_0`/`q4_0` prefill kernels' edges (AVX-512 VNNI: 16-row panels in pairs, chunks of
+/// 32 blocks and 128 tokens, 6-token register tiles; AVX2: 2 × 4 tiles): rows around
+/// multiples of 16 and 32, every token count 1..=20 (the switch-over to the prefill order at
+/// 4), 133 tokens (two token chunks), partial last blocks, 1–5 block chunks, both scale modes.
+#[test]
+fn q32_prefill_tile_edges_bit_identical() {
+    for format in [Format::Q8_0, Format::Q4_0] {
+        for mode in [ActScale::PerToken, ActScale::PerBlock] {
+            for n in 1..=20 {
+                check_int8(format, 33, 300, n, mode, n as u64);
+            }
+            for rows in [1, 15, 16, 17, 31, 32, 47, 64, 65] {
+                for (n, cols) in [(4, 32), (6, 257), (7, 1), (13, 1024 + 33), (25, 896)] {
+                    check_int8(format, rows, cols, n, mode, (rows * 100 + n) as u64);
+                }
+            }
+            check_int8(format, 37, 4864 + 7, 11, mode, 3);
+            check_int8(format, 18, 700, 133, mode, 4);
+        }
+    }
+}
+
+/// The scalar reference picks its order by batch size, and each order is what its definition
+/// says: `q32_row_i8` below [`scalar::Q32_PREFILL_MIN_TOKENS`] tokens, `q32_row_i8_blockwise`
+/// from there on (checked against an independent straight-line version of the blockwise order).
+#[test]
+fn q32_order_follows_the_batch() {
+    for format in [Format::Q8_0, Format::Q4_0] {
+        for mode in [ActScale::PerToken, ActScale::PerBlock] {
+            let (rows, cols) = (5, 8 * 256 + 70);
+            let bytes = random_matrix(format, rows, cols, 31);
+            let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+            for n in [1, 3, 4, 9] {
+                let mut g = Rng(32 + n as u64);
+                let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 5.0).collect();
+                let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
+                let acts = Kernels::scalar()
+                    .quantize_acts(&x, n, cols, mode, &mut s)
+                    .unwrap();
+                let mut y = vec![0.0f32; n * rows];
+                Kernels::scalar().gemm_i8(&w, &acts, &mut y).unwrap();
+                let mut wq = vec![0.0f32; cols];
+                for r in 0..rows {
+                    let row = w.row(r).unwrap();
+                    quant::dequantize_row(format, row, cols, &mut wq).unwrap();
+                    for t in 0..n {
+                        let want = if n >= scalar::Q32_PREFILL_MIN_TOKENS {
+                            let b = scalar::q32_row_i8_blockwise(format, row, &acts, t);
+                            assert_eq!(b.to_bits(), blockwise_by_hand(format, row, &acts, t));
+                            b
+                        } else {
+                            scalar::q32_row_i8(format, row, &acts, t)
+                        };
+                        assert_eq!(y[t * rows + r].to_bits(), want.to_bits(), "n={n} r{r} t{t}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The blockwise order written out from the block bytes: per 32-block an exact integer sum,
+/// `fma` by the f16 block scale into a chain that a per-block mode folds into the output at
+/// every 256 activations.
+fn blockwise_by_hand(format: Format, row: &[u8], acts: &Int8Acts, t: usize) -> u32 {
+    let bb = format.block_bytes();
+    let nb = row.len() / bb;
+    let a = acts.token(t);
+    let (mut chain, mut out) = (0.0f32, 0.0f32);
+    for k in 0..nb {
+        let blk = &row[k * bb..(k + 1) * bb];
+        let d = float::f16_to_f32([blk[0], blk[1]]);
+        let mut isum = 0i32;
+        for i in 0..32 {
+            let wv = if format == Format::Q8_0 {
+                blk[2 + i] as i8 as i32
+            } else {
+                let byte = blk[2 + i % 16];
+                let nib = if i < 16 { byte & 15 } else { byte >> 4 };
+                nib as i32 - 8
+            };
+            isum += wv * a[32 * k + i] as i32;
+        }
+        chain = libm::fmaf(isum as f32, d, chain);
+        if acts.mode == ActScale::PerBlock && (k % 8 == 7 || k == nb - 1) {
+            out = libm::fmaf(chain, acts.token_scales(t)[k / 8], out);
+            chain = 0.0;
+        }
+    }
+    match acts.mode {
+        ActScale::PerToken => (chain * acts.token_scales(t)[0]).to_bits(),
+        ActScale::PerBlock => out.to_bits(),
+    }
+}
+
+/// A token in a prefill batch (blockwise order) against the same token decoded alone
+/// (sixteen-lane order), on every ISA: the int8 codes are identical (per-token and per-block
+/// scales depend on the token only), so the two results are two float orders of one exact sum
+/// `Σ_k d_k·s_k·i_k`. Each is within `(m + 8)·u·M` of it (Higham §4.2: `m` rounded steps
+/// on exact terms; `M = Σ_k |d_k|·s_k·Σ_i |w_i·a_i|`, `u = 2⁻²⁴`; `m ≤ nb + nb/8 + 2` counts
+/// the block FMAs, folds, scale products and the final multiply), so they differ by at most
+/// `2·(nb + nb/8 + 10)·u·M`.
+#[test]
+fn q32_prefill_agrees_with_decode_within_bound() {
+    for format in [Format::Q8_0, Format::Q4_0] {
+        for mode in [ActScale::PerToken, ActScale::PerBlock] {
+            let (rows, cols, n) = (35, 4864 + 40, 7);
+            let bytes = random_matrix(format, rows, cols, 41);
+            let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+            let mut g = Rng(42);
+            let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 4.0).collect();
+            let nb = cols.div_ceil(32);
+            for k in available() {
+                let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
+                let acts = k.quantize_acts(&x, n, cols, mode, &mut s).unwrap();
+                let mut prefill = vec![0.0f32; n * rows];
+                k.gemm_i8(&w, &acts, &mut prefill).unwrap();
+                let mut differ = 0;
+                for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let mut s1 = vec![0u8; Int8Acts::scratch_bytes(1, cols, mode).unwrap()];
+                    let one = k.quantize_acts(xt, 1, cols, mode, &mut s1).unwrap();
+                    assert_eq!(one.token(0), acts.token(t));
+                    let mut decode = vec![0.0f32; rows];
+                    k.gemv_i8(&w, &one, &mut decode).unwrap();
+                    for r in 0..rows {
+                        let row = w.row(r).unwrap();
+                        let mut m = 0.0f64;
+                        for b in 0..nb {
+                            let blk = &row[b * format.block_bytes()..];
+                            let d = float::f16_to_f32([blk[0], blk[1]]).abs() as f64;
+                            let sk = match mode {
+                                ActScale::PerToken => one.token_scales(0)[0],
+                                ActScale::PerBlock => one.token_scales(0)[b / 8],
+                            } as f64;
+                            let (_, q) = if format == Format::Q8_0 {
+                                q8_0::unpack_block(blk[..34].try_into().unwrap())
+                            } else {
+                                q4_0::unpack_block(blk[..18].try_into().unwrap())
+                            };
+                            let a = &one.token(0)[32 * b..32 * b + 32];
+                            let mag: i64 = q
+                                .iter()
+                                .zip(a)
+                                .map(|(&w, &a)| (w as i64 * a as i64).abs())
+                                .sum();
+                            m += d * sk * mag as f64;
+                        }
+                        let bound = 2.0 * (nb + nb / 8 + 10) as f64 * libm::ldexp(1.0, -24) * m;
+                        let (p, d) = (prefill[t * rows + r], decode[r]);
+                        let err = (p as f64 - d as f64).abs();
+                        assert!(
+                            err <= bound,
+                            "{:?} {format:?} {mode:?} r{r} t{t}: {p} vs {d}",
+                            k.isa()
+                        );
+                        differ += usize::from(p != d);
+                    }
+                }
+                // The orders really differ (else this test would not test the bound).
+                assert!(differ > 0, "{:?} {format:?} {mode:?}", k.isa());
+            }
+        }
+    }
+}
+
+/// The prefill entry point writes token `t`, row `r` at `y[t·stride + r]` of a strided view
+/// and nothing else (the row-split threading hands it a part of a wider output).
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[allow(unsafe_code)]
+fn q32_prefill_honours_the_output_stride() {
+    for format in [Format::Q8_0, Format::Q4_0] {
+        let (rows, cols, n, stride) = (37, 300, 9, 45);
+        let bytes = random_matrix(format, rows, cols, 51);
+        let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+        let mut g = Rng(52);
+        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        let mode = ActScale::PerBlock;
+        let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
+        let acts = Kernels::scalar()
+            .quantize_acts(&x, n, cols, mode, &mut s)
+            .unwrap();
+        let mut want = vec![0.0f32; n * rows];
+        Kernels::scalar().gemm_i8(&w, &acts, &mut want).unwrap();
+        for k in available() {
+            let isa = k.isa();
+            if !matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+                continue;
+            }
+            let mut y = vec![f32::NAN; n * stride];
+            let out = SharedOut {
+                ptr: y.as_mut_ptr(),
+                len: y.len(),
+            };
+            // SAFETY: the only view of `y` while it lives; rows `0..rows` of `n` runs of
+            // `stride` lie inside `y`.
+            let mut view = unsafe { StridedOut::rows_of(&out, 0, rows, stride, n) };
+            // SAFETY: `available` only lists ISAs this CPU supports; shapes as required.
+            unsafe { x86_q32::gemm_i8_prefill(isa, &w, &acts, &mut view) };
+            for (i, v) in y.iter().enumerate() {
+                let (t, r) = (i / stride, i % stride);
+                if r < rows {
+                    assert_eq!(
+                        v.to_bits(),
+                        want[t * rows + r].to_bits(),
+                        "{isa:?} t{t} r{r}"
+                    );
+                } else {
+                    assert!(v.is_nan(), "{isa:?} wrote outside the rows at {i}");
+                }
+            }
+        }
+    }
+}
+
 /// Every ISA's activation quantizer gives the scalar one's codes, scales and block sums bit
 /// for bit, including exact halves (`x·127/max` landing on `k + 0.5`), zeros, a subnormal
 /// maximum (where `127/max` overflows) and lengths that are not a multiple of the vector width.
@@ -503,9 +719,15 @@ fn int8_matches_bitnet_definition() {
 /// (plus 1e-5 relative for the f32 sums).
 #[test]
 fn q32_int8_matches_the_float_product() {
-    for format in [Format::Q8_0, Format::Q4_0] {
+    // 3 tokens: decode order; 5: prefill order.
+    for (format, n) in [
+        (Format::Q8_0, 3),
+        (Format::Q4_0, 3),
+        (Format::Q8_0, 5),
+        (Format::Q4_0, 5),
+    ] {
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
-            let (rows, cols, n) = (7, 896 + 17, 3);
+            let (rows, cols) = (7, 896 + 17);
             let bytes = random_matrix(format, rows, cols, 21);
             let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
             let mut g = Rng(22);
@@ -749,6 +971,43 @@ fn strided_parts_write_only_their_rows() {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// 9 tokens on 2 workers: 301 rows split by rows; 40 rows (too few for two panel pairs) split
+/// by tokens, which leaves a 1-token part. Either way the `q8_0`/`q4_0` outputs keep the
+/// prefill order of the whole batch.
+#[test]
+fn q32_split_parts_keep_the_batch_order() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2)));
+    let n = 9;
+    for (format, rows, cols) in [
+        (Format::Q8_0, 301, 512),
+        (Format::Q4_0, 301, 512),
+        (Format::Q8_0, 40, 4096),
+        (Format::Q4_0, 40, 4096),
+    ] {
+        let bytes = random_matrix(format, rows, cols, 61);
+        let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+        let mut g = Rng(62);
+        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        for mode in [ActScale::PerToken, ActScale::PerBlock] {
+            let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
+            let acts = Kernels::scalar()
+                .quantize_acts(&x, n, cols, mode, &mut s)
+                .unwrap();
+            let mut want = vec![0.0f32; n * rows];
+            Kernels::scalar().gemm_i8(&w, &acts, &mut want).unwrap();
+            for k in available() {
+                let mut got = vec![f32::NAN; n * rows];
+                k.with_parallel(pool).gemm_i8(&w, &acts, &mut got).unwrap();
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{:?} {format:?} {mode:?}", k.isa());
             }
         }
     }

@@ -682,7 +682,7 @@ impl Panel {
 /// `i` of `v[r]`. Three shuffle stages: dwords, qwords within 128-bit lanes, then lanes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn transpose16(v: &[__m512i; 16]) -> [__m512i; 16] {
+pub(super) fn transpose16(v: &[__m512i; 16]) -> [__m512i; 16] {
     // t[2p], t[2p+1]: rows 2p and 2p+1 interleaved (dwords 4L..4L+1 and 4L+2..4L+3 of lane L).
     let mut t = [_mm512_setzero_si512(); 16];
     for p in 0..8 {
