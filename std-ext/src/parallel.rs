@@ -103,7 +103,22 @@ impl Pool {
     }
 }
 
+std::thread_local! {
+    /// Whether this thread is running a task of some pool's job. A task that starts another
+    /// split product (model code splitting whole computations over the workers, then calling
+    /// kernels that split again) must not wait for workers that are all busy with the outer
+    /// job, nor for the `running` lock its own caller holds: `run` then runs inline.
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn claim_all(shared: &Shared, job: Job) {
+    struct Leave(bool);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_TASK.with(|f| f.set(self.0));
+        }
+    }
+    let _leave = Leave(IN_TASK.with(|f| f.replace(true)));
     loop {
         let i = shared.next.fetch_add(1, Ordering::AcqRel);
         if i >= job.tasks {
@@ -167,7 +182,7 @@ unsafe impl Parallel for Pool {
     }
 
     fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
-        if self.threads.is_empty() || tasks <= 1 {
+        if self.threads.is_empty() || tasks <= 1 || IN_TASK.with(|f| f.get()) {
             (0..tasks).for_each(task);
             return;
         }
@@ -270,6 +285,40 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
+    }
+
+    /// A task that runs a job of its own (nested splitting) completes instead of waiting for
+    /// workers busy with the outer job; every inner and outer task runs once.
+    #[test]
+    fn nested_jobs_run_inline() {
+        let pool = Pool::new(2);
+        let counts: Vec<AtomicU32> = (0..4 * 5).map(|_| AtomicU32::new(0)).collect();
+        pool.run(4, &|i| {
+            pool.run(5, &|j| {
+                counts[i * 5 + j].fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+        // The caller's flag is cleared afterwards, so its next job is split again.
+        assert!(!IN_TASK.with(|f| f.get()));
+    }
+
+    /// The pattern that hung Toto's threaded sampling: parts on the workers, each running a
+    /// product large enough for the same kernels to split it over the same pool.
+    #[test]
+    fn split_products_inside_parts_complete() {
+        use goldcrest_core::kernels::{Kernels, PARALLEL_MIN_WEIGHTS};
+        use goldcrest_core::quant::{Format, Matrix};
+        let kernels = Kernels::scalar().with_parallel(Pool::leak(2));
+        let (rows, cols, tokens) = (512usize, 512usize, 8usize);
+        assert!(rows * cols >= PARALLEL_MIN_WEIGHTS);
+        let weights = vec![1.0f32; rows * cols];
+        let w = Matrix::new("w", Format::F32, rows, cols, bytemuck::cast_slice(&weights)).unwrap();
+        let x = vec![0.5f32; tokens * cols];
+        let mut parts = vec![vec![0.0f32; tokens * rows]; 4];
+        kernels.for_each_mut(&mut parts, &|y| kernels.gemm(&w, &x, tokens, y).unwrap());
+        let want = 0.5 * cols as f32;
+        assert!(parts.iter().flatten().all(|&v| v == want));
     }
 
     #[test]

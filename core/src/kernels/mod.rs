@@ -816,7 +816,10 @@ impl Kernels {
     /// Calls `task` once on every element of `parts`, spread over the pool's workers when there
     /// is one and there are at least two parts (else in order on the calling thread). For model
     /// code that splits whole independent computations (such as groups of sample paths, each
-    /// with its own buffers) rather than single products.
+    /// with its own buffers) rather than single products. Inside `task`, run products with
+    /// [`Kernels::single_threaded`]: every worker is busy with a part, and a [`Parallel`] need
+    /// not support a job started from inside one of its tasks (goldcrest-std's pool runs such
+    /// a job inline).
     #[allow(unsafe_code)]
     pub fn for_each_mut<T: Send>(&self, parts: &mut [T], task: &(dyn Fn(&mut T) + Sync)) {
         let pool = self

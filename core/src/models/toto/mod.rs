@@ -1058,8 +1058,18 @@ impl<'a> Toto<'a> {
             clamp: state.clamp,
             next: state.next,
         };
+        // Parts on the workers run their products on their own thread: the pool's workers
+        // are all busy with the parts (one part runs with the pool as usual).
+        let per_part = if parts.len() >= 2 {
+            Toto {
+                kernels: self.kernels.single_threaded(),
+                ..*self
+            }
+        } else {
+            *self
+        };
         self.kernels.for_each_mut(&mut parts, &|part| {
-            part.result = self.decode_part(dims, part, &shared, series, s, mode);
+            part.result = per_part.decode_part(dims, part, &shared, series, s, mode);
         });
         parts.iter().try_for_each(|part| part.result)
     }
