@@ -1427,11 +1427,17 @@ unsafe fn dense_avx512<const F: u8>(w: &Matrix, x: &[f32], n: usize, y: &mut [f3
     // against `w`, `x` and `y`.
     unsafe {
         if n == 1 {
-            // Decode streams the matrix once: 8 rows keep 8 independent FMA chains busy. The
-            // hardware prefetchers alone stream it fastest: on the Zen 5 test machine, software
-            // prefetches (64 KiB ahead, each row's line) held Toto's f32 decode products at
-            // about 30 GB/s against 38 GB/s without them.
-            dense_rows_avx512::<F, 8, false>(w, x, n, y);
+            // Decode streams the matrix once: 8 rows keep 8 independent FMA chains busy. For
+            // f32 rows the hardware prefetchers alone stream fastest: on the Zen 5 test machine,
+            // software prefetches (64 KiB ahead, each row's line) held Toto's f32 decode
+            // products at about 30 GB/s against 38 GB/s without them. Half-width rows (f16,
+            // bf16) are the other way round: a TriLM-shaped model with an f16 head decoded at
+            // 49.8 instead of 48.1 tokens/s with them (interleaved runs, quiet machine).
+            if F == F32 {
+                dense_rows_avx512::<F, 8, false>(w, x, n, y);
+            } else {
+                dense_rows_avx512::<F, 8, true>(w, x, n, y);
+            }
         } else {
             dense_rows_avx512::<F, 4, true>(w, x, n, y);
         }
