@@ -975,6 +975,31 @@ impl Kernels {
         }
     }
 
+    /// Numerically stable softmax in place with [`Kernels::exp_shifted`] (with the scalar
+    /// kernels, exactly [`crate::ops::softmax`]). An empty slice is left alone; a slice
+    /// containing NaN, or only −∞, is [`Error::NonFinite`] rather than a silent NaN
+    /// distribution.
+    pub fn softmax(&self, x: &mut [f32]) -> Result<()> {
+        if x.is_empty() {
+            return Ok(());
+        }
+        let mut max = f32::NEG_INFINITY;
+        for &v in x.iter() {
+            if v.is_nan() {
+                return Err(Error::NonFinite);
+            }
+            max = max.max(v);
+        }
+        if max == f32::NEG_INFINITY {
+            return Err(Error::NonFinite);
+        }
+        let inv = 1.0 / self.exp_shifted(x, max);
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+        Ok(())
+    }
+
     /// Softmax numerators: `x[i] = e^(x[i] − shift)` (`shift` is usually `max x`); returns
     /// `Σ x[i]`. The scalar path uses `libm::expf` and a sequential sum; the AVX-512 path a
     /// vector exponential within 4 ulp of it and lane-wise partial sums (tested bound: each

@@ -215,32 +215,10 @@ pub fn exp_fast(x: f32) -> f32 {
     e * f32::from_bits(bits)
 }
 
-/// Numerically stable softmax in place. An empty slice is left alone; a slice containing NaN is
-/// an error rather than a silent NaN distribution.
+/// Numerically stable softmax in place (`libm::expf`, sequential sum). An empty slice is left
+/// alone; a slice containing NaN is an error rather than a silent NaN distribution.
 pub fn softmax(x: &mut [f32]) -> Result<()> {
-    if x.is_empty() {
-        return Ok(());
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &v in x.iter() {
-        if v.is_nan() {
-            return Err(Error::NonFinite);
-        }
-        max = max.max(v);
-    }
-    if max == f32::NEG_INFINITY {
-        return Err(Error::NonFinite);
-    }
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-    Ok(())
+    crate::kernels::Kernels::scalar().softmax(x)
 }
 
 /// `y[c] = sum_r x[r] * W[r, c]`: a row vector times a matrix stored `[in, out]`, the layout of

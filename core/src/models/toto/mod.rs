@@ -1289,7 +1289,7 @@ impl RawHead<'_> {
             mix[2 * k + i] = student_scale(self.scale[i]);
         }
         mix[3 * k..4 * k].copy_from_slice(self.logits);
-        softmax(kern, &mut mix[3 * k..4 * k])
+        kern.softmax(&mut mix[3 * k..4 * k])
     }
 }
 
@@ -1317,7 +1317,7 @@ fn generate_raw(
     let k = raw.loc.len();
     let weights = &mut weights[..k];
     weights.copy_from_slice(raw.logits);
-    softmax(kern, weights)?;
+    kern.softmax(weights)?;
     Ok(match mode {
         Mode::Mean => sample::weighted_mean(raw.loc, weights),
         Mode::Samples { .. } => {
@@ -1598,29 +1598,6 @@ fn add_rows(h: &mut [f32], delta: &[f32]) {
     }
 }
 
-/// [`ops::softmax`] with the kernels' exponential ([`Kernels::exp_shifted`]: the same numbers
-/// with the scalar kernels, a vector exponential within a few ulp with SIMD ones).
-fn softmax(kern: &Kernels, x: &mut [f32]) -> Result<()> {
-    if x.is_empty() {
-        return Ok(());
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &v in x.iter() {
-        if v.is_nan() {
-            return Err(Error::NonFinite);
-        }
-        max = max.max(v);
-    }
-    if max == f32::NEG_INFINITY {
-        return Err(Error::NonFinite);
-    }
-    let inv = 1.0 / kern.exp_shifted(x, max);
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-    Ok(())
-}
-
 /// `torch.nn.functional.softplus` (linear above 20).
 fn softplus(x: f32) -> f32 {
     if x > 20.0 {
@@ -1818,7 +1795,7 @@ fn time_attention(
             for score in scores.iter_mut() {
                 *score *= norm;
             }
-            softmax(kern, scores)?;
+            kern.softmax(scores)?;
             let out = &mut att[t * d + head * hd..t * d + (head + 1) * hd];
             out.fill(0.0);
             for (s, w) in scores.iter().enumerate() {
