@@ -630,12 +630,7 @@ impl<'a> Toto2<'a> {
         memory: &mut [u8],
         out: &mut [f32],
     ) -> Result<()> {
-        let steps = series.steps()?;
-        let dims = self.dims(&ForecastShape {
-            variates: series.variates,
-            context: steps,
-            horizon,
-        })?;
+        let dims = self.series_dims(series, horizon)?;
         check_len(out.len(), mul(&[dims.v, horizon, NUM_QUANTILES])?)?;
         check_options(options)?;
         let mut arena = Arena::new_unaligned(memory);
@@ -651,6 +646,15 @@ impl<'a> Toto2<'a> {
             rms_norm(row, self.out_norm, self.config.norm_eps);
         }
         self.quantiles(&dims, options, &mut b, horizon, out)
+    }
+
+    /// The sizes of one forecast of `horizon` steps over `series`.
+    fn series_dims(&self, series: &Series<'_>, horizon: usize) -> Result<Dims> {
+        self.dims(&ForecastShape {
+            variates: series.variates,
+            context: series.steps()?,
+            horizon,
+        })
     }
 
     /// What the network sees of the context: per variate and padded context step, the scaled
@@ -670,12 +674,7 @@ impl<'a> Toto2<'a> {
         loc: &mut [f32],
         scale: &mut [f32],
     ) -> Result<()> {
-        let steps = series.steps()?;
-        let dims = self.dims(&ForecastShape {
-            variates: series.variates,
-            context: steps,
-            horizon,
-        })?;
+        let dims = self.series_dims(series, horizon)?;
         let padded = dims.nc * dims.p;
         check_len(scaled.len(), mul(&[dims.v, padded])?)?;
         check_len(loc.len(), mul(&[dims.v, dims.len])?)?;
