@@ -323,11 +323,35 @@ impl<'a> Matrix<'a> {
         let rb = self.row_bytes();
         self.data.get(r * rb..(r + 1) * rb)
     }
+
+    /// Rows `first..first + count` as a matrix of their own (the same bytes, no copy), or
+    /// `None` if they are not all there. A fused projection's parts (for example the key and
+    /// value rows of a fused QKV matrix) can run on their own this way.
+    pub fn row_range(&self, first: usize, count: usize) -> Option<Matrix<'a>> {
+        let end = first.checked_add(count).filter(|&end| end <= self.rows)?;
+        let rb = self.row_bytes();
+        let data = self.data.get(first * rb..end * rb)?;
+        Matrix::new("row range", self.format, count, self.cols, data).ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_range_views_the_same_rows() {
+        let values: [f32; 12] = core::array::from_fn(|i| i as f32);
+        let bytes: &[u8] = bytemuck::cast_slice(&values);
+        let m = Matrix::new("m", Format::F32, 4, 3, bytes).unwrap();
+        let middle = m.row_range(1, 2).unwrap();
+        assert_eq!((middle.rows(), middle.cols()), (2, 3));
+        assert_eq!(middle.row(0), m.row(1));
+        assert_eq!(middle.row(1), m.row(2));
+        assert_eq!(m.row_range(4, 0).map(|e| e.rows()), Some(0));
+        assert!(m.row_range(3, 2).is_none());
+        assert!(m.row_range(usize::MAX, 2).is_none());
+    }
 
     #[test]
     fn table_is_indexed_by_discriminant() {
