@@ -189,6 +189,44 @@ impl Kernels {
         Ok(())
     }
 
+    /// [`Kernels::axpy_f32`] of `out.len()` values from each of `w.len()` rows of `v` that
+    /// start `stride` apart (row `r` is `v[r·stride..r·stride + out.len()]`) with weight `w[r]`,
+    /// in row order: identical results to one call per row, without a call and its checks per
+    /// row (for example one head's values in a cache of whole tokens).
+    #[allow(unsafe_code)]
+    pub fn axpy_rows_f32(
+        &self,
+        w: &[f32],
+        v: &[f32],
+        stride: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        if let Some(last) = w.len().checked_sub(1) {
+            let need = last
+                .checked_mul(stride)
+                .and_then(|x| x.checked_add(out.len()))
+                .ok_or(crate::error::Error::OutOfRange)?;
+            if need > v.len() {
+                return Err(crate::error::Error::LengthMismatch {
+                    expected: need as u64,
+                    found: v.len() as u64,
+                });
+            }
+        }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `dispatch!`; every row was checked to lie inside `v`.
+            Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::axpy_rows_f32(w, v, stride, out) },
+            _ => {
+                let d = out.len();
+                for (r, &wr) in w.iter().enumerate() {
+                    dispatch!(self, axpy_f32(wr, &v[r * stride..r * stride + d], out));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `Σ f32(k_i)·q_i` with `k` as f16 bit patterns.
     #[allow(unsafe_code)]
     pub fn dot_f16(&self, k: &[u16], q: &[f32]) -> Result<f32> {

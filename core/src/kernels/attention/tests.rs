@@ -135,6 +135,36 @@ proptest! {
             prop_assert_eq!(kern.dot_rows_f32(k, stride, q, &mut one_more).is_ok(), fits);
         }
     }
+
+    /// Weighted sums of strided f32 rows equal one `axpy_f32` per row in order, bit for bit,
+    /// on every ISA (widths around the 8- and 64-lane runs); rows past the end are an error.
+    #[test]
+    fn strided_f32_axpy_rows_equal_one_call_per_row(
+        d in 0usize..80,
+        extra in 0usize..9,
+        rows in 0usize..6,
+        seed in values(6 * 88 + 80 + 6),
+    ) {
+        let stride = d + extra;
+        let v_len = if rows == 0 { 0 } else { (rows - 1) * stride + d };
+        let v = &seed[..v_len];
+        let start = &seed[6 * 88..6 * 88 + d];
+        let w: Vec<f32> = seed[6 * 88 + 80..6 * 88 + 80 + rows].iter().map(|x| x / 7.0).collect();
+        for kern in available() {
+            let mut out = start.to_vec();
+            kern.axpy_rows_f32(&w, v, stride, &mut out).unwrap();
+            let mut want = start.to_vec();
+            for r in 0..rows {
+                kern.axpy_f32(w[r], &v[r * stride..r * stride + d], &mut want).unwrap();
+            }
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&out), bits(&want), "{:?}", kern.isa());
+            let mut w_more = w.clone();
+            w_more.push(1.0);
+            let fits = rows * stride + d <= v_len;
+            prop_assert_eq!(kern.axpy_rows_f32(&w_more, v, stride, &mut out).is_ok(), fits);
+        }
+    }
 }
 
 /// f16 specials (subnormals, infinities, NaN, signed zero) widen exactly on every ISA.

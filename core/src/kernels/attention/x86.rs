@@ -122,6 +122,72 @@ unsafe fn axpy<F: Lanes<R>, const R: usize>(w: f32, codes: &[F::Code], out: &mut
 
 simd_primitives!("avx2,fma", "avx2,fma,f16c");
 
+/// [`axpy_f32`] of `out.len()` values from each row of `v` (rows `stride` apart), row by row
+/// in order. Up to 64 outputs stay in registers across all rows; each output sees the same
+/// operations in the same order as one [`axpy_f32`] call per row (fused multiply-adds on the
+/// 8-wide part, multiply then add on the tail), so results are identical.
+///
+/// # Safety
+/// AVX2 and FMA must be present; every row lies inside `v`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn axpy_rows_f32(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    let wide = d & !7;
+    let mut c0 = 0;
+    while c0 < wide {
+        // SAFETY (each arm): `c0 + 8·J <= wide <= d`, and every row holds `d` values.
+        c0 += unsafe {
+            match (wide - c0) / 8 {
+                8.. => axpy_rows_f32_run::<8>(w, v, stride, out, c0),
+                4..=7 => axpy_rows_f32_run::<4>(w, v, stride, out, c0),
+                2 | 3 => axpy_rows_f32_run::<2>(w, v, stride, out, c0),
+                _ => axpy_rows_f32_run::<1>(w, v, stride, out, c0),
+            }
+        };
+    }
+    for (r, &wr) in w.iter().enumerate() {
+        let row = &v[r * stride..r * stride + d];
+        for (o, &x) in out[wide..].iter_mut().zip(&row[wide..]) {
+            *o += wr * x;
+        }
+    }
+}
+
+/// Outputs `c0..c0 + 8·J` of [`axpy_rows_f32`] in `J` registers; returns `8·J`.
+///
+/// # Safety
+/// AVX2 and FMA must be present; `c0 + 8·J <= out.len()`; every row lies inside `v`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn axpy_rows_f32_run<const J: usize>(
+    w: &[f32],
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    c0: usize,
+) -> usize {
+    // SAFETY: outputs `c0..c0 + 8J` and, for each row, values `r·stride + c0..+8J` are inside
+    // the slices (the caller's contract).
+    unsafe {
+        let o = out.as_mut_ptr().add(c0);
+        let mut acc = [_mm256_setzero_ps(); J];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_loadu_ps(o.add(8 * j));
+        }
+        for (r, &wr) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wr);
+            let p = v.as_ptr().add(r * stride + c0);
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8 * j)), *a);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.add(8 * j), *a);
+        }
+    }
+    8 * J
+}
+
 /// [`axpy_f16`] for consecutive rows of `v` (`v.len() == w.len()·out.len()`), row by row in
 /// order. Runs of 64 outputs stay in eight registers across all rows; each output still sees
 /// the same fused multiply-adds in the same order as one [`axpy_f16`] call per row, so results

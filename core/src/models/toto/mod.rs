@@ -1839,13 +1839,14 @@ fn time_attention(
             kern.softmax(scores)?;
             let out = &mut att[t * d + head * hd..t * d + (head + 1) * hd];
             out.fill(0.0);
-            for (s, w) in scores.iter().enumerate() {
-                let (g, base) = cache_index(dims, layer, path, v, s);
-                let values: &[f32] = if g { kv.v_gen } else { kv.v_ctx.read() };
-                let value = &values[base + head * hd..base + (head + 1) * hd];
-                for (o, x) in out.iter_mut().zip(value) {
-                    *o += w * x;
-                }
+            let (ctx_scores, gen_scores) = scores.split_at(in_ctx);
+            let (_, first) = cache_index(dims, layer, path, v, 0);
+            let values = kv.v_ctx.read().get(first + head * hd..).unwrap_or(&[]);
+            kern.axpy_rows_f32(ctx_scores, values, d, out)?;
+            if !gen_scores.is_empty() {
+                let (_, first) = cache_index(dims, layer, path, v, dims.nc);
+                let values = kv.v_gen.get(first + head * hd..).unwrap_or(&[]);
+                kern.axpy_rows_f32(gen_scores, values, d, out)?;
             }
         }
     }
