@@ -979,9 +979,20 @@ impl Kernels {
     /// kernels, exactly [`crate::ops::softmax`]). An empty slice is left alone; a slice
     /// containing NaN, or only −∞, is [`Error::NonFinite`] rather than a silent NaN
     /// distribution.
+    #[allow(unsafe_code)]
     pub fn softmax(&self, x: &mut [f32]) -> Result<()> {
         if x.is_empty() {
             return Ok(());
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512Vnni {
+            // SAFETY: `Avx512Vnni` implies AVX-512 F (see `quantize_absmax`).
+            let finite = unsafe { x86::softmax_avx512(x) };
+            return if finite {
+                Ok(())
+            } else {
+                Err(Error::NonFinite)
+            };
         }
         let mut max = f32::NEG_INFINITY;
         for &v in x.iter() {

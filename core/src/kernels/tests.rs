@@ -564,6 +564,39 @@ fn exponentials_within_4_ulp_of_libm() {
     }
 }
 
+/// Every ISA's softmax is its own `exp_shifted` from the exact maximum, scaled by the
+/// reciprocal of the sum, bit for bit; NaN or only −∞ is an error, empty is fine.
+#[test]
+fn softmax_is_exp_shifted_from_the_maximum_on_every_isa() {
+    let mut g = Rng(23);
+    for len in [1, 2, 7, 15, 16, 17, 33, 100] {
+        let mut x: Vec<f32> = (0..len).map(|_| g.f() * 20.0).collect();
+        if len > 3 {
+            x[1] = f32::NEG_INFINITY;
+            x[2] = -0.0;
+        }
+        for k in available() {
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut want = x.clone();
+            let inv = 1.0 / k.exp_shifted(&mut want, max);
+            want.iter_mut().for_each(|v| *v *= inv);
+            let mut got = x.clone();
+            k.softmax(&mut got).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{:?} len {len}", k.isa());
+            let sum: f32 = got.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{:?} len {len}: {sum}", k.isa());
+        }
+    }
+    for k in available() {
+        for bad in [vec![0.0, f32::NAN, 1.0], vec![f32::NEG_INFINITY; 20]] {
+            let mut x = bad.clone();
+            assert!(k.softmax(&mut x).is_err(), "{:?}", k.isa());
+        }
+        k.softmax(&mut []).unwrap();
+    }
+}
+
 #[test]
 fn silu_mul_within_8_ulp_of_scalar() {
     let mut g = Rng(17);
