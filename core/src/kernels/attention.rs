@@ -19,7 +19,9 @@
 //! `(n + 2)·2⁻²⁴·Σ|k_i·q_i|` of the scalar one, and each `axpy` output within one rounding
 //! (`2⁻²⁴·|out|` plus `2⁻²⁴·|w·v_i|`) of it.
 
-use super::{Isa, Kernels, check_len};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::Isa;
+use super::{Kernels, check_len};
 use crate::error::Result;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

@@ -454,6 +454,12 @@ impl<'a> StridedOut<'a> {
         self.rows
     }
 
+    /// Tokens in the view.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn tokens(&self) -> usize {
+        self.tokens
+    }
+
     /// Floats from one token's run to the next.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn stride(&self) -> usize {
@@ -699,6 +705,13 @@ impl Kernels {
         }
         let (units, align, by) = if n == 1 {
             (w.rows(), ROW_SPLIT_ALIGN, SplitBy::Rows)
+        } else if !prefill_rows
+            && self.float_rows_strided(w.format())
+            && w.rows() >= workers * ROW_SPLIT_ALIGN
+        {
+            // Each worker streams only its rows of the matrix; split by tokens, every worker
+            // would read all of it (Toto's 16-patch context pass is bound by that stream).
+            (w.rows(), ROW_SPLIT_ALIGN, SplitBy::Rows)
         } else if prefill_rows && w.rows() >= workers * PREFILL_ROW_SPLIT_ALIGN {
             (w.rows(), PREFILL_ROW_SPLIT_ALIGN, SplitBy::Rows)
         } else if n >= 2 * TOKEN_SPLIT_ALIGN {
@@ -879,12 +892,40 @@ impl Kernels {
         let cols = w.cols();
         Self::run_split(pool, split, w, n, y, &|part_w, first, count, y_part| {
             let x_part = &x[first * cols..(first + count) * cols];
-            // Float products split by rows for one token only, so every part is contiguous.
-            let Some(y_part) = y_part.as_contiguous() else {
-                unreachable!("a float product split by rows over several tokens")
-            };
-            self.gemm_checked(part_w, x_part, count, y_part);
+            match y_part.as_contiguous() {
+                Some(y_part) => self.gemm_checked(part_w, x_part, count, y_part),
+                None => self.gemm_strided(part_w, x_part, count, y_part),
+            }
         });
+    }
+
+    /// Whether float products in `format` with several tokens can write a row range of a
+    /// token-major output (so split by rows); see [`Kernels::gemm_strided`].
+    fn float_rows_strided(&self, format: Format) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512Vnni {
+            return matches!(format, Format::F32 | Format::F16 | Format::Bf16);
+        }
+        let _ = format;
+        false
+    }
+
+    /// A float product into a strided view; only for the formats and ISA of
+    /// [`Kernels::float_rows_strided`], the only ones [`Kernels::split`] splits this way.
+    #[allow(unsafe_code)]
+    fn gemm_strided(&self, w: &Matrix, x: &[f32], n: usize, y: &mut StridedOut) {
+        assert!(
+            self.float_rows_strided(w.format()),
+            "a float product split by rows over several tokens without a strided kernel"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512Vnni` (checked above) is only constructed when AVX-512 F/BW/VL, AVX2,
+        // FMA and F16C are present; the split gives the view `n` tokens of `w.rows()`.
+        unsafe {
+            x86::dense_avx512_strided(w, x, n, y)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (x, n, y);
     }
 
     #[allow(unsafe_code)]

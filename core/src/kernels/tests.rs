@@ -925,7 +925,8 @@ fn split_products_are_bit_identical_to_one_thread() {
 }
 
 /// The split each kind of product gets: int8 prefill by rows in whole panel pairs (each
-/// worker unpacks only its own panels), float prefill by tokens, decode by rows.
+/// worker unpacks only its own panels), float prefill by tokens (where no strided kernel
+/// writes row ranges: see `dense_float_row_parts_write_only_their_rows`), decode by rows.
 #[test]
 fn int8_prefill_splits_by_aligned_rows_and_float_prefill_by_tokens() {
     let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2)));
@@ -999,6 +1000,63 @@ fn strided_parts_write_only_their_rows() {
                                 want[t * rows + r].to_bits(),
                                 "{k:?} {format:?}"
                             );
+                        } else {
+                            assert!(got.is_nan(), "{k:?} {format:?} wrote row {r} of token {t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Dense float products of several tokens split by rows where the kernel writes strided row
+/// ranges (AVX-512: each worker streams only its rows), and a row part writes exactly its rows
+/// of every token, with the bits of the whole product.
+#[test]
+fn dense_float_row_parts_write_only_their_rows() {
+    let pool: &'static SpawningPool = std::boxed::Box::leak(std::boxed::Box::new(SpawningPool(2)));
+    let (rows, cols, n) = (37usize, 300usize, 5usize);
+    for format in [Format::F32, Format::F16, Format::Bf16] {
+        let bytes = random_matrix(format, rows, cols, 13);
+        let store = aligned(&bytes);
+        let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
+        let w = Matrix::new("w", format, rows, cols, data).unwrap();
+        let mut g = Rng(9);
+        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        for k in available()
+            .into_iter()
+            .filter(|k| k.float_rows_strided(format))
+        {
+            // The split: by rows, in whole aligned parts.
+            let big = vec![0u8; 4096 * format.row_bytes(1024).unwrap()];
+            let store_big = aligned(&big);
+            let data_big = &bytemuck::cast_slice::<u32, u8>(&store_big)[..big.len()];
+            let wide = Matrix::new("w", format, 4096, 1024, data_big).unwrap();
+            let (_, s) = k.with_parallel(pool).split(&wide, 16, false).unwrap();
+            assert!(matches!(s.by, SplitBy::Rows) && s.per.is_multiple_of(ROW_SPLIT_ALIGN));
+            let mut want = vec![0.0f32; n * rows];
+            k.gemm(&w, &x, n, &mut want).unwrap();
+            for (first, count) in [(0usize, 16usize), (16, 21), (5, 1), (3, 4)] {
+                let part_bytes = &data[first * format.row_bytes(cols).unwrap()
+                    ..(first + count) * format.row_bytes(cols).unwrap()];
+                let part = Matrix::new("p", format, count, cols, part_bytes).unwrap();
+                let mut y = vec![f32::NAN; n * rows];
+                let out = SharedOut {
+                    ptr: y.as_mut_ptr(),
+                    len: y.len(),
+                };
+                // SAFETY: the only view of `y` while it lives; rows `first..first + count` of
+                // `n` runs of `rows` lie inside `y`.
+                #[allow(unsafe_code)]
+                let mut view = unsafe { StridedOut::rows_of(&out, first, count, rows, n) };
+                k.gemm_strided(&part, &x, n, &mut view);
+                for t in 0..n {
+                    for r in 0..rows {
+                        let got = y[t * rows + r];
+                        if (first..first + count).contains(&r) {
+                            let want = want[t * rows + r];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{k:?} {format:?}");
                         } else {
                             assert!(got.is_nan(), "{k:?} {format:?} wrote row {r} of token {t}");
                         }

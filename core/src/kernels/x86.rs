@@ -58,9 +58,9 @@ pub unsafe fn gemm(isa: Isa, w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
             // no format branch and prefill no prefetch.
             // AVX-512 dense: twice the lanes, and a 4 × 6 tile whose 24 accumulators fit
             // the 32 zmm registers.
-            Format::F32 if isa == Isa::Avx512Vnni => dense_avx512::<F32>(w, x, n, y),
-            Format::F16 if isa == Isa::Avx512Vnni => dense_avx512::<F16>(w, x, n, y),
-            Format::Bf16 if isa == Isa::Avx512Vnni => dense_avx512::<BF16>(w, x, n, y),
+            Format::F32 | Format::F16 | Format::Bf16 if isa == Isa::Avx512Vnni => {
+                dense_avx512_strided(w, x, n, &mut StridedOut::contiguous(y, w.rows(), n))
+            }
             Format::F32 if n == 1 => dense_avx2::<F32, true>(w, x, n, y),
             Format::F32 => dense_avx2::<F32, false>(w, x, n, y),
             Format::F16 if n == 1 => dense_avx2::<F16, true>(w, x, n, y),
@@ -1417,12 +1417,32 @@ unsafe fn load16<const F: u8>(row: *const u8, i: usize, mask: __mmask16) -> __m5
     }
 }
 
+/// Dense f32/f16/bf16 × f32 on AVX-512 into a view of the output (a row range of a larger
+/// product's token-major output when the product is split by rows across threads); other
+/// formats are not written.
+///
+/// # Safety
+/// AVX-512 F/BW/VL, AVX2, FMA and F16C must be present; `x` holds `n` tokens of `w.cols()`,
+/// `y` covers `n` tokens of `w.rows()`.
+pub unsafe fn dense_avx512_strided(w: &Matrix, x: &[f32], n: usize, y: &mut StridedOut) {
+    debug_assert!(y.rows() == w.rows() && y.tokens() == n);
+    // SAFETY: the caller's contract.
+    unsafe {
+        match w.format() {
+            Format::F32 => dense_avx512::<F32>(w, x, n, y),
+            Format::F16 => dense_avx512::<F16>(w, x, n, y),
+            Format::Bf16 => dense_avx512::<BF16>(w, x, n, y),
+            _ => {}
+        }
+    }
+}
+
 /// Dense f32/f16/bf16 × f32 on AVX-512. Every output is one 16-lane FMA accumulator over the
 /// row (the tail through a masked load), reduced once: the same operations in the same order
 /// whatever the tile, so a token's result does not depend on how many tokens share the call
 /// (decoding one sample path or 256 gives the same numbers).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-unsafe fn dense_avx512<const F: u8>(w: &Matrix, x: &[f32], n: usize, y: &mut [f32]) {
+unsafe fn dense_avx512<const F: u8>(w: &Matrix, x: &[f32], n: usize, y: &mut StridedOut) {
     // SAFETY (all calls below): tiles stay inside `rows × n`, which the caller checked
     // against `w`, `x` and `y`.
     unsafe {
@@ -1454,7 +1474,7 @@ unsafe fn dense_rows_avx512<const F: u8, const R: usize, const PREFETCH: bool>(
     w: &Matrix,
     x: &[f32],
     n: usize,
-    y: &mut [f32],
+    y: &mut StridedOut,
 ) {
     const T: usize = 6;
     let rows = w.rows();
@@ -1511,10 +1531,10 @@ unsafe fn dense_tile_avx512<const F: u8, const R: usize, const T: usize, const P
     x: &[f32],
     r0: usize,
     t0: usize,
-    y: &mut [f32],
+    y: &mut StridedOut,
     ahead: usize,
 ) {
-    let (rows, cols) = (w.rows(), w.cols());
+    let cols = w.cols();
     let esize = w.format().block_bytes();
     let full = cols / 16;
     let tail = cols % 16;
@@ -1563,15 +1583,16 @@ unsafe fn dense_tile_avx512<const F: u8, const R: usize, const T: usize, const P
         for t in 0..T {
             for r in (0..R).step_by(4) {
                 let sums = reduce_add_4(acc[r][t], acc[r + 1][t], acc[r + 2][t], acc[r + 3][t]);
-                let out = &mut y[(t0 + t) * rows + r0 + r..][..4];
-                // SAFETY: `out` is four writable floats.
-                unsafe { _mm_storeu_ps(out.as_mut_ptr(), sums) };
+                assert!(t0 + t < y.tokens() && r0 + r + 4 <= y.rows());
+                // SAFETY: outputs `r0 + r .. + 4` of token `t0 + t` lie inside the view
+                // (checked above), which `&mut y` accesses alone.
+                unsafe { _mm_storeu_ps(y.token_ptr(t0 + t).add(r0 + r), sums) };
             }
         }
     } else {
         for r in 0..R {
             for t in 0..T {
-                y[(t0 + t) * rows + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+                y.set(t0 + t, r0 + r, _mm512_reduce_add_ps(acc[r][t]));
             }
         }
     }
