@@ -14,7 +14,8 @@ Configurations
 
 Timings: toto-ts `TotoForecaster.forecast` in process, warm (one untimed call first), KV
 cache on, `samples_per_batch` = 256 (the whole batch at once); goldcrest `forecast --timing`
-(the model call only, as measured inside the process; its file is mmapped and parsed before).
+(the model call only, as measured inside the process; its file is mmapped and parsed before),
+warm the same way: `--timing` runs the forecast once untimed, then times a second run.
 Each figure is the median of --repeat runs (256 samples at the released size: one run).
 Threads: torch.set_num_threads(--threads) (also OMP_NUM_THREADS, set before torch loads) and
 goldcrest `--threads`; goldcrest prefaults its mapped weights before timing (torch's are in
