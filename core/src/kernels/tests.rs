@@ -212,6 +212,19 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
 }
 
+/// `k.gemm` of `w` and the tokens of `x` one call per `(first token, count)` of `split`, which
+/// covers every token once; the outputs in token order.
+fn gemm_in_parts(k: Kernels, w: &Matrix, x: &[f32], split: &[(usize, usize)]) -> Vec<f32> {
+    let (rows, cols) = (w.rows(), w.cols());
+    let mut out = vec![f32::NAN; x.len() / cols * rows];
+    for &(first, count) in split {
+        let x = &x[first * cols..(first + count) * cols];
+        let y = &mut out[first * rows..(first + count) * rows];
+        k.gemm(w, x, count, y).unwrap();
+    }
+    out
+}
+
 const FORMATS: [Format; 8] = [
     Format::F32,
     Format::F16,
@@ -1099,16 +1112,7 @@ fn dense_float_products_do_not_depend_on_the_token_count() {
                     assert!(same, "{:?} {format:?} {rows}x{cols} token {t}", k.isa());
                 }
                 // Any split of the tokens into calls.
-                let mut parts = vec![f32::NAN; n * rows];
-                for (first, count) in [(0, 7), (7, 2), (9, 14)] {
-                    k.gemm(
-                        &w,
-                        &x[first * cols..(first + count) * cols],
-                        count,
-                        &mut parts[first * rows..(first + count) * rows],
-                    )
-                    .unwrap();
-                }
+                let parts = gemm_in_parts(k, &w, &x, &[(0, 7), (7, 2), (9, 14)]);
                 assert!(same_bits(&all, &parts));
             }
         }
@@ -1121,6 +1125,11 @@ fn dense_float_products_do_not_depend_on_the_token_count() {
 #[test]
 fn float_products_of_enough_tokens_do_not_depend_on_the_token_count() {
     let split = [(0usize, 12usize), (12, 4), (16, 5), (21, 8)];
+    assert!(
+        split
+            .iter()
+            .all(|&(_, count)| count >= GEMM_INVARIANT_TOKENS)
+    );
     let n = 29;
     for format in FORMATS {
         for (rows, cols) in [(45, 64), (16, 128), (33, 300), (7, 513)] {
@@ -1130,17 +1139,7 @@ fn float_products_of_enough_tokens_do_not_depend_on_the_token_count() {
             for k in available() {
                 let mut all = vec![f32::NAN; n * rows];
                 k.gemm(&w, &x, n, &mut all).unwrap();
-                let mut parts = vec![f32::NAN; n * rows];
-                for (first, count) in split {
-                    assert!(count >= GEMM_INVARIANT_TOKENS);
-                    k.gemm(
-                        &w,
-                        &x[first * cols..(first + count) * cols],
-                        count,
-                        &mut parts[first * rows..(first + count) * rows],
-                    )
-                    .unwrap();
-                }
+                let parts = gemm_in_parts(k, &w, &x, &split);
                 let same = same_bits(&all, &parts);
                 assert!(same, "{:?} {format:?} {rows}x{cols}", k.isa());
             }
