@@ -49,17 +49,18 @@ fn converted_model_forecasts_reference_quantiles() {
     }
     let input = dir.path().join("in.csv");
     std::fs::write(&input, csv).unwrap();
-    let run = goldcrest([
-        "forecast".as_ref(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--horizon".as_ref(),
-        "10".as_ref(),
-        "--quantiles".as_ref(),
-        "0.1,0.25,0.9".as_ref(),
-    ]);
+    // `goldcrest forecast --input in.csv --model toto2.gc` and `options`.
+    let forecast = |options: &[&str]| {
+        let fixed = [
+            "forecast".as_ref(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+        ];
+        goldcrest(fixed.into_iter().chain(options.iter().map(|o| o.as_ref())))
+    };
+    let run = forecast(&["--horizon", "10", "--quantiles", "0.1,0.25,0.9"]);
     assert!(run.ok, "{}", run.stderr);
     let mut lines = run.stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -94,31 +95,12 @@ fn converted_model_forecasts_reference_quantiles() {
     }
 
     // Options that do not apply to Toto 2.0 are refused with a reason.
-    let run = goldcrest([
-        "forecast".as_ref(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--horizon".as_ref(),
-        "3".as_ref(),
-        "--quantiles".as_ref(),
-        "0.05,0.5".as_ref(),
-    ]);
+    let run = forecast(&["--horizon", "3", "--quantiles", "0.05,0.5"]);
     assert!(
         !run.ok && run.stderr.contains("0.1 … 0.9"),
         "{}",
         run.stderr
     );
-    let run = goldcrest([
-        "forecast".as_ref(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--horizon".as_ref(),
-        "3".as_ref(),
-        "--mean".as_ref(),
-    ]);
+    let run = forecast(&["--horizon", "3", "--mean"]);
     assert!(!run.ok && run.stderr.contains("--mean"), "{}", run.stderr);
 }

@@ -122,6 +122,109 @@ fn aligned(bytes: &[u8]) -> Vec<u32> {
     v
 }
 
+/// [`random_matrix`]'s bytes in storage with the alignment f32 views need.
+struct RandomMatrix {
+    store: Vec<u32>,
+    len: usize,
+    format: Format,
+    rows: usize,
+    cols: usize,
+}
+
+impl RandomMatrix {
+    fn new(format: Format, rows: usize, cols: usize, seed: u64) -> Self {
+        let bytes = random_matrix(format, rows, cols, seed);
+        RandomMatrix {
+            store: aligned(&bytes),
+            len: bytes.len(),
+            format,
+            rows,
+            cols,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u32, u8>(&self.store)[..self.len]
+    }
+
+    fn view(&self) -> Matrix<'_> {
+        Matrix::new("w", self.format, self.rows, self.cols, self.bytes()).unwrap()
+    }
+}
+
+/// `len` activations from seed `seed`, in `[-scale, scale]`.
+fn random_acts(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut g = Rng(seed);
+    (0..len).map(|_| g.f() * scale).collect()
+}
+
+/// `x` ([n, cols]) quantized by `k` into `scratch`, which grows to the size it needs.
+fn quantized<'s>(
+    k: Kernels,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    mode: ActScale,
+    scratch: &'s mut Vec<u8>,
+) -> Int8Acts<'s> {
+    scratch.resize(Int8Acts::scratch_bytes(n, cols, mode).unwrap(), 0);
+    k.quantize_acts(x, n, cols, mode, scratch).unwrap()
+}
+
+/// Runs `product` on a view of rows `part` of `n` runs `stride` apart in a NaN-filled output,
+/// then checks that the view's outputs are `want`'s ([n, want.len() / n], by the same row
+/// numbers) bit for bit and that nothing else was written.
+fn check_strided_view(
+    n: usize,
+    stride: usize,
+    part: core::ops::Range<usize>,
+    want: &[f32],
+    what: &dyn core::fmt::Debug,
+    product: impl FnOnce(&mut StridedOut),
+) {
+    let want_rows = want.len() / n;
+    let mut y = vec![f32::NAN; n * stride];
+    let out = SharedOut {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    assert!(part.end <= stride);
+    // SAFETY: the only view of `y` while it lives; rows `part` of `n` runs of `stride` lie
+    // inside `y` (checked above).
+    #[allow(unsafe_code)]
+    let mut view = unsafe { StridedOut::rows_of(&out, part.start, part.len(), stride, n) };
+    product(&mut view);
+    for t in 0..n {
+        for r in 0..stride {
+            let got = y[t * stride + r];
+            if part.contains(&r) {
+                let want = want[t * want_rows + r];
+                assert_eq!(got.to_bits(), want.to_bits(), "{what:?} t{t} r{r}");
+            } else {
+                assert!(got.is_nan(), "{what:?} wrote row {r} of token {t}");
+            }
+        }
+    }
+}
+
+/// Whether `a` and `b` hold the same bits (over the shorter length).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
+/// `k.gemm` of `w` and the tokens of `x` one call per `(first token, count)` of `split`, which
+/// covers every token once; the outputs in token order.
+fn gemm_in_parts(k: Kernels, w: &Matrix, x: &[f32], split: &[(usize, usize)]) -> Vec<f32> {
+    let (rows, cols) = (w.rows(), w.cols());
+    let mut out = vec![f32::NAN; x.len() / cols * rows];
+    for &(first, count) in split {
+        let x = &x[first * cols..(first + count) * cols];
+        let y = &mut out[first * rows..(first + count) * rows];
+        k.gemm(w, x, count, y).unwrap();
+    }
+    out
+}
+
 const FORMATS: [Format; 8] = [
     Format::F32,
     Format::F16,
@@ -134,12 +237,9 @@ const FORMATS: [Format; 8] = [
 ];
 
 fn check_float(format: Format, rows: usize, cols: usize, n: usize, seed: u64) {
-    let bytes = random_matrix(format, rows, cols, seed);
-    let store = aligned(&bytes);
-    let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-    let w = Matrix::new("w", format, rows, cols, data).unwrap();
-    let mut g = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+    let stored = RandomMatrix::new(format, rows, cols, seed);
+    let w = stored.view();
+    let x = random_acts(n * cols, seed ^ 0x9e37_79b9_7f4a_7c15, 1.0);
     let mut want = vec![0.0f32; n * rows];
     Kernels::scalar().gemm(&w, &x, n, &mut want).unwrap();
     // Σ|w x| per output, from the dequantized weights.
@@ -173,10 +273,9 @@ fn check_float(format: Format, rows: usize, cols: usize, n: usize, seed: u64) {
 }
 
 fn check_int8(format: Format, rows: usize, cols: usize, n: usize, mode: ActScale, seed: u64) {
-    let bytes = random_matrix(format, rows, cols, seed);
-    let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
-    let mut g = Rng(seed ^ 0x5151);
-    let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 3.0).collect();
+    let stored = RandomMatrix::new(format, rows, cols, seed);
+    let w = stored.view();
+    let x = random_acts(n * cols, seed ^ 0x5151, 3.0);
     let mut scratch = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap() + 3];
     // An odd offset checks that any scratch alignment works.
     let acts = Kernels::scalar()
@@ -187,10 +286,7 @@ fn check_int8(format: Format, rows: usize, cols: usize, n: usize, mode: ActScale
     for k in available() {
         let mut got = vec![f32::NAN; n * rows];
         k.gemm_i8(&w, &acts, &mut got).unwrap();
-        let same = got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = same_bits(&got, &want);
         assert!(
             same,
             "{:?} {format:?} {mode:?} {rows}x{cols} n={n}",
@@ -245,23 +341,30 @@ proptest! {
     }
 }
 
-/// The ternary prefill kernels' tile edges (AVX-512 VNNI: 16-row panels in pairs, 12-token
-/// register tiles, switch-over at 4 tokens): rows around multiples of 16 and 32, every token
-/// count 1..=37, whole and partial 256-blocks, both scale modes.
-#[test]
-fn ternary_prefill_tile_edges_bit_identical() {
-    for format in [Format::Tq2_0, Format::Tq1_0] {
+/// [`check_int8`] in both scale modes: 33 × 300 with every token count `1..=max_tokens`, then
+/// rows around multiples of 16 and 32 with each `(tokens, cols)` of `shapes`.
+fn check_tile_edges(formats: [Format; 2], max_tokens: usize, shapes: &[(usize, usize)]) {
+    for format in formats {
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
-            for n in 1..=37 {
+            for n in 1..=max_tokens {
                 check_int8(format, 33, 300, n, mode, n as u64);
             }
             for rows in [1, 15, 16, 17, 31, 32, 47, 64, 65] {
-                for (n, cols) in [(4, 256), (12, 513), (13, 1), (25, 768)] {
+                for &(n, cols) in shapes {
                     check_int8(format, rows, cols, n, mode, (rows * 100 + n) as u64);
                 }
             }
         }
     }
+}
+
+/// The ternary prefill kernels' tile edges (AVX-512 VNNI: 16-row panels in pairs, 12-token
+/// register tiles, switch-over at 4 tokens): rows around multiples of 16 and 32, every token
+/// count 1..=37, whole and partial 256-blocks, both scale modes.
+#[test]
+fn ternary_prefill_tile_edges_bit_identical() {
+    let shapes = [(4, 256), (12, 513), (13, 1), (25, 768)];
+    check_tile_edges([Format::Tq2_0, Format::Tq1_0], 37, &shapes);
 }
 
 /// The `q8_0`/`q4_0` prefill kernels' edges (AVX-512 VNNI: 16-row panels in pairs, chunks of
@@ -270,16 +373,10 @@ fn ternary_prefill_tile_edges_bit_identical() {
 /// 4), 133 tokens (two token chunks), partial last blocks, 1–5 block chunks, both scale modes.
 #[test]
 fn q32_prefill_tile_edges_bit_identical() {
+    let shapes = [(4, 32), (6, 257), (7, 1), (13, 1024 + 33), (25, 896)];
+    check_tile_edges([Format::Q8_0, Format::Q4_0], 20, &shapes);
     for format in [Format::Q8_0, Format::Q4_0] {
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
-            for n in 1..=20 {
-                check_int8(format, 33, 300, n, mode, n as u64);
-            }
-            for rows in [1, 15, 16, 17, 31, 32, 47, 64, 65] {
-                for (n, cols) in [(4, 32), (6, 257), (7, 1), (13, 1024 + 33), (25, 896)] {
-                    check_int8(format, rows, cols, n, mode, (rows * 100 + n) as u64);
-                }
-            }
             check_int8(format, 37, 4864 + 7, 11, mode, 3);
             check_int8(format, 18, 700, 133, mode, 4);
         }
@@ -294,15 +391,12 @@ fn q32_order_follows_the_batch() {
     for format in [Format::Q8_0, Format::Q4_0] {
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
             let (rows, cols) = (5, 8 * 256 + 70);
-            let bytes = random_matrix(format, rows, cols, 31);
-            let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
+            let stored = RandomMatrix::new(format, rows, cols, 31);
+            let w = stored.view();
             for n in [1, 3, 4, 9] {
-                let mut g = Rng(32 + n as u64);
-                let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 5.0).collect();
-                let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
-                let acts = Kernels::scalar()
-                    .quantize_acts(&x, n, cols, mode, &mut s)
-                    .unwrap();
+                let x = random_acts(n * cols, 32 + n as u64, 5.0);
+                let mut s = Vec::new();
+                let acts = quantized(Kernels::scalar(), &x, n, cols, mode, &mut s);
                 let mut y = vec![0.0f32; n * rows];
                 Kernels::scalar().gemm_i8(&w, &acts, &mut y).unwrap();
                 let mut wq = vec![0.0f32; cols];
@@ -371,14 +465,13 @@ fn q32_prefill_agrees_with_decode_within_bound() {
     for format in [Format::Q8_0, Format::Q4_0] {
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
             let (rows, cols, n) = (35, 4864 + 40, 7);
-            let bytes = random_matrix(format, rows, cols, 41);
-            let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
-            let mut g = Rng(42);
-            let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 4.0).collect();
+            let stored = RandomMatrix::new(format, rows, cols, 41);
+            let w = stored.view();
+            let x = random_acts(n * cols, 42, 4.0);
             let nb = cols.div_ceil(32);
             for k in available() {
-                let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
-                let acts = k.quantize_acts(&x, n, cols, mode, &mut s).unwrap();
+                let mut s = Vec::new();
+                let acts = quantized(k, &x, n, cols, mode, &mut s);
                 let mut prefill = vec![0.0f32; n * rows];
                 k.gemm_i8(&w, &acts, &mut prefill).unwrap();
                 let mut differ = 0;
@@ -438,15 +531,12 @@ fn q32_prefill_agrees_with_decode_within_bound() {
 fn q32_prefill_honours_the_output_stride() {
     for format in [Format::Q8_0, Format::Q4_0] {
         let (rows, cols, n, stride) = (37, 300, 9, 45);
-        let bytes = random_matrix(format, rows, cols, 51);
-        let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
-        let mut g = Rng(52);
-        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        let stored = RandomMatrix::new(format, rows, cols, 51);
+        let w = stored.view();
+        let x = random_acts(n * cols, 52, 1.0);
         let mode = ActScale::PerBlock;
-        let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
-        let acts = Kernels::scalar()
-            .quantize_acts(&x, n, cols, mode, &mut s)
-            .unwrap();
+        let mut s = Vec::new();
+        let acts = quantized(Kernels::scalar(), &x, n, cols, mode, &mut s);
         let mut want = vec![0.0f32; n * rows];
         Kernels::scalar().gemm_i8(&w, &acts, &mut want).unwrap();
         for k in available() {
@@ -454,28 +544,10 @@ fn q32_prefill_honours_the_output_stride() {
             if !matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
                 continue;
             }
-            let mut y = vec![f32::NAN; n * stride];
-            let out = SharedOut {
-                ptr: y.as_mut_ptr(),
-                len: y.len(),
-            };
-            // SAFETY: the only view of `y` while it lives; rows `0..rows` of `n` runs of
-            // `stride` lie inside `y`.
-            let mut view = unsafe { StridedOut::rows_of(&out, 0, rows, stride, n) };
-            // SAFETY: `available` only lists ISAs this CPU supports; shapes as required.
-            unsafe { x86_q32::gemm_i8_prefill(isa, &w, &acts, &mut view) };
-            for (i, v) in y.iter().enumerate() {
-                let (t, r) = (i / stride, i % stride);
-                if r < rows {
-                    assert_eq!(
-                        v.to_bits(),
-                        want[t * rows + r].to_bits(),
-                        "{isa:?} t{t} r{r}"
-                    );
-                } else {
-                    assert!(v.is_nan(), "{isa:?} wrote outside the rows at {i}");
-                }
-            }
+            check_strided_view(n, stride, 0..rows, &want, &isa, |view| {
+                // SAFETY: `available` only lists ISAs this CPU supports; shapes as required.
+                unsafe { x86_q32::gemm_i8_prefill(isa, &w, &acts, view) }
+            });
         }
     }
 }
@@ -694,8 +766,8 @@ fn ternary_f32_is_exact_on_integers() {
 
 #[test]
 fn bad_shapes_are_errors() {
-    let bytes = random_matrix(Format::Tq2_0, 2, 300, 1);
-    let w = Matrix::new("w", Format::Tq2_0, 2, 300, &bytes).unwrap();
+    let stored = RandomMatrix::new(Format::Tq2_0, 2, 300, 1);
+    let w = stored.view();
     let k = Kernels::scalar();
     assert!(k.gemv(&w, &[0.0; 299], &mut [0.0; 2]).is_err());
     assert!(k.gemv(&w, &[0.0; 300], &mut [0.0; 3]).is_err());
@@ -761,14 +833,11 @@ fn q32_int8_matches_the_float_product() {
     ] {
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
             let (rows, cols) = (7, 896 + 17);
-            let bytes = random_matrix(format, rows, cols, 21);
-            let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
-            let mut g = Rng(22);
-            let x: Vec<f32> = (0..n * cols).map(|_| g.f() * 2.0).collect();
-            let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
-            let acts = Kernels::scalar()
-                .quantize_acts(&x, n, cols, mode, &mut s)
-                .unwrap();
+            let stored = RandomMatrix::new(format, rows, cols, 21);
+            let w = stored.view();
+            let x = random_acts(n * cols, 22, 2.0);
+            let mut s = Vec::new();
+            let acts = quantized(Kernels::scalar(), &x, n, cols, mode, &mut s);
             let mut got = vec![0.0f32; n * rows];
             Kernels::scalar().gemm_i8(&w, &acts, &mut got).unwrap();
             let mut wrow = vec![0.0f32; cols];
@@ -822,10 +891,8 @@ fn activation_rounding_is_libm_roundf() {
 fn empty_matrices_give_zeros() {
     for format in FORMATS {
         for (rows, cols) in [(0usize, 5usize), (3, 0), (0, 0)] {
-            let bytes = random_matrix(format, rows, cols, 3);
-            let store = aligned(&bytes);
-            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            let stored = RandomMatrix::new(format, rows, cols, 3);
+            let w = stored.view();
             let x = vec![1.0f32; 4 * cols];
             for k in available() {
                 let mut y = vec![f32::NAN; 4 * rows];
@@ -833,8 +900,8 @@ fn empty_matrices_give_zeros() {
                 assert!(y.iter().all(|&v| v == 0.0), "{:?} {format:?}", k.isa());
                 if Kernels::has_int8_path(format) {
                     let mode = ActScale::PerToken;
-                    let mut s = vec![0u8; Int8Acts::scratch_bytes(4, cols, mode).unwrap()];
-                    let acts = k.quantize_acts(&x, 4, cols, mode, &mut s).unwrap();
+                    let mut s = Vec::new();
+                    let acts = quantized(k, &x, 4, cols, mode, &mut s);
                     let mut y = vec![f32::NAN; 4 * rows];
                     k.gemm_i8(&w, &acts, &mut y).unwrap();
                     assert!(y.iter().all(|&v| v == 0.0), "{:?} {format:?} int8", k.isa());
@@ -876,13 +943,10 @@ fn split_products_are_bit_identical_to_one_thread() {
     for (rows, cols) in [(301, 512), (77, 2000), (67, 256)] {
         assert!(rows * cols >= PARALLEL_MIN_WEIGHTS || rows * cols * 37 >= PARALLEL_MIN_WEIGHTS);
         for format in FORMATS {
-            let bytes = random_matrix(format, rows, cols, 7);
-            let store = aligned(&bytes);
-            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            let stored = RandomMatrix::new(format, rows, cols, 7);
+            let w = stored.view();
             for n in [1usize, 3, 8, 13, 37] {
-                let mut g = Rng(n as u64);
-                let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+                let x = random_acts(n * cols, n as u64, 1.0);
                 let mut scratch =
                     vec![0u8; Int8Acts::scratch_bytes(n, cols, ActScale::PerBlock).unwrap()];
                 let int8 = Kernels::has_int8_path(format);
@@ -901,13 +965,13 @@ fn split_products_are_bit_identical_to_one_thread() {
                         assert_eq!(kp.workers(), pool.0);
                         let mut got = vec![f32::NAN; n * rows];
                         kp.gemm(&w, &x, n, &mut got).unwrap();
-                        let same = |a: &[f32], b: &[f32]| {
-                            a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
-                        };
-                        assert!(same(&got, &want), "{k:?} {format:?} {rows}x{cols} n={n}");
+                        assert!(
+                            same_bits(&got, &want),
+                            "{k:?} {format:?} {rows}x{cols} n={n}"
+                        );
                         if n == 1 {
                             kp.gemv(&w, &x, &mut got).unwrap();
-                            assert!(same(&got, &want));
+                            assert!(same_bits(&got, &want));
                         }
                         if int8 {
                             let acts = k
@@ -915,7 +979,7 @@ fn split_products_are_bit_identical_to_one_thread() {
                                 .unwrap();
                             let mut got = vec![f32::NAN; n * rows];
                             kp.gemm_i8(&w, &acts, &mut got).unwrap();
-                            assert!(same(&got, &want_i8), "i8 {k:?} {format:?} n={n}");
+                            assert!(same_bits(&got, &want_i8), "i8 {k:?} {format:?} n={n}");
                         }
                     }
                 }
@@ -963,48 +1027,21 @@ fn int8_prefill_splits_by_aligned_rows_and_float_prefill_by_tokens() {
 fn strided_parts_write_only_their_rows() {
     let (rows, cols, n) = (37usize, 300usize, 5usize);
     for format in FORMATS.into_iter().filter(|&f| Kernels::has_int8_path(f)) {
-        let bytes = random_matrix(format, rows, cols, 11);
-        let store = aligned(&bytes);
-        let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-        let w = Matrix::new("w", format, rows, cols, data).unwrap();
-        let mut g = Rng(5);
-        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        let stored = RandomMatrix::new(format, rows, cols, 11);
+        let w = stored.view();
+        let x = random_acts(n * cols, 5, 1.0);
         for k in available() {
-            let mut scratch =
-                vec![0u8; Int8Acts::scratch_bytes(n, cols, ActScale::PerToken).unwrap()];
-            let acts = k
-                .quantize_acts(&x, n, cols, ActScale::PerToken, &mut scratch)
-                .unwrap();
+            let mut scratch = Vec::new();
+            let acts = quantized(k, &x, n, cols, ActScale::PerToken, &mut scratch);
             let mut want = vec![0.0f32; n * rows];
             k.gemm_i8(&w, &acts, &mut want).unwrap();
             for (first, count) in [(0usize, 16usize), (16, 21), (5, 1)] {
-                let part_bytes = &data[first * format.row_bytes(cols).unwrap()
+                let part_bytes = &stored.bytes()[first * format.row_bytes(cols).unwrap()
                     ..(first + count) * format.row_bytes(cols).unwrap()];
                 let part = Matrix::new("p", format, count, cols, part_bytes).unwrap();
-                let mut y = vec![f32::NAN; n * rows];
-                let out = SharedOut {
-                    ptr: y.as_mut_ptr(),
-                    len: y.len(),
-                };
-                // SAFETY: the only view of `y` while it lives; rows `first..first + count` of
-                // `n` runs of `rows` lie inside `y`.
-                #[allow(unsafe_code)]
-                let mut view = unsafe { StridedOut::rows_of(&out, first, count, rows, n) };
-                k.gemm_i8_checked(&part, &acts, &mut view);
-                for t in 0..n {
-                    for r in 0..rows {
-                        let got = y[t * rows + r];
-                        if (first..first + count).contains(&r) {
-                            assert_eq!(
-                                got.to_bits(),
-                                want[t * rows + r].to_bits(),
-                                "{k:?} {format:?}"
-                            );
-                        } else {
-                            assert!(got.is_nan(), "{k:?} {format:?} wrote row {r} of token {t}");
-                        }
-                    }
-                }
+                check_strided_view(n, rows, first..first + count, &want, &(k, format), |view| {
+                    k.gemm_i8_checked(&part, &acts, view)
+                });
             }
         }
     }
@@ -1080,24 +1117,18 @@ fn q32_split_parts_keep_the_batch_order() {
         (Format::Q8_0, 40, 4096),
         (Format::Q4_0, 40, 4096),
     ] {
-        let bytes = random_matrix(format, rows, cols, 61);
-        let w = Matrix::new("w", format, rows, cols, &bytes).unwrap();
-        let mut g = Rng(62);
-        let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+        let stored = RandomMatrix::new(format, rows, cols, 61);
+        let w = stored.view();
+        let x = random_acts(n * cols, 62, 1.0);
         for mode in [ActScale::PerToken, ActScale::PerBlock] {
-            let mut s = vec![0u8; Int8Acts::scratch_bytes(n, cols, mode).unwrap()];
-            let acts = Kernels::scalar()
-                .quantize_acts(&x, n, cols, mode, &mut s)
-                .unwrap();
+            let mut s = Vec::new();
+            let acts = quantized(Kernels::scalar(), &x, n, cols, mode, &mut s);
             let mut want = vec![0.0f32; n * rows];
             Kernels::scalar().gemm_i8(&w, &acts, &mut want).unwrap();
             for k in available() {
                 let mut got = vec![f32::NAN; n * rows];
                 k.with_parallel(pool).gemm_i8(&w, &acts, &mut got).unwrap();
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = same_bits(&got, &want);
                 assert!(same, "{:?} {format:?} {mode:?}", k.isa());
             }
         }
@@ -1158,41 +1189,22 @@ fn dense_float_products_do_not_depend_on_the_token_count() {
     for format in [Format::F32, Format::F16, Format::Bf16] {
         // Tails of 0, 5 and 15 columns past the 16-lane chunks; rows not a multiple of 4 or 8.
         for (rows, cols) in [(13, 64), (9, 101), (21, 783)] {
-            let bytes = random_matrix(format, rows, cols, 3);
-            let store = aligned(&bytes);
-            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-            let w = Matrix::new("w", format, rows, cols, data).unwrap();
+            let stored = RandomMatrix::new(format, rows, cols, 3);
+            let w = stored.view();
             let n = 23;
-            let mut g = Rng(99);
-            let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+            let x = random_acts(n * cols, 99, 1.0);
             for k in available() {
                 let mut all = vec![f32::NAN; n * rows];
                 k.gemm(&w, &x, n, &mut all).unwrap();
                 for t in 0..n {
                     let mut one = vec![f32::NAN; rows];
                     k.gemv(&w, &x[t * cols..(t + 1) * cols], &mut one).unwrap();
-                    let same = one
-                        .iter()
-                        .zip(&all[t * rows..(t + 1) * rows])
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    let same = same_bits(&one, &all[t * rows..(t + 1) * rows]);
                     assert!(same, "{:?} {format:?} {rows}x{cols} token {t}", k.isa());
                 }
                 // Any split of the tokens into calls.
-                let mut parts = vec![f32::NAN; n * rows];
-                for (first, count) in [(0, 7), (7, 2), (9, 14)] {
-                    k.gemm(
-                        &w,
-                        &x[first * cols..(first + count) * cols],
-                        count,
-                        &mut parts[first * rows..(first + count) * rows],
-                    )
-                    .unwrap();
-                }
-                assert!(
-                    all.iter()
-                        .zip(&parts)
-                        .all(|(a, b)| a.to_bits() == b.to_bits())
-                );
+                let parts = gemm_in_parts(k, &w, &x, &[(0, 7), (7, 2), (9, 14)]);
+                assert!(same_bits(&all, &parts));
             }
         }
     }
@@ -1204,33 +1216,22 @@ fn dense_float_products_do_not_depend_on_the_token_count() {
 #[test]
 fn float_products_of_enough_tokens_do_not_depend_on_the_token_count() {
     let split = [(0usize, 12usize), (12, 4), (16, 5), (21, 8)];
+    assert!(
+        split
+            .iter()
+            .all(|&(_, count)| count >= GEMM_INVARIANT_TOKENS)
+    );
     let n = 29;
     for format in FORMATS {
         for (rows, cols) in [(45, 64), (16, 128), (33, 300), (7, 513)] {
-            let bytes = random_matrix(format, rows, cols, 5);
-            let store = aligned(&bytes);
-            let data = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-            let w = Matrix::new("w", format, rows, cols, data).unwrap();
-            let mut g = Rng(17);
-            let x: Vec<f32> = (0..n * cols).map(|_| g.f()).collect();
+            let stored = RandomMatrix::new(format, rows, cols, 5);
+            let w = stored.view();
+            let x = random_acts(n * cols, 17, 1.0);
             for k in available() {
                 let mut all = vec![f32::NAN; n * rows];
                 k.gemm(&w, &x, n, &mut all).unwrap();
-                let mut parts = vec![f32::NAN; n * rows];
-                for (first, count) in split {
-                    assert!(count >= GEMM_INVARIANT_TOKENS);
-                    k.gemm(
-                        &w,
-                        &x[first * cols..(first + count) * cols],
-                        count,
-                        &mut parts[first * rows..(first + count) * rows],
-                    )
-                    .unwrap();
-                }
-                let same = all
-                    .iter()
-                    .zip(&parts)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let parts = gemm_in_parts(k, &w, &x, &split);
+                let same = same_bits(&all, &parts);
                 assert!(same, "{:?} {format:?} {rows}x{cols}", k.isa());
             }
         }

@@ -47,6 +47,26 @@ const Q4: u8 = 1;
 /// three (the old 16 KiB minimum) in seven interleaved runs on a loaded machine.
 const PREFETCH_BYTES: usize = 4096;
 
+/// Calls `$vnni` (AVX-512 VNNI) or `$avx2` (AVX2) with `($w, $acts, $out)`, instantiated for
+/// `$w`'s format and `$acts`' scale mode: decode and prefill pick their kernels alike.
+/// Expands to unsafe calls: the caller states why the ISA's features are present.
+macro_rules! dispatch {
+    ($isa:expr, $vnni:ident, $avx2:ident, $w:expr, $acts:expr, $out:expr) => {{
+        let q4 = $w.format() == Format::Q4_0;
+        let per_block = $acts.mode == ActScale::PerBlock;
+        match ($isa == Isa::Avx512Vnni, q4, per_block) {
+            (true, false, false) => $vnni::<Q8, false>($w, $acts, $out),
+            (true, false, true) => $vnni::<Q8, true>($w, $acts, $out),
+            (true, true, false) => $vnni::<Q4, false>($w, $acts, $out),
+            (true, true, true) => $vnni::<Q4, true>($w, $acts, $out),
+            (false, false, false) => $avx2::<Q8, false>($w, $acts, $out),
+            (false, false, true) => $avx2::<Q8, true>($w, $acts, $out),
+            (false, true, false) => $avx2::<Q4, false>($w, $acts, $out),
+            (false, true, true) => $avx2::<Q4, true>($w, $acts, $out),
+        }
+    }};
+}
+
 /// `q8_0`/`q4_0` weights × int8 activations. Caller checked shapes and format.
 ///
 /// # Safety
@@ -56,21 +76,8 @@ pub unsafe fn gemm_i8(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut StridedOut)
         // SAFETY: the caller guarantees the features of `isa` and the shapes.
         return unsafe { gemm_i8_prefill(isa, w, acts, y) };
     }
-    let q4 = w.format() == Format::Q4_0;
-    let per_block = acts.mode == ActScale::PerBlock;
     // SAFETY: the caller guarantees the features of `isa`.
-    unsafe {
-        match (isa == Isa::Avx512Vnni, q4, per_block) {
-            (true, false, false) => drive_vnni::<Q8, false>(w, acts, y),
-            (true, false, true) => drive_vnni::<Q8, true>(w, acts, y),
-            (true, true, false) => drive_vnni::<Q4, false>(w, acts, y),
-            (true, true, true) => drive_vnni::<Q4, true>(w, acts, y),
-            (false, false, false) => drive_avx2::<Q8, false>(w, acts, y),
-            (false, false, true) => drive_avx2::<Q8, true>(w, acts, y),
-            (false, true, false) => drive_avx2::<Q4, false>(w, acts, y),
-            (false, true, true) => drive_avx2::<Q4, true>(w, acts, y),
-        }
-    }
+    unsafe { dispatch!(isa, drive_vnni, drive_avx2, w, acts, y) }
 }
 
 /// Defines a driver that covers every (row, token) output with one ISA's tiles: prefill tiles
@@ -439,26 +446,13 @@ pub unsafe fn gemm_i8_prefill(isa: Isa, w: &Matrix, acts: &Int8Acts, y: &mut Str
         return;
     }
     debug_assert!(y.rows() == w.rows());
-    let q4 = w.format() == Format::Q4_0;
-    let per_block = acts.mode == ActScale::PerBlock;
     let out = Out {
         y: y.token_ptr(0),
         stride: y.stride(),
     };
     // SAFETY: the caller guarantees the features of `isa` and the shapes; the view covers
     // rows `0..w.rows()` of `acts.tokens` runs `y.stride()` apart, which `&mut y` holds alone.
-    unsafe {
-        match (isa == Isa::Avx512Vnni, q4, per_block) {
-            (true, false, false) => panels_vnni::<Q8, false>(w, acts, out),
-            (true, false, true) => panels_vnni::<Q8, true>(w, acts, out),
-            (true, true, false) => panels_vnni::<Q4, false>(w, acts, out),
-            (true, true, true) => panels_vnni::<Q4, true>(w, acts, out),
-            (false, false, false) => blockwise_avx2::<Q8, false>(w, acts, out),
-            (false, false, true) => blockwise_avx2::<Q8, true>(w, acts, out),
-            (false, true, false) => blockwise_avx2::<Q4, false>(w, acts, out),
-            (false, true, true) => blockwise_avx2::<Q4, true>(w, acts, out),
-        }
-    }
+    unsafe { dispatch!(isa, panels_vnni, blockwise_avx2, w, acts, out) }
 }
 
 /// Where prefill results go: token `t`, row `r` at `y + t·stride + r`.

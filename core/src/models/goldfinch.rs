@@ -50,10 +50,9 @@ use crate::error::{Error, Name, Result, Shape};
 use crate::kernels::Kernels;
 pub use crate::models::decoder::KvFormat;
 use crate::models::rwkv6::{
-    self, ChannelMix, ChannelMixBuffers, FinchDims, ShiftBuffers, ShiftWeights, WkvInputs,
-    adapter_rank, block_tensor, channel_mix, data_dependent_decay, data_dependent_shift,
-    load_channel_mix, load_layers, low_rank, mix_adapter_hidden, norm_and_shift, shift_mix,
-    stacked_adapters, wkv_step,
+    self, ChannelMix, ChannelMixBuffers, FinchDims, WkvInputs, adapter_rank, block_tensor,
+    channel_mix, data_dependent_decay, finch_time_shift, load_channel_mix, load_layers, low_rank,
+    mix_adapter_hidden, norm_and_shift, shift_mix, stacked_adapters, wkv_step,
 };
 use crate::models::{NameBuf, TensorSource, format_name, known_tensor_bytes};
 use crate::ops::{self, Vector};
@@ -1329,27 +1328,7 @@ impl<'w, 'a> GoldFinch<'w, 'a> {
         };
         let parts = ctx.parts();
         let (att_shift, wkv, ffn_shift) = finch_state(&cfg, parts.fixed, i);
-        let shift_weights = ShiftWeights {
-            maa_x: att.maa_x,
-            maa: att.maa,
-            w1: att.maa_w1,
-            w2: att.maa_w2,
-            rank: cfg.lora_mix,
-        };
-        data_dependent_shift(
-            &shift_weights,
-            layer.ln1,
-            &cb.x[..tc],
-            att_shift,
-            ShiftBuffers {
-                xx: &mut cb.xx[..tc],
-                sx: &mut cb.sx[..tc],
-                lora_mix: &mut cb.lora_mix[..],
-                base: &mut cb.y[..tc],
-                correction: &mut cb.out[..tc],
-                mixed: &mut cb.mixed,
-            },
-        )?;
+        finch_time_shift!(att, cfg.lora_mix, layer.ln1, att_shift, cb, tc)?;
         let [xr, xk, xv, xw, xv2] = &cb.mixed;
         let kern = &self.kernels;
         kern.gemm(&att.receptance, &xr[..tc], rows, &mut cb.r[..tc])?;

@@ -1154,27 +1154,7 @@ impl<'w, 'a> Rwkv6<'w, 'a> {
         let tc = t_n * c;
 
         // Data-dependent token shift: the adapter's five mixes come in the order w, k, v, r, g.
-        let shift_weights = ShiftWeights {
-            maa_x: att.maa_x,
-            maa: att.maa,
-            w1: att.maa_w1,
-            w2: att.maa_w2,
-            rank: cfg.lora_mix,
-        };
-        data_dependent_shift(
-            &shift_weights,
-            layer.ln1,
-            &b.x[..tc],
-            shift,
-            ShiftBuffers {
-                xx: &mut b.xx[..tc],
-                sx: &mut b.sx[..tc],
-                lora_mix: &mut b.lora_mix[..],
-                base: &mut b.y[..tc],
-                correction: &mut b.out[..tc],
-                mixed: &mut b.mixed,
-            },
-        )?;
+        finch_time_shift!(att, cfg.lora_mix, layer.ln1, shift, b, tc)?;
         let [xw, xk, xv, xr, xg] = &b.mixed;
 
         let kern = &self.kernels;
@@ -1375,6 +1355,39 @@ pub(crate) struct ShiftBuffers<'b, 's> {
     /// The five mixed inputs, at least [T, C] each.
     pub(crate) mixed: &'b mut [&'s mut [f32]; 5],
 }
+
+/// [`data_dependent_shift`] of a Finch time mix (`$att`, a reference to its weights) over the
+/// first `$tc` values of `$buffers.x` (`$buffers`, a `&mut` to the model's scratch buffers).
+/// RWKV-6's [`TimeMix`] and GoldFinch's `FinchC2Mix` name their shift weights alike (`maa_x`,
+/// `maa`, `maa_w1`, `maa_w2`), and both models' scratch buffers name theirs alike (`x`, `xx`,
+/// `sx`, `lora_mix`, `mixed`, with `y` and `out` lent as room): a macro, because the pairs are
+/// different types, wires them once.
+macro_rules! finch_time_shift {
+    ($att:expr, $rank:expr, $ln:expr, $shift:expr, $buffers:expr, $tc:expr) => {{
+        let (att, b, tc) = ($att, &mut *$buffers, $tc);
+        $crate::models::rwkv6::data_dependent_shift(
+            &$crate::models::rwkv6::ShiftWeights {
+                maa_x: att.maa_x,
+                maa: att.maa,
+                w1: att.maa_w1,
+                w2: att.maa_w2,
+                rank: $rank,
+            },
+            $ln,
+            &b.x[..tc],
+            $shift,
+            $crate::models::rwkv6::ShiftBuffers {
+                xx: &mut b.xx[..tc],
+                sx: &mut b.sx[..tc],
+                lora_mix: &mut b.lora_mix[..],
+                base: &mut b.y[..tc],
+                correction: &mut b.out[..tc],
+                mixed: &mut b.mixed,
+            },
+        )
+    }};
+}
+pub(crate) use finch_time_shift;
 
 /// The inputs of a Finch time mix over the rows of `x`: `xx = LN(x; ln)` and its token shift
 /// `sx` (`shift` carries the last row across calls), then row by row the five mixes
