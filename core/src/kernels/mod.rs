@@ -682,10 +682,11 @@ impl Kernels {
     /// One token: rows (a few aligned parts per worker). Several tokens: rows when
     /// `prefill_rows` (the int8 products, whose prefill kernels unpack or stream each weight
     /// block once per call: split by tokens, every worker would unpack the whole matrix)
-    /// and the matrix has enough rows, else tokens when there are eight or more (one aligned
-    /// part per worker; the float products, whose tiles gain nothing from fewer rows). Int8
-    /// products count `rows · cols · n` multiply-adds against [`PARALLEL_MIN_WEIGHTS`]; the
-    /// float ones, as before, `rows · cols`.
+    /// or when a dense float kernel writes strided row ranges
+    /// ([`Kernels::float_rows_strided`]: each worker streams only its rows), and the matrix
+    /// has enough rows; else tokens when there are eight or more (one aligned part per
+    /// worker). Int8 products count `rows · cols · n` multiply-adds against
+    /// [`PARALLEL_MIN_WEIGHTS`]; the float ones, as before, `rows · cols`.
     fn split(
         &self,
         w: &Matrix,
