@@ -132,6 +132,24 @@ pub mod scalar {
     }
 }
 
+/// `rows` rows of `width` values that start `stride` apart fit in `len` values.
+fn check_strided_rows(rows: usize, stride: usize, width: usize, len: usize) -> Result<()> {
+    let Some(last) = rows.checked_sub(1) else {
+        return Ok(());
+    };
+    let need = last
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(width))
+        .ok_or(crate::error::Error::OutOfRange)?;
+    if need > len {
+        return Err(crate::error::Error::LengthMismatch {
+            expected: need as u64,
+            found: len as u64,
+        });
+    }
+    Ok(())
+}
+
 fn check_u4(codes: usize, values: usize) -> Result<()> {
     check_len(codes.saturating_mul(2), values)
 }
@@ -165,18 +183,7 @@ impl Kernels {
     /// call and its checks per row (for example one head's keys in a cache of whole tokens).
     #[allow(unsafe_code)]
     pub fn dot_rows_f32(&self, k: &[f32], stride: usize, q: &[f32], out: &mut [f32]) -> Result<()> {
-        if let Some(last) = out.len().checked_sub(1) {
-            let need = last
-                .checked_mul(stride)
-                .and_then(|v| v.checked_add(q.len()))
-                .ok_or(crate::error::Error::OutOfRange)?;
-            if need > k.len() {
-                return Err(crate::error::Error::LengthMismatch {
-                    expected: need as u64,
-                    found: k.len() as u64,
-                });
-            }
-        }
+        check_strided_rows(out.len(), stride, q.len(), k.len())?;
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `dispatch!`; every row was checked to lie inside `k`.
@@ -203,18 +210,7 @@ impl Kernels {
         stride: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        if let Some(last) = w.len().checked_sub(1) {
-            let need = last
-                .checked_mul(stride)
-                .and_then(|x| x.checked_add(out.len()))
-                .ok_or(crate::error::Error::OutOfRange)?;
-            if need > v.len() {
-                return Err(crate::error::Error::LengthMismatch {
-                    expected: need as u64,
-                    found: v.len() as u64,
-                });
-            }
-        }
+        check_strided_rows(w.len(), stride, out.len(), v.len())?;
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `dispatch!`; every row was checked to lie inside `v`.

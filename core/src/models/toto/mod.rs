@@ -1822,16 +1822,18 @@ fn time_attention(
                 rope_xpos(kslot, pos, at.center, true);
             }
             let scores = &mut scores[..=pos];
-            // Context positions, then generated ones: each run's keys are `d` apart.
+            // Context positions, then generated ones: in each run, this head's keys (and
+            // values) are `d` apart, starting at `ctx_at` and `gen_at`.
             let in_ctx = (pos + 1).min(dims.nc);
+            let ctx_at = cache_index(dims, layer, path, v, 0).1 + head * hd;
+            let gen_at = cache_index(dims, layer, path, v, dims.nc).1 + head * hd;
+            fn run(cache: &[f32], at: usize) -> &[f32] {
+                cache.get(at..).unwrap_or(&[])
+            }
             let (ctx_scores, gen_scores) = scores.split_at_mut(in_ctx);
-            let (_, first) = cache_index(dims, layer, path, v, 0);
-            let keys = kv.k_ctx.read().get(first + head * hd..).unwrap_or(&[]);
-            kern.dot_rows_f32(keys, d, q, ctx_scores)?;
+            kern.dot_rows_f32(run(kv.k_ctx.read(), ctx_at), d, q, ctx_scores)?;
             if !gen_scores.is_empty() {
-                let (_, first) = cache_index(dims, layer, path, v, dims.nc);
-                let keys = kv.k_gen.get(first + head * hd..).unwrap_or(&[]);
-                kern.dot_rows_f32(keys, d, q, gen_scores)?;
+                kern.dot_rows_f32(run(kv.k_gen, gen_at), d, q, gen_scores)?;
             }
             for score in scores.iter_mut() {
                 *score *= norm;
@@ -1840,13 +1842,9 @@ fn time_attention(
             let out = &mut att[t * d + head * hd..t * d + (head + 1) * hd];
             out.fill(0.0);
             let (ctx_scores, gen_scores) = scores.split_at(in_ctx);
-            let (_, first) = cache_index(dims, layer, path, v, 0);
-            let values = kv.v_ctx.read().get(first + head * hd..).unwrap_or(&[]);
-            kern.axpy_rows_f32(ctx_scores, values, d, out)?;
+            kern.axpy_rows_f32(ctx_scores, run(kv.v_ctx.read(), ctx_at), d, out)?;
             if !gen_scores.is_empty() {
-                let (_, first) = cache_index(dims, layer, path, v, dims.nc);
-                let values = kv.v_gen.get(first + head * hd..).unwrap_or(&[]);
-                kern.axpy_rows_f32(gen_scores, values, d, out)?;
+                kern.axpy_rows_f32(gen_scores, run(kv.v_gen, gen_at), d, out)?;
             }
         }
     }
