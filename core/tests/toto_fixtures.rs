@@ -610,6 +610,51 @@ fn prefill_chunk_does_not_change_the_forecast() {
     }
 }
 
+/// A long context (50 patches) on the model whose SwiGLU is narrower than its width (hidden
+/// 20 < width 24): the context pass keeps only the last patch past the last time-wise layer's
+/// keys and values, and whatever scratch that uses must hold every dropped position's keys and
+/// values. The forecast equals the one computed a patch at a time (which drops nothing).
+#[test]
+fn long_context_on_a_narrow_mlp_prunes_without_overflow() {
+    let words = fixture("sfirst.model.safetensors");
+    let (variates, steps, horizon) = (2usize, 200usize, 12usize);
+    let values: Vec<f64> = (0..variates * steps)
+        .map(|i| {
+            let t = (i % steps) as f64;
+            10.0 + (t / 7.0).sin() * 3.0 + (i / steps) as f64 + 0.01 * t
+        })
+        .collect();
+    let series = Series {
+        values: &values,
+        variates,
+        groups: None,
+    };
+    for kernels in kernels_under_test() {
+        let run = |chunk: usize| {
+            let st = SafeTensors::parse(as_bytes(&words)).unwrap();
+            let model = Toto::new(st, kernels).unwrap().with_prefill_chunk(chunk);
+            assert!(model.config().mlp_hidden_dim < model.config().embed_dim);
+            let spec = ForecastSpec {
+                variates,
+                context: steps,
+                horizon,
+                batch: 1,
+            };
+            let mut mem = vec![0u8; model.memory_plan(&spec).unwrap().bytes_unaligned()];
+            let mut out = vec![0f64; variates * horizon];
+            model
+                .forecast_mean(&series, horizon, &mut mem, &mut out)
+                .unwrap();
+            out
+        };
+        let one = run(1);
+        assert!(one.iter().all(|v| v.is_finite()));
+        for chunk in [7, 64] {
+            assert_eq!(one, run(chunk), "{:?} chunk {chunk}", kernels.isa());
+        }
+    }
+}
+
 /// A pool whose `run` spawns one scoped thread per task, in reverse order, so parts really run
 /// concurrently and out of order.
 struct SpawningPool(usize);

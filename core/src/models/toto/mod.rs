@@ -954,14 +954,15 @@ impl<'a> Toto<'a> {
                 _ => 0,
             };
             if dropped > 0 {
-                // Keys and values (rows d..3d of the fused QKV) of the dropped tokens, queries
-                // zeroed (their attention outputs are not used).
-                let kv = &mut t.up[..dropped * 2 * d];
+                // Keys and values (rows d..3d of the fused QKV) of the dropped tokens, 2d-wide
+                // at the start of `t.qkv`, then spread to their 3d-wide rows, last first (row
+                // i moves to i·3d + d ≥ i·2d, past every row not yet moved), with the queries
+                // zeroed (their attention outputs are not read).
                 lw.qkv
-                    .apply_rows(kern, d, 2 * d, &t.xn[..dropped * d], dropped, kv)?;
-                for (row, kv) in t.qkv.chunks_exact_mut(3 * d).zip(kv.chunks_exact(2 * d)) {
-                    row[..d].fill(0.0);
-                    row[d..].copy_from_slice(kv);
+                    .apply_rows(kern, d, 2 * d, &t.xn[..dropped * d], dropped, t.qkv)?;
+                for i in (0..dropped).rev() {
+                    t.qkv.copy_within(i * 2 * d..(i + 1) * 2 * d, i * 3 * d + d);
+                    t.qkv[i * 3 * d..i * 3 * d + d].fill(0.0);
                 }
                 lw.qkv.apply(
                     kern,
