@@ -369,6 +369,31 @@ unsafe fn block_dot_avx2<const F: u8>(p: *const u8, a: __m256i, c: __m256i) -> _
     }
 }
 
+/// Block `k`'s 32 int8 activations of each of `T` tokens, and for `q4_0` the correction
+/// `c = −8·Σ₄a` that [`block_dot_avx2`] adds (zero for `q8_0`).
+///
+/// # Safety
+/// Block `k` (bytes `32k..32k + 32`) lies inside every token run `ap[t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_acts_avx2<const F: u8, const T: usize>(
+    ap: &[*const i8; T],
+    k: usize,
+) -> ([__m256i; T], [__m256i; T]) {
+    let mut a = [_mm256_setzero_si256(); T];
+    let mut c = [_mm256_setzero_si256(); T];
+    for t in 0..T {
+        // SAFETY: the caller's contract.
+        a[t] = unsafe { _mm256_loadu_si256(ap[t].add(32 * k).cast()) };
+        if F == Q4 {
+            let eights = _mm256_maddubs_epi16(_mm256_set1_epi8(8), a[t]);
+            let sum = _mm256_madd_epi16(eights, _mm256_set1_epi16(1));
+            c[t] = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
+        }
+    }
+    (a, c)
+}
+
 /// `q8_0`/`q4_0` × int8 on a tile of `R` rows × `T` tokens with 256-bit vectors.
 ///
 /// # Safety
@@ -392,18 +417,11 @@ unsafe fn tile_avx2<const F: u8, const PB: bool, const R: usize, const T: usize>
     // [even blocks, odd blocks] per output.
     let mut acc = [[[_mm256_setzero_ps(); 2]; T]; R];
     for k in 0..nb {
-        let mut a = [_mm256_setzero_si256(); T];
-        let mut c = [_mm256_setzero_si256(); T];
+        // SAFETY: block k's 32 activations lie inside every zero-padded token.
+        let (a, c) = unsafe { block_acts_avx2::<F, T>(&ap, k) };
         let mut sa = [_mm256_setzero_ps(); T];
-        for t in 0..T {
-            // SAFETY: block k's 32 activations lie inside the zero-padded token.
-            a[t] = unsafe { _mm256_loadu_si256(ap[t].add(32 * k).cast()) };
-            if F == Q4 {
-                let eights = _mm256_maddubs_epi16(_mm256_set1_epi8(8), a[t]);
-                let sum = _mm256_madd_epi16(eights, _mm256_set1_epi16(1));
-                c[t] = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
-            }
-            if PB {
+        if PB {
+            for t in 0..T {
                 sa[t] = _mm256_set1_ps(acts.scales[(t0 + t) * acts.blocks + k / 8]);
             }
         }
@@ -808,17 +826,8 @@ unsafe fn blockwise_tile_avx2<const F: u8, const PB: bool, const R: usize, const
     let mut chain = _mm256_setzero_ps();
     let mut folded = _mm256_setzero_ps();
     for k in 0..nb {
-        let mut a = [_mm256_setzero_si256(); T];
-        let mut c = [_mm256_setzero_si256(); T];
-        for t in 0..T {
-            // SAFETY: block k's 32 activations lie inside the zero-padded token.
-            a[t] = unsafe { _mm256_loadu_si256(ap[t].add(32 * k).cast()) };
-            if F == Q4 {
-                let eights = _mm256_maddubs_epi16(_mm256_set1_epi8(8), a[t]);
-                let sum = _mm256_madd_epi16(eights, _mm256_set1_epi16(1));
-                c[t] = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
-            }
-        }
+        // SAFETY: block k's 32 activations lie inside every zero-padded token.
+        let (a, c) = unsafe { block_acts_avx2::<F, T>(&ap, k) };
         let mut v = [_mm256_setzero_si256(); 8];
         let mut d = [_mm_setzero_ps(); 2];
         for r in 0..R {
