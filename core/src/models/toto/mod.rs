@@ -865,28 +865,8 @@ impl<'a> Toto<'a> {
     ) -> Result<usize> {
         let kern = &self.kernels;
         let n = positions * dims.v;
-        let Scratch {
-            h,
-            xn,
-            att,
-            qkv,
-            q,
-            up,
-            gate,
-            patch,
-            scores,
-            ..
-        } = scratch;
-        let mut tokens = TokenBufs {
-            h,
-            xn,
-            att,
-            qkv,
-            up,
-            gate,
-            patch,
-        };
-        let (q, scores) = (&mut q[..dims.hd], &mut scores[..dims.scores]);
+        let (mut tokens, rest) = scratch.split();
+        let (q, scores) = (&mut rest.q[..dims.hd], &mut rest.scores[..dims.scores]);
         let mut kv = Kv {
             k_ctx: Ctx::Write(state.k_ctx),
             v_ctx: Ctx::Write(state.v_ctx),
@@ -1023,70 +1003,32 @@ impl<'a> Toto<'a> {
         mode: Mode,
     ) -> Result<()> {
         let per = Self::part_paths(dims, nb);
-        let (v, d, p, hid, k) = (dims.v, dims.d, dims.p, dims.hid, dims.k);
+        let (v, d, p, k) = (dims.v, dims.d, dims.p, dims.k);
         let gen_per_path = mul(&[dims.lt, v, dims.ng, d])?;
-        let Scratch {
-            h,
-            xn,
-            att,
-            qkv,
-            q,
-            up,
-            gate,
-            patch,
-            scores,
-            un,
-            proj,
-            mix,
-            values,
-            stats,
-            affine,
-            rng,
-        } = scratch;
-        let (mut h, mut xn, mut att, mut qkv, mut up, mut gate, mut patch) = (
-            &mut **h,
-            &mut **xn,
-            &mut **att,
-            &mut **qkv,
-            &mut **up,
-            &mut **gate,
-            &mut **patch,
-        );
-        let (mut q, mut scores, mut un, mut proj, mut mix) =
-            (&mut **q, &mut **scores, &mut **un, &mut **proj, &mut **mix);
-        let (mut values, mut stats, mut affine, mut rng) =
-            (&mut **values, &mut **stats, &mut **affine, &mut **rng);
+        let (mut tokens, mut rest) = scratch.split();
         let (mut k_gen, mut v_gen) = (&mut *state.k_gen, &mut *state.v_gen);
         let mut parts: heapless::Vec<DecodePart<'_>, MAX_PARTS> = heapless::Vec::new();
         let mut b0 = 0;
         while b0 < nb {
-            let rest = nb - b0;
-            let paths = if rest < per + dims.unit_paths {
-                rest
+            let left = nb - b0;
+            let paths = if left < per + dims.unit_paths {
+                left
             } else {
                 per
             };
             let n = paths * v;
             let part = DecodePart {
                 paths,
-                tokens: TokenBufs {
-                    h: cut(&mut h, n * d)?,
-                    xn: cut(&mut xn, n * d)?,
-                    att: cut(&mut att, n * d)?,
-                    qkv: cut(&mut qkv, n * 3 * d)?,
-                    up: cut(&mut up, n * 2 * hid)?,
-                    gate: cut(&mut gate, n * hid)?,
-                    patch: cut(&mut patch, n * p)?,
-                },
-                q: cut(&mut q, dims.hd)?,
-                scores: cut(&mut scores, dims.scores)?,
-                un: cut(&mut un, dims.un)?,
-                proj: cut(&mut proj, dims.proj)?,
-                mix: cut(&mut mix, 4 * k)?,
-                values: cut(&mut values, n * p)?,
-                stats: cut(&mut stats, n * 4)?,
-                affine: cut(&mut affine, n * 2)?,
-                rng: cut(&mut rng, paths * 4)?,
+                tokens: tokens.take_front(n, dims)?,
+                q: cut(&mut rest.q, dims.hd)?,
+                scores: cut(&mut rest.scores, dims.scores)?,
+                un: cut(&mut rest.un, dims.un)?,
+                proj: cut(&mut rest.proj, dims.proj)?,
+                mix: cut(&mut rest.mix, 4 * k)?,
+                values: cut(&mut rest.values, n * p)?,
+                stats: cut(&mut rest.stats, n * 4)?,
+                affine: cut(&mut rest.affine, n * 2)?,
+                rng: cut(&mut rest.rng, paths * 4)?,
                 k_gen: cut(&mut k_gen, paths * gen_per_path)?,
                 v_gen: cut(&mut v_gen, paths * gen_per_path)?,
                 result: Ok(()),
@@ -1492,6 +1434,81 @@ struct TokenBufs<'b> {
     up: &'b mut [f32],
     gate: &'b mut [f32],
     patch: &'b mut [f32],
+}
+
+impl<'b> TokenBufs<'b> {
+    /// The first `n` tokens' rows of every buffer, taken off the front (the rest stays).
+    fn take_front(&mut self, n: usize, dims: &Dims) -> Result<TokenBufs<'b>> {
+        let (d, hid) = (dims.d, dims.hid);
+        Ok(TokenBufs {
+            h: cut(&mut self.h, n * d)?,
+            xn: cut(&mut self.xn, n * d)?,
+            att: cut(&mut self.att, n * d)?,
+            qkv: cut(&mut self.qkv, n * 3 * d)?,
+            up: cut(&mut self.up, n * 2 * hid)?,
+            gate: cut(&mut self.gate, n * hid)?,
+            patch: cut(&mut self.patch, n * dims.p)?,
+        })
+    }
+}
+
+/// The scratch buffers besides the layers' [`TokenBufs`]: attention, head and sampler state.
+struct ScratchRest<'b> {
+    q: &'b mut [f32],
+    scores: &'b mut [f32],
+    un: &'b mut [f32],
+    proj: &'b mut [f32],
+    mix: &'b mut [f32],
+    values: &'b mut [f64],
+    stats: &'b mut [f64],
+    affine: &'b mut [f64],
+    rng: &'b mut [u64],
+}
+
+impl Scratch<'_> {
+    /// Every buffer at once: the layers' token buffers and the rest.
+    fn split(&mut self) -> (TokenBufs<'_>, ScratchRest<'_>) {
+        let ScratchBufs {
+            h,
+            xn,
+            att,
+            qkv,
+            q,
+            up,
+            gate,
+            patch,
+            scores,
+            un,
+            proj,
+            mix,
+            values,
+            stats,
+            affine,
+            rng,
+        } = self;
+        (
+            TokenBufs {
+                h,
+                xn,
+                att,
+                qkv,
+                up,
+                gate,
+                patch,
+            },
+            ScratchRest {
+                q,
+                scores,
+                un,
+                proj,
+                mix,
+                values,
+                stats,
+                affine,
+                rng,
+            },
+        )
+    }
 }
 
 /// A group of sample paths generating one patch, with its own buffers (see
